@@ -1,0 +1,399 @@
+//! Checkpoints: safetensors weights plus a JSON sidecar carrying everything needed to use them
+//! (architecture, class names, input convention, training arguments, metrics, version).
+//! Both files are written atomically; the sidecar is written last, so a checkpoint with a sidecar
+//! is always complete.
+
+use crate::data::{Invert, SIDE};
+use crate::error::{Error, Result};
+use crate::fsutil::write_atomic;
+use crate::model::{ARCHITECTURE, ArchConfig, Net};
+use burn::prelude::*;
+use burn::store::{ModuleSnapshot, ModuleStore, PathFilter, SafetensorsStore};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// How raw images become model input.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InputSpec {
+    pub height: usize,
+    pub width: usize,
+    pub channels: usize,
+    /// Pixel values are bytes divided by this.
+    pub scale_divisor: f32,
+    /// Strokes are light on a dark background (MNIST's convention).
+    pub polarity: String,
+    /// How image files were inverted to that polarity during training.
+    pub invert: Invert,
+}
+
+impl InputSpec {
+    pub fn new(invert: Invert) -> Self {
+        InputSpec {
+            height: SIDE,
+            width: SIDE,
+            channels: 1,
+            scale_divisor: 255.0,
+            polarity: "light-on-dark".into(),
+            invert,
+        }
+    }
+}
+
+/// Metrics of the epoch a checkpoint was taken at.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Metrics {
+    pub epoch: usize,
+    pub loss: f64,
+    pub acc: f64,
+    pub val_loss: f64,
+    pub val_acc: f64,
+    pub test_acc: Option<f64>,
+}
+
+/// The JSON sidecar of a checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Meta {
+    pub warmstart_version: String,
+    pub architecture: String,
+    pub arch: ArchConfig,
+    pub classes: Vec<String>,
+    pub input: InputSpec,
+    /// The arguments of the run that produced it.
+    pub training: serde_json::Value,
+    pub metrics: Metrics,
+}
+
+impl Meta {
+    pub fn new(
+        classes: Vec<String>,
+        invert: Invert,
+        training: serde_json::Value,
+        metrics: Metrics,
+    ) -> Self {
+        Meta {
+            warmstart_version: env!("CARGO_PKG_VERSION").into(),
+            architecture: ARCHITECTURE.into(),
+            arch: ArchConfig::seed(classes.len()),
+            classes,
+            input: InputSpec::new(invert),
+            training,
+            metrics,
+        }
+    }
+}
+
+/// The weights file a user's path means: a run directory means its `best.safetensors`, and a
+/// sidecar means its weights.
+pub fn resolve(path: &Path) -> Result<PathBuf> {
+    let p = if path.is_dir() {
+        path.join("best.safetensors")
+    } else if path.extension().is_some_and(|e| e == "json") {
+        path.with_extension("safetensors")
+    } else {
+        path.to_path_buf()
+    };
+    if !p.is_file() {
+        return Err(Error::format(
+            &p,
+            "no such checkpoint (give a .safetensors file or a run directory holding best.safetensors)",
+        ));
+    }
+    Ok(p)
+}
+
+pub fn sidecar(weights: &Path) -> PathBuf {
+    weights.with_extension("json")
+}
+
+/// Serialises the model's tensors to safetensors bytes.
+pub fn to_bytes(model: &Net) -> Result<Vec<u8>> {
+    let mut store = SafetensorsStore::from_bytes(None);
+    model
+        .save_into(&mut store)
+        .map_err(|e| Error::invalid(format!("cannot serialise the model: {e}")))?;
+    store
+        .get_bytes()
+        .map_err(|e| Error::invalid(format!("cannot serialise the model: {e}")))
+}
+
+/// Saves weights then sidecar, each atomically.
+pub fn save(model: &Net, meta: &Meta, weights: &Path) -> Result<()> {
+    write_atomic(weights, &to_bytes(model)?)?;
+    let json = serde_json::to_vec_pretty(meta).map_err(|e| Error::invalid(e.to_string()))?;
+    write_atomic(&sidecar(weights), &json)
+}
+
+/// Rewrites a checkpoint's sidecar after changing it (e.g. to record the test accuracy).
+pub fn update_meta(weights: &Path, f: impl FnOnce(&mut Meta)) -> Result<()> {
+    let mut meta = read_meta(weights)?;
+    f(&mut meta);
+    let json = serde_json::to_vec_pretty(&meta).map_err(|e| Error::invalid(e.to_string()))?;
+    write_atomic(&sidecar(weights), &json)
+}
+
+/// Reads and checks a checkpoint's sidecar.
+pub fn read_meta(weights: &Path) -> Result<Meta> {
+    let p = sidecar(weights);
+    let text = std::fs::read(&p).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Error::format(&p, "checkpoint sidecar is missing (every .safetensors needs its .json)")
+        } else {
+            Error::io(&p, e)
+        }
+    })?;
+    let meta: Meta = serde_json::from_slice(&text)
+        .map_err(|e| Error::format(&p, format!("corrupt checkpoint sidecar: {e}")))?;
+    if meta.architecture != ARCHITECTURE {
+        return Err(Error::format(
+            &p,
+            format!(
+                "checkpoint is for architecture {:?}, this warmstart uses {ARCHITECTURE:?}",
+                meta.architecture
+            ),
+        ));
+    }
+    if meta.classes.len() != meta.arch.classes {
+        return Err(Error::format(
+            &p,
+            format!(
+                "sidecar lists {} class names for a {}-class model",
+                meta.classes.len(),
+                meta.arch.classes
+            ),
+        ));
+    }
+    Ok(meta)
+}
+
+fn open_store(weights: &Path) -> Result<SafetensorsStore> {
+    let bytes = std::fs::read(weights).map_err(|e| Error::io(weights, e))?;
+    Ok(SafetensorsStore::from_bytes(Some(bytes)))
+}
+
+fn tensor_shapes(store: &mut SafetensorsStore, weights: &Path) -> Result<BTreeMap<String, Vec<usize>>> {
+    let all = store
+        .get_all_tensors()
+        .map_err(|e| Error::format(weights, format!("not a readable safetensors file: {e}")))?;
+    Ok(all
+        .iter()
+        .map(|(k, t)| (k.clone(), t.shape.to_vec()))
+        .collect())
+}
+
+fn model_shapes(model: &Net) -> BTreeMap<String, Vec<usize>> {
+    model
+        .collect(None, None, false)
+        .into_iter()
+        .map(|t| (t.name.clone(), t.shape.to_vec()))
+        .collect()
+}
+
+/// Loads a complete checkpoint for evaluation or prediction.
+pub fn load(path: &Path, device: &Device) -> Result<(Net, Meta)> {
+    let weights = resolve(path)?;
+    let meta = read_meta(&weights)?;
+    let mut model = meta.arch.init(device);
+    let mut store = open_store(&weights)?;
+    let have = tensor_shapes(&mut store, &weights)?;
+    let want = model_shapes(&model);
+    for (name, shape) in &want {
+        match have.get(name) {
+            None => {
+                return Err(Error::format(
+                    &weights,
+                    format!("tensor {name} is missing: not a checkpoint of this model"),
+                ));
+            }
+            Some(s) if s != shape => {
+                return Err(Error::format(
+                    &weights,
+                    format!("tensor {name} has shape {s:?}, the model needs {shape:?}"),
+                ));
+            }
+            _ => {}
+        }
+    }
+    let res = model
+        .load_from(&mut store)
+        .map_err(|e| Error::format(&weights, format!("cannot load weights: {e}")))?;
+    if !res.errors.is_empty() {
+        return Err(Error::format(
+            &weights,
+            format!("cannot load weights: {:?}", res.errors),
+        ));
+    }
+    Ok((model, meta))
+}
+
+/// What `--init` copied and what it left freshly initialised.
+#[derive(Debug, Clone, Default)]
+pub struct TransferReport {
+    pub loaded: Vec<String>,
+    /// Model tensors with no same-named, same-shaped tensor in the checkpoint.
+    pub fresh: Vec<String>,
+    /// Checkpoint tensors the model did not use.
+    pub unused: Vec<String>,
+}
+
+impl std::fmt::Display for TransferReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "loaded {} tensors: {}", self.loaded.len(), self.loaded.join(", "))?;
+        if self.fresh.is_empty() {
+            write!(f, "new: none")
+        } else {
+            write!(
+                f,
+                "new (freshly initialised) {} tensors: {}",
+                self.fresh.len(),
+                self.fresh.join(", ")
+            )
+        }
+    }
+}
+
+/// Copies into `model` every checkpoint tensor whose name and shape match; the rest of the model
+/// (for instance a classifier head of another size) keeps its fresh initialisation.
+pub fn transfer(model: &mut Net, path: &Path) -> Result<TransferReport> {
+    let weights = resolve(path)?;
+    let mut store = open_store(&weights)?;
+    let have = tensor_shapes(&mut store, &weights)?;
+    let want = model_shapes(model);
+    let mut rep = TransferReport::default();
+    for (name, shape) in &want {
+        if have.get(name) == Some(shape) {
+            rep.loaded.push(name.clone());
+        } else {
+            rep.fresh.push(name.clone());
+        }
+    }
+    rep.unused = have
+        .keys()
+        .filter(|k| !rep.loaded.contains(k))
+        .cloned()
+        .collect();
+    if rep.loaded.is_empty() {
+        return Err(Error::format(
+            &weights,
+            "no tensor matches this model by name and shape: not a warmstart checkpoint",
+        ));
+    }
+    let mut filter = PathFilter::new();
+    for n in &rep.loaded {
+        filter = filter.with_full_path(n.clone());
+    }
+    let mut store = store.filter(filter).allow_partial(true);
+    let res = model
+        .load_from(&mut store)
+        .map_err(|e| Error::format(&weights, format!("cannot load weights: {e}")))?;
+    if !res.errors.is_empty() {
+        return Err(Error::format(
+            &weights,
+            format!("cannot load weights: {:?}", res.errors),
+        ));
+    }
+    Ok(rep)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::images_tensor;
+
+    fn meta(classes: usize) -> Meta {
+        Meta::new(
+            (0..classes).map(|i| format!("c{i}")).collect(),
+            Invert::Auto,
+            serde_json::json!({}),
+            Metrics::default(),
+        )
+    }
+
+    fn predict(m: &Net, x: &Tensor<4>) -> Vec<f32> {
+        m.valid().forward(x.clone()).into_data().iter::<f32>().collect()
+    }
+
+    #[test]
+    fn round_trip_gives_identical_predictions() {
+        let device = Device::flex();
+        device.seed(3);
+        let m = ArchConfig::seed(10).init(&device);
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("best.safetensors");
+        save(&m, &meta(10), &p).unwrap();
+        let (m2, meta2) = load(d.path(), &device).unwrap();
+        assert_eq!(meta2, meta(10));
+        let x = images_tensor((0..2 * 784).map(|i| (i % 255) as f32 / 255.0).collect(), &device);
+        assert_eq!(predict(&m, &x), predict(&m2, &x));
+    }
+
+    #[test]
+    fn transfer_copies_matching_and_reinitialises_head() {
+        let device = Device::flex();
+        device.seed(4);
+        let src = ArchConfig::seed(10).init(&device);
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("m.safetensors");
+        save(&src, &meta(10), &p).unwrap();
+        let mut dst = ArchConfig::seed(5).init(&device);
+        let head_before: Vec<f32> = dst.fc2.weight.val().into_data().iter::<f32>().collect();
+        let rep = transfer(&mut dst, &p).unwrap();
+        assert!(rep.fresh.contains(&"fc2.weight".to_string()), "{rep}");
+        assert!(rep.fresh.contains(&"fc2.bias".to_string()), "{rep}");
+        assert!(rep.loaded.contains(&"conv1.weight".to_string()), "{rep}");
+        assert!(rep.loaded.iter().any(|n| n.starts_with("bn3.")), "{rep}");
+        let w = |m: &Net| -> Vec<f32> { m.conv2.weight.val().into_data().iter::<f32>().collect() };
+        assert_eq!(w(&src), w(&dst));
+        let head_after: Vec<f32> = dst.fc2.weight.val().into_data().iter::<f32>().collect();
+        assert_eq!(head_before, head_after);
+        // Same class count: everything is copied.
+        let mut same = ArchConfig::seed(10).init(&device);
+        let rep = transfer(&mut same, &p).unwrap();
+        assert!(rep.fresh.is_empty(), "{rep}");
+    }
+
+    #[test]
+    fn missing_or_corrupt_sidecar() {
+        let device = Device::flex();
+        let m = ArchConfig::seed(3).init(&device);
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("best.safetensors");
+        save(&m, &meta(3), &p).unwrap();
+        std::fs::write(sidecar(&p), "{not json").unwrap();
+        let e = load(&p, &device).unwrap_err().to_string();
+        assert!(e.contains("corrupt checkpoint sidecar") && e.contains("best.json"), "{e}");
+        std::fs::remove_file(sidecar(&p)).unwrap();
+        let e = load(&p, &device).unwrap_err().to_string();
+        assert!(e.contains("sidecar is missing"), "{e}");
+    }
+
+    #[test]
+    fn checkpoint_for_another_class_count_is_refused() {
+        let device = Device::flex();
+        let m = ArchConfig::seed(3).init(&device);
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("best.safetensors");
+        save(&m, &meta(3), &p).unwrap();
+        // The sidecar claims 4 classes; the weights have 3.
+        let mut bad = meta(4);
+        bad.arch.classes = 4;
+        std::fs::write(sidecar(&p), serde_json::to_vec(&bad).unwrap()).unwrap();
+        let e = load(&p, &device).unwrap_err().to_string();
+        assert!(e.contains("fc2") && e.contains("shape"), "{e}");
+        let mut other = meta(3);
+        other.architecture = "resnet".into();
+        std::fs::write(sidecar(&p), serde_json::to_vec(&other).unwrap()).unwrap();
+        let e = load(&p, &device).unwrap_err().to_string();
+        assert!(e.contains("architecture"), "{e}");
+    }
+
+    #[test]
+    fn garbage_weights_file() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("best.safetensors");
+        std::fs::write(&p, b"garbage").unwrap();
+        std::fs::write(sidecar(&p), serde_json::to_vec(&meta(3)).unwrap()).unwrap();
+        let e = load(&p, &Device::flex()).unwrap_err().to_string();
+        assert!(e.contains("best.safetensors"), "{e}");
+    }
+}

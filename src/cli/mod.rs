@@ -1,0 +1,180 @@
+//! The command line: argument definitions and the glue from them to the library.
+
+mod commands;
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use warmstart::augment::AugmentConfig;
+use warmstart::data::Invert;
+use warmstart::device::DeviceKind;
+
+pub use commands::dispatch;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "warmstart",
+    version,
+    about = "Train small CNN image classifiers on scarce data, warm-started from pretrained weights.",
+    long_about = "Train small CNN image classifiers on scarce data, warm-started from pretrained weights.\n\n\
+                  With no command, runs `warmstart run`: pretrain on the bundled MNIST, train the bundled \
+                  fashion-1k from those weights, evaluate and plot.",
+    after_help = "Examples:\n  warmstart                      # the whole pipeline (same as `warmstart run`)\n  \
+                  warmstart train --data my-images/ --init runs/pretrain\n  \
+                  warmstart predict --model runs/train digit.png"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Pretrain the CNN (default: 15 epochs on the bundled MNIST) and save its weights.
+    #[command(after_help = "Example:\n  warmstart pretrain --epochs 15 --out runs/pretrain\n  \
+                            warmstart pretrain --limit 2000 --epochs 1   # a quick try")]
+    Pretrain(TrainArgs),
+    /// Train on a (small) dataset starting from pretrained weights, with augmentation.
+    #[command(after_help = "Example:\n  warmstart train --data my-images/ --init runs/pretrain --out runs/mine\n  \
+                            warmstart train --init random --augment none   # the baseline to beat")]
+    Train(TrainArgs),
+    /// Evaluate a checkpoint: accuracy, per-class precision/recall/F1, confusion matrix.
+    #[command(after_help = "Example:\n  warmstart eval --model runs/train --data data/fashion-1k")]
+    Eval(EvalArgs),
+    /// Predict the class of image files with a checkpoint.
+    #[command(after_help = "Example:\n  warmstart predict --model runs/train shoe.png shirt.jpg")]
+    Predict(PredictArgs),
+    /// The whole homework: pretrain on MNIST (reusing an existing checkpoint), train fashion-1k
+    /// from it, evaluate on its test set and plot the curves.
+    #[command(after_help = "Example:\n  warmstart run --out runs\n  \
+                            warmstart run --pretrain-epochs 1 --epochs 2 --limit 2000   # a quick try")]
+    Run(RunArgs),
+    /// Rebuild data/fashion-1k from the original Fashion-MNIST IDX files.
+    #[command(name = "make-fashion-1k", after_help = "Example:\n  \
+                            warmstart make-fashion-1k --from ../shared/data/fashion-mnist --out data/fashion-1k")]
+    MakeFashion1k {
+        /// Directory holding train-*/t10k-* Fashion-MNIST IDX files.
+        #[arg(long)]
+        from: PathBuf,
+        #[arg(long, default_value = "data/fashion-1k")]
+        out: PathBuf,
+    },
+}
+
+/// Flags every command that runs the model takes.
+#[derive(Args, Debug, Clone)]
+pub struct RuntimeArgs {
+    /// Where to compute: `cpu` (burn's flex backend) or `gpu` (wgpu; needs `--features gpu`).
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceKind,
+    /// CPU threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+/// Flags of `pretrain` and `train`; defaults differ between the two and are filled in per command.
+#[derive(Args, Debug, Clone)]
+pub struct TrainArgs {
+    /// Dataset: a directory of IDX files, a CSV file (or a directory with train.csv), or an image
+    /// folder (`<class>/*` or `{train,val,test}/<class>/*`). Default: bundled MNIST for
+    /// `pretrain`, bundled fashion-1k for `train`.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Output directory for checkpoints, history and plots [default: runs/pretrain or runs/train].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Epochs [default: 15 for pretrain, 30 for train].
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Batch size [default: 128 for pretrain, 32 for train].
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Adam learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Use only the first N training images (for quick tries).
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Evaluate only the first N test images at the end.
+    #[arg(long)]
+    pub test_limit: Option<usize>,
+    /// Fraction held out for validation when the data has no validation set (stratified, seeded).
+    #[arg(long, default_value_t = 0.1)]
+    pub val_split: f64,
+    /// Augmentation, e.g. `rotation=10,shift=0.1,zoom=0.1`, or `none` [default: none for
+    /// pretrain, rotation=10,shift=0.1,zoom=0.1 for train].
+    #[arg(long)]
+    pub augment: Option<AugmentConfig>,
+    /// Initial weights: a checkpoint (file or run directory) or `random` [default: random for
+    /// pretrain, runs/pretrain for train].
+    #[arg(long)]
+    pub init: Option<String>,
+    /// Invert image-folder images to light-on-dark: auto (by border brightness), yes or no.
+    #[arg(long, default_value = "auto")]
+    pub invert: Invert,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct EvalArgs {
+    /// Checkpoint: a .safetensors file or a run directory (uses its best.safetensors).
+    #[arg(long, default_value = "runs/train")]
+    pub model: PathBuf,
+    /// Dataset to evaluate on [default: the data the checkpoint was trained on].
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Which part of the dataset: test, val or train.
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    /// Evaluate only the first N images.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct PredictArgs {
+    /// Checkpoint: a .safetensors file or a run directory (uses its best.safetensors).
+    #[arg(long, default_value = "runs/train")]
+    pub model: PathBuf,
+    /// Image files, in any format the `image` crate decodes.
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
+    /// Invert to light-on-dark: auto, yes or no [default: as in training].
+    #[arg(long)]
+    pub invert: Option<Invert>,
+    /// Show the K most likely classes.
+    #[arg(long, default_value_t = 1)]
+    pub top: usize,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Output directory: pretrain/ and fashion-1k/ go inside.
+    #[arg(long, default_value = "runs")]
+    pub out: PathBuf,
+    /// Pretraining epochs on MNIST.
+    #[arg(long, default_value_t = 15)]
+    pub pretrain_epochs: usize,
+    /// Training epochs on fashion-1k.
+    #[arg(long, default_value_t = 30)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Use only the first N training images of each stage (for quick tries).
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Evaluate only the first N test images.
+    #[arg(long)]
+    pub test_limit: Option<usize>,
+    /// Pretrain again even if OUT/pretrain holds a checkpoint.
+    #[arg(long)]
+    pub fresh: bool,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}

@@ -1,0 +1,341 @@
+//! Image folders: `PATH/<class>/*` or `PATH/{train,val,test}/<class>/*`, in any format the `image`
+//! crate decodes, any size and channel count.
+//!
+//! The conversion rule to a 28x28 MNIST-like image ([`to_mnist`]):
+//! 1. decode with memory limits (a decompression bomb is refused, not decoded);
+//! 2. composite any alpha channel over white, then convert to 8-bit luminance;
+//! 3. invert when the image is dark-on-light (`--invert yes`, or `auto` when the mean of its border
+//!    pixels is above mid-grey), so that strokes are light on a dark background as in MNIST;
+//! 4. resize so the longer side is 28 pixels, keeping the aspect ratio (Catmull-Rom filter);
+//! 5. centre it on a black 28x28 canvas.
+
+use super::{Images, PIXELS, RawDataset, SIDE};
+use crate::error::{Error, Result};
+use image::{DynamicImage, GrayImage, ImageReader, Limits};
+use std::path::{Path, PathBuf};
+
+/// Largest image side accepted, in pixels.
+pub const MAX_SIDE: u32 = 16_384;
+/// Largest decoded allocation accepted, in bytes.
+pub const MAX_ALLOC: u64 = 512 << 20;
+
+/// Whether to invert images to light-on-dark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Invert {
+    /// Invert an image when its border is mostly light.
+    Auto,
+    Yes,
+    No,
+}
+
+impl std::str::FromStr for Invert {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "auto" => Ok(Invert::Auto),
+            "yes" => Ok(Invert::Yes),
+            "no" => Ok(Invert::No),
+            _ => Err(format!("expected auto, yes or no, got {s:?}")),
+        }
+    }
+}
+
+/// Decodes an image file with limits that stop decompression bombs.
+pub fn decode(path: &Path) -> Result<DynamicImage> {
+    let mut reader = ImageReader::open(path)
+        .map_err(|e| Error::io(path, e))?
+        .with_guessed_format()
+        .map_err(|e| Error::io(path, e))?;
+    if reader.format().is_none() {
+        return Err(Error::format(path, "not an image in a known format"));
+    }
+    let mut limits = Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    limits.max_alloc = Some(MAX_ALLOC);
+    reader.limits(limits);
+    reader
+        .decode()
+        .map_err(|e| Error::format(path, format!("cannot decode image: {e}")))
+}
+
+/// Reads an image file and converts it to a 28x28 light-on-dark image by the rule above.
+pub fn load_image(path: &Path, invert: Invert) -> Result<[u8; PIXELS]> {
+    Ok(to_mnist(&decode(path)?, invert))
+}
+
+/// Converts any decoded image to 28x28 light-on-dark bytes.
+pub fn to_mnist(img: &DynamicImage, invert: Invert) -> [u8; PIXELS] {
+    let rgba = img.to_rgba32f();
+    let (w, h) = rgba.dimensions();
+    let mut gray = GrayImage::new(w, h);
+    for (x, y, p) in rgba.enumerate_pixels() {
+        let [r, g, b, a] = p.0;
+        let lum = 0.299 * r + 0.587 * g + 0.114 * b;
+        let v = lum * a + (1.0 - a);
+        gray.put_pixel(x, y, image::Luma([(v.clamp(0.0, 1.0) * 255.0).round() as u8]));
+    }
+    let flip = match invert {
+        Invert::Yes => true,
+        Invert::No => false,
+        Invert::Auto => border_mean(&gray) > 127.5,
+    };
+    if flip {
+        image::imageops::invert(&mut gray);
+    }
+    let side = SIDE as u32;
+    let scale = side as f32 / w.max(h) as f32;
+    let nw = ((w as f32 * scale).round() as u32).clamp(1, side);
+    let nh = ((h as f32 * scale).round() as u32).clamp(1, side);
+    let small = if (nw, nh) == (w, h) {
+        gray
+    } else {
+        image::imageops::resize(&gray, nw, nh, image::imageops::FilterType::CatmullRom)
+    };
+    let mut out = [0u8; PIXELS];
+    let (ox, oy) = ((side - nw) / 2, (side - nh) / 2);
+    for (x, y, p) in small.enumerate_pixels() {
+        out[((y + oy) * side + x + ox) as usize] = p.0[0];
+    }
+    out
+}
+
+fn border_mean(g: &GrayImage) -> f64 {
+    let (w, h) = g.dimensions();
+    let mut sum = 0u64;
+    let mut n = 0u64;
+    for (x, y, p) in g.enumerate_pixels() {
+        if x == 0 || y == 0 || x + 1 == w || y + 1 == h {
+            sum += u64::from(p.0[0]);
+            n += 1;
+        }
+    }
+    sum as f64 / n.max(1) as f64
+}
+
+fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
+    let rd = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+    let mut v = Vec::new();
+    for e in rd {
+        v.push(e.map_err(|e| Error::io(dir, e))?.path());
+    }
+    v.sort();
+    Ok(v)
+}
+
+fn subdirs(dir: &Path) -> Result<Vec<PathBuf>> {
+    Ok(sorted_entries(dir)?
+        .into_iter()
+        .filter(|p| p.is_dir())
+        .collect())
+}
+
+fn dir_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Reads `dir/<class>/*` for the given class names. A file that is not a readable image is
+/// skipped and reported; an empty class folder is an error.
+fn read_split(
+    dir: &Path,
+    classes: &[String],
+    invert: Invert,
+    skipped: &mut Vec<(PathBuf, String)>,
+) -> Result<Images> {
+    let mut pixels = Vec::new();
+    let mut labels = Vec::new();
+    for sub in subdirs(dir)? {
+        let name = dir_name(&sub);
+        let label = classes.iter().position(|c| *c == name).ok_or_else(|| {
+            Error::format(
+                &sub,
+                format!("class {name:?} is not among the training classes {classes:?}"),
+            )
+        })?;
+        let mut found = 0;
+        for f in sorted_entries(&sub)? {
+            if f.is_dir() {
+                skipped.push((f, "a directory inside a class folder".into()));
+                continue;
+            }
+            match load_image(&f, invert) {
+                Ok(px) => {
+                    pixels.extend_from_slice(&px);
+                    labels.push(label as u32);
+                    found += 1;
+                }
+                Err(e @ Error::Io { .. }) => return Err(e),
+                Err(e) => {
+                    let why = match e {
+                        Error::Format { msg, .. } => msg,
+                        other => other.to_string(),
+                    };
+                    skipped.push((f, why));
+                }
+            }
+        }
+        if found == 0 {
+            return Err(Error::format(&sub, "class folder has no readable images"));
+        }
+    }
+    Images::new(pixels, labels)
+}
+
+/// Loads an image-folder dataset.
+pub fn load(root: &Path, invert: Invert) -> Result<RawDataset> {
+    let dirs = subdirs(root)?;
+    if dirs.is_empty() {
+        return Err(Error::format(
+            root,
+            "no dataset found: expected IDX files, train.csv, or one folder per class",
+        ));
+    }
+    let split_layout = root.join("train").is_dir()
+        && dirs
+            .iter()
+            .all(|d| matches!(dir_name(d).as_str(), "train" | "val" | "test"));
+    let train_dir = if split_layout {
+        root.join("train")
+    } else {
+        root.to_path_buf()
+    };
+    let classes: Vec<String> = subdirs(&train_dir)?.iter().map(|d| dir_name(d)).collect();
+    if classes.is_empty() {
+        return Err(Error::format(&train_dir, "no class folders"));
+    }
+    let mut skipped = Vec::new();
+    let train = read_split(&train_dir, &classes, invert, &mut skipped)?;
+    let mut opt = |name: &str| -> Result<Option<Images>> {
+        let d = root.join(name);
+        if split_layout && d.is_dir() {
+            read_split(&d, &classes, invert, &mut skipped).map(Some)
+        } else {
+            Ok(None)
+        }
+    };
+    let val = opt("val")?;
+    let test = opt("test")?;
+    Ok(RawDataset {
+        classes: Some(classes),
+        train,
+        val,
+        test,
+        skipped,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::{Rgba, RgbaImage};
+
+    #[test]
+    fn dark_on_light_is_inverted_and_aspect_kept() {
+        // A 56x28 white image with a black 8x8 square in the middle.
+        let mut img = RgbaImage::from_pixel(56, 28, Rgba([255, 255, 255, 255]));
+        for y in 10..18 {
+            for x in 24..32 {
+                img.put_pixel(x, y, Rgba([0, 0, 0, 255]));
+            }
+        }
+        let out = to_mnist(&DynamicImage::ImageRgba8(img), Invert::Auto);
+        // Scaled to 28x14, centred vertically: rows 0..7 and 21..28 are padding (black).
+        assert_eq!(out[0], 0);
+        assert_eq!(out[27 * 28 + 27], 0);
+        // The square is now bright; the former white background is dark.
+        assert!(out[14 * 28 + 14] > 200, "{}", out[14 * 28 + 14]);
+        assert!(out[10 * 28 + 2] < 30);
+    }
+
+    #[test]
+    fn transparent_background_counts_as_white() {
+        let img = RgbaImage::from_pixel(28, 28, Rgba([0, 0, 0, 0]));
+        let out = to_mnist(&DynamicImage::ImageRgba8(img), Invert::Auto);
+        assert!(out.iter().all(|&p| p == 0));
+        let out = to_mnist(
+            &DynamicImage::ImageRgba8(RgbaImage::from_pixel(28, 28, Rgba([0, 0, 0, 0]))),
+            Invert::No,
+        );
+        assert!(out.iter().all(|&p| p == 255));
+    }
+
+    #[test]
+    fn sixteen_bit_images_convert() {
+        let img = image::ImageBuffer::<image::Luma<u16>, _>::from_pixel(28, 28, image::Luma([65535u16]));
+        let out = to_mnist(&DynamicImage::ImageLuma16(img), Invert::No);
+        assert!(out.iter().all(|&p| p == 255));
+    }
+
+    fn save(p: &Path, v: u8) {
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        GrayImage::from_pixel(28, 28, image::Luma([v])).save(p).unwrap();
+    }
+
+    #[test]
+    fn class_folders_with_a_bad_file() {
+        let d = tempfile::tempdir().unwrap();
+        save(&d.path().join("b/1.png"), 10);
+        save(&d.path().join("a/1.png"), 20);
+        save(&d.path().join("a/2.png"), 30);
+        std::fs::write(d.path().join("a/notes.txt"), "hello").unwrap();
+        let raw = load(d.path(), Invert::No).unwrap();
+        assert_eq!(raw.classes.unwrap(), vec!["a", "b"]);
+        assert_eq!(raw.train.labels(), &[0, 0, 1]);
+        assert_eq!(raw.skipped.len(), 1);
+        assert!(raw.skipped[0].0.ends_with("notes.txt"));
+    }
+
+    #[test]
+    fn truncated_png_is_skipped_with_reason() {
+        let d = tempfile::tempdir().unwrap();
+        save(&d.path().join("a/1.png"), 10);
+        save(&d.path().join("b/1.png"), 10);
+        let bytes = std::fs::read(d.path().join("a/1.png")).unwrap();
+        std::fs::write(d.path().join("a/2.png"), &bytes[..bytes.len() / 2]).unwrap();
+        let raw = load(d.path(), Invert::No).unwrap();
+        assert_eq!(raw.train.len(), 2);
+        assert_eq!(raw.skipped.len(), 1);
+        assert!(raw.skipped[0].1.contains("decode"), "{}", raw.skipped[0].1);
+    }
+
+    #[test]
+    fn empty_class_folder_is_an_error() {
+        let d = tempfile::tempdir().unwrap();
+        save(&d.path().join("a/1.png"), 10);
+        std::fs::create_dir_all(d.path().join("b")).unwrap();
+        let e = load(d.path(), Invert::No).unwrap_err().to_string();
+        assert!(e.contains("no readable images") && e.contains("/b"), "{e}");
+    }
+
+    #[test]
+    fn split_layout() {
+        let d = tempfile::tempdir().unwrap();
+        for s in ["train", "test"] {
+            save(&d.path().join(s).join("x/1.png"), 1);
+            save(&d.path().join(s).join("y/1.png"), 2);
+        }
+        let raw = load(d.path(), Invert::No).unwrap();
+        assert_eq!(raw.classes.unwrap(), vec!["x", "y"]);
+        assert_eq!(raw.test.unwrap().len(), 2);
+        assert!(raw.val.is_none());
+    }
+
+    #[test]
+    fn huge_dimensions_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("big.png");
+        // A valid PNG header declaring 100000x100000 pixels; refused before any allocation.
+        let img = GrayImage::from_pixel(1, 1, image::Luma([0]));
+        img.save(&p).unwrap();
+        let mut b = std::fs::read(&p).unwrap();
+        // IHDR width/height live at bytes 16..24; patch them (the CRC is then wrong, so the
+        // decoder may refuse either for the size or the CRC: both must be errors).
+        b[16..20].copy_from_slice(&100_000u32.to_be_bytes());
+        b[20..24].copy_from_slice(&100_000u32.to_be_bytes());
+        std::fs::write(&p, b).unwrap();
+        assert!(load_image(&p, Invert::No).is_err());
+    }
+}

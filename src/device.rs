@@ -1,0 +1,53 @@
+//! Choosing where tensors live: burn's `flex` CPU backend, or `wgpu` for GPUs when built with the
+//! `gpu` feature.
+
+use crate::error::{Error, Result};
+use burn::prelude::Device;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceKind {
+    Cpu,
+    Gpu,
+}
+
+impl std::str::FromStr for DeviceKind {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "cpu" => Ok(DeviceKind::Cpu),
+            "gpu" => Ok(DeviceKind::Gpu),
+            _ => Err(format!("expected cpu or gpu, got {s:?}")),
+        }
+    }
+}
+
+/// The device for `kind`, seeded so that initialisation and dropout are reproducible.
+pub fn make(kind: DeviceKind, seed: u64) -> Result<Device> {
+    let device = match kind {
+        DeviceKind::Cpu => Device::flex(),
+        DeviceKind::Gpu => gpu()?,
+    };
+    device.seed(seed);
+    Ok(device)
+}
+
+#[cfg(feature = "gpu")]
+fn gpu() -> Result<Device> {
+    Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice))
+}
+
+#[cfg(not(feature = "gpu"))]
+fn gpu() -> Result<Device> {
+    Err(Error::invalid(
+        "this warmstart was built without GPU support; rebuild with `cargo build --release --features gpu`",
+    ))
+}
+
+/// Sizes the CPU thread pool used by the `flex` backend. Call once, before any tensor work.
+pub fn set_threads(n: usize) -> Result<()> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global()
+        .map_err(|e| Error::invalid(format!("cannot set --threads {n}: {e}")))
+}

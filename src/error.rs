@@ -1,0 +1,44 @@
+//! The library's error type: every variant that comes from user input names the file at fault.
+
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file that was read but whose contents are wrong.
+    #[error("{}: {msg}", path.display())]
+    Format { path: PathBuf, msg: String },
+    /// A bad option or a combination of inputs that cannot work together.
+    #[error("{0}")]
+    Invalid(String),
+    /// Training produced a non-finite loss.
+    #[error("{0}")]
+    Numerical(String),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.as_ref().to_path_buf(),
+            source,
+        }
+    }
+
+    pub fn format(path: impl AsRef<Path>, msg: impl Into<String>) -> Self {
+        Error::Format {
+            path: path.as_ref().to_path_buf(),
+            msg: msg.into(),
+        }
+    }
+
+    pub fn invalid(msg: impl Into<String>) -> Self {
+        Error::Invalid(msg.into())
+    }
+}

@@ -1,0 +1,215 @@
+//! Evaluation: predictions, loss and accuracy on a set, the confusion matrix and per-class
+//! precision, recall and F1.
+
+use crate::data::{Images, batch::plain};
+use crate::model::{Net, images_tensor};
+use burn::prelude::*;
+use serde::Serialize;
+
+/// Batch size for evaluation: large batches amortise per-call overhead.
+pub const EVAL_BATCH: usize = 1000;
+
+/// Predictions of a model on a set.
+#[derive(Debug, Clone)]
+pub struct Predictions {
+    /// Class probabilities, `classes` per image.
+    pub probs: Vec<f32>,
+    pub classes: usize,
+    pub labels: Vec<u32>,
+}
+
+impl Predictions {
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.probs[i * self.classes..(i + 1) * self.classes]
+    }
+
+    pub fn predicted(&self, i: usize) -> u32 {
+        argmax(self.row(i)) as u32
+    }
+
+    pub fn correct(&self) -> usize {
+        (0..self.len())
+            .filter(|&i| self.predicted(i) == self.labels[i])
+            .count()
+    }
+
+    pub fn accuracy(&self) -> f64 {
+        self.correct() as f64 / self.len().max(1) as f64
+    }
+
+    /// Mean cross-entropy of the true class.
+    pub fn loss(&self) -> f64 {
+        let s: f64 = (0..self.len())
+            .map(|i| -f64::from(self.row(i)[self.labels[i] as usize].max(1e-12)).ln())
+            .sum();
+        s / self.len().max(1) as f64
+    }
+}
+
+pub fn argmax(v: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &x) in v.iter().enumerate() {
+        if x > v[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// Class probabilities for host pixels (`n * 784` values in `[0, 1]`); `model` must be in
+/// evaluation mode (`Module::valid`) and `device` without autodiff.
+pub fn probabilities(model: &Net, pixels: Vec<f32>, device: &Device) -> Vec<f32> {
+    model
+        .probabilities(images_tensor(pixels, device))
+        .into_data()
+        .iter::<f32>()
+        .collect()
+}
+
+/// Runs the model over a whole set in batches.
+pub fn predict_set(model: &Net, images: &Images, device: &Device) -> Predictions {
+    let mut probs = Vec::with_capacity(images.len() * model.classes());
+    let mut start = 0;
+    while start < images.len() {
+        let end = (start + EVAL_BATCH).min(images.len());
+        probs.extend(probabilities(model, plain(images, start..end).images, device));
+        start = end;
+    }
+    Predictions {
+        probs,
+        classes: model.classes(),
+        labels: images.labels().to_vec(),
+    }
+}
+
+/// Precision, recall and F1 of one class.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClassScore {
+    pub class: String,
+    pub precision: f64,
+    pub recall: f64,
+    pub f1: f64,
+    pub support: usize,
+}
+
+/// A confusion matrix: `counts[true][predicted]`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Confusion {
+    pub classes: Vec<String>,
+    pub counts: Vec<Vec<usize>>,
+}
+
+impl Confusion {
+    pub fn new(p: &Predictions, classes: &[String]) -> Self {
+        let k = classes.len();
+        let mut counts = vec![vec![0; k]; k];
+        for i in 0..p.len() {
+            counts[p.labels[i] as usize][p.predicted(i) as usize] += 1;
+        }
+        Confusion {
+            classes: classes.to_vec(),
+            counts,
+        }
+    }
+
+    pub fn scores(&self) -> Vec<ClassScore> {
+        let k = self.classes.len();
+        (0..k)
+            .map(|c| {
+                let tp = self.counts[c][c] as f64;
+                let support: usize = self.counts[c].iter().sum();
+                let predicted: usize = (0..k).map(|t| self.counts[t][c]).sum();
+                let precision = if predicted > 0 { tp / predicted as f64 } else { 0.0 };
+                let recall = if support > 0 { tp / support as f64 } else { 0.0 };
+                let f1 = if precision + recall > 0.0 {
+                    2.0 * precision * recall / (precision + recall)
+                } else {
+                    0.0
+                };
+                ClassScore {
+                    class: self.classes[c].clone(),
+                    precision,
+                    recall,
+                    f1,
+                    support,
+                }
+            })
+            .collect()
+    }
+
+    /// A plain-text table: per-class scores, then the matrix.
+    pub fn render(&self) -> String {
+        use std::fmt::Write;
+        let w = self.classes.iter().map(|c| c.len()).max().unwrap_or(5).max(5);
+        let mut s = String::new();
+        let _ = writeln!(s, "{:>w$}  precision  recall  f1-score  support", "class");
+        for sc in self.scores() {
+            let _ = writeln!(
+                s,
+                "{:>w$}  {:>9.4}  {:>6.4}  {:>8.4}  {:>7}",
+                sc.class, sc.precision, sc.recall, sc.f1, sc.support
+            );
+        }
+        let _ = writeln!(s, "\nconfusion matrix (rows: true class, columns: predicted)");
+        let cw = self
+            .counts
+            .iter()
+            .flatten()
+            .map(|n| n.to_string().len())
+            .max()
+            .unwrap_or(1)
+            .max(3);
+        let _ = write!(s, "{:>w$} ", "");
+        for j in 0..self.classes.len() {
+            let _ = write!(s, " {:>cw$}", j);
+        }
+        let _ = writeln!(s);
+        for (i, row) in self.counts.iter().enumerate() {
+            let _ = write!(s, "{:>w$} ", format!("{i} {}", self.classes[i]));
+            for n in row {
+                let _ = write!(s, " {n:>cw$}");
+            }
+            let _ = writeln!(s);
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn preds() -> Predictions {
+        // Three images of class 0 (one predicted 1), one of class 1 (predicted 1).
+        Predictions {
+            probs: vec![0.9, 0.1, 0.8, 0.2, 0.3, 0.7, 0.4, 0.6],
+            classes: 2,
+            labels: vec![0, 0, 0, 1],
+        }
+    }
+
+    #[test]
+    fn accuracy_loss_and_scores() {
+        let p = preds();
+        assert_eq!(p.correct(), 3);
+        assert!((p.accuracy() - 0.75).abs() < 1e-12);
+        let expect = -(0.9f64.ln() + 0.8f64.ln() + 0.3f64.ln() + 0.6f64.ln()) / 4.0;
+        assert!((p.loss() - expect).abs() < 1e-6);
+        let c = Confusion::new(&p, &["a".into(), "b".into()]);
+        assert_eq!(c.counts, vec![vec![2, 1], vec![0, 1]]);
+        let s = c.scores();
+        assert!((s[0].precision - 1.0).abs() < 1e-12);
+        assert!((s[0].recall - 2.0 / 3.0).abs() < 1e-12);
+        assert!((s[1].precision - 0.5).abs() < 1e-12);
+        assert!((s[1].f1 - 2.0 / 3.0).abs() < 1e-12);
+        assert!(c.render().contains("confusion matrix"));
+    }
+}

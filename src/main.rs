@@ -1,0 +1,21 @@
+//! The `warmstart` binary: a thin command line over the library.
+
+mod cli;
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // With no command at all, do the whole pipeline.
+    if args.len() == 1 {
+        args.push("run".into());
+    }
+    let cli = cli::Cli::parse_from(args);
+    match cli::dispatch(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! Pictures of a run, drawn with `plotters`.
+
+pub mod plot;

@@ -1,0 +1,140 @@
+//! Training curves: accuracy and loss per epoch, train against validation.
+
+use crate::error::{Error, Result};
+use crate::fsutil::write_atomic;
+use crate::train::History;
+use plotters::prelude::*;
+use std::path::Path;
+use std::sync::Once;
+
+/// The bundled font (DejaVu Sans), so charts render the same on any machine without system fonts.
+static FONT: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
+
+fn register_font() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // The font is compiled in and known to parse, so this cannot fail at run time.
+        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
+        let _ = plotters::style::register_font("sans-serif", FontStyle::Bold, FONT);
+    });
+}
+
+fn draw_err(e: impl std::fmt::Display) -> Error {
+    Error::invalid(format!("cannot draw chart: {e}"))
+}
+
+/// Draws into an RGB buffer of `w x h` and writes it as PNG atomically.
+pub fn render_png(
+    path: &Path,
+    (w, h): (u32, u32),
+    draw: impl FnOnce(&DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>) -> Result<()>,
+) -> Result<()> {
+    register_font();
+    let mut buf = vec![0u8; (w * h * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+        root.fill(&WHITE).map_err(draw_err)?;
+        draw(&root)?;
+        root.present().map_err(draw_err)?;
+    }
+    let img = image::RgbImage::from_raw(w, h, buf)
+        .ok_or_else(|| Error::invalid("chart buffer has the wrong size"))?;
+    let mut png = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .map_err(|e| Error::invalid(format!("cannot encode PNG: {e}")))?;
+    write_atomic(path, &png)
+}
+
+/// One panel: a train and a validation series over epochs.
+fn panel(
+    area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
+    title: &str,
+    y_label: &str,
+    train: &[(f64, f64)],
+    val: &[(f64, f64)],
+) -> Result<()> {
+    let epochs = train.len().max(1) as f64;
+    let ys = train.iter().chain(val).map(|p| p.1).filter(|v| v.is_finite());
+    let (lo, hi) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
+    let (lo, hi) = if lo.is_finite() { (lo, hi) } else { (0.0, 1.0) };
+    let pad = ((hi - lo) * 0.08).max(1e-3);
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", 24))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.5..epochs + 0.5, (lo - pad)..(hi + pad))
+        .map_err(draw_err)?;
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .y_desc(y_label)
+        .x_labels(epochs.min(15.0) as usize + 1)
+        .label_style(("sans-serif", 14))
+        .axis_desc_style(("sans-serif", 16))
+        .draw()
+        .map_err(draw_err)?;
+    for (name, data, color) in [("train", train, BLUE), ("validation", val, RED)] {
+        chart
+            .draw_series(LineSeries::new(data.iter().copied(), color.stroke_width(2)))
+            .map_err(draw_err)?
+            .label(name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+        chart
+            .draw_series(data.iter().map(|&p| Circle::new(p, 3, color.filled())))
+            .map_err(draw_err)?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 14))
+        .draw()
+        .map_err(draw_err)?;
+    Ok(())
+}
+
+/// Writes the accuracy and loss curves of a run side by side.
+pub fn curves(history: &History, path: &Path) -> Result<()> {
+    let pts = |f: fn(&crate::train::EpochRecord) -> f64| -> Vec<(f64, f64)> {
+        history.0.iter().map(|r| (r.epoch as f64, f(r))).collect()
+    };
+    render_png(path, (1200, 480), |root| {
+        let (left, right) = root.split_horizontally(600);
+        panel(&left, "Accuracy", "accuracy", &pts(|r| r.acc), &pts(|r| r.val_acc))?;
+        panel(&right, "Loss", "cross-entropy loss", &pts(|r| r.loss), &pts(|r| r.val_loss))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::EpochRecord;
+
+    #[test]
+    fn curves_png_has_drawn_content() {
+        let h = History(
+            (1..=5)
+                .map(|e| EpochRecord {
+                    epoch: e,
+                    seconds: 1.0,
+                    loss: 1.0 / e as f64,
+                    acc: 1.0 - 0.5 / e as f64,
+                    val_loss: 1.2 / e as f64,
+                    val_acc: 1.0 - 0.6 / e as f64,
+                })
+                .collect(),
+        );
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("curves.png");
+        curves(&h, &p).unwrap();
+        let img = image::open(&p).unwrap().to_rgb8();
+        assert_eq!(img.dimensions(), (1200, 480));
+        let red = img.pixels().filter(|p| p.0[0] > 200 && p.0[1] < 60 && p.0[2] < 60).count();
+        let blue = img.pixels().filter(|p| p.0[2] > 200 && p.0[0] < 60 && p.0[1] < 60).count();
+        let dark = img.pixels().filter(|p| p.0.iter().all(|&c| c < 80)).count();
+        assert!(red > 200 && blue > 200, "red {red} blue {blue}");
+        assert!(dark > 500, "no text or axes drawn: {dark}");
+    }
+}
