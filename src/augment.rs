@@ -41,7 +41,13 @@ impl AugmentConfig {
 
     /// Draws the parameters for one image.
     pub fn sample(&self, rng: &mut impl Rng) -> Affine {
-        let mut sym = |r: f32| if r > 0.0 { rng.random_range(-r..=r) } else { 0.0 };
+        let mut sym = |r: f32| {
+            if r > 0.0 {
+                rng.random_range(-r..=r)
+            } else {
+                0.0
+            }
+        };
         let angle = sym(self.rotation);
         let side = SIDE as f32;
         let dx = sym(self.shift) * side;
@@ -229,7 +235,10 @@ mod tests {
             &img,
         );
         let (x, y) = centre_of_mass(&out);
-        assert!((x - 14.0).abs() < 1e-3 && (y - 11.0).abs() < 1e-3, "{x},{y}");
+        assert!(
+            (x - 14.0).abs() < 1e-3 && (y - 11.0).abs() < 1e-3,
+            "{x},{y}"
+        );
     }
 
     #[test]
@@ -269,7 +278,10 @@ mod tests {
         let out = apply(a, &blob(20, 14));
         let (cx, cy) = centre_of_mass(&out);
         let (ex, ey) = a.forward(20.0, 14.0);
-        assert!((cx - ex).abs() < 0.05 && (cy - ey).abs() < 0.05, "{cx},{cy} vs {ex},{ey}");
+        assert!(
+            (cx - ex).abs() < 0.05 && (cy - ey).abs() < 0.05,
+            "{cx},{cy} vs {ex},{ey}"
+        );
     }
 
     #[test]
@@ -290,7 +302,10 @@ mod tests {
     fn parses_flags() {
         let c: AugmentConfig = "rotation=10,shift=0.1,zoom=0.1".parse().unwrap();
         assert_eq!(c, AugmentConfig::SEED);
-        assert_eq!("none".parse::<AugmentConfig>().unwrap(), AugmentConfig::NONE);
+        assert_eq!(
+            "none".parse::<AugmentConfig>().unwrap(),
+            AugmentConfig::NONE
+        );
         assert_eq!(
             "zoom=0.2".parse::<AugmentConfig>().unwrap(),
             AugmentConfig {

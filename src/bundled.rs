@@ -33,7 +33,9 @@ pub fn dir(name: &str) -> PathBuf {
     if local.is_dir() {
         return local;
     }
-    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("data").join(name);
+    let built = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("data")
+        .join(name);
     if built.is_dir() { built } else { local }
 }
 
@@ -92,12 +94,20 @@ fn per_class(images: &Images, classes: usize, skip: usize, take: usize) -> Resul
     Ok(images.select(&pick))
 }
 
-fn write_set(out: &Path, prefix: &str, set: &Images, files: &mut Vec<(String, Vec<u8>)>) -> Result<()> {
+fn write_set(
+    out: &Path,
+    prefix: &str,
+    set: &Images,
+    files: &mut Vec<(String, Vec<u8>)>,
+) -> Result<()> {
     let n = set.len();
     debug_assert_eq!(set.pixels().len(), n * PIXELS);
     let labels: Vec<u8> = set.labels().iter().map(|&l| l as u8).collect();
     for (kind, bytes) in [
-        ("images-idx3-ubyte", gzip(&encode(&[n, SIDE, SIDE], set.pixels()))),
+        (
+            "images-idx3-ubyte",
+            gzip(&encode(&[n, SIDE, SIDE], set.pixels())),
+        ),
         ("labels-idx1-ubyte", gzip(&encode(&[n], &labels))),
     ] {
         let name = format!("{prefix}-{kind}.gz");
@@ -113,7 +123,10 @@ fn write_set(out: &Path, prefix: &str, set: &Images, files: &mut Vec<(String, Ve
 pub fn build_fashion_1k(src: &Path, out: &Path) -> Result<()> {
     let find = |prefix: &str, kind: &str| {
         crate::data::idx::find(src, prefix, kind).ok_or_else(|| {
-            Error::format(src, format!("no {prefix}-{kind} IDX file (Fashion-MNIST originals expected)"))
+            Error::format(
+                src,
+                format!("no {prefix}-{kind} IDX file (Fashion-MNIST originals expected)"),
+            )
         })
     };
     let train = read_pair(&find("train", "images")?, &find("train", "labels")?)?;
@@ -121,7 +134,12 @@ pub fn build_fashion_1k(src: &Path, out: &Path) -> Result<()> {
     let k = FASHION_CLASSES.len();
     create_dir(out)?;
     let mut files = Vec::new();
-    write_set(out, "train", &per_class(&train, k, 0, FASHION_TRAIN_PER_CLASS)?, &mut files)?;
+    write_set(
+        out,
+        "train",
+        &per_class(&train, k, 0, FASHION_TRAIN_PER_CLASS)?,
+        &mut files,
+    )?;
     write_set(
         out,
         "val",

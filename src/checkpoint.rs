@@ -137,7 +137,10 @@ pub fn read_meta(weights: &Path) -> Result<Meta> {
     let p = sidecar(weights);
     let text = std::fs::read(&p).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
-            Error::format(&p, "checkpoint sidecar is missing (every .safetensors needs its .json)")
+            Error::format(
+                &p,
+                "checkpoint sidecar is missing (every .safetensors needs its .json)",
+            )
         } else {
             Error::io(&p, e)
         }
@@ -171,7 +174,10 @@ fn open_store(weights: &Path) -> Result<SafetensorsStore> {
     Ok(SafetensorsStore::from_bytes(Some(bytes)))
 }
 
-fn tensor_shapes(store: &mut SafetensorsStore, weights: &Path) -> Result<BTreeMap<String, Vec<usize>>> {
+fn tensor_shapes(
+    store: &mut SafetensorsStore,
+    weights: &Path,
+) -> Result<BTreeMap<String, Vec<usize>>> {
     let all = store
         .get_all_tensors()
         .map_err(|e| Error::format(weights, format!("not a readable safetensors file: {e}")))?;
@@ -238,7 +244,12 @@ pub struct TransferReport {
 
 impl std::fmt::Display for TransferReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(f, "loaded {} tensors: {}", self.loaded.len(), self.loaded.join(", "))?;
+        writeln!(
+            f,
+            "loaded {} tensors: {}",
+            self.loaded.len(),
+            self.loaded.join(", ")
+        )?;
         if self.fresh.is_empty() {
             write!(f, "new: none")
         } else {
@@ -310,7 +321,11 @@ mod tests {
     }
 
     fn predict(m: &Net, x: &Tensor<4>) -> Vec<f32> {
-        m.valid().forward(x.clone()).into_data().iter::<f32>().collect()
+        m.valid()
+            .forward(x.clone())
+            .into_data()
+            .iter::<f32>()
+            .collect()
     }
 
     #[test]
@@ -323,7 +338,10 @@ mod tests {
         save(&m, &meta(10), &p).unwrap();
         let (m2, meta2) = load(d.path(), &device).unwrap();
         assert_eq!(meta2, meta(10));
-        let x = images_tensor((0..2 * 784).map(|i| (i % 255) as f32 / 255.0).collect(), &device);
+        let x = images_tensor(
+            (0..2 * 784).map(|i| (i % 255) as f32 / 255.0).collect(),
+            &device,
+        );
         assert_eq!(predict(&m, &x), predict(&m2, &x));
     }
 
@@ -361,7 +379,10 @@ mod tests {
         save(&m, &meta(3), &p).unwrap();
         std::fs::write(sidecar(&p), "{not json").unwrap();
         let e = load(&p, &device).unwrap_err().to_string();
-        assert!(e.contains("corrupt checkpoint sidecar") && e.contains("best.json"), "{e}");
+        assert!(
+            e.contains("corrupt checkpoint sidecar") && e.contains("best.json"),
+            "{e}"
+        );
         std::fs::remove_file(sidecar(&p)).unwrap();
         let e = load(&p, &device).unwrap_err().to_string();
         assert!(e.contains("sidecar is missing"), "{e}");

@@ -80,7 +80,11 @@ pub fn predict_set(model: &Net, images: &Images, device: &Device) -> Predictions
     let mut start = 0;
     while start < images.len() {
         let end = (start + EVAL_BATCH).min(images.len());
-        probs.extend(probabilities(model, plain(images, start..end).images, device));
+        probs.extend(probabilities(
+            model,
+            plain(images, start..end).images,
+            device,
+        ));
         start = end;
     }
     Predictions {
@@ -127,8 +131,16 @@ impl Confusion {
                 let tp = self.counts[c][c] as f64;
                 let support: usize = self.counts[c].iter().sum();
                 let predicted: usize = (0..k).map(|t| self.counts[t][c]).sum();
-                let precision = if predicted > 0 { tp / predicted as f64 } else { 0.0 };
-                let recall = if support > 0 { tp / support as f64 } else { 0.0 };
+                let precision = if predicted > 0 {
+                    tp / predicted as f64
+                } else {
+                    0.0
+                };
+                let recall = if support > 0 {
+                    tp / support as f64
+                } else {
+                    0.0
+                };
                 let f1 = if precision + recall > 0.0 {
                     2.0 * precision * recall / (precision + recall)
                 } else {
@@ -148,7 +160,13 @@ impl Confusion {
     /// A plain-text table: per-class scores, then the matrix.
     pub fn render(&self) -> String {
         use std::fmt::Write;
-        let w = self.classes.iter().map(|c| c.len()).max().unwrap_or(5).max(5);
+        let w = self
+            .classes
+            .iter()
+            .map(|c| c.len())
+            .max()
+            .unwrap_or(5)
+            .max(5);
         let mut s = String::new();
         let _ = writeln!(s, "{:>w$}  precision  recall  f1-score  support", "class");
         for sc in self.scores() {
@@ -158,7 +176,10 @@ impl Confusion {
                 sc.class, sc.precision, sc.recall, sc.f1, sc.support
             );
         }
-        let _ = writeln!(s, "\nconfusion matrix (rows: true class, columns: predicted)");
+        let _ = writeln!(
+            s,
+            "\nconfusion matrix (rows: true class, columns: predicted)"
+        );
         let cw = self
             .counts
             .iter()

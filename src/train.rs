@@ -74,10 +74,12 @@ impl History {
 
     /// The epoch with the best validation accuracy (the earliest among equals).
     pub fn best(&self) -> Option<&EpochRecord> {
-        self.0.iter().fold(None, |b: Option<&EpochRecord>, r| match b {
-            Some(b) if b.val_acc >= r.val_acc => Some(b),
-            _ => Some(r),
-        })
+        self.0
+            .iter()
+            .fold(None, |b: Option<&EpochRecord>, r| match b {
+                Some(b) if b.val_acc >= r.val_acc => Some(b),
+                _ => Some(r),
+            })
     }
 }
 
@@ -102,7 +104,9 @@ pub fn last_path(out: &Path) -> PathBuf {
 /// Trains `model` on `data`; `device` must not have autodiff (it is added here).
 pub fn fit(model: Net, data: &Dataset, opts: &TrainOptions, device: &Device) -> Result<Outcome> {
     if opts.epochs == 0 || opts.batch_size == 0 {
-        return Err(Error::invalid("--epochs and --batch-size must be at least 1"));
+        return Err(Error::invalid(
+            "--epochs and --batch-size must be at least 1",
+        ));
     }
     create_dir(&opts.out)?;
     let ad = device.clone().autodiff();
@@ -133,7 +137,13 @@ pub fn fit(model: Net, data: &Dataset, opts: &TrainOptions, device: &Device) -> 
             indicatif::ProgressBar::hidden()
         };
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
-        for batch in epoch_batches(train.clone(), opts.batch_size, opts.augment, opts.seed, epoch) {
+        for batch in epoch_batches(
+            train.clone(),
+            opts.batch_size,
+            opts.augment,
+            opts.seed,
+            epoch,
+        ) {
             let n = batch.len();
             let x = images_tensor(batch.images, &ad);
             let y = Tensor::<1, Int>::from_data(TensorData::new(batch.labels, [n]), &ad);
@@ -245,6 +255,9 @@ mod tests {
     fn best_is_earliest_highest() {
         let h = History(vec![rec(1, 0.5), rec(2, 0.7), rec(3, 0.7), rec(4, 0.6)]);
         assert_eq!(h.best().unwrap().epoch, 2);
-        assert!(h.to_csv().starts_with("epoch,seconds,loss,acc,val_loss,val_acc\n1,"));
+        assert!(
+            h.to_csv()
+                .starts_with("epoch,seconds,loss,acc,val_loss,val_acc\n1,")
+        );
     }
 }

@@ -27,7 +27,10 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Some(Command::MakeFashion1k { from, out }) => {
             warmstart::bundled::build_fashion_1k(&from, &out)?;
             let n = warmstart::bundled::verify(&out)?;
-            println!("wrote {} ({n} files, checksums in SHA256SUMS)", out.display());
+            println!(
+                "wrote {} ({n} files, checksums in SHA256SUMS)",
+                out.display()
+            );
             Ok(())
         }
         None => unreachable!("main turns no command into `run`"),
@@ -170,7 +173,9 @@ fn train_stage(a: &TrainArgs, stage: Stage) -> Result<StageResult> {
             p.correct(),
             p.len()
         );
-        checkpoint::update_meta(&outcome.best_path, |m| m.metrics.test_acc = Some(p.accuracy()))?;
+        checkpoint::update_meta(&outcome.best_path, |m| {
+            m.metrics.test_acc = Some(p.accuracy())
+        })?;
     } else {
         println!("No test set in {}: no test accuracy.", data_path.display());
     }
@@ -186,13 +191,22 @@ fn train_stage(a: &TrainArgs, stage: Stage) -> Result<StageResult> {
 fn load_data(path: &Path, opts: &LoadOptions) -> Result<Dataset> {
     let d = data::load(path, opts)?;
     println!(
-        "Data: {} — {} classes, {} train / {} validation{} / {} test images",
+        "Data: {} — {} classes, {} train / {} validation{} / {}",
         path.display(),
         d.classes.len(),
         d.train.len(),
         d.val.len(),
-        if d.val_was_split { " (split off train)" } else { "" },
-        d.test.as_ref().map_or(0, |t| t.len())
+        if d.val_was_split {
+            " (split off train)"
+        } else {
+            ""
+        },
+        d.test
+            .as_ref()
+            .map_or("no test set".to_string(), |t| format!(
+                "{} test images",
+                t.len()
+            ))
     );
     Ok(d)
 }
@@ -220,14 +234,20 @@ fn run(a: &RunArgs) -> Result<()> {
         invert: Invert::Auto,
         runtime: a.runtime.clone(),
     };
-    if !a.fresh && train::best_path(&pre_out).is_file() && checkpoint::read_meta(&train::best_path(&pre_out)).is_ok() {
+    if !a.fresh
+        && train::best_path(&pre_out).is_file()
+        && checkpoint::read_meta(&train::best_path(&pre_out)).is_ok()
+    {
         println!(
             "== Stage 1: reusing the pretrained checkpoint {} (pass --fresh to pretrain again)",
             train::best_path(&pre_out).display()
         );
     } else {
         println!("== Stage 1: pretraining on MNIST");
-        train_stage(&common("mnist", pre_out.clone(), a.pretrain_epochs), Stage::Pretrain)?;
+        train_stage(
+            &common("mnist", pre_out.clone(), a.pretrain_epochs),
+            Stage::Pretrain,
+        )?;
     }
     println!("\n== Stage 2: training fashion-1k from the pretrained weights");
     let mut t = common("fashion-1k", a.out.join("fashion-1k"), a.epochs);
@@ -238,7 +258,11 @@ fn run(a: &RunArgs) -> Result<()> {
         let (model, meta) = checkpoint::load(&res.out, &dev)?;
         let p = predict_set(&model, test, &dev);
         let c = Confusion::new(&p, &meta.classes);
-        println!("\n== Evaluation of {} on the test set\n{}", res.out.display(), c.render());
+        println!(
+            "\n== Evaluation of {} on the test set\n{}",
+            res.out.display(),
+            c.render()
+        );
     }
     Ok(())
 }
@@ -259,7 +283,9 @@ fn eval(a: &EvalArgs) -> Result<()> {
     let dev = device::make(a.runtime.device, seed)?;
     let (model, meta) = checkpoint::load(&weights, &dev)?;
     let opts = LoadOptions {
-        val_split: training["options"]["args"]["val_split"].as_f64().unwrap_or(0.1),
+        val_split: training["options"]["args"]["val_split"]
+            .as_f64()
+            .unwrap_or(0.1),
         seed,
         invert: meta.input.invert,
         limit: None,
@@ -288,7 +314,11 @@ fn eval(a: &EvalArgs) -> Result<()> {
         None => set,
     };
     let p = predict_set(&model, &set, &dev);
-    println!("Model: {} ({} classes)", weights.display(), meta.classes.len());
+    println!(
+        "Model: {} ({} classes)",
+        weights.display(),
+        meta.classes.len()
+    );
     println!(
         "Accuracy on {} ({}): {:.4} ({}/{})",
         a.split,
@@ -334,4 +364,3 @@ fn predict(a: &PredictArgs) -> Result<()> {
     }
     Ok(())
 }
-

@@ -30,12 +30,16 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Pretrain the CNN (default: 15 epochs on the bundled MNIST) and save its weights.
-    #[command(after_help = "Example:\n  warmstart pretrain --epochs 15 --out runs/pretrain\n  \
-                            warmstart pretrain --limit 2000 --epochs 1   # a quick try")]
+    #[command(
+        after_help = "Example:\n  warmstart pretrain --epochs 15 --out runs/pretrain\n  \
+                            warmstart pretrain --limit 2000 --epochs 1   # a quick try"
+    )]
     Pretrain(TrainArgs),
     /// Train on a (small) dataset starting from pretrained weights, with augmentation.
-    #[command(after_help = "Example:\n  warmstart train --data my-images/ --init runs/pretrain --out runs/mine\n  \
-                            warmstart train --init random --augment none   # the baseline to beat")]
+    #[command(
+        after_help = "Example:\n  warmstart train --data my-images/ --init runs/pretrain --out runs/mine\n  \
+                            warmstart train --init random --augment none   # the baseline to beat"
+    )]
     Train(TrainArgs),
     /// Evaluate a checkpoint: accuracy, per-class precision/recall/F1, confusion matrix.
     #[command(after_help = "Example:\n  warmstart eval --model runs/train --data data/fashion-1k")]
@@ -49,8 +53,11 @@ pub enum Command {
                             warmstart run --pretrain-epochs 1 --epochs 2 --limit 2000   # a quick try")]
     Run(RunArgs),
     /// Rebuild data/fashion-1k from the original Fashion-MNIST IDX files.
-    #[command(name = "make-fashion-1k", after_help = "Example:\n  \
-                            warmstart make-fashion-1k --from ../shared/data/fashion-mnist --out data/fashion-1k")]
+    #[command(
+        name = "make-fashion-1k",
+        after_help = "Example:\n  \
+                            warmstart make-fashion-1k --from ../shared/data/fashion-mnist --out data/fashion-1k"
+    )]
     MakeFashion1k {
         /// Directory holding train-*/t10k-* Fashion-MNIST IDX files.
         #[arg(long)]

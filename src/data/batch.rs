@@ -36,10 +36,16 @@ pub fn to_unit(px: &[u8], out: &mut [f32]) {
 /// Images `range` of a set, unshuffled and unaugmented (for evaluation).
 pub fn plain(images: &Images, range: std::ops::Range<usize>) -> Batch {
     let mut out = vec![0.0; range.len() * PIXELS];
-    to_unit(&images.pixels()[range.start * PIXELS..range.end * PIXELS], &mut out);
+    to_unit(
+        &images.pixels()[range.start * PIXELS..range.end * PIXELS],
+        &mut out,
+    );
     Batch {
         images: out,
-        labels: images.labels()[range].iter().map(|&l| i64::from(l)).collect(),
+        labels: images.labels()[range]
+            .iter()
+            .map(|&l| i64::from(l))
+            .collect(),
     }
 }
 
@@ -125,7 +131,11 @@ mod tests {
         assert_eq!(b.iter().map(Batch::len).collect::<Vec<_>>(), vec![4, 4, 2]);
         let mut firsts: Vec<u32> = b
             .iter()
-            .flat_map(|b| b.images.chunks(PIXELS).map(|im| (im[0] * 255.0).round() as u32))
+            .flat_map(|b| {
+                b.images
+                    .chunks(PIXELS)
+                    .map(|im| (im[0] * 255.0).round() as u32)
+            })
             .collect();
         firsts.sort();
         assert_eq!(firsts, (0..10).collect::<Vec<_>>());

@@ -59,7 +59,10 @@ pub fn read(path: &Path) -> Result<Images> {
             let v: u32 = cell.trim().parse().map_err(|_| {
                 Error::format(
                     path,
-                    format!("line {line}, column {}: {cell:?} is not a whole number", col + 1),
+                    format!(
+                        "line {line}, column {}: {cell:?} is not a whole number",
+                        col + 1
+                    ),
                 )
             })?;
             if col == 0 {
@@ -90,7 +93,11 @@ pub fn load(path: &Path) -> Result<RawDataset> {
     }
     let opt = |name: &str| -> Result<Option<Images>> {
         let p = path.join(name);
-        if p.is_file() { read(&p).map(Some) } else { Ok(None) }
+        if p.is_file() {
+            read(&p).map(Some)
+        } else {
+            Ok(None)
+        }
     };
     Ok(RawDataset {
         classes: super::read_class_names(path)?,
@@ -131,7 +138,12 @@ mod tests {
 
     #[test]
     fn parses_rows() {
-        let (_d, p) = write(&format!("{}\n{}\n{}\n", header(), row("3", "0"), row("1", "255")));
+        let (_d, p) = write(&format!(
+            "{}\n{}\n{}\n",
+            header(),
+            row("3", "0"),
+            row("1", "255")
+        ));
         let s = read(&p).unwrap();
         assert_eq!(s.labels(), &[3, 1]);
         assert_eq!(s.image(1)[0], 255);

@@ -74,7 +74,11 @@ pub fn to_mnist(img: &DynamicImage, invert: Invert) -> [u8; PIXELS] {
         let [r, g, b, a] = p.0;
         let lum = 0.299 * r + 0.587 * g + 0.114 * b;
         let v = lum * a + (1.0 - a);
-        gray.put_pixel(x, y, image::Luma([(v.clamp(0.0, 1.0) * 255.0).round() as u8]));
+        gray.put_pixel(
+            x,
+            y,
+            image::Luma([(v.clamp(0.0, 1.0) * 255.0).round() as u8]),
+        );
     }
     let flip = match invert {
         Invert::Yes => true,
@@ -264,14 +268,17 @@ mod tests {
 
     #[test]
     fn sixteen_bit_images_convert() {
-        let img = image::ImageBuffer::<image::Luma<u16>, _>::from_pixel(28, 28, image::Luma([65535u16]));
+        let img =
+            image::ImageBuffer::<image::Luma<u16>, _>::from_pixel(28, 28, image::Luma([65535u16]));
         let out = to_mnist(&DynamicImage::ImageLuma16(img), Invert::No);
         assert!(out.iter().all(|&p| p == 255));
     }
 
     fn save(p: &Path, v: u8) {
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        GrayImage::from_pixel(28, 28, image::Luma([v])).save(p).unwrap();
+        GrayImage::from_pixel(28, 28, image::Luma([v]))
+            .save(p)
+            .unwrap();
     }
 
     #[test]

@@ -288,7 +288,10 @@ mod tests {
         g.truncate(n / 2);
         std::fs::write(&f, g).unwrap();
         let e = read_images(&f).unwrap_err().to_string();
-        assert!(e.contains("corrupt gzip") && e.contains("train-images"), "{e}");
+        assert!(
+            e.contains("corrupt gzip") && e.contains("train-images"),
+            "{e}"
+        );
     }
 
     #[test]

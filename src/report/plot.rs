@@ -54,8 +54,14 @@ fn panel(
     val: &[(f64, f64)],
 ) -> Result<()> {
     let epochs = train.len().max(1) as f64;
-    let ys = train.iter().chain(val).map(|p| p.1).filter(|v| v.is_finite());
-    let (lo, hi) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
+    let ys = train
+        .iter()
+        .chain(val)
+        .map(|p| p.1)
+        .filter(|v| v.is_finite());
+    let (lo, hi) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+        (a.min(v), b.max(v))
+    });
     let (lo, hi) = if lo.is_finite() { (lo, hi) } else { (0.0, 1.0) };
     let pad = ((hi - lo) * 0.08).max(1e-3);
     let mut chart = ChartBuilder::on(area)
@@ -70,6 +76,7 @@ fn panel(
         .x_desc("epoch")
         .y_desc(y_label)
         .x_labels(epochs.min(15.0) as usize + 1)
+        .x_label_formatter(&|x| format!("{x:.0}"))
         .label_style(("sans-serif", 14))
         .axis_desc_style(("sans-serif", 16))
         .draw()
@@ -79,7 +86,9 @@ fn panel(
             .draw_series(LineSeries::new(data.iter().copied(), color.stroke_width(2)))
             .map_err(draw_err)?
             .label(name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
         chart
             .draw_series(data.iter().map(|&p| Circle::new(p, 3, color.filled())))
             .map_err(draw_err)?;
@@ -102,8 +111,20 @@ pub fn curves(history: &History, path: &Path) -> Result<()> {
     };
     render_png(path, (1200, 480), |root| {
         let (left, right) = root.split_horizontally(600);
-        panel(&left, "Accuracy", "accuracy", &pts(|r| r.acc), &pts(|r| r.val_acc))?;
-        panel(&right, "Loss", "cross-entropy loss", &pts(|r| r.loss), &pts(|r| r.val_loss))
+        panel(
+            &left,
+            "Accuracy",
+            "accuracy",
+            &pts(|r| r.acc),
+            &pts(|r| r.val_acc),
+        )?;
+        panel(
+            &right,
+            "Loss",
+            "cross-entropy loss",
+            &pts(|r| r.loss),
+            &pts(|r| r.val_loss),
+        )
     })
 }
 
@@ -131,8 +152,14 @@ mod tests {
         curves(&h, &p).unwrap();
         let img = image::open(&p).unwrap().to_rgb8();
         assert_eq!(img.dimensions(), (1200, 480));
-        let red = img.pixels().filter(|p| p.0[0] > 200 && p.0[1] < 60 && p.0[2] < 60).count();
-        let blue = img.pixels().filter(|p| p.0[2] > 200 && p.0[0] < 60 && p.0[1] < 60).count();
+        let red = img
+            .pixels()
+            .filter(|p| p.0[0] > 200 && p.0[1] < 60 && p.0[2] < 60)
+            .count();
+        let blue = img
+            .pixels()
+            .filter(|p| p.0[2] > 200 && p.0[0] < 60 && p.0[1] < 60)
+            .count();
         let dark = img.pixels().filter(|p| p.0.iter().all(|&c| c < 80)).count();
         assert!(red > 200 && blue > 200, "red {red} blue {blue}");
         assert!(dark > 500, "no text or axes drawn: {dark}");

@@ -1,0 +1,365 @@
+//! End-to-end tests: the real `warmstart` binary on small real data (the bundled MNIST and
+//! fashion-1k), training for a handful of batches.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_warmstart"));
+    c.current_dir(env!("CARGO_MANIFEST_DIR"));
+    c
+}
+
+fn run(args: &[&str]) -> Output {
+    run_in(Path::new(env!("CARGO_MANIFEST_DIR")), args)
+}
+
+fn run_in(dir: &Path, args: &[&str]) -> Output {
+    let out = bin()
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("the binary runs");
+    eprintln!(
+        "$ warmstart {}\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = run(args);
+    assert!(out.status.success(), "warmstart {args:?} failed");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs a command that must fail, and returns its stderr.
+fn fails(args: &[&str]) -> String {
+    fails_in(Path::new(env!("CARGO_MANIFEST_DIR")), args)
+}
+
+fn fails_in(dir: &Path, args: &[&str]) -> String {
+    let out = run_in(dir, args);
+    assert!(
+        !out.status.success(),
+        "warmstart {args:?} should have failed"
+    );
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !err.contains("panicked"),
+        "panic instead of an error: {err}"
+    );
+    err
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Parses the figure after `key` in `text`, e.g. `Accuracy on test (…): 0.9123`.
+fn figure_after(text: &str, key: &str) -> f64 {
+    let line = text
+        .lines()
+        .find(|l| l.contains(key))
+        .unwrap_or_else(|| panic!("no {key:?} in {text}"));
+    let rest = &line[line.find(key).unwrap() + key.len()..];
+    let rest = rest.rsplit(": ").next().unwrap_or(rest);
+    rest.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn bundled_data_matches_checksums() {
+    for d in ["data/mnist", "data/fashion-1k"] {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(d);
+        let n = warmstart::bundled::verify(&dir).unwrap();
+        assert!(n >= 4, "{d}: only {n} files checked");
+    }
+}
+
+#[test]
+fn fashion_1k_rebuilds_identically_from_the_originals() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/fashion-mnist");
+    if !src.is_dir() {
+        eprintln!("skipped: {} is not here", src.display());
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("fashion-1k");
+    ok(&["make-fashion-1k", "--from", s(&src), "--out", s(&out)]);
+    let bundled = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("data/fashion-1k/SHA256SUMS"),
+    )
+    .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(out.join("SHA256SUMS")).unwrap(),
+        bundled
+    );
+}
+
+fn bundled_test_set(name: &str) -> warmstart::data::Images {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("data")
+        .join(name);
+    warmstart::data::idx::read_pair(
+        &dir.join("t10k-images-idx3-ubyte.gz"),
+        &dir.join("t10k-labels-idx1-ubyte.gz"),
+    )
+    .unwrap()
+}
+
+/// Writes image `i` of `set` as a dark-on-light PNG, as a user's scan of a drawing might be.
+fn write_png(set: &warmstart::data::Images, i: usize, path: &Path) {
+    let px: Vec<u8> = set.image(i).iter().map(|p| 255 - p).collect();
+    image::GrayImage::from_raw(28, 28, px)
+        .unwrap()
+        .save(path)
+        .unwrap();
+}
+
+#[test]
+fn pretrain_then_train_from_it_then_eval_and_predict() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pre = tmp.path().join("pre");
+    let out = ok(&[
+        "pretrain",
+        "--limit",
+        "2000",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "32",
+        "--test-limit",
+        "1000",
+        "--out",
+        s(&pre),
+    ]);
+    assert!(out.contains("Epoch 1/1 - "), "{out}");
+    assert!(
+        out.contains(" - loss: ") && out.contains(" - val_acc: "),
+        "{out}"
+    );
+    let test_acc = figure_after(&out, "Test accuracy:");
+    assert!(
+        test_acc > 0.80,
+        "MNIST test accuracy after 1 epoch on 2000 images: {test_acc}"
+    );
+    for f in [
+        "best.safetensors",
+        "best.json",
+        "last.safetensors",
+        "last.json",
+        "history.csv",
+        "curves.png",
+    ] {
+        assert!(pre.join(f).is_file(), "{f} missing");
+    }
+    let hist = std::fs::read_to_string(pre.join("history.csv")).unwrap();
+    assert_eq!(hist.lines().count(), 2, "{hist}");
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(pre.join("best.json")).unwrap()).unwrap();
+    assert_eq!(meta["classes"].as_array().unwrap().len(), 10);
+    assert!((meta["metrics"]["test_acc"].as_f64().unwrap() - test_acc).abs() < 1e-4);
+
+    // eval agrees with what pretrain reported on the same 1000 images.
+    let ev = ok(&["eval", "--model", s(&pre), "--limit", "1000"]);
+    assert!(
+        (figure_after(&ev, "Accuracy on test") - test_acc).abs() < 1e-4,
+        "{ev}"
+    );
+    assert!(ev.contains("confusion matrix"), "{ev}");
+
+    // Train fashion-1k from it for an epoch.
+    let fa = tmp.path().join("fashion");
+    let out = ok(&[
+        "train",
+        "--init",
+        s(&pre),
+        "--epochs",
+        "1",
+        "--test-limit",
+        "1000",
+        "--out",
+        s(&fa),
+    ]);
+    assert!(out.contains("loaded 20 tensors"), "{out}");
+    let acc = figure_after(&out, "Test accuracy:");
+    assert!(
+        acc > 0.3,
+        "fashion-1k after one epoch from pretrained weights: {acc}"
+    );
+
+    // predict on image files; a missing one is reported by name and fails the command.
+    let img = tmp.path().join("item.png");
+    write_png(&bundled_test_set("fashion-1k"), 0, &img);
+    let out = ok(&["predict", "--model", s(&fa), "--top", "3", s(&img)]);
+    assert!(out.contains("item.png: "), "{out}");
+    assert_eq!(
+        out.matches(" (0.").count() + out.matches(" (1.0").count(),
+        3,
+        "{out}"
+    );
+    let err = fails(&["predict", "--model", s(&fa), s(&img), "/nonexistent/x.png"]);
+    assert!(err.contains("/nonexistent/x.png"), "{err}");
+}
+
+#[test]
+fn a_new_head_when_the_class_count_differs() {
+    // A 3-class image-folder dataset trained from a 10-class checkpoint.
+    let tmp = tempfile::tempdir().unwrap();
+    let pre = tmp.path().join("pre");
+    ok(&[
+        "pretrain",
+        "--limit",
+        "300",
+        "--epochs",
+        "1",
+        "--test-limit",
+        "10",
+        "--out",
+        s(&pre),
+    ]);
+    let data = tmp.path().join("shapes");
+    let set = bundled_test_set("fashion-1k");
+    for (class, wanted) in [("bag", 8u32), ("boot", 9), ("trouser", 1)] {
+        let d = data.join(class);
+        std::fs::create_dir_all(&d).unwrap();
+        let picks = (0..set.len()).filter(|&i| set.label(i) == wanted).take(12);
+        for i in picks {
+            write_png(&set, i, &d.join(format!("{i}.png")));
+        }
+    }
+    std::fs::write(data.join("boot/readme.txt"), "not an image").unwrap();
+    let out_dir = tmp.path().join("shapes-run");
+    let o = run(&[
+        "train",
+        "--data",
+        s(&data),
+        "--init",
+        s(&pre),
+        "--epochs",
+        "1",
+        "--out",
+        s(&out_dir),
+    ]);
+    assert!(o.status.success());
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stdout.contains("3 classes"), "{stdout}");
+    assert!(
+        stdout.contains("fc2.weight") && stdout.contains("new (freshly initialised) 2 tensors"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("readme.txt") && stderr.contains("1 file(s)"),
+        "{stderr}"
+    );
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out_dir.join("best.json")).unwrap()).unwrap();
+    assert_eq!(
+        meta["classes"],
+        serde_json::json!(["bag", "boot", "trouser"])
+    );
+}
+
+#[test]
+fn csv_data_trains() {
+    let tmp = tempfile::tempdir().unwrap();
+    let csv = tmp.path().join("digits.csv");
+    let mut text = String::from("label");
+    for i in 0..784 {
+        text.push_str(&format!(",pixel{i}"));
+    }
+    text.push('\n');
+    let set = bundled_test_set("mnist");
+    for i in 0..200 {
+        text.push_str(&set.label(i).to_string());
+        for p in set.image(i) {
+            text.push_str(&format!(",{p}"));
+        }
+        text.push('\n');
+    }
+    std::fs::write(&csv, text).unwrap();
+    let out = ok(&[
+        "pretrain",
+        "--data",
+        s(&csv),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "32",
+        "--out",
+        s(&tmp.path().join("run")),
+    ]);
+    // 10% of each class, rounded per class: 21 of the 200 images.
+    assert!(
+        out.contains("179 train / 21 validation (split off train)"),
+        "{out}"
+    );
+    assert!(out.contains("No test set"), "{out}");
+}
+
+#[test]
+fn bad_inputs_give_errors_that_name_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("o");
+    // A missing path.
+    let err = fails(&[
+        "train",
+        "--data",
+        "/no/such/dir",
+        "--init",
+        "random",
+        "--out",
+        s(&out),
+    ]);
+    assert!(err.contains("/no/such/dir"), "{err}");
+    // A malformed IDX file.
+    let bad = tmp.path().join("bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::write(
+        bad.join("train-images-idx3-ubyte"),
+        b"\x00\x00\x08\x03\x00\x00\x00\x05",
+    )
+    .unwrap();
+    std::fs::write(
+        bad.join("train-labels-idx1-ubyte"),
+        b"\x00\x00\x08\x01\x00\x00\x00\x05abcde",
+    )
+    .unwrap();
+    let err = fails(&[
+        "train",
+        "--data",
+        s(&bad),
+        "--init",
+        "random",
+        "--out",
+        s(&out),
+    ]);
+    assert!(
+        err.contains("train-images-idx3-ubyte") && err.contains("header"),
+        "{err}"
+    );
+    // No pretrained checkpoint where the default expects one.
+    let err = fails_in(
+        tmp.path(),
+        &["train", "--out", s(&out), "--epochs", "1", "--limit", "10"],
+    );
+    assert!(
+        err.contains("no pretrained checkpoint at runs/pretrain"),
+        "{err}"
+    );
+    // A checkpoint that is not one.
+    let fake = tmp.path().join("fake.safetensors");
+    std::fs::write(&fake, b"nope").unwrap();
+    let err = fails(&["eval", "--model", s(&fake)]);
+    assert!(
+        err.contains("fake.json") && err.contains("missing"),
+        "{err}"
+    );
+    // A bad flag value.
+    let err = fails(&["train", "--augment", "spin=3", "--init", "random"]);
+    assert!(err.contains("spin"), "{err}");
+    assert!(!PathBuf::from(&out).join("best.safetensors").exists());
+}
