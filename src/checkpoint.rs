@@ -108,13 +108,30 @@ pub fn sidecar(weights: &Path) -> PathBuf {
 
 /// Serialises the model's tensors to safetensors bytes.
 pub fn to_bytes(model: &Net) -> Result<Vec<u8>> {
-    let mut store = SafetensorsStore::from_bytes(None);
+    // burn's default metadata is a hash map written in random order; without it the same weights
+    // always give the same bytes (what the sidecar records instead is richer anyway).
+    let mut store = SafetensorsStore::from_bytes(None).clear_metadata();
     model
         .save_into(&mut store)
         .map_err(|e| Error::invalid(format!("cannot serialise the model: {e}")))?;
     store
         .get_bytes()
         .map_err(|e| Error::invalid(format!("cannot serialise the model: {e}")))
+}
+
+/// Overwrites all of `model`'s tensors (parameters and BatchNorm statistics) from safetensors bytes,
+/// keeping its parameter ids.
+pub fn apply_bytes(model: &mut Net, bytes: Vec<u8>) -> std::result::Result<(), String> {
+    let mut store = SafetensorsStore::from_bytes(Some(bytes));
+    let res = model.load_from(&mut store).map_err(|e| e.to_string())?;
+    if res.errors.is_empty() && res.missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "errors {:?}, missing {:?}",
+            res.errors, res.missing
+        ))
+    }
 }
 
 /// Saves weights then sidecar, each atomically.

@@ -19,6 +19,17 @@ pub enum Error {
     /// Training produced a non-finite loss.
     #[error("{0}")]
     Numerical(String),
+    /// Training was stopped by a signal after saving a resumable state.
+    #[error(
+        "interrupted in epoch {epoch} after {batch} batches; progress saved in {}: continue with --resume {}",
+        dir.display(),
+        dir.display()
+    )]
+    Interrupted {
+        dir: PathBuf,
+        epoch: usize,
+        batch: usize,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

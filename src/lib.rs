@@ -14,6 +14,7 @@ pub mod eval;
 pub mod fsutil;
 pub mod model;
 pub mod report;
+pub mod resume;
 pub mod train;
 
 pub use error::{Error, Result};

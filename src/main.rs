@@ -15,7 +15,12 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
+            // 130 is the shell's code for "stopped by Ctrl-C".
+            let interrupted = matches!(
+                e.downcast_ref::<warmstart::Error>(),
+                Some(warmstart::Error::Interrupted { .. })
+            );
+            std::process::ExitCode::from(if interrupted { 130 } else { 1 })
         }
     }
 }

@@ -4,15 +4,20 @@
 use crate::augment::AugmentConfig;
 use crate::checkpoint::{self, Meta, Metrics};
 use crate::data::batch::epoch_batches;
-use crate::data::{Dataset, Invert};
+use crate::data::{Dataset, LoadOptions};
 use crate::error::{Error, Result};
 use crate::eval::predict_set;
 use crate::fsutil::{create_dir, write_atomic};
+use crate::model::ArchConfig;
 use crate::model::{Net, images_tensor};
 use crate::report;
+use crate::resume::{self, LoopState};
 use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::ModuleOptimizer;
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::prelude::*;
+use burn::store::ModuleRecord;
+use burn::tensor::Bytes;
 use serde::{Deserialize, Serialize};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -20,7 +25,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// How to train.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainOptions {
     pub epochs: usize,
     pub batch_size: usize,
@@ -29,8 +34,9 @@ pub struct TrainOptions {
     pub augment: AugmentConfig,
     /// Where checkpoints, the history and the plots go.
     pub out: PathBuf,
-    /// The invert mode the data were loaded with (recorded in checkpoints for `predict`).
-    pub invert: Invert,
+    /// The dataset and how it was loaded, so that a resumed run sees the same data.
+    pub data: PathBuf,
+    pub load: LoadOptions,
     /// The command-line arguments of the run, recorded in checkpoints.
     pub args: serde_json::Value,
 }
@@ -57,7 +63,7 @@ impl EpochRecord {
 }
 
 /// The per-epoch history of a run.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct History(pub Vec<EpochRecord>);
 
 impl History {
@@ -101,7 +107,18 @@ pub fn last_path(out: &Path) -> PathBuf {
     out.join("last.safetensors")
 }
 
-/// Trains `model` on `data`; `device` must not have autodiff (it is added here).
+/// The dropout seed of one batch: reseeding per batch makes a resumed run draw what an
+/// uninterrupted one would, with no RNG state to save.
+fn batch_seed(seed: u64, epoch: usize, batch: usize) -> u64 {
+    let mut h = seed ^ 0x9e37_79b9_7f4a_7c15;
+    for v in [epoch as u64, batch as u64] {
+        h = (h ^ v).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        h ^= h >> 31;
+    }
+    h
+}
+
+/// Trains `model` on `data` from scratch; `device` must not have autodiff (it is added here).
 pub fn fit(model: Net, data: &Dataset, opts: &TrainOptions, device: &Device) -> Result<Outcome> {
     if opts.epochs == 0 || opts.batch_size == 0 {
         return Err(Error::invalid(
@@ -109,41 +126,143 @@ pub fn fit(model: Net, data: &Dataset, opts: &TrainOptions, device: &Device) -> 
         ));
     }
     create_dir(&opts.out)?;
+    // A new run in a directory that holds an older run's resume state must not be confused with it.
+    let stale = resume::path(&opts.out);
+    if stale.exists() {
+        std::fs::remove_file(&stale).map_err(|e| Error::io(&stale, e))?;
+    }
+    let state = LoopState {
+        options: opts.clone(),
+        classes: data.classes.clone(),
+        epoch: 0,
+        batch: 0,
+        loss_sum: 0.0,
+        correct: 0,
+        seen: 0,
+        seconds: 0.0,
+        history: History::default(),
+        best_acc: f64::NEG_INFINITY,
+    };
+    run_loop(model, new_optimizer(), state, data, device)
+}
+
+fn new_optimizer() -> ModuleOptimizer {
+    AdamConfig::new().with_epsilon(1e-7).init()
+}
+
+/// Continues a run from the state saved in `dir`. `epochs` may extend the run.
+pub fn resume(
+    saved: resume::Saved,
+    data: &Dataset,
+    epochs: Option<usize>,
+    device: &Device,
+) -> Result<Outcome> {
+    let resume::Saved {
+        mut state,
+        model,
+        weights,
+        optim,
+    } = saved;
+    let file = resume::path(&state.options.out);
+    if data.classes != state.classes {
+        return Err(Error::format(
+            &state.options.data,
+            format!(
+                "the data's classes {:?} differ from the interrupted run's {:?}",
+                data.classes, state.classes
+            ),
+        ));
+    }
+    if let Some(e) = epochs {
+        state.options.epochs = e;
+    }
+    let ad = device.clone().autodiff();
+    let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(model))
+        .map_err(|e| Error::format(&file, format!("cannot read the saved model: {e}")))?;
+    let mut net = ArchConfig::seed(state.classes.len())
+        .init(&ad)
+        .try_load_record(record)
+        .map_err(|e| Error::format(&file, format!("cannot load the saved model: {e}")))?;
+    checkpoint::apply_bytes(&mut net, weights)
+        .map_err(|e| Error::format(&file, format!("cannot load the saved weights: {e}")))?;
+    let optim = new_optimizer()
+        .from_bytes(Bytes::from_bytes_vec(optim))
+        .map_err(|e| Error::format(&file, format!("cannot read the saved optimizer state: {e}")))?;
+    println!(
+        "Resuming {} at epoch {}/{}, batch {}",
+        state.options.out.display(),
+        state.epoch + 1,
+        state.options.epochs,
+        state.batch
+    );
+    run_loop(net, optim, state, data, device)
+}
+
+fn save_state(st: &LoopState, model: &Net, optim: &ModuleOptimizer) -> Result<()> {
+    let ser = |e: String| Error::invalid(format!("cannot serialise the training state: {e}"));
+    let model_copy = model.valid();
+    let model = model
+        .clone()
+        .into_record()
+        .into_bytes()
+        .map_err(|e| ser(e.to_string()))?;
+    let optim = optim.into_bytes().map_err(|e| ser(e.to_string()))?;
+    resume::save(
+        &st.options.out,
+        &resume::Saved {
+            state: st.clone(),
+            model: model.to_vec(),
+            weights: checkpoint::to_bytes(&model_copy)?,
+            optim: optim.to_vec(),
+        },
+    )
+}
+
+fn progress_bar(show: bool, batches: usize, epoch: usize, epochs: usize) -> indicatif::ProgressBar {
+    if !show {
+        return indicatif::ProgressBar::hidden();
+    }
+    let b = indicatif::ProgressBar::new(batches as u64);
+    b.set_style(
+        indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ({eta})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    b.set_prefix(format!("Epoch {}/{}", epoch + 1, epochs));
+    b
+}
+
+fn run_loop(
+    model: Net,
+    mut optim: ModuleOptimizer,
+    mut st: LoopState,
+    data: &Dataset,
+    device: &Device,
+) -> Result<Outcome> {
+    let opts = st.options.clone();
+    create_dir(&opts.out)?;
     let ad = device.clone().autodiff();
     let mut model = model.fork(&ad).train();
-    let mut optim = AdamConfig::new().with_epsilon(1e-7).init();
     let loss_fn = CrossEntropyLossConfig::new().init(&ad);
     let train = Arc::new(data.train.clone());
     let n_batches = train.len().div_ceil(opts.batch_size);
-    let mut history = History::default();
-    let mut best_acc = f64::NEG_INFINITY;
     let (best_p, last_p) = (best_path(&opts.out), last_path(&opts.out));
     let show_bar = std::io::stderr().is_terminal();
 
-    for epoch in 0..opts.epochs {
+    while st.epoch < opts.epochs {
         let start = Instant::now();
-        let bar = if show_bar {
-            let b = indicatif::ProgressBar::new(n_batches as u64);
-            b.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{prefix} [{bar:30}] {pos}/{len} {msg} ({eta})",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-                .progress_chars("=> "),
-            );
-            b.set_prefix(format!("Epoch {}/{}", epoch + 1, opts.epochs));
-            b
-        } else {
-            indicatif::ProgressBar::hidden()
-        };
-        let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
-        for batch in epoch_batches(
+        let bar = progress_bar(show_bar, n_batches, st.epoch, opts.epochs);
+        bar.set_position(st.batch as u64);
+        let batches = epoch_batches(
             train.clone(),
             opts.batch_size,
             opts.augment,
             opts.seed,
-            epoch,
-        ) {
+            st.epoch,
+        );
+        // A resumed epoch regenerates the same stream and skips what was already trained.
+        for (b, batch) in batches.into_iter().enumerate().skip(st.batch) {
+            ad.seed(batch_seed(opts.seed, st.epoch, b));
             let n = batch.len();
             let x = images_tensor(batch.images, &ad);
             let y = Tensor::<1, Int>::from_data(TensorData::new(batch.labels, [n]), &ad);
@@ -161,39 +280,51 @@ pub fn fit(model: Net, data: &Dataset, opts: &TrainOptions, device: &Device) -> 
             if !l.is_finite() {
                 bar.finish_and_clear();
                 return Err(Error::Numerical(format!(
-                    "the training loss became {l} in epoch {}; stopped. The last good checkpoint is {} \
-                     (try a lower learning rate)",
-                    epoch + 1,
+                    "the training loss became {l} in epoch {}, batch {}; training stopped. \
+                     The last good checkpoint is {} (try a lower --lr)",
+                    st.epoch + 1,
+                    b + 1,
                     last_p.display()
                 )));
             }
             model = optim.step(opts.lr, model, grads);
-            loss_sum += l * n as f64;
-            correct += hits as usize;
-            seen += n;
+            st.loss_sum += l * n as f64;
+            st.correct += hits as usize;
+            st.seen += n;
+            st.batch = b + 1;
             bar.inc(1);
             bar.set_message(format!(
                 "loss: {:.4} - acc: {:.4}",
-                loss_sum / seen as f64,
-                correct as f64 / seen as f64
+                st.loss_sum / st.seen as f64,
+                st.correct as f64 / st.seen as f64
             ));
+            if resume::stop_requested() {
+                bar.finish_and_clear();
+                st.seconds += start.elapsed().as_secs_f64();
+                save_state(&st, &model, &optim)?;
+                return Err(Error::Interrupted {
+                    dir: opts.out.clone(),
+                    epoch: st.epoch + 1,
+                    batch: st.batch,
+                });
+            }
         }
         bar.finish_and_clear();
         let valid = model.valid();
         let vp = predict_set(&valid, &data.val, device);
         let rec = EpochRecord {
-            epoch: epoch + 1,
-            seconds: start.elapsed().as_secs_f64(),
-            loss: loss_sum / seen.max(1) as f64,
-            acc: correct as f64 / seen.max(1) as f64,
+            epoch: st.epoch + 1,
+            seconds: st.seconds + start.elapsed().as_secs_f64(),
+            loss: st.loss_sum / st.seen.max(1) as f64,
+            acc: st.correct as f64 / st.seen.max(1) as f64,
             val_loss: vp.loss(),
             val_acc: vp.accuracy(),
         };
         println!("{}", rec.keras_line(opts.epochs));
-        history.0.push(rec);
+        st.history.0.push(rec);
         let meta = Meta::new(
             data.classes.clone(),
-            opts.invert,
+            opts.load.invert,
             serde_json::json!({ "options": opts, "data": data.source }),
             Metrics {
                 epoch: rec.epoch,
@@ -204,17 +335,27 @@ pub fn fit(model: Net, data: &Dataset, opts: &TrainOptions, device: &Device) -> 
                 test_acc: None,
             },
         );
-        if rec.val_acc > best_acc {
-            best_acc = rec.val_acc;
+        if rec.val_acc > st.best_acc {
+            st.best_acc = rec.val_acc;
             checkpoint::save(&valid, &meta, &best_p)?;
         }
         checkpoint::save(&valid, &meta, &last_p)?;
-        write_atomic(&opts.out.join("history.csv"), history.to_csv().as_bytes())?;
+        write_atomic(
+            &opts.out.join("history.csv"),
+            st.history.to_csv().as_bytes(),
+        )?;
+        report::plot::curves(&st.history, &opts.out.join("curves.png"))?;
+        st.epoch += 1;
+        st.batch = 0;
+        st.loss_sum = 0.0;
+        st.correct = 0;
+        st.seen = 0;
+        st.seconds = 0.0;
+        save_state(&st, &model, &optim)?;
     }
-    report::plot::curves(&history, &opts.out.join("curves.png"))?;
     Ok(Outcome {
         last: model.valid(),
-        history,
+        history: st.history,
         best_path: best_p,
         last_path: last_p,
     })

@@ -12,6 +12,9 @@ use warmstart::model::ArchConfig;
 use warmstart::train::{self, TrainOptions};
 
 pub fn dispatch(cli: Cli) -> Result<()> {
+    // Ctrl-C and SIGTERM ask the training loop to save a resumable state and stop.
+    ctrlc::set_handler(warmstart::resume::request_stop)
+        .context("cannot install the Ctrl-C handler")?;
     match cli.command {
         Some(Command::Pretrain(a)) => {
             setup_runtime(&a.runtime)?;
@@ -74,6 +77,9 @@ struct StageResult {
 }
 
 fn train_stage(a: &TrainArgs, stage: Stage) -> Result<StageResult> {
+    if let Some(dir) = &a.resume {
+        return resume_stage(a, dir);
+    }
     let (name, data_default, out_default, epochs, batch, augment, init_default) = match stage {
         Stage::Pretrain => (
             "pretrain",
@@ -106,6 +112,13 @@ fn train_stage(a: &TrainArgs, stage: Stage) -> Result<StageResult> {
             p.display()
         );
     }
+    let load = LoadOptions {
+        val_split: a.val_split,
+        seed: a.seed,
+        invert: a.invert,
+        limit: a.limit,
+        test_limit: a.test_limit,
+    };
     let opts = TrainOptions {
         epochs: a.epochs.unwrap_or(epochs),
         batch_size: a.batch_size.unwrap_or(batch),
@@ -113,13 +126,11 @@ fn train_stage(a: &TrainArgs, stage: Stage) -> Result<StageResult> {
         seed: a.seed,
         augment: a.augment.unwrap_or(augment),
         out: out.clone(),
-        invert: a.invert,
+        data: data_path.clone(),
+        load: load.clone(),
         args: serde_json::json!({
             "command": name,
-            "data": data_path,
             "init": init_s,
-            "limit": a.limit,
-            "val_split": a.val_split,
             "device": a.runtime.device,
             "threads": a.runtime.threads,
         }),
@@ -128,16 +139,7 @@ fn train_stage(a: &TrainArgs, stage: Stage) -> Result<StageResult> {
         bail!("--lr must be a positive number");
     }
     let dev = device::make(a.runtime.device, a.seed)?;
-    let data = load_data(
-        &data_path,
-        &LoadOptions {
-            val_split: a.val_split,
-            seed: a.seed,
-            invert: a.invert,
-            limit: a.limit,
-            test_limit: a.test_limit,
-        },
-    )?;
+    let data = load_data(&data_path, &load)?;
     let mut model = ArchConfig::seed(data.classes.len()).init(&dev);
     match &init {
         Init::Random => println!("Init: random weights"),
@@ -156,6 +158,25 @@ fn train_stage(a: &TrainArgs, stage: Stage) -> Result<StageResult> {
         out.display()
     );
     let outcome = train::fit(model, &data, &opts, &dev)?;
+    finish_stage(outcome, data, &out, &dev)
+}
+
+fn resume_stage(a: &TrainArgs, dir: &Path) -> Result<StageResult> {
+    let saved = warmstart::resume::load(dir)?;
+    let opts = saved.state.options.clone();
+    let dev = device::make(a.runtime.device, opts.seed)?;
+    let data = load_data(&opts.data, &opts.load)?;
+    let outcome = train::resume(saved, &data, a.epochs, &dev)?;
+    finish_stage(outcome, data, &opts.out, &dev)
+}
+
+/// Reports the best epoch and the test accuracy of the best checkpoint.
+fn finish_stage(
+    outcome: train::Outcome,
+    data: Dataset,
+    out: &Path,
+    dev: &burn::prelude::Device,
+) -> Result<StageResult> {
     if let Some(best) = outcome.history.best() {
         println!(
             "Best validation accuracy {:.4} at epoch {} -> {}",
@@ -165,8 +186,8 @@ fn train_stage(a: &TrainArgs, stage: Stage) -> Result<StageResult> {
         );
     }
     if let Some(test) = &data.test {
-        let (model, _) = checkpoint::load(&outcome.best_path, &dev)?;
-        let p = predict_set(&model, test, &dev);
+        let (model, _) = checkpoint::load(&outcome.best_path, dev)?;
+        let p = predict_set(&model, test, dev);
         println!(
             "Test accuracy: {:.4} ({}/{})",
             p.accuracy(),
@@ -177,7 +198,10 @@ fn train_stage(a: &TrainArgs, stage: Stage) -> Result<StageResult> {
             m.metrics.test_acc = Some(p.accuracy())
         })?;
     } else {
-        println!("No test set in {}: no test accuracy.", data_path.display());
+        println!(
+            "No test set in {}: no test accuracy.",
+            data.source.display()
+        );
     }
     println!(
         "Wrote {}, {} and {}",
@@ -185,7 +209,10 @@ fn train_stage(a: &TrainArgs, stage: Stage) -> Result<StageResult> {
         out.join("history.csv").display(),
         out.join("curves.png").display()
     );
-    Ok(StageResult { out, data })
+    Ok(StageResult {
+        out: out.to_path_buf(),
+        data,
+    })
 }
 
 fn load_data(path: &Path, opts: &LoadOptions) -> Result<Dataset> {
@@ -232,6 +259,7 @@ fn run(a: &RunArgs) -> Result<()> {
         augment: None,
         init: None,
         invert: Invert::Auto,
+        resume: None,
         runtime: a.runtime.clone(),
     };
     if !a.fresh
@@ -279,7 +307,8 @@ fn eval(a: &EvalArgs) -> Result<()> {
             .map(PathBuf::from)
             .context("the checkpoint does not say what data it was trained on: pass --data")?,
     };
-    let seed = training["options"]["seed"].as_u64().unwrap_or(42);
+    let opts = &training["options"];
+    let seed = opts["seed"].as_u64().unwrap_or(42);
     let dev = device::make(a.runtime.device, seed)?;
     let (model, meta) = checkpoint::load(&weights, &dev)?;
     let opts = LoadOptions {

@@ -120,6 +120,9 @@ pub struct TrainArgs {
     /// Invert image-folder images to light-on-dark: auto (by border brightness), yes or no.
     #[arg(long, default_value = "auto")]
     pub invert: Invert,
+    /// Continue the interrupted run in DIR (its options and data are reused; `--epochs` may extend it).
+    #[arg(long, value_name = "DIR")]
+    pub resume: Option<PathBuf>,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
 }

@@ -120,7 +120,7 @@ pub struct Dataset {
 }
 
 /// How to load a dataset.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LoadOptions {
     /// Fraction of the training set held out for validation when the source has no validation set.
     pub val_split: f64,

@@ -1,0 +1,131 @@
+//! Resumable training state: the model (with its parameter ids, which the optimizer state is keyed
+//! by), the Adam state and the loop's position and history, in one file written atomically at every
+//! epoch end and on interrupt.
+//!
+//! The file is a small container of four length-prefixed sections (JSON state, burnpack model
+//! record, safetensors weights, burnpack optimizer record) and a SHA-256 of all of them.
+//! Hand-written because the parts must be replaced together (one rename), and no crate bundles
+//! burn's records with our state. Both model forms are needed: the record keeps the parameter ids
+//! the optimizer state refers to, and only the safetensors form carries BatchNorm running statistics.
+//!
+//! Randomness needs no saved state: batch order and augmentation are drawn from an RNG that is a
+//! pure function of (seed, epoch), and dropout is reseeded from (seed, epoch, batch) before every
+//! batch — so a resumed run draws exactly what an uninterrupted one would.
+
+use crate::error::{Error, Result};
+use crate::fsutil::write_atomic;
+use crate::train::{History, TrainOptions};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+const MAGIC: &[u8; 12] = b"WARMSTART-R2";
+const PARTS: usize = 4;
+pub const FILE: &str = "resume.ckpt";
+
+/// Set by the signal handler; the training loop stops after the current batch.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+/// Asks a running training loop to save its state and stop after the current batch.
+pub fn request_stop() {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+pub fn stop_requested() -> bool {
+    STOP.load(Ordering::SeqCst)
+}
+
+/// Where the training loop stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoopState {
+    pub options: TrainOptions,
+    pub classes: Vec<String>,
+    /// The epoch in progress (0-based) and the batches of it already trained.
+    pub epoch: usize,
+    pub batch: usize,
+    /// Running sums of the epoch in progress.
+    pub loss_sum: f64,
+    pub correct: usize,
+    pub seen: usize,
+    pub seconds: f64,
+    pub history: History,
+    pub best_acc: f64,
+}
+
+/// A saved state: the loop position plus the serialised model and optimizer.
+pub struct Saved {
+    pub state: LoopState,
+    /// burn's module record (parameter ids and values).
+    pub model: Vec<u8>,
+    /// safetensors of the same model (with BatchNorm running statistics).
+    pub weights: Vec<u8>,
+    pub optim: Vec<u8>,
+}
+
+pub fn path(dir: &Path) -> PathBuf {
+    dir.join(FILE)
+}
+
+pub fn save(dir: &Path, saved: &Saved) -> Result<()> {
+    let json = serde_json::to_vec(&saved.state).map_err(|e| Error::invalid(e.to_string()))?;
+    let mut out = Vec::with_capacity(json.len() + saved.model.len() + saved.optim.len() + 64);
+    out.extend_from_slice(MAGIC);
+    for part in [&json[..], &saved.model, &saved.weights, &saved.optim] {
+        out.extend_from_slice(&(part.len() as u64).to_le_bytes());
+        out.extend_from_slice(part);
+    }
+    let digest = Sha256::digest(&out);
+    out.extend_from_slice(&digest);
+    write_atomic(&path(dir), &out)
+}
+
+pub fn load(dir: &Path) -> Result<Saved> {
+    let p = path(dir);
+    let bytes = std::fs::read(&p).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Error::format(
+                &p,
+                "nothing to resume here (no resumable state has been saved in this directory)",
+            )
+        } else {
+            Error::io(&p, e)
+        }
+    })?;
+    let corrupt = |why: &str| Error::format(&p, format!("corrupt resume state: {why}"));
+    if bytes.len() < MAGIC.len() + 32 || &bytes[..MAGIC.len()] != MAGIC {
+        return Err(corrupt("not a warmstart resume file"));
+    }
+    let (body, digest) = bytes.split_at(bytes.len() - 32);
+    if Sha256::digest(body).as_slice() != digest {
+        return Err(corrupt("checksum mismatch"));
+    }
+    let mut rest = &body[MAGIC.len()..];
+    let mut parts = Vec::new();
+    for _ in 0..PARTS {
+        if rest.len() < 8 {
+            return Err(corrupt("truncated"));
+        }
+        let n = u64::from_le_bytes(rest[..8].try_into().expect("8 bytes")) as usize;
+        rest = &rest[8..];
+        if rest.len() < n {
+            return Err(corrupt("truncated"));
+        }
+        parts.push(rest[..n].to_vec());
+        rest = &rest[n..];
+    }
+    if !rest.is_empty() {
+        return Err(corrupt("unexpected trailing data"));
+    }
+    let optim = parts.pop().expect("four parts");
+    let weights = parts.pop().expect("four parts");
+    let model = parts.pop().expect("four parts");
+    let state: LoopState =
+        serde_json::from_slice(&parts[0]).map_err(|e| corrupt(&e.to_string()))?;
+    Ok(Saved {
+        state,
+        model,
+        weights,
+        optim,
+    })
+}
