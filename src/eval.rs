@@ -1,9 +1,12 @@
 //! Evaluation: predictions, loss and accuracy on a set, the confusion matrix and per-class
 //! precision, recall and F1.
 
-use crate::data::{Images, batch::plain};
+use crate::augment::AugmentConfig;
+use crate::data::Images;
+use crate::data::batch::{make_batch, plain};
 use crate::model::{Net, images_tensor};
 use burn::prelude::*;
+use rand::SeedableRng;
 use serde::Serialize;
 
 /// Batch size for evaluation: large batches amortise per-call overhead.
@@ -92,6 +95,42 @@ pub fn predict_set(model: &Net, images: &Images, device: &Device) -> Predictions
         classes: model.classes(),
         labels: images.labels().to_vec(),
     }
+}
+
+/// Test-time augmentation: for each image, the mean of the probabilities of the original and of
+/// `n` augmented copies (drawn with `augment` from a seeded RNG).
+pub fn predict_set_tta(
+    model: &Net,
+    images: &Images,
+    device: &Device,
+    augment: &AugmentConfig,
+    n: usize,
+    seed: u64,
+) -> Predictions {
+    let mut base = predict_set(model, images, device);
+    if n == 0 {
+        return base;
+    }
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let k = base.classes;
+    let mut start = 0;
+    while start < images.len() {
+        let end = (start + EVAL_BATCH).min(images.len());
+        let idx: Vec<usize> = (start..end).collect();
+        for _ in 0..n {
+            let b = make_batch(images, &idx, augment, &mut rng);
+            let probs = probabilities(model, b.images, device);
+            for (dst, src) in base.probs[start * k..end * k].iter_mut().zip(&probs) {
+                *dst += src;
+            }
+        }
+        start = end;
+    }
+    let scale = 1.0 / (n as f32 + 1.0);
+    for p in &mut base.probs {
+        *p *= scale;
+    }
+    base
 }
 
 /// Precision, recall and F1 of one class.

@@ -363,3 +363,133 @@ fn bad_inputs_give_errors_that_name_the_file() {
     assert!(err.contains("spin"), "{err}");
     assert!(!PathBuf::from(&out).join("best.safetensors").exists());
 }
+
+/// A headless Chromium, if one is installed (`WARMSTART_CHROMIUM` overrides the search).
+fn chromium() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("WARMSTART_CHROMIUM") {
+        return Some(PathBuf::from(p));
+    }
+    ["chromium", "chromium-browser", "google-chrome"]
+        .iter()
+        .find_map(|name| {
+            std::env::var_os("PATH").and_then(|paths| {
+                std::env::split_paths(&paths)
+                    .map(|d| d.join(name))
+                    .find(|p| p.is_file())
+            })
+        })
+}
+
+fn headless(browser: &Path, profile: &Path, extra: &[&str], url: &str) -> Output {
+    let mut args = vec![
+        "--headless".to_string(),
+        "--no-sandbox".into(),
+        "--disable-gpu".into(),
+        "--no-first-run".into(),
+        "--disable-background-networking".into(),
+        "--disable-component-update".into(),
+        "--disable-sync".into(),
+        "--disable-quic".into(),
+        format!("--user-data-dir={}", profile.display()),
+        "--virtual-time-budget=10000".into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args.push(url.to_string());
+    Command::new(browser)
+        .args(&args)
+        .output()
+        .expect("chromium runs")
+}
+
+#[test]
+fn training_writes_a_report_that_renders_in_a_browser() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run_dir = tmp.path().join("run");
+    let out = ok(&[
+        "train",
+        "--init",
+        "random",
+        "--limit",
+        "200",
+        "--epochs",
+        "2",
+        "--test-limit",
+        "500",
+        "--out",
+        s(&run_dir),
+    ]);
+    assert!(out.contains("report.html"), "{out}");
+    for f in [
+        "report.html",
+        "confusion.png",
+        "mistakes.png",
+        "augment_preview.png",
+        "per_class.csv",
+        "per_class.json",
+    ] {
+        assert!(run_dir.join(f).is_file(), "{f} missing");
+    }
+    let per_class: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run_dir.join("per_class.json")).unwrap()).unwrap();
+    assert_eq!(per_class["total"], 500);
+    assert_eq!(per_class["classes"][9]["class"], "Ankle boot");
+    let html = std::fs::read_to_string(run_dir.join("report.html")).unwrap();
+    assert_eq!(
+        html.matches("<img ").count(),
+        4,
+        "curves, confusion, mistakes, preview"
+    );
+    assert!(html.contains("Test accuracy (best checkpoint)") && html.contains("Ankle boot"));
+    assert!(
+        !html.contains("src=\"/") && !html.contains("src=\"file:"),
+        "images must be embedded"
+    );
+
+    let Some(browser) = chromium() else {
+        assert!(
+            std::env::var_os("WARMSTART_REQUIRE_BROWSER").is_none(),
+            "WARMSTART_REQUIRE_BROWSER is set but no chromium was found"
+        );
+        eprintln!("skipped the browser half: no chromium here (CI installs it)");
+        return;
+    };
+    let url = format!("file://{}", run_dir.join("report.html").display());
+    let dom = headless(
+        &browser,
+        &tmp.path().join("profile1"),
+        &["--dump-dom"],
+        &url,
+    );
+    let dom_text = String::from_utf8_lossy(&dom.stdout);
+    assert!(
+        dom_text.contains("data-images-total=\"4\"")
+            && dom_text.contains("data-images-loaded=\"4\""),
+        "the page did not load its 4 images: {}",
+        String::from_utf8_lossy(&dom.stderr)
+    );
+    let shot = tmp.path().join("shot.png");
+    let arg = format!("--screenshot={}", shot.display());
+    let r = headless(
+        &browser,
+        &tmp.path().join("profile2"),
+        &[&arg, "--window-size=1280,2400"],
+        &url,
+    );
+    assert!(
+        shot.is_file(),
+        "no screenshot: {}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    let img = image::open(&shot).unwrap().to_rgb8();
+    let drawn = img
+        .pixels()
+        .filter(|p| p.0.iter().any(|&c| c < 200))
+        .count();
+    let frac = drawn as f64 / (img.width() * img.height()) as f64;
+    // Text, tables, plots and the dark image tiles: a blank or broken page is nearly all white.
+    assert!(
+        frac > 0.05,
+        "screenshot is mostly blank ({:.3} drawn)",
+        frac
+    );
+}

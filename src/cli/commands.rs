@@ -1,14 +1,16 @@
 //! What each subcommand does, in terms of the library.
 
-use super::{Cli, Command, EvalArgs, PredictArgs, RunArgs, RuntimeArgs, TrainArgs};
+use super::{Cli, Command, EvalArgs, PredictArgs, PreviewArgs, RunArgs, RuntimeArgs, TrainArgs};
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use warmstart::augment::AugmentConfig;
 use warmstart::checkpoint;
 use warmstart::data::{self, Dataset, Invert, LoadOptions, folder};
 use warmstart::device;
-use warmstart::eval::{Confusion, predict_set, probabilities};
+use warmstart::eval::{Confusion, Predictions, predict_set, predict_set_tta, probabilities};
 use warmstart::model::ArchConfig;
+use warmstart::report::figures::{augment_preview_png, one_per_class};
+use warmstart::report::run::{finish_run, write_eval};
 use warmstart::train::{self, TrainOptions};
 
 pub fn dispatch(cli: Cli) -> Result<()> {
@@ -27,6 +29,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Some(Command::Eval(a)) => eval(&a),
         Some(Command::Predict(a)) => predict(&a),
         Some(Command::Run(a)) => run(&a),
+        Some(Command::AugmentPreview(a)) => augment_preview(&a),
         Some(Command::MakeFashion1k { from, out }) => {
             warmstart::bundled::build_fashion_1k(&from, &out)?;
             let n = warmstart::bundled::verify(&out)?;
@@ -74,6 +77,7 @@ fn parse_init(s: &str) -> Init {
 struct StageResult {
     out: PathBuf,
     data: Dataset,
+    test: Option<Predictions>,
 }
 
 fn train_stage(a: &TrainArgs, stage: Stage) -> Result<StageResult> {
@@ -158,7 +162,7 @@ fn train_stage(a: &TrainArgs, stage: Stage) -> Result<StageResult> {
         out.display()
     );
     let outcome = train::fit(model, &data, &opts, &dev)?;
-    finish_stage(outcome, data, &out, &dev)
+    finish_stage(outcome, data, &opts, &dev)
 }
 
 fn resume_stage(a: &TrainArgs, dir: &Path) -> Result<StageResult> {
@@ -166,15 +170,19 @@ fn resume_stage(a: &TrainArgs, dir: &Path) -> Result<StageResult> {
     let opts = saved.state.options.clone();
     let dev = device::make(a.runtime.device, opts.seed)?;
     let data = load_data(&opts.data, &opts.load)?;
+    let mut opts = opts;
+    if let Some(e) = a.epochs {
+        opts.epochs = e;
+    }
     let outcome = train::resume(saved, &data, a.epochs, &dev)?;
-    finish_stage(outcome, data, &opts.out, &dev)
+    finish_stage(outcome, data, &opts, &dev)
 }
 
-/// Reports the best epoch and the test accuracy of the best checkpoint.
+/// Reports the best epoch and the test accuracy of the best checkpoint, and writes the run's report.
 fn finish_stage(
     outcome: train::Outcome,
     data: Dataset,
-    out: &Path,
+    opts: &TrainOptions,
     dev: &burn::prelude::Device,
 ) -> Result<StageResult> {
     if let Some(best) = outcome.history.best() {
@@ -185,33 +193,29 @@ fn finish_stage(
             outcome.best_path.display()
         );
     }
-    if let Some(test) = &data.test {
-        let (model, _) = checkpoint::load(&outcome.best_path, dev)?;
-        let p = predict_set(&model, test, dev);
-        println!(
+    let summary = finish_run(&data, opts, &outcome.history, &outcome.best_path, dev)?;
+    match &summary.test {
+        Some(p) => println!(
             "Test accuracy: {:.4} ({}/{})",
             p.accuracy(),
             p.correct(),
             p.len()
-        );
-        checkpoint::update_meta(&outcome.best_path, |m| {
-            m.metrics.test_acc = Some(p.accuracy())
-        })?;
-    } else {
-        println!(
-            "No test set in {}: no test accuracy.",
+        ),
+        None => println!(
+            "No test set in {}: no test accuracy (the report scores the validation set).",
             data.source.display()
-        );
+        ),
     }
     println!(
-        "Wrote {}, {} and {}",
-        outcome.best_path.display(),
-        out.join("history.csv").display(),
-        out.join("curves.png").display()
+        "Wrote {}: checkpoints, history.csv, curves.png, confusion.png, mistakes.png, \
+         augment_preview.png, per_class.csv/json and report.html ({})",
+        opts.out.display(),
+        summary.report.display()
     );
     Ok(StageResult {
-        out: out.to_path_buf(),
+        out: opts.out.clone(),
         data,
+        test: summary.test,
     })
 }
 
@@ -281,17 +285,18 @@ fn run(a: &RunArgs) -> Result<()> {
     let mut t = common("fashion-1k", a.out.join("fashion-1k"), a.epochs);
     t.init = Some(pre_out.to_string_lossy().into_owned());
     let res = train_stage(&t, Stage::Train)?;
-    if let Some(test) = &res.data.test {
-        let dev = device::make(a.runtime.device, a.seed)?;
-        let (model, meta) = checkpoint::load(&res.out, &dev)?;
-        let p = predict_set(&model, test, &dev);
-        let c = Confusion::new(&p, &meta.classes);
+    if let Some(p) = &res.test {
+        let c = Confusion::new(p, &res.data.classes);
         println!(
             "\n== Evaluation of {} on the test set\n{}",
             res.out.display(),
             c.render()
         );
     }
+    println!(
+        "Open {} in a browser for the curves, confusion matrix, mistakes and augmentation preview.",
+        res.out.join("report.html").display()
+    );
     Ok(())
 }
 
@@ -356,8 +361,47 @@ fn eval(a: &EvalArgs) -> Result<()> {
         p.correct(),
         p.len()
     );
-    println!("Loss: {:.4}\n", p.loss());
-    print!("{}", Confusion::new(&p, &meta.classes).render());
+    println!("Loss: {:.4}", p.loss());
+    let p = if a.tta > 0 {
+        let aug = a.augment.unwrap_or_else(|| {
+            serde_json::from_value::<AugmentConfig>(training["options"]["augment"].clone())
+                .ok()
+                .filter(|c| !c.is_none())
+                .unwrap_or(AugmentConfig::SEED)
+        });
+        let t = predict_set_tta(&model, &set, &dev, &aug, a.tta, seed);
+        println!(
+            "Accuracy with test-time augmentation (original + {} copies, {aug}): {:.4} ({}/{}), loss {:.4}",
+            a.tta,
+            t.accuracy(),
+            t.correct(),
+            t.len(),
+            t.loss()
+        );
+        t
+    } else {
+        p
+    };
+    println!();
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| weights.parent().map(Path::to_path_buf).unwrap_or_default());
+    let tta = if a.tta > 0 {
+        format!(", TTA {}", a.tta)
+    } else {
+        String::new()
+    };
+    let set_name = format!("{} set{tta}", a.split);
+    let (c, files) = write_eval(&out, &p, &set, &meta.classes, &set_name)?;
+    print!("{}", c.render());
+    println!(
+        "\nWrote {}, {}, {} and {}",
+        files.confusion_png.display(),
+        files.mistakes_png.display(),
+        files.per_class_csv.display(),
+        files.per_class_json.display()
+    );
     Ok(())
 }
 
@@ -391,5 +435,38 @@ fn predict(a: &PredictArgs) -> Result<()> {
     if failed > 0 {
         bail!("{failed} of {} image(s) could not be read", a.images.len());
     }
+    Ok(())
+}
+
+fn augment_preview(a: &PreviewArgs) -> Result<()> {
+    let path = a
+        .data
+        .clone()
+        .unwrap_or_else(|| warmstart::bundled::dir("fashion-1k"));
+    let d = load_data(
+        &path,
+        &LoadOptions {
+            invert: a.invert,
+            seed: a.seed,
+            ..LoadOptions::default()
+        },
+    )?;
+    let mut rows = one_per_class(&d.train, d.classes.len(), a.rows);
+    // Fill remaining rows with further images in file order.
+    let mut i = 0;
+    while rows.len() < a.rows.min(d.train.len()) {
+        if !rows.contains(&i) {
+            rows.push(i);
+        }
+        i += 1;
+    }
+    augment_preview_png(&d.train, &rows, &a.augment, a.cols.max(1), a.seed, &a.out)?;
+    println!(
+        "Wrote {}: {} rows (original, then {} augmentations with {})",
+        a.out.display(),
+        rows.len(),
+        a.cols.max(1),
+        a.augment
+    );
     Ok(())
 }

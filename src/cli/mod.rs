@@ -42,7 +42,10 @@ pub enum Command {
     )]
     Train(TrainArgs),
     /// Evaluate a checkpoint: accuracy, per-class precision/recall/F1, confusion matrix.
-    #[command(after_help = "Example:\n  warmstart eval --model runs/train --data data/fashion-1k")]
+    #[command(
+        after_help = "Example:\n  warmstart eval --model runs/train --data data/fashion-1k\n  \
+                            warmstart eval --model runs/train --tta 8   # with test-time augmentation"
+    )]
     Eval(EvalArgs),
     /// Predict the class of image files with a checkpoint.
     #[command(after_help = "Example:\n  warmstart predict --model runs/train shoe.png shirt.jpg")]
@@ -52,6 +55,12 @@ pub enum Command {
     #[command(after_help = "Example:\n  warmstart run --out runs\n  \
                             warmstart run --pretrain-epochs 1 --epochs 2 --limit 2000   # a quick try")]
     Run(RunArgs),
+    /// Draw a grid of random augmentations of training images, to check the settings look right.
+    #[command(
+        name = "augment-preview",
+        after_help = "Example:\n  warmstart augment-preview --data my-images/ --augment rotation=15,shift=0.1,zoom=0.2 --out preview.png"
+    )]
+    AugmentPreview(PreviewArgs),
     /// Rebuild data/fashion-1k from the original Fashion-MNIST IDX files.
     #[command(
         name = "make-fashion-1k",
@@ -141,8 +150,41 @@ pub struct EvalArgs {
     /// Evaluate only the first N images.
     #[arg(long)]
     pub limit: Option<usize>,
+    /// Where to write confusion.png, mistakes.png and per_class.{csv,json} [default: the model's directory].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Test-time augmentation: also average the predictions over the original and N augmented copies.
+    #[arg(long, default_value_t = 0)]
+    pub tta: usize,
+    /// Augmentation for --tta [default: the one the model was trained with, or rotation=10,shift=0.1,zoom=0.1].
+    #[arg(long)]
+    pub augment: Option<AugmentConfig>,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct PreviewArgs {
+    /// Dataset whose training images to show [default: bundled fashion-1k].
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Augmentation to preview.
+    #[arg(long, default_value = "rotation=10,shift=0.1,zoom=0.1")]
+    pub augment: AugmentConfig,
+    /// Rows: one training image each (one per class first).
+    #[arg(long, default_value_t = 8)]
+    pub rows: usize,
+    /// Augmented copies per row.
+    #[arg(long, default_value_t = 8)]
+    pub cols: usize,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Invert image-folder images to light-on-dark: auto, yes or no.
+    #[arg(long, default_value = "auto")]
+    pub invert: Invert,
+    /// Output PNG.
+    #[arg(long, default_value = "augment_preview.png")]
+    pub out: PathBuf,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -19,15 +19,28 @@ fn register_font() {
     });
 }
 
-fn draw_err(e: impl std::fmt::Display) -> Error {
+pub fn draw_err(e: impl std::fmt::Display) -> Error {
     Error::invalid(format!("cannot draw chart: {e}"))
 }
+
+/// A drawing area in pixel coordinates.
+pub type Area<'a> = DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>;
 
 /// Draws into an RGB buffer of `w x h` and writes it as PNG atomically.
 pub fn render_png(
     path: &Path,
+    size: (u32, u32),
+    draw: impl FnOnce(&Area<'_>) -> Result<()>,
+) -> Result<()> {
+    render_png_then(path, size, draw, |_| {})
+}
+
+/// Like [`render_png`], then lets `post` paint raster content (such as images) onto the result.
+pub fn render_png_then(
+    path: &Path,
     (w, h): (u32, u32),
-    draw: impl FnOnce(&DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>) -> Result<()>,
+    draw: impl FnOnce(&Area<'_>) -> Result<()>,
+    post: impl FnOnce(&mut image::RgbImage),
 ) -> Result<()> {
     register_font();
     let mut buf = vec![0u8; (w * h * 3) as usize];
@@ -37,8 +50,9 @@ pub fn render_png(
         draw(&root)?;
         root.present().map_err(draw_err)?;
     }
-    let img = image::RgbImage::from_raw(w, h, buf)
+    let mut img = image::RgbImage::from_raw(w, h, buf)
         .ok_or_else(|| Error::invalid("chart buffer has the wrong size"))?;
+    post(&mut img);
     let mut png = Vec::new();
     img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
         .map_err(|e| Error::invalid(format!("cannot encode PNG: {e}")))?;
@@ -47,7 +61,7 @@ pub fn render_png(
 
 /// One panel: a train and a validation series over epochs.
 fn panel(
-    area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
+    area: &Area<'_>,
     title: &str,
     y_label: &str,
     train: &[(f64, f64)],

@@ -1,0 +1,226 @@
+//! The outputs of an evaluation and of a finished training run, written into a run directory.
+
+use super::figures::{
+    augment_preview_png, confusion_png, mistakes_png, one_per_class, top_mistakes,
+};
+use super::html::{self, Figure, Report};
+use crate::augment::AugmentConfig;
+use crate::checkpoint;
+use crate::data::{Dataset, Images};
+use crate::error::{Error, Result};
+use crate::eval::{Confusion, Predictions, predict_set};
+use crate::fsutil::{create_dir, write_atomic};
+use crate::train::{History, TrainOptions};
+use burn::prelude::Device;
+use std::path::{Path, PathBuf};
+
+/// How many mistakes the gallery shows.
+pub const MISTAKES: usize = 24;
+
+/// Files written by [`write_eval`].
+#[derive(Debug, Clone)]
+pub struct EvalFiles {
+    pub confusion_png: PathBuf,
+    pub mistakes_png: PathBuf,
+    pub per_class_csv: PathBuf,
+    pub per_class_json: PathBuf,
+}
+
+/// Writes the confusion matrix (PNG), per-class scores (CSV and JSON) and the gallery of the most
+/// confident mistakes for predictions `p` on `images`.
+pub fn write_eval(
+    dir: &Path,
+    p: &Predictions,
+    images: &Images,
+    classes: &[String],
+    set_name: &str,
+) -> Result<(Confusion, EvalFiles)> {
+    create_dir(dir)?;
+    let c = Confusion::new(p, classes);
+    let files = EvalFiles {
+        confusion_png: dir.join("confusion.png"),
+        mistakes_png: dir.join("mistakes.png"),
+        per_class_csv: dir.join("per_class.csv"),
+        per_class_json: dir.join("per_class.json"),
+    };
+    confusion_png(
+        &c,
+        &format!(
+            "Confusion matrix, {set_name} (accuracy {:.4})",
+            p.accuracy()
+        ),
+        &files.confusion_png,
+    )?;
+    let scores = c.scores();
+    let mut csv = String::from("class,precision,recall,f1,support\n");
+    for s in &scores {
+        let name = if s.class.contains([',', '"']) {
+            format!("\"{}\"", s.class.replace('"', "\"\""))
+        } else {
+            s.class.clone()
+        };
+        csv.push_str(&format!(
+            "{name},{:.6},{:.6},{:.6},{}\n",
+            s.precision, s.recall, s.f1, s.support
+        ));
+    }
+    write_atomic(&files.per_class_csv, csv.as_bytes())?;
+    let mistakes = top_mistakes(p, classes, MISTAKES);
+    let json = serde_json::json!({
+        "set": set_name,
+        "accuracy": p.accuracy(),
+        "correct": p.correct(),
+        "total": p.len(),
+        "loss": p.loss(),
+        "classes": scores,
+        "confusion": c.counts,
+        "most_confident_mistakes": mistakes,
+    });
+    let bytes = serde_json::to_vec_pretty(&json).map_err(|e| Error::invalid(e.to_string()))?;
+    write_atomic(&files.per_class_json, &bytes)?;
+    mistakes_png(
+        images,
+        &mistakes,
+        &format!("Most confident mistakes, {set_name}"),
+        &files.mistakes_png,
+    )?;
+    Ok((c, files))
+}
+
+/// What [`finish_run`] found.
+pub struct RunSummary {
+    /// Predictions of the best checkpoint on the test set, when there is one.
+    pub test: Option<Predictions>,
+    pub report: PathBuf,
+}
+
+/// After training: evaluates the best checkpoint on the test set (or the validation set when there
+/// is none), records the test accuracy in its sidecar, and writes the evaluation files, the
+/// augmentation preview and `report.html` into the run directory.
+pub fn finish_run(
+    data: &Dataset,
+    opts: &TrainOptions,
+    history: &History,
+    best: &Path,
+    device: &Device,
+) -> Result<RunSummary> {
+    let out = &opts.out;
+    let (model, meta) = checkpoint::load(best, device)?;
+    let (set, set_name) = match &data.test {
+        Some(t) => (t, "test set"),
+        None => (&data.val, "validation set"),
+    };
+    let p = predict_set(&model, set, device);
+    if data.test.is_some() {
+        checkpoint::update_meta(best, |m| m.metrics.test_acc = Some(p.accuracy()))?;
+    }
+    let (_, files) = write_eval(out, &p, set, &data.classes, set_name)?;
+    let preview_cfg = if opts.augment.is_none() {
+        AugmentConfig::SEED
+    } else {
+        opts.augment
+    };
+    let preview = out.join("augment_preview.png");
+    let rows = one_per_class(&data.train, data.classes.len(), 8);
+    augment_preview_png(&data.train, &rows, &preview_cfg, 8, opts.seed, &preview)?;
+
+    let best_rec = history.best();
+    let mut metrics = Vec::new();
+    if data.test.is_some() {
+        metrics.push((
+            "Test accuracy (best checkpoint)".to_string(),
+            format!("{:.4} ({}/{})", p.accuracy(), p.correct(), p.len()),
+        ));
+    }
+    if let Some(b) = best_rec {
+        metrics.push((
+            "Best validation accuracy".into(),
+            format!("{:.4} (epoch {})", b.val_acc, b.epoch),
+        ));
+    }
+    if let Some(l) = history.0.last() {
+        metrics.push((
+            "Last epoch".into(),
+            format!(
+                "{}: loss {:.4}, acc {:.4}, val_loss {:.4}, val_acc {:.4}",
+                l.epoch, l.loss, l.acc, l.val_loss, l.val_acc
+            ),
+        ));
+        let secs: f64 = history.0.iter().map(|r| r.seconds).sum();
+        metrics.push((
+            "Training time".into(),
+            format!("{secs:.0} s over {} epochs", history.0.len()),
+        ));
+    }
+    let init = opts.args["init"].as_str().unwrap_or("?").to_string();
+    let config = vec![
+        ("Data".to_string(), data.source.display().to_string()),
+        (
+            "Images".into(),
+            format!(
+                "{} train / {} validation{} / {}",
+                data.train.len(),
+                data.val.len(),
+                if data.val_was_split {
+                    " (split off train)"
+                } else {
+                    ""
+                },
+                data.test
+                    .as_ref()
+                    .map_or("no test set".into(), |t| format!("{} test", t.len()))
+            ),
+        ),
+        ("Classes".into(), data.classes.join(", ")),
+        ("Initial weights".into(), init),
+        ("Epochs".into(), opts.epochs.to_string()),
+        ("Batch size".into(), opts.batch_size.to_string()),
+        ("Optimizer".into(), format!("Adam, lr {}", opts.lr)),
+        ("Augmentation".into(), opts.augment.to_string()),
+        ("Seed".into(), opts.seed.to_string()),
+        (
+            "Model".into(),
+            format!("{} ({} classes)", meta.architecture, meta.arch.classes),
+        ),
+    ];
+    let mut figures = vec![Figure {
+        title: "Training curves".into(),
+        caption: "Accuracy and cross-entropy loss per epoch, on the training batches (as augmented) and on the validation set.".into(),
+        png: out.join("curves.png"),
+    }];
+    figures.push(Figure {
+        title: format!("Confusion matrix ({set_name})"),
+        caption: "Rows are the true classes, columns the predicted ones. Left: counts; right: each row divided by its total, so the diagonal is each class's recall.".into(),
+        png: files.confusion_png.clone(),
+    });
+    figures.push(Figure {
+        title: format!("Most confident mistakes ({set_name})"),
+        caption: "The misclassified images the model was surest about: true class, predicted class and the probability it gave.".into(),
+        png: files.mistakes_png.clone(),
+    });
+    figures.push(Figure {
+        title: "Augmentation preview".into(),
+        caption: if opts.augment.is_none() {
+            format!("Augmentation was off in this run; this shows what {preview_cfg} would do to one training image per class.")
+        } else {
+            "One training image per class: the original, then fresh random augmentations with the parameters drawn for each.".into()
+        },
+        png: preview,
+    });
+    let report = out.join("report.html");
+    html::write(
+        &report,
+        &Report {
+            title: format!("warmstart report: {}", out.display()),
+            metrics,
+            config,
+            scores: Confusion::new(&p, &data.classes).scores(),
+            scored_on: set_name.into(),
+            figures,
+        },
+    )?;
+    Ok(RunSummary {
+        test: data.test.as_ref().map(|_| p),
+        report,
+    })
+}

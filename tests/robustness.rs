@@ -1,0 +1,304 @@
+//! Robustness of the real binary: interruptions (SIGINT, SIGKILL) and resume, determinism,
+//! numerical faults and a full disk. Training runs are tiny (a few batches per epoch).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_warmstart"));
+    c.current_dir(env!("CARGO_MANIFEST_DIR"));
+    c
+}
+
+fn show(args: &[&str], out: &Output) {
+    eprintln!(
+        "$ warmstart {}\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn run(args: &[&str]) -> Output {
+    let out = bin().args(args).output().expect("the binary runs");
+    show(args, &out);
+    out
+}
+
+fn spawn(args: &[String]) -> Child {
+    bin()
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the binary starts")
+}
+
+/// A short pretraining run on fashion-1k (small files load fast): 8 batches per epoch.
+fn tiny_args(out: &Path, epochs: usize) -> Vec<String> {
+    [
+        "pretrain",
+        "--data",
+        "data/fashion-1k",
+        "--limit",
+        "256",
+        "--batch-size",
+        "32",
+        "--test-limit",
+        "50",
+        "--epochs",
+        &epochs.to_string(),
+        "--threads",
+        "2",
+        "--seed",
+        "7",
+        "--out",
+        out.to_str().unwrap(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn history_without_seconds(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("history.csv"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut f: Vec<&str> = l.split(',').collect();
+            f.remove(1);
+            f.join(",")
+        })
+        .collect()
+}
+
+/// Every checkpoint file present in `dir` must be readable, whenever the run was killed.
+fn assert_checkpoints_readable(dir: &Path) {
+    for name in ["best.safetensors", "last.safetensors"] {
+        let p = dir.join(name);
+        if p.exists() && dir.join(name.replace("safetensors", "json")).exists() {
+            warmstart::checkpoint::load(&p, &burn::prelude::Device::flex())
+                .unwrap_or_else(|e| panic!("unreadable checkpoint after a kill: {e}"));
+        }
+    }
+    if warmstart::resume::path(dir).exists() {
+        warmstart::resume::load(dir).unwrap_or_else(|e| panic!("unreadable resume state: {e}"));
+    }
+}
+
+#[test]
+fn same_seed_same_bits_and_sigkill_resume_reaches_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let epochs = 3;
+    // Two uninterrupted runs: bit-identical weights and identical histories.
+    let refs: Vec<PathBuf> = (0..2).map(|i| tmp.path().join(format!("ref{i}"))).collect();
+    for r in &refs {
+        let a = tiny_args(r, epochs);
+        let out = bin().args(&a).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let bytes = |d: &Path| std::fs::read(d.join("last.safetensors")).unwrap();
+    assert_eq!(
+        bytes(&refs[0]),
+        bytes(&refs[1]),
+        "same seed, different weights"
+    );
+    assert_eq!(
+        history_without_seconds(&refs[0]),
+        history_without_seconds(&refs[1])
+    );
+
+    // Kill with SIGKILL at random moments, resuming each time, until the run completes.
+    let run_dir = tmp.path().join("killed");
+    let mut kills = 0;
+    let mut rng_state: u64 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    let mut next = || {
+        rng_state ^= rng_state << 13;
+        rng_state ^= rng_state >> 7;
+        rng_state ^= rng_state << 17;
+        rng_state
+    };
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        assert!(attempts < 200, "the run never completed");
+        let mut args = tiny_args(&run_dir, epochs);
+        if warmstart::resume::path(&run_dir).exists() {
+            args = vec![
+                "pretrain".into(),
+                "--threads".into(),
+                "2".into(),
+                "--resume".into(),
+                run_dir.to_str().unwrap().into(),
+            ];
+        }
+        let mut child = spawn(&args);
+        if kills < 20 {
+            // Anywhere from start-up to the end of a short run.
+            std::thread::sleep(Duration::from_millis(50 + next() % 2000));
+            if child.try_wait().unwrap().is_none() {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                kills += 1;
+                assert_checkpoints_readable(&run_dir);
+                continue;
+            }
+        }
+        let status = child.wait().unwrap();
+        assert!(status.success(), "run failed after {kills} kills: {status}");
+        if kills >= 20 {
+            break;
+        }
+        // Finished before 20 kills: start over to kill it more.
+        std::fs::remove_dir_all(&run_dir).unwrap();
+    }
+    assert_checkpoints_readable(&run_dir);
+    assert_eq!(
+        bytes(&run_dir),
+        bytes(&refs[0]),
+        "weights after {kills} kills and resumes differ from an uninterrupted run"
+    );
+    assert_eq!(
+        history_without_seconds(&run_dir),
+        history_without_seconds(&refs[0])
+    );
+}
+
+#[test]
+fn sigint_saves_state_and_resume_finishes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("run");
+    let mut child = spawn(&tiny_args(&dir, 40));
+    // Wait until training has begun (the first epoch's outputs exist), then press Ctrl-C.
+    let t0 = std::time::Instant::now();
+    while !dir.join("history.csv").exists() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "training never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "Ctrl-C should exit with 130");
+    let saved = warmstart::resume::load(&dir).unwrap();
+    assert!(saved.state.epoch < 40);
+    let args = [
+        "pretrain",
+        "--resume",
+        dir.to_str().unwrap(),
+        "--epochs",
+        &(saved.state.epoch + 1).to_string(),
+    ];
+    let out = run(&args);
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("Resuming"), "{stdout}");
+    assert!(stdout.contains("Test accuracy:"), "{stdout}");
+}
+
+#[test]
+fn non_finite_loss_stops_with_a_clear_message_and_keeps_the_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("run");
+    // One good epoch, then a learning rate that blows the weights up.
+    let a = tiny_args(&dir, 1);
+    assert!(bin().args(&a).output().unwrap().status.success());
+    let args = [
+        "train",
+        "--data",
+        "data/fashion-1k",
+        "--limit",
+        "256",
+        "--epochs",
+        "3",
+        "--lr",
+        "1e38",
+        "--init",
+        dir.to_str().unwrap(),
+        "--out",
+        dir.to_str().unwrap(),
+    ];
+    let out = run(&args);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("loss became") && err.contains("last good checkpoint"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    // Either the blow-up came in the first epoch (the earlier checkpoint is untouched) or later
+    // (the checkpoint is the last finite epoch's); in both cases it loads and is finite.
+    let (m, _) = warmstart::checkpoint::load(&dir, &burn::prelude::Device::flex()).unwrap();
+    let w: Vec<f32> = m.fc1.weight.val().into_data().iter::<f32>().collect();
+    assert!(w.iter().all(|v| v.is_finite()));
+}
+
+#[test]
+fn a_full_disk_keeps_the_previous_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("run");
+    let a = tiny_args(&dir, 1);
+    assert!(bin().args(&a).output().unwrap().status.success());
+    let before = std::fs::read(dir.join("best.safetensors")).unwrap();
+    // File writes over 1 MiB fail (as on a full disk); the checkpoint is ~4.8 MB.
+    let cmd = format!(
+        "trap '' XFSZ; ulimit -f 1024; exec '{}' pretrain --data data/fashion-1k --limit 256 --epochs 1 --init '{}' --out '{}'",
+        env!("CARGO_BIN_EXE_warmstart"),
+        dir.display(),
+        dir.display()
+    );
+    let out = Command::new("bash")
+        .args(["-c", &cmd])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    show(&["(1 MiB file limit) pretrain ..."], &out);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(".safetensors") && !err.contains("panicked"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(dir.join("best.safetensors")).unwrap(), before);
+    warmstart::checkpoint::load(&dir, &burn::prelude::Device::flex()).unwrap();
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "temporary files left behind: {leftovers:?}"
+    );
+}
+
+#[test]
+fn unwritable_output_directory_is_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let out_dir = file.join("sub");
+    let a = tiny_args(&out_dir, 1);
+    let args: Vec<&str> = a.iter().map(String::as_str).collect();
+    let out = run(&args);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("a-file") && !err.contains("panicked"), "{err}");
+}
