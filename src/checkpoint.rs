@@ -162,11 +162,16 @@ pub fn read_meta(weights: &Path) -> Result<Meta> {
             Error::io(&p, e)
         }
     })?;
-    let meta: Meta = serde_json::from_slice(&text)
-        .map_err(|e| Error::format(&p, format!("corrupt checkpoint sidecar: {e}")))?;
+    parse_meta(&p, &text)
+}
+
+/// Parses and checks sidecar JSON; `p` is only used in errors.
+pub fn parse_meta(p: &Path, text: &[u8]) -> Result<Meta> {
+    let meta: Meta = serde_json::from_slice(text)
+        .map_err(|e| Error::format(p, format!("corrupt checkpoint sidecar: {e}")))?;
     if meta.architecture != ARCHITECTURE {
         return Err(Error::format(
-            &p,
+            p,
             format!(
                 "checkpoint is for architecture {:?}, this warmstart uses {ARCHITECTURE:?}",
                 meta.architecture
@@ -175,7 +180,7 @@ pub fn read_meta(weights: &Path) -> Result<Meta> {
     }
     if meta.classes.len() != meta.arch.classes {
         return Err(Error::format(
-            &p,
+            p,
             format!(
                 "sidecar lists {} class names for a {}-class model",
                 meta.classes.len(),
@@ -216,21 +221,38 @@ fn model_shapes(model: &Net) -> BTreeMap<String, Vec<usize>> {
 pub fn load(path: &Path, device: &Device) -> Result<(Net, Meta)> {
     let weights = resolve(path)?;
     let meta = read_meta(&weights)?;
+    let bytes = std::fs::read(&weights).map_err(|e| Error::io(&weights, e))?;
+    let model = load_weights(&weights, bytes, &meta, device)?;
+    Ok((model, meta))
+}
+
+/// Builds the model `meta` describes from safetensors bytes, checking every tensor's name and
+/// shape first; `weights` is only used in errors.
+pub fn load_weights(weights: &Path, bytes: Vec<u8>, meta: &Meta, device: &Device) -> Result<Net> {
+    if meta.arch != ArchConfig::seed(meta.arch.classes)
+        || meta.arch.classes == 0
+        || meta.arch.classes > 100_000
+    {
+        return Err(Error::format(
+            sidecar(weights),
+            format!("unsupported layer sizes {:?}", meta.arch),
+        ));
+    }
     let mut model = meta.arch.init(device);
-    let mut store = open_store(&weights)?;
-    let have = tensor_shapes(&mut store, &weights)?;
+    let mut store = SafetensorsStore::from_bytes(Some(bytes));
+    let have = tensor_shapes(&mut store, weights)?;
     let want = model_shapes(&model);
     for (name, shape) in &want {
         match have.get(name) {
             None => {
                 return Err(Error::format(
-                    &weights,
+                    weights,
                     format!("tensor {name} is missing: not a checkpoint of this model"),
                 ));
             }
             Some(s) if s != shape => {
                 return Err(Error::format(
-                    &weights,
+                    weights,
                     format!("tensor {name} has shape {s:?}, the model needs {shape:?}"),
                 ));
             }
@@ -239,14 +261,14 @@ pub fn load(path: &Path, device: &Device) -> Result<(Net, Meta)> {
     }
     let res = model
         .load_from(&mut store)
-        .map_err(|e| Error::format(&weights, format!("cannot load weights: {e}")))?;
+        .map_err(|e| Error::format(weights, format!("cannot load weights: {e}")))?;
     if !res.errors.is_empty() {
         return Err(Error::format(
-            &weights,
+            weights,
             format!("cannot load weights: {:?}", res.errors),
         ));
     }
-    Ok((model, meta))
+    Ok(model)
 }
 
 /// What `--init` copied and what it left freshly initialised.

@@ -4,12 +4,9 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// The error is shown in the message, not chained, so it is printed once.
+    #[error("{}: {err}", path.display())]
+    Io { path: PathBuf, err: std::io::Error },
     /// A file that was read but whose contents are wrong.
     #[error("{}: {msg}", path.display())]
     Format { path: PathBuf, msg: String },
@@ -35,10 +32,27 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
-    pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
+    pub fn io(path: impl AsRef<Path>, err: std::io::Error) -> Self {
         Error::Io {
             path: path.as_ref().to_path_buf(),
-            source,
+            err,
+        }
+    }
+
+    /// An error writing `path`, with a hint when the disk (or a file-size limit) is full.
+    pub fn write(path: impl AsRef<Path>, err: std::io::Error) -> Self {
+        // ENOSPC (28), EFBIG (27), EDQUOT (122).
+        let full = matches!(err.raw_os_error(), Some(27 | 28 | 122));
+        let msg = if full {
+            format!(
+                "cannot write: {err} (disk or quota full?); any previous version of the file is intact"
+            )
+        } else {
+            format!("cannot write: {err}")
+        };
+        Error::Format {
+            path: path.as_ref().to_path_buf(),
+            msg,
         }
     }
 

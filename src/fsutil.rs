@@ -17,8 +17,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .prefix(&format!(".{}.", name.to_string_lossy()))
         .suffix(".tmp")
         .tempfile_in(dir)
-        .map_err(|e| Error::io(dir, e))?;
-    tmp.write_all(bytes).map_err(|e| Error::io(path, e))?;
+        .map_err(|e| Error::write(dir, e))?;
+    tmp.write_all(bytes).map_err(|e| Error::write(path, e))?;
     // Temporary files are private (0600); the result should be as readable as any other output.
     #[cfg(unix)]
     {
@@ -28,8 +28,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
             .set_permissions(perm)
             .map_err(|e| Error::io(path, e))?;
     }
-    tmp.as_file().sync_all().map_err(|e| Error::io(path, e))?;
-    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
+    tmp.as_file()
+        .sync_all()
+        .map_err(|e| Error::write(path, e))?;
+    tmp.persist(path).map_err(|e| Error::write(path, e.error))?;
     // Make the rename itself durable; not every platform can open a directory, so failure is ignored.
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();

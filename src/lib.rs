@@ -5,6 +5,7 @@
 //! [`checkpoint::transfer`] pretrained weights into it → [`train::fit`] → [`eval`].
 
 pub mod augment;
+pub mod bench;
 pub mod bundled;
 pub mod checkpoint;
 pub mod data;
@@ -12,6 +13,7 @@ pub mod device;
 pub mod error;
 pub mod eval;
 pub mod fsutil;
+pub mod fuzzing;
 pub mod model;
 pub mod report;
 pub mod resume;

@@ -92,7 +92,12 @@ pub fn load(dir: &Path) -> Result<Saved> {
             Error::io(&p, e)
         }
     })?;
-    let corrupt = |why: &str| Error::format(&p, format!("corrupt resume state: {why}"));
+    parse(&p, &bytes)
+}
+
+/// Parses a resume file's bytes; `p` is only used in errors.
+pub fn parse(p: &Path, bytes: &[u8]) -> Result<Saved> {
+    let corrupt = |why: &str| Error::format(p, format!("corrupt resume state: {why}"));
     if bytes.len() < MAGIC.len() + 32 || &bytes[..MAGIC.len()] != MAGIC {
         return Err(corrupt("not a warmstart resume file"));
     }

@@ -3,6 +3,7 @@
 
 use crate::augment::AugmentConfig;
 use crate::checkpoint::{self, Meta, Metrics};
+use crate::data::batch::Batch;
 use crate::data::batch::epoch_batches;
 use crate::data::{Dataset, LoadOptions};
 use crate::error::{Error, Result};
@@ -12,7 +13,7 @@ use crate::model::ArchConfig;
 use crate::model::{Net, images_tensor};
 use crate::report;
 use crate::resume::{self, LoopState};
-use burn::nn::loss::CrossEntropyLossConfig;
+use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
 use burn::optim::ModuleOptimizer;
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::prelude::*;
@@ -232,6 +233,39 @@ fn progress_bar(show: bool, batches: usize, epoch: usize, epochs: usize) -> indi
     b
 }
 
+/// One batch's forward and backward pass: the gradients, the mean loss and the number of correct
+/// predictions. `model` must be in training mode on the autodiff device `ad`.
+pub fn forward_backward(
+    model: &Net,
+    loss_fn: &CrossEntropyLoss,
+    batch: Batch,
+    ad: &Device,
+) -> (GradientsParams, f64, usize) {
+    let n = batch.len();
+    let x = images_tensor(batch.images, ad);
+    let y = Tensor::<1, Int>::from_data(TensorData::new(batch.labels, [n]), ad);
+    let logits = model.forward(x);
+    let loss = loss_fn.forward(logits.clone(), y.clone());
+    let hits = logits
+        .argmax(1)
+        .reshape([n])
+        .equal(y)
+        .int()
+        .sum()
+        .into_scalar::<i64>();
+    let grads = GradientsParams::from_grads(loss.backward(), model);
+    (grads, f64::from(loss.into_scalar::<f32>()), hits as usize)
+}
+
+/// A training model, its Adam optimizer and loss, as the training loop sets them up.
+pub fn training_parts(model: Net, ad: &Device) -> (Net, ModuleOptimizer, CrossEntropyLoss) {
+    (
+        model.fork(ad).train(),
+        new_optimizer(),
+        CrossEntropyLossConfig::new().init(ad),
+    )
+}
+
 fn run_loop(
     model: Net,
     mut optim: ModuleOptimizer,
@@ -264,19 +298,7 @@ fn run_loop(
         for (b, batch) in batches.into_iter().enumerate().skip(st.batch) {
             ad.seed(batch_seed(opts.seed, st.epoch, b));
             let n = batch.len();
-            let x = images_tensor(batch.images, &ad);
-            let y = Tensor::<1, Int>::from_data(TensorData::new(batch.labels, [n]), &ad);
-            let logits = model.forward(x);
-            let loss = loss_fn.forward(logits.clone(), y.clone());
-            let hits: i64 = logits
-                .argmax(1)
-                .reshape([n])
-                .equal(y)
-                .int()
-                .sum()
-                .into_scalar::<i64>();
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            let l = f64::from(loss.into_scalar::<f32>());
+            let (grads, l, hits) = forward_backward(&model, &loss_fn, batch, &ad);
             if !l.is_finite() {
                 bar.finish_and_clear();
                 return Err(Error::Numerical(format!(
@@ -289,7 +311,7 @@ fn run_loop(
             }
             model = optim.step(opts.lr, model, grads);
             st.loss_sum += l * n as f64;
-            st.correct += hits as usize;
+            st.correct += hits;
             st.seen += n;
             st.batch = b + 1;
             bar.inc(1);

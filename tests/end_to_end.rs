@@ -493,3 +493,35 @@ fn training_writes_a_report_that_renders_in_a_browser() {
         frac
     );
 }
+
+#[test]
+fn bench_ends_with_machine_readable_figures() {
+    let out = ok(&[
+        "bench",
+        "--batches-b128",
+        "2",
+        "--batches-b32",
+        "2",
+        "--warmup",
+        "1",
+        "--threads",
+        "1",
+    ]);
+    let tail: Vec<&str> = out.lines().rev().take(5).collect();
+    let keys = [
+        "peak_rss",
+        "latency_b1",
+        "infer_b1000",
+        "train_b32_aug",
+        "train_b128",
+    ];
+    for (line, key) in tail.iter().zip(keys) {
+        let (k, v) = line
+            .split_once(": ")
+            .unwrap_or_else(|| panic!("bad line {line:?}"));
+        assert_eq!(k, key);
+        let n: f64 = v.split_whitespace().next().unwrap().parse().unwrap();
+        assert!(n > 0.0, "{line}");
+    }
+    assert!(out.contains(" images/s\n") && out.contains(" ms\n") && out.contains(" MiB"));
+}

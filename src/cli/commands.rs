@@ -1,6 +1,8 @@
 //! What each subcommand does, in terms of the library.
 
-use super::{Cli, Command, EvalArgs, PredictArgs, PreviewArgs, RunArgs, RuntimeArgs, TrainArgs};
+use super::{
+    BenchArgs, Cli, Command, EvalArgs, PredictArgs, PreviewArgs, RunArgs, RuntimeArgs, TrainArgs,
+};
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use warmstart::augment::AugmentConfig;
@@ -30,6 +32,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Some(Command::Predict(a)) => predict(&a),
         Some(Command::Run(a)) => run(&a),
         Some(Command::AugmentPreview(a)) => augment_preview(&a),
+        Some(Command::Bench(a)) => bench(&a),
         Some(Command::MakeFashion1k { from, out }) => {
             warmstart::bundled::build_fashion_1k(&from, &out)?;
             let n = warmstart::bundled::verify(&out)?;
@@ -468,5 +471,33 @@ fn augment_preview(a: &PreviewArgs) -> Result<()> {
         a.cols.max(1),
         a.augment
     );
+    Ok(())
+}
+
+fn bench(a: &BenchArgs) -> Result<()> {
+    setup_runtime(&a.runtime)?;
+    let dev = device::make(a.runtime.device, 1)?;
+    let dir = warmstart::bundled::dir("mnist");
+    let t = warmstart::data::idx::read_pair(
+        &dir.join("t10k-images-idx3-ubyte.gz"),
+        &dir.join("t10k-labels-idx1-ubyte.gz"),
+    )?;
+    let threads = a.runtime.threads.unwrap_or_else(rayon::current_num_threads);
+    println!(
+        "Benchmark of the seed CNN on {} ({threads} threads), data: {} MNIST images",
+        match a.runtime.device {
+            device::DeviceKind::Cpu => "cpu (burn flex)",
+            device::DeviceKind::Gpu => "gpu (burn wgpu)",
+        },
+        t.len()
+    );
+    let cfg = warmstart::bench::BenchConfig {
+        batches_b128: a.batches_b128.max(1),
+        batches_b32: a.batches_b32.max(1),
+        warmup: a.warmup,
+        ..Default::default()
+    };
+    let r = warmstart::bench::run(&t, &cfg, &dev, |s| eprintln!("{s}"));
+    print!("{}", r.lines());
     Ok(())
 }

@@ -55,6 +55,11 @@ pub enum Command {
     #[command(after_help = "Example:\n  warmstart run --out runs\n  \
                             warmstart run --pretrain-epochs 1 --epochs 2 --limit 2000   # a quick try")]
     Run(RunArgs),
+    /// Measure training and inference speed of the seed CNN on this machine.
+    #[command(after_help = "Example:\n  warmstart bench --threads 2\n\n\
+                            The last lines are machine-readable: train_b128, train_b32_aug, infer_b1000 (images/s), \
+                            latency_b1 (ms), peak_rss (MiB).")]
+    Bench(BenchArgs),
     /// Draw a grid of random augmentations of training images, to check the settings look right.
     #[command(
         name = "augment-preview",
@@ -159,6 +164,21 @@ pub struct EvalArgs {
     /// Augmentation for --tta [default: the one the model was trained with, or rotation=10,shift=0.1,zoom=0.1].
     #[arg(long)]
     pub augment: Option<AugmentConfig>,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Timed training batches at batch 128.
+    #[arg(long, default_value_t = 30)]
+    pub batches_b128: usize,
+    /// Timed training batches at batch 32 with augmentation.
+    #[arg(long, default_value_t = 100)]
+    pub batches_b32: usize,
+    /// Untimed batches before each training measurement.
+    #[arg(long, default_value_t = 5)]
+    pub warmup: usize,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
 }

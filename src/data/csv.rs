@@ -10,10 +10,15 @@ use std::path::Path;
 /// Reads one labelled CSV file.
 pub fn read(path: &Path) -> Result<Images> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    read_from(path, std::io::BufReader::new(file))
+}
+
+/// Parses labelled CSV from any reader; `path` is only used in errors.
+pub fn read_from(path: &Path, input: impl std::io::Read) -> Result<Images> {
     let mut rdr = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(true)
-        .from_reader(std::io::BufReader::new(file));
+        .from_reader(input);
     let header = rdr
         .headers()
         .map_err(|e| Error::format(path, format!("cannot read the header row: {e}")))?

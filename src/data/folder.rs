@@ -43,10 +43,25 @@ impl std::str::FromStr for Invert {
 
 /// Decodes an image file with limits that stop decompression bombs.
 pub fn decode(path: &Path) -> Result<DynamicImage> {
-    let mut reader = ImageReader::open(path)
+    let reader = ImageReader::open(path)
         .map_err(|e| Error::io(path, e))?
         .with_guessed_format()
         .map_err(|e| Error::io(path, e))?;
+    decode_reader(path, reader)
+}
+
+/// Decodes image bytes (as [`decode`] does a file); `path` is only used in errors.
+pub fn decode_bytes(path: &Path, bytes: &[u8]) -> Result<DynamicImage> {
+    let reader = ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| Error::io(path, e))?;
+    decode_reader(path, reader)
+}
+
+fn decode_reader<R: std::io::BufRead + std::io::Seek>(
+    path: &Path,
+    mut reader: ImageReader<R>,
+) -> Result<DynamicImage> {
     if reader.format().is_none() {
         return Err(Error::format(path, "not an image in a known format"));
     }

@@ -22,6 +22,11 @@ pub struct IdxArray {
 /// Reads a file, transparently gunzipping it when it starts with the gzip magic.
 pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
     let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    gunzip_if_needed(path, raw)
+}
+
+/// Gunzips `raw` when it starts with the gzip magic; `path` is only used in errors.
+pub fn gunzip_if_needed(path: &Path, raw: Vec<u8>) -> Result<Vec<u8>> {
     if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
         GzDecoder::new(&raw[..])

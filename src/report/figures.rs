@@ -417,7 +417,10 @@ mod tests {
         // Both mistakes' stripes (7x28 pixels) are painted at 3x scale (a few anti-aliased text
         // pixels may share the grey).
         let bright = img.pixels().filter(|p| p.0 == [200, 200, 200]).count();
-        assert!((2 * 7 * 28 * 9..2 * 7 * 28 * 9 + 40).contains(&bright), "{bright}");
+        assert!(
+            (2 * 7 * 28 * 9..2 * 7 * 28 * 9 + 40).contains(&bright),
+            "{bright}"
+        );
     }
 
     #[test]
