@@ -112,6 +112,7 @@ pub struct TrainArgs {
     /// Adam learning rate.
     #[arg(long, default_value_t = 1e-3)]
     pub lr: f64,
+    /// Random seed: validation split, shuffling, augmentation, initial weights and dropout.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// Use only the first N training images (for quick tries).
@@ -236,6 +237,7 @@ pub struct RunArgs {
     /// Training epochs on fashion-1k.
     #[arg(long, default_value_t = 30)]
     pub epochs: usize,
+    /// Random seed: validation split, shuffling, augmentation, initial weights and dropout.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// Use only the first N training images of each stage (for quick tries).

@@ -43,11 +43,8 @@ impl std::str::FromStr for Invert {
 
 /// Decodes an image file with limits that stop decompression bombs.
 pub fn decode(path: &Path) -> Result<DynamicImage> {
-    let reader = ImageReader::open(path)
-        .map_err(|e| Error::io(path, e))?
-        .with_guessed_format()
-        .map_err(|e| Error::io(path, e))?;
-    decode_reader(path, reader)
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    decode_bytes(path, &bytes)
 }
 
 /// Decodes image bytes (as [`decode`] does a file); `path` is only used in errors.
@@ -55,7 +52,25 @@ pub fn decode_bytes(path: &Path, bytes: &[u8]) -> Result<DynamicImage> {
     let reader = ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| Error::io(path, e))?;
+    if reader.format() == Some(image::ImageFormat::Jpeg) && !jpeg_complete(bytes) {
+        return Err(Error::format(
+            path,
+            "truncated JPEG: no end-of-image marker after the image data",
+        ));
+    }
     decode_reader(path, reader)
+}
+
+/// Whether a JPEG's last scan is followed by an end-of-image marker. JPEG decoders fill a cut-off
+/// scan with grey instead of failing, so truncation has to be detected here. Inside scan data a
+/// 0xFF byte is always followed by 0x00 or a restart marker, so 0xFFD9 only occurs as the marker.
+fn jpeg_complete(b: &[u8]) -> bool {
+    let last = |m: u8| b.windows(2).rposition(|w| w[0] == 0xFF && w[1] == m);
+    match (last(0xDA), last(0xD9)) {
+        (Some(sos), Some(eoi)) => eoi > sos,
+        (None, _) => true, // No scan at all: let the decoder report what is wrong.
+        _ => false,
+    }
 }
 
 fn decode_reader<R: std::io::BufRead + std::io::Seek>(
@@ -343,6 +358,43 @@ mod tests {
         assert_eq!(raw.classes.unwrap(), vec!["x", "y"]);
         assert_eq!(raw.test.unwrap().len(), 2);
         assert!(raw.val.is_none());
+    }
+
+    #[test]
+    fn palette_png_decodes() {
+        // An indexed-colour PNG: 2-entry palette (white, black), a black square on white.
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("pal.png");
+        let f = std::fs::File::create(&p).unwrap();
+        let mut enc = png::Encoder::new(f, 28, 28);
+        enc.set_color(png::ColorType::Indexed);
+        enc.set_depth(png::BitDepth::Eight);
+        enc.set_palette(vec![255, 255, 255, 0, 0, 0]);
+        let mut w = enc.write_header().unwrap();
+        let mut data = vec![0u8; 28 * 28];
+        for y in 10..18 {
+            for x in 10..18 {
+                data[y * 28 + x] = 1;
+            }
+        }
+        w.write_image_data(&data).unwrap();
+        drop(w);
+        let out = load_image(&p, Invert::Auto).unwrap();
+        assert_eq!(out[14 * 28 + 14], 255);
+        assert_eq!(out[0], 0);
+    }
+
+    #[test]
+    fn truncated_jpeg_is_an_error_naming_the_file() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("photo.jpg");
+        GrayImage::from_fn(64, 64, |x, y| image::Luma([((x * y) % 256) as u8]))
+            .save(&p)
+            .unwrap();
+        let b = std::fs::read(&p).unwrap();
+        std::fs::write(&p, &b[..b.len() / 3]).unwrap();
+        let e = load_image(&p, Invert::No).unwrap_err().to_string();
+        assert!(e.contains("photo.jpg"), "{e}");
     }
 
     #[test]
