@@ -302,16 +302,18 @@ impl std::fmt::Display for TransferReport {
     }
 }
 
-/// Copies into `model` every checkpoint tensor whose name and shape match; the rest of the model
-/// (for instance a classifier head of another size) keeps its fresh initialisation.
-pub fn transfer(model: &mut Net, path: &Path) -> Result<TransferReport> {
+/// Copies into `model` every checkpoint tensor whose name and shape match, except those under the
+/// module names in `skip` (e.g. `["fc2"]` for a new classifier head); the rest of the model (for
+/// instance a classifier head of another size) keeps its fresh initialisation.
+pub fn transfer(model: &mut Net, path: &Path, skip: &[&str]) -> Result<TransferReport> {
     let weights = resolve(path)?;
     let mut store = open_store(&weights)?;
     let have = tensor_shapes(&mut store, &weights)?;
     let want = model_shapes(model);
     let mut rep = TransferReport::default();
     for (name, shape) in &want {
-        if have.get(name) == Some(shape) {
+        let skipped = skip.iter().any(|m| name.starts_with(&format!("{m}.")));
+        if have.get(name) == Some(shape) && !skipped {
             rep.loaded.push(name.clone());
         } else {
             rep.fresh.push(name.clone());
@@ -394,7 +396,7 @@ mod tests {
         save(&src, &meta(10), &p).unwrap();
         let mut dst = ArchConfig::seed(5).init(&device);
         let head_before: Vec<f32> = dst.fc2.weight.val().into_data().iter::<f32>().collect();
-        let rep = transfer(&mut dst, &p).unwrap();
+        let rep = transfer(&mut dst, &p, &[]).unwrap();
         assert!(rep.fresh.contains(&"fc2.weight".to_string()), "{rep}");
         assert!(rep.fresh.contains(&"fc2.bias".to_string()), "{rep}");
         assert!(rep.loaded.contains(&"conv1.weight".to_string()), "{rep}");
@@ -405,8 +407,31 @@ mod tests {
         assert_eq!(head_before, head_after);
         // Same class count: everything is copied.
         let mut same = ArchConfig::seed(10).init(&device);
-        let rep = transfer(&mut same, &p).unwrap();
+        let rep = transfer(&mut same, &p, &[]).unwrap();
         assert!(rep.fresh.is_empty(), "{rep}");
+        // Unless the head is asked to be new.
+        let mut fresh_head = ArchConfig::seed(10).init(&device);
+        let rep = transfer(&mut fresh_head, &p, &["fc2"]).unwrap();
+        assert_eq!(
+            rep.fresh,
+            vec!["fc2.bias".to_string(), "fc2.weight".to_string()],
+            "{rep}"
+        );
+        assert_ne!(
+            src.fc2
+                .weight
+                .val()
+                .into_data()
+                .iter::<f32>()
+                .collect::<Vec<_>>(),
+            fresh_head
+                .fc2
+                .weight
+                .val()
+                .into_data()
+                .iter::<f32>()
+                .collect::<Vec<_>>()
+        );
     }
 
     #[test]

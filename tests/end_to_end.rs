@@ -183,11 +183,36 @@ fn pretrain_then_train_from_it_then_eval_and_predict() {
         "--out",
         s(&fa),
     ]);
-    assert!(out.contains("loaded 20 tensors"), "{out}");
+    // Garments are not digits: same class count, but a new head.
+    assert!(out.contains("loaded 18 tensors"), "{out}");
+    assert!(
+        out.contains("new (freshly initialised) 2 tensors: fc2.bias, fc2.weight"),
+        "{out}"
+    );
     let acc = figure_after(&out, "Test accuracy:");
     assert!(
         acc > 0.3,
         "fashion-1k after one epoch from pretrained weights: {acc}"
+    );
+    // Digits again: the whole model, head included, is reused.
+    let out = ok(&[
+        "train",
+        "--data",
+        "data/mnist",
+        "--init",
+        s(&pre),
+        "--limit",
+        "200",
+        "--epochs",
+        "1",
+        "--test-limit",
+        "100",
+        "--out",
+        s(&tmp.path().join("digits")),
+    ]);
+    assert!(
+        out.contains("loaded 20 tensors") && out.contains("new: none"),
+        "{out}"
     );
 
     // predict on image files; a missing one is reported by name and fails the command.

@@ -138,6 +138,7 @@ fn train_stage(a: &TrainArgs, stage: Stage) -> Result<StageResult> {
         args: serde_json::json!({
             "command": name,
             "init": init_s,
+            "new_head": a.new_head,
             "device": a.runtime.device,
             "threads": a.runtime.threads,
         }),
@@ -151,8 +152,19 @@ fn train_stage(a: &TrainArgs, stage: Stage) -> Result<StageResult> {
     match &init {
         Init::Random => println!("Init: random weights"),
         Init::From(p) => {
-            let rep = checkpoint::transfer(&mut model, p)?;
+            // The head is reused only when it predicts the same classes: same count is not enough
+            // (MNIST's "0".."9" and Fashion-MNIST's garments are both 10 classes).
+            let same_classes = checkpoint::resolve(p)
+                .and_then(|w| checkpoint::read_meta(&w))
+                .map(|m| m.classes == data.classes)
+                .unwrap_or(true);
+            let new_head = a.new_head || !same_classes;
+            let skip: &[&str] = if new_head { &["fc2"] } else { &[] };
+            let rep = checkpoint::transfer(&mut model, p, skip)?;
             println!("Init: {}\n{rep}", p.display());
+            if new_head && !a.new_head {
+                println!("(the checkpoint's classes differ from the data's: new classifier head)");
+            }
         }
     }
     println!(
@@ -266,6 +278,7 @@ fn run(a: &RunArgs) -> Result<()> {
         augment: None,
         init: None,
         invert: Invert::Auto,
+        new_head: false,
         resume: None,
         runtime: a.runtime.clone(),
     };

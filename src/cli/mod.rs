@@ -132,6 +132,10 @@ pub struct TrainArgs {
     /// pretrain, runs/pretrain for train].
     #[arg(long)]
     pub init: Option<String>,
+    /// Re-initialise the classifier head even when the checkpoint's class names match the data's
+    /// (when they differ, as MNIST digits and garments do, the head is always new).
+    #[arg(long)]
+    pub new_head: bool,
     /// Invert image-folder images to light-on-dark: auto (by border brightness), yes or no.
     #[arg(long, default_value = "auto")]
     pub invert: Invert,
