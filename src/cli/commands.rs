@@ -237,22 +237,10 @@ fn finish_stage(
 fn load_data(path: &Path, opts: &LoadOptions) -> Result<Dataset> {
     let d = data::load(path, opts)?;
     println!(
-        "Data: {} — {} classes, {} train / {} validation{} / {}",
+        "Data: {} — {} classes, {}",
         path.display(),
         d.classes.len(),
-        d.train.len(),
-        d.val.len(),
-        if d.val_was_split {
-            " (split off train)"
-        } else {
-            ""
-        },
-        d.test
-            .as_ref()
-            .map_or("no test set".to_string(), |t| format!(
-                "{} test images",
-                t.len()
-            ))
+        d.sizes()
     );
     Ok(d)
 }

@@ -119,6 +119,28 @@ pub struct Dataset {
     pub val_was_split: bool,
 }
 
+impl Dataset {
+    /// `1000 train / 500 validation / 10000 test images`, noting a validation set split off train.
+    pub fn sizes(&self) -> String {
+        format!(
+            "{} train / {} validation{} / {}",
+            self.train.len(),
+            self.val.len(),
+            if self.val_was_split {
+                " (split off train)"
+            } else {
+                ""
+            },
+            self.test
+                .as_ref()
+                .map_or("no test set".to_string(), |t| format!(
+                    "{} test images",
+                    t.len()
+                ))
+        )
+    }
+}
+
 /// How to load a dataset.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LoadOptions {

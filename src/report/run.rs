@@ -155,22 +155,7 @@ pub fn finish_run(
     let init = opts.args["init"].as_str().unwrap_or("?").to_string();
     let config = vec![
         ("Data".to_string(), data.source.display().to_string()),
-        (
-            "Images".into(),
-            format!(
-                "{} train / {} validation{} / {}",
-                data.train.len(),
-                data.val.len(),
-                if data.val_was_split {
-                    " (split off train)"
-                } else {
-                    ""
-                },
-                data.test
-                    .as_ref()
-                    .map_or("no test set".into(), |t| format!("{} test", t.len()))
-            ),
-        ),
+        ("Images".into(), data.sizes()),
         ("Classes".into(), data.classes.join(", ")),
         ("Initial weights".into(), init),
         ("Epochs".into(), opts.epochs.to_string()),
