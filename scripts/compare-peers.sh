@@ -18,7 +18,8 @@ cargo build --release --quiet
 echo "== warmstart bench --threads $THREADS"
 target/release/warmstart bench --threads "$THREADS" | tee "$OUT/warmstart.txt"
 
-fig() { grep -m1 "$2" "$1" | grep -oE '[0-9]+(\.[0-9]+)?' | head -1; }
+# The first number after the colon of the first line matching $2 in file $1.
+fig() { grep -m1 "$2" "$1" | sed 's/^[^:]*://' | grep -oE '[0-9]+(\.[0-9]+)?' | head -1; }
 
 peer() { # name script
   local name=$1 script=$2
