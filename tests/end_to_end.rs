@@ -169,6 +169,21 @@ fn pretrain_then_train_from_it_then_eval_and_predict() {
         "{ev}"
     );
     assert!(ev.contains("confusion matrix"), "{ev}");
+    assert!(
+        pre.join("eval-test/confusion.png").is_file()
+            && pre.join("eval-test/per_class.json").is_file()
+    );
+    // Garments scored by a digit model: refused, not silently compared.
+    let err = fails(&[
+        "eval",
+        "--model",
+        s(&pre),
+        "--data",
+        "data/fashion-1k",
+        "--limit",
+        "10",
+    ]);
+    assert!(err.contains("are not the checkpoint's"), "{err}");
 
     // Train fashion-1k from it for an epoch.
     let fa = tmp.path().join("fashion");

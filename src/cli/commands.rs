@@ -339,6 +339,26 @@ fn eval(a: &EvalArgs) -> Result<()> {
             meta.classes.len()
         );
     }
+    if d.classes != meta.classes {
+        let numbered = d
+            .classes
+            .iter()
+            .enumerate()
+            .all(|(i, c)| *c == i.to_string());
+        if !numbered {
+            bail!(
+                "the classes of {} ({}) are not the checkpoint's ({})",
+                data_path.display(),
+                d.classes.join(", "),
+                meta.classes.join(", ")
+            );
+        }
+        eprintln!(
+            "warning: {} names its classes by number; assuming they are the checkpoint's {}",
+            data_path.display(),
+            meta.classes.join(", ")
+        );
+    }
     let set = match a.split.as_str() {
         "test" => d
             .test
@@ -387,10 +407,14 @@ fn eval(a: &EvalArgs) -> Result<()> {
         p
     };
     println!();
-    let out = a
-        .out
-        .clone()
-        .unwrap_or_else(|| weights.parent().map(Path::to_path_buf).unwrap_or_default());
+    // Beside the checkpoint, but apart from the training run's own report files.
+    let out = a.out.clone().unwrap_or_else(|| {
+        weights
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
+            .join(format!("eval-{}", a.split))
+    });
     let tta = if a.tta > 0 {
         format!(", TTA {}", a.tta)
     } else {

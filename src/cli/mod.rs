@@ -160,7 +160,7 @@ pub struct EvalArgs {
     /// Evaluate only the first N images.
     #[arg(long)]
     pub limit: Option<usize>,
-    /// Where to write confusion.png, mistakes.png and per_class.{csv,json} [default: the model's directory].
+    /// Where to write confusion.png, mistakes.png and per_class.{csv,json} [default: eval-SPLIT/ beside the model].
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Test-time augmentation: also average the predictions over the original and N augmented copies.
