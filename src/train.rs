@@ -151,15 +151,11 @@ fn new_optimizer() -> ModuleOptimizer {
     AdamConfig::new().with_epsilon(1e-7).init()
 }
 
-/// Continues a run from the state saved in `dir`. `epochs` may extend the run.
-pub fn resume(
-    saved: resume::Saved,
-    data: &Dataset,
-    epochs: Option<usize>,
-    device: &Device,
-) -> Result<Outcome> {
+/// Continues a run from a saved state (its options, including `out` and `epochs`, may have been
+/// changed by the caller, e.g. to extend the run).
+pub fn resume(saved: resume::Saved, data: &Dataset, device: &Device) -> Result<Outcome> {
     let resume::Saved {
-        mut state,
+        state,
         model,
         weights,
         optim,
@@ -173,9 +169,6 @@ pub fn resume(
                 data.classes, state.classes
             ),
         ));
-    }
-    if let Some(e) = epochs {
-        state.options.epochs = e;
     }
     let ad = device.clone().autodiff();
     let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(model))

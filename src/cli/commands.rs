@@ -181,15 +181,16 @@ fn train_stage(a: &TrainArgs, stage: Stage) -> Result<StageResult> {
 }
 
 fn resume_stage(a: &TrainArgs, dir: &Path) -> Result<StageResult> {
-    let saved = warmstart::resume::load(dir)?;
+    let mut saved = warmstart::resume::load(dir)?;
+    // The run lives where the user says it is now, even if the directory was moved.
+    saved.state.options.out = dir.to_path_buf();
+    if let Some(e) = a.epochs {
+        saved.state.options.epochs = e;
+    }
     let opts = saved.state.options.clone();
     let dev = device::make(a.runtime.device, opts.seed)?;
     let data = load_data(&opts.data, &opts.load)?;
-    let mut opts = opts;
-    if let Some(e) = a.epochs {
-        opts.epochs = e;
-    }
-    let outcome = train::resume(saved, &data, a.epochs, &dev)?;
+    let outcome = train::resume(saved, &data, &dev)?;
     finish_stage(outcome, data, &opts, &dev)
 }
 

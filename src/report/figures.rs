@@ -305,7 +305,7 @@ pub fn augment_preview_png(
                     BLACK,
                 )?;
                 for (c, a) in row.iter().enumerate() {
-                    let (x, y) = place(r, c + 1);
+                    let (x, _) = place(r, c + 1);
                     let cx = (x + cw / 2) as i32;
                     text(
                         root,
@@ -315,7 +315,6 @@ pub fn augment_preview_png(
                         HPos::Center,
                         BLACK,
                     )?;
-                    let _ = y;
                     text(
                         root,
                         &format!("shift {:+.1},{:+.1}", a.dx, a.dy),
