@@ -307,30 +307,21 @@ pub fn augment_preview_png(
                 for (c, a) in row.iter().enumerate() {
                     let (x, _) = place(r, c + 1);
                     let cx = (x + cw / 2) as i32;
-                    text(
-                        root,
-                        &format!("rot {:+.1}°", a.angle_deg),
-                        (cx, ty),
-                        11,
-                        HPos::Center,
-                        BLACK,
-                    )?;
-                    text(
-                        root,
-                        &format!("shift {:+.1},{:+.1}", a.dx, a.dy),
-                        (cx, ty + 13),
-                        11,
-                        HPos::Center,
-                        BLACK,
-                    )?;
-                    text(
-                        root,
-                        &format!("zoom {:.2},{:.2}", a.zoom_x, a.zoom_y),
-                        (cx, ty + 26),
-                        11,
-                        HPos::Center,
-                        BLACK,
-                    )?;
+                    let lines = [
+                        format!("rot {:+.1}°", a.angle_deg),
+                        format!("shift {:+.1},{:+.1}", a.dx, a.dy),
+                        format!("zoom {:.2},{:.2}", a.zoom_x, a.zoom_y),
+                    ];
+                    for (k, line) in lines.iter().enumerate() {
+                        text(
+                            root,
+                            line,
+                            (cx, ty + 13 * k as i32),
+                            11,
+                            HPos::Center,
+                            BLACK,
+                        )?;
+                    }
                 }
             }
             Ok(())
