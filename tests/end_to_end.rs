@@ -355,6 +355,15 @@ fn bad_inputs_give_errors_that_name_the_file() {
         s(&out),
     ]);
     assert!(err.contains("/no/such/dir"), "{err}");
+    // A mistyped path is reported before anything else is missing (here: no runs/pretrain).
+    let err = fails_in(
+        tmp.path(),
+        &["train", "--data", "/no/such/dir", "--out", s(&out)],
+    );
+    assert!(
+        err.contains("/no/such/dir") && !err.contains("pretrained"),
+        "{err}"
+    );
     // A malformed IDX file.
     let bad = tmp.path().join("bad");
     std::fs::create_dir_all(&bad).unwrap();

@@ -111,14 +111,6 @@ fn train_stage(a: &TrainArgs, stage: Stage) -> Result<StageResult> {
     let out = a.out.clone().unwrap_or_else(|| PathBuf::from(out_default));
     let init_s = a.init.clone().unwrap_or(init_default);
     let init = parse_init(&init_s);
-    if let (Init::From(p), None) = (&init, &a.init)
-        && !p.exists()
-    {
-        bail!(
-            "no pretrained checkpoint at {}: run `warmstart pretrain` first, or pass --init PATH or --init random",
-            p.display()
-        );
-    }
     let load = LoadOptions {
         val_split: a.val_split,
         seed: a.seed,
@@ -148,6 +140,15 @@ fn train_stage(a: &TrainArgs, stage: Stage) -> Result<StageResult> {
     }
     let dev = device::make(a.runtime.device, a.seed)?;
     let data = load_data(&data_path, &load)?;
+    // Checked after the data, so a mistyped --data is reported as such first.
+    if let (Init::From(p), None) = (&init, &a.init)
+        && !p.exists()
+    {
+        bail!(
+            "no pretrained checkpoint at {}: run `warmstart pretrain` first, or pass --init PATH or --init random",
+            p.display()
+        );
+    }
     let mut model = ArchConfig::seed(data.classes.len()).init(&dev);
     match &init {
         Init::Random => println!("Init: random weights"),
