@@ -152,16 +152,10 @@ pub fn update_meta(weights: &Path, f: impl FnOnce(&mut Meta)) -> Result<()> {
 /// Reads and checks a checkpoint's sidecar.
 pub fn read_meta(weights: &Path) -> Result<Meta> {
     let p = sidecar(weights);
-    let text = std::fs::read(&p).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            Error::format(
-                &p,
-                "checkpoint sidecar is missing (every .safetensors needs its .json)",
-            )
-        } else {
-            Error::io(&p, e)
-        }
-    })?;
+    let text = crate::fsutil::read(
+        &p,
+        "checkpoint sidecar is missing (every .safetensors needs its .json)",
+    )?;
     parse_meta(&p, &text)
 }
 

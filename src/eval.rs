@@ -97,9 +97,11 @@ pub fn predict_set(model: &Net, images: &Images, device: &Device) -> Predictions
     }
 }
 
-/// Test-time augmentation: for each image, the mean of the probabilities of the original and of
-/// `n` augmented copies (drawn with `augment` from a seeded RNG).
-pub fn predict_set_tta(
+/// Test-time augmentation: turns `base` (the model's predictions on `images`, from
+/// [`predict_set`]) into the mean of the probabilities of the original and of `n` augmented copies
+/// (drawn with `augment` from a seeded RNG).
+pub fn with_tta(
+    mut base: Predictions,
     model: &Net,
     images: &Images,
     device: &Device,
@@ -107,7 +109,6 @@ pub fn predict_set_tta(
     n: usize,
     seed: u64,
 ) -> Predictions {
-    let mut base = predict_set(model, images, device);
     if n == 0 {
         return base;
     }

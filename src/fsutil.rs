@@ -39,6 +39,18 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Reads a whole file; a missing file is reported with `if_missing`, which says what it means for
+/// the user, instead of the bare OS error.
+pub fn read(path: &Path, if_missing: &str) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Error::format(path, if_missing)
+        } else {
+            Error::io(path, e)
+        }
+    })
+}
+
 /// Creates `dir` (and parents), with an error that names it.
 pub fn create_dir(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))

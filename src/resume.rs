@@ -82,16 +82,10 @@ pub fn save(dir: &Path, saved: &Saved) -> Result<()> {
 
 pub fn load(dir: &Path) -> Result<Saved> {
     let p = path(dir);
-    let bytes = std::fs::read(&p).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            Error::format(
-                &p,
-                "nothing to resume here (no resumable state has been saved in this directory)",
-            )
-        } else {
-            Error::io(&p, e)
-        }
-    })?;
+    let bytes = crate::fsutil::read(
+        &p,
+        "nothing to resume here (no resumable state has been saved in this directory)",
+    )?;
     parse(&p, &bytes)
 }
 

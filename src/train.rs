@@ -192,9 +192,9 @@ pub fn resume(saved: resume::Saved, data: &Dataset, device: &Device) -> Result<O
     run_loop(net, optim, state, data, device)
 }
 
-fn save_state(st: &LoopState, model: &Net, optim: &ModuleOptimizer) -> Result<()> {
+/// `valid` is `model.valid()`, which the caller usually has already.
+fn save_state(st: &LoopState, model: &Net, valid: &Net, optim: &ModuleOptimizer) -> Result<()> {
     let ser = |e: String| Error::invalid(format!("cannot serialise the training state: {e}"));
-    let model_copy = model.valid();
     let model = model
         .clone()
         .into_record()
@@ -206,7 +206,7 @@ fn save_state(st: &LoopState, model: &Net, optim: &ModuleOptimizer) -> Result<()
         &resume::Saved {
             state: st.clone(),
             model: model.to_vec(),
-            weights: checkpoint::to_bytes(&model_copy)?,
+            weights: checkpoint::to_bytes(valid)?,
             optim: optim.to_vec(),
         },
     )
@@ -316,7 +316,7 @@ fn run_loop(
             if resume::stop_requested() {
                 bar.finish_and_clear();
                 st.seconds += start.elapsed().as_secs_f64();
-                save_state(&st, &model, &optim)?;
+                save_state(&st, &model, &model.valid(), &optim)?;
                 return Err(Error::Interrupted {
                     dir: opts.out.clone(),
                     epoch: st.epoch + 1,
@@ -366,7 +366,7 @@ fn run_loop(
         st.correct = 0;
         st.seen = 0;
         st.seconds = 0.0;
-        save_state(&st, &model, &optim)?;
+        save_state(&st, &model, &valid, &optim)?;
     }
     Ok(Outcome {
         last: model.valid(),

@@ -9,7 +9,7 @@ use warmstart::augment::AugmentConfig;
 use warmstart::checkpoint;
 use warmstart::data::{self, Dataset, Invert, LoadOptions, folder};
 use warmstart::device;
-use warmstart::eval::{Confusion, Predictions, predict_set, predict_set_tta, probabilities};
+use warmstart::eval::{Confusion, Predictions, predict_set, probabilities, with_tta};
 use warmstart::model::ArchConfig;
 use warmstart::report::figures::{augment_preview_png, one_per_class};
 use warmstart::report::run::{finish_run, write_eval};
@@ -395,7 +395,7 @@ fn eval(a: &EvalArgs) -> Result<()> {
                 .filter(|c| !c.is_none())
                 .unwrap_or(AugmentConfig::SEED)
         });
-        let t = predict_set_tta(&model, &set, &dev, &aug, a.tta, seed);
+        let t = with_tta(p.clone(), &model, &set, &dev, &aug, a.tta, seed);
         println!(
             "Accuracy with test-time augmentation (original + {} copies, {aug}): {:.4} ({}/{}), loss {:.4}",
             a.tta,
