@@ -12,6 +12,7 @@ pub mod data;
 pub mod device;
 pub mod error;
 pub mod eval;
+pub mod fast;
 pub mod fsutil;
 pub mod fuzzing;
 pub mod model;

@@ -6,6 +6,8 @@
 //! be replaced by fused kernels without touching training, data or the CLI.
 
 use crate::data::SIDE;
+use crate::fast::{self, BatchStats, BnMode};
+use burn::module::Param;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{
@@ -85,12 +87,37 @@ pub struct Net {
 
 impl Net {
     /// Logits `[batch, classes]` for images `[batch, 1, 28, 28]` scaled to `[0, 1]`.
+    ///
+    /// On the CPU this runs the fused ops of [`crate::fast`]; elsewhere, burn's own layers.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        let device = x.device();
+        let bn_training = [&self.bn1, &self.bn2, &self.bn3]
+            .iter()
+            .all(|bn| bn.training.is_enabled());
+        match (fast::enabled(&device), device.is_autodiff()) {
+            (true, false) => self.forward_fast(x, false),
+            // The fused batch norm differentiates only through batch statistics.
+            (true, true) if bn_training => self.forward_fast(x, true),
+            _ => self.forward_reference(x),
+        }
+    }
+
+    /// The forward pass on burn's reference layers (the definition the fused path must match).
+    pub fn forward_reference(&self, x: Tensor<4>) -> Tensor<2> {
         let x = relu(self.bn1.forward(self.conv1.forward(x)));
         let x = relu(self.bn2.forward(self.conv2.forward(x)));
         let x = self.drop1.forward(self.pool.forward(x));
         let x: Tensor<2> = x.flatten(1, 3);
         let x = relu(self.bn3.forward(self.fc1.forward(x)));
+        self.fc2.forward(self.drop2.forward(x))
+    }
+
+    fn forward_fast(&self, x: Tensor<4>, train: bool) -> Tensor<2> {
+        let x = conv_block(&self.conv1, &self.bn1, x, train);
+        let x = conv_block(&self.conv2, &self.bn2, x, train);
+        let x = self.drop1.forward(fast::max_pool2(x));
+        let x: Tensor<2> = x.flatten(1, 3);
+        let x = dense_block(&self.fc1, &self.bn3, x, train);
         self.fc2.forward(self.drop2.forward(x))
     }
 
@@ -101,6 +128,66 @@ impl Net {
 
     pub fn classes(&self) -> usize {
         self.fc2.weight.dims()[1]
+    }
+}
+
+fn conv_block(conv: &Conv2d, bn: &BatchNorm, x: Tensor<4>, train: bool) -> Tensor<4> {
+    let device = x.device();
+    let (mode, stats) = bn_mode(bn, train);
+    let w = conv.weight.val();
+    let b = bias_or_zeros(conv.bias.as_ref(), w.dims()[0], &device);
+    let y = fast::conv_bn_relu(x, w, b, bn.gamma.val(), bn.beta.val(), mode);
+    update_running(bn, stats, &device);
+    y
+}
+
+fn dense_block(fc: &Linear, bn: &BatchNorm, x: Tensor<2>, train: bool) -> Tensor<2> {
+    let device = x.device();
+    let (mode, stats) = bn_mode(bn, train);
+    let w = fc.weight.val();
+    let b = bias_or_zeros(fc.bias.as_ref(), w.dims()[1], &device);
+    let y = fast::dense_bn_relu(x, w, b, bn.gamma.val(), bn.beta.val(), mode);
+    update_running(bn, stats, &device);
+    y
+}
+
+fn bias_or_zeros(bias: Option<&Param<Tensor<1>>>, len: usize, device: &Device) -> Tensor<1> {
+    bias.map(|b| b.val())
+        .unwrap_or_else(|| Tensor::zeros([len], device))
+}
+
+fn host(t: Tensor<1>) -> Vec<f32> {
+    t.into_data().iter::<f32>().collect()
+}
+
+fn bn_mode(bn: &BatchNorm, train: bool) -> (BnMode, Option<BatchStats>) {
+    let eps = bn.epsilon as f32;
+    if train {
+        let sink = BatchStats::default();
+        (
+            BnMode::Train {
+                eps,
+                sink: sink.clone(),
+            },
+            Some(sink),
+        )
+    } else {
+        let (mean, var) = (host(bn.running_mean.value()), host(bn.running_var.value()));
+        (BnMode::Eval { eps, mean, var }, None)
+    }
+}
+
+/// The running averages, updated from a training batch as burn's `BatchNorm` does.
+fn update_running(bn: &BatchNorm, stats: Option<BatchStats>, device: &Device) {
+    let Some((mean, var)) = stats.and_then(|s| s.take()) else {
+        return;
+    };
+    let m = bn.momentum;
+    for (state, batch) in [(&bn.running_mean, mean), (&bn.running_var, var)] {
+        let n = batch.len();
+        let batch = Tensor::<1>::from_data(TensorData::new(batch, [n]), device);
+        let old = state.value_sync().to_device(device);
+        state.update(old.mul_scalar(1.0 - m).add(batch.mul_scalar(m)).detach());
     }
 }
 

@@ -1,0 +1,643 @@
+//! The fused CPU kernels on plain `f32` slices (NCHW, row-major), forward and backward.
+//!
+//! Written by hand because no crate offers fused conv + batch-norm + ReLU training kernels for
+//! the CPU; the arithmetic-heavy part, matrix multiplication, is the `gemm` crate's.
+//!
+//! Threads: work is split over images in a fixed number of chunks ([`CHUNKS`]) whose partial
+//! sums are added in chunk order, so results are bit-identical whatever the number of threads.
+
+use gemm::Parallelism;
+use rayon::prelude::*;
+use std::cell::RefCell;
+
+/// Fixed number of work chunks for reductions over the batch (see the module doc).
+const CHUNKS: usize = 16;
+
+/// `dst[m,n] (+)= lhs[m,k] · rhs[k,n]`, all row-major; `lhs_t`/`rhs_t` say the operand is stored
+/// transposed (`[k,m]`, `[n,k]`).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul(
+    dst: &mut [f32],
+    (m, n, k): (usize, usize, usize),
+    lhs: &[f32],
+    lhs_t: bool,
+    rhs: &[f32],
+    rhs_t: bool,
+    accumulate: bool,
+    parallel: bool,
+) {
+    assert!(dst.len() >= m * n && lhs.len() >= m * k && rhs.len() >= k * n);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            dst[..m * n].fill(0.0);
+        }
+        return;
+    }
+    let (lrs, lcs) = if lhs_t { (1, m) } else { (k, 1) };
+    let (rrs, rcs) = if rhs_t { (1, k) } else { (n, 1) };
+    let par = if parallel && rayon::current_num_threads() > 1 {
+        Parallelism::Rayon(rayon::current_num_threads())
+    } else {
+        Parallelism::None
+    };
+    // SAFETY: the asserts above keep every index gemm touches inside the three slices, and
+    // `dst` does not alias the inputs (it is a distinct `&mut`).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.as_ptr(),
+            lcs as isize,
+            lrs as isize,
+            rhs.as_ptr(),
+            rcs as isize,
+            rrs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        );
+    }
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with a per-thread scratch buffer of `len` floats (contents unspecified), reused
+/// across calls so the hot loop does not fault in fresh pages every batch.
+fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    SCRATCH.with(|s| {
+        let mut s = s.borrow_mut();
+        if s.len() < len {
+            s.resize(len, 0.0);
+        }
+        f(&mut s[..len])
+    })
+}
+
+/// Shape of a valid 3x3 convolution, stride 1, over `n` images of `cin x h x w`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conv3x3 {
+    pub n: usize,
+    pub cin: usize,
+    pub h: usize,
+    pub w: usize,
+    pub cout: usize,
+}
+
+impl Conv3x3 {
+    pub fn oh(&self) -> usize {
+        self.h - 2
+    }
+    pub fn ow(&self) -> usize {
+        self.w - 2
+    }
+    /// Output pixels per channel.
+    pub fn p(&self) -> usize {
+        self.oh() * self.ow()
+    }
+    /// Patch length (the matrix multiply's inner dimension).
+    pub fn k(&self) -> usize {
+        self.cin * 9
+    }
+    pub fn in_len(&self) -> usize {
+        self.cin * self.h * self.w
+    }
+    pub fn out_len(&self) -> usize {
+        self.cout * self.p()
+    }
+
+    /// `col[k, p]`: row `ci*9 + ky*3 + kx` holds the input shifted by `(ky, kx)`.
+    fn im2col(&self, x: &[f32], col: &mut [f32]) {
+        let (ow, p) = (self.ow(), self.p());
+        for ci in 0..self.cin {
+            for ky in 0..3 {
+                for kx in 0..3 {
+                    let row = &mut col[(ci * 9 + ky * 3 + kx) * p..][..p];
+                    for oy in 0..self.oh() {
+                        let src = &x[ci * self.h * self.w + (oy + ky) * self.w + kx..][..ow];
+                        row[oy * ow..][..ow].copy_from_slice(src);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Adds `col[k, p]` back onto the image positions it was gathered from.
+    fn col2im(&self, col: &[f32], dx: &mut [f32]) {
+        let (ow, p) = (self.ow(), self.p());
+        dx.fill(0.0);
+        for ci in 0..self.cin {
+            for ky in 0..3 {
+                for kx in 0..3 {
+                    let row = &col[(ci * 9 + ky * 3 + kx) * p..][..p];
+                    for oy in 0..self.oh() {
+                        let dst = &mut dx[ci * self.h * self.w + (oy + ky) * self.w + kx..][..ow];
+                        for (d, s) in dst.iter_mut().zip(&row[oy * ow..][..ow]) {
+                            *d += s;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Batch statistics and the inputs the backward pass needs, from a training forward pass.
+#[derive(Debug, Clone)]
+pub struct BnSaved {
+    /// Pre-normalisation activations.
+    pub z: Vec<f32>,
+    pub mean: Vec<f32>,
+    /// Biased batch variance, as burn's BatchNorm computes and tracks it.
+    pub var: Vec<f32>,
+    pub eps: f32,
+}
+
+impl BnSaved {
+    pub fn inv_std(&self) -> Vec<f32> {
+        self.var
+            .iter()
+            .map(|v| 1.0 / (v + self.eps).sqrt())
+            .collect()
+    }
+}
+
+/// Per-channel `(sum, sum of squares)` of `z[c, p]` added to `acc[2c], acc[2c+1]`.
+fn channel_sums(z: &[f32], c: usize, p: usize, acc: &mut [f64]) {
+    for ch in 0..c {
+        let (mut s, mut q) = (0f64, 0f64);
+        for v in &z[ch * p..][..p] {
+            let v = f64::from(*v);
+            s += v;
+            q += v * v;
+        }
+        acc[2 * ch] += s;
+        acc[2 * ch + 1] += q;
+    }
+}
+
+/// Mean and biased variance per channel from per-image sums, added in image order.
+fn mean_var(sums: &[f64], c: usize, count: usize) -> (Vec<f32>, Vec<f32>) {
+    let mut tot = vec![0f64; 2 * c];
+    for img in sums.chunks(2 * c) {
+        for (t, s) in tot.iter_mut().zip(img) {
+            *t += s;
+        }
+    }
+    let m = count as f64;
+    (0..c)
+        .map(|ch| {
+            let mean = tot[2 * ch] / m;
+            let var = (tot[2 * ch + 1] / m - mean * mean).max(0.0);
+            (mean as f32, var as f32)
+        })
+        .unzip()
+}
+
+/// `y = relu(z * scale[c] + shift[c])` over `[n, c, p]`.
+fn scale_shift_relu(z: &[f32], c: usize, p: usize, scale: &[f32], shift: &[f32]) -> Vec<f32> {
+    let mut y = vec![0f32; z.len()];
+    y.par_chunks_mut(c * p)
+        .zip(z.par_chunks(c * p))
+        .for_each(|(yi, zi)| {
+            for ch in 0..c {
+                let (s, t) = (scale[ch], shift[ch]);
+                for (o, v) in yi[ch * p..][..p].iter_mut().zip(&zi[ch * p..][..p]) {
+                    *o = (v * s + t).max(0.0);
+                }
+            }
+        });
+    y
+}
+
+/// Inference-time batch norm folded into a scale and shift per channel.
+pub fn bn_fold(
+    gamma: &[f32],
+    beta: &[f32],
+    mean: &[f32],
+    var: &[f32],
+    eps: f32,
+) -> (Vec<f32>, Vec<f32>) {
+    gamma
+        .iter()
+        .zip(beta)
+        .zip(mean.iter().zip(var))
+        .map(|((g, b), (m, v))| {
+            let s = g / (v + eps).sqrt();
+            (s, b - m * s)
+        })
+        .unzip()
+}
+
+/// Convolution `z = conv(x, w) + bias` per image, with per-image channel sums when `sums` is given.
+fn conv_forward(
+    g: Conv3x3,
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    sums: Option<&mut [f64]>,
+) -> Vec<f32> {
+    let (p, k, c) = (g.p(), g.k(), g.cout);
+    let mut z = vec![0f32; g.n * g.out_len()];
+    let body = |zi: &mut [f32], xi: &[f32], acc: Option<&mut [f64]>| {
+        with_scratch(k * p, |col| {
+            g.im2col(xi, col);
+            matmul(zi, (c, p, k), w, false, col, false, false, false);
+        });
+        for ch in 0..c {
+            let b = bias[ch];
+            zi[ch * p..][..p].iter_mut().for_each(|v| *v += b);
+        }
+        if let Some(acc) = acc {
+            channel_sums(zi, c, p, acc);
+        }
+    };
+    let zs = z.par_chunks_mut(g.out_len()).zip(x.par_chunks(g.in_len()));
+    match sums {
+        Some(sums) => zs
+            .zip(sums.par_chunks_mut(2 * c))
+            .for_each(|((zi, xi), acc)| body(zi, xi, Some(acc))),
+        None => zs.for_each(|(zi, xi)| body(zi, xi, None)),
+    }
+    z
+}
+
+/// Training forward of conv 3x3 → batch norm (batch statistics) → ReLU: the output, and what
+/// the backward pass needs.
+pub fn conv_bn_relu_train(
+    g: Conv3x3,
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f32,
+) -> (Vec<f32>, BnSaved) {
+    let c = g.cout;
+    let mut sums = vec![0f64; g.n * 2 * c];
+    let z = conv_forward(g, x, w, bias, Some(&mut sums));
+    let (mean, var) = mean_var(&sums, c, g.n * g.p());
+    let (scale, shift) = bn_fold(gamma, beta, &mean, &var, eps);
+    let y = scale_shift_relu(&z, c, g.p(), &scale, &shift);
+    (y, BnSaved { z, mean, var, eps })
+}
+
+/// Inference forward of conv 3x3 → batch norm (running statistics, folded) → ReLU.
+pub fn conv_bn_relu_infer(
+    g: Conv3x3,
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    scale: &[f32],
+    shift: &[f32],
+) -> Vec<f32> {
+    let z = conv_forward(g, x, w, bias, None);
+    let mut y = z;
+    let (c, p) = (g.cout, g.p());
+    y.par_chunks_mut(c * p).for_each(|yi| {
+        for ch in 0..c {
+            let (s, t) = (scale[ch], shift[ch]);
+            yi[ch * p..][..p]
+                .iter_mut()
+                .for_each(|v| *v = (*v * s + t).max(0.0));
+        }
+    });
+    y
+}
+
+/// `(dgamma, dbeta)` of batch norm + ReLU, summed per image in f64 and then in image order.
+fn bn_param_grads(
+    s: &BnSaved,
+    y: &[f32],
+    dy: &[f32],
+    c: usize,
+    p: usize,
+    inv_std: &[f32],
+) -> (Vec<f32>, Vec<f32>) {
+    let mut part = vec![0f64; (y.len() / (c * p)) * 2 * c];
+    part.par_chunks_mut(2 * c)
+        .zip(y.par_chunks(c * p))
+        .zip(s.z.par_chunks(c * p).zip(dy.par_chunks(c * p)))
+        .for_each(|((acc, yi), (zi, di))| {
+            for ch in 0..c {
+                let (m, is) = (s.mean[ch], inv_std[ch]);
+                let (mut sb, mut sg) = (0f64, 0f64);
+                let r = ch * p..(ch + 1) * p;
+                for ((y, z), d) in yi[r.clone()].iter().zip(&zi[r.clone()]).zip(&di[r]) {
+                    if *y > 0.0 {
+                        sb += f64::from(*d);
+                        sg += f64::from(*d * (z - m) * is);
+                    }
+                }
+                acc[2 * ch] = sg;
+                acc[2 * ch + 1] = sb;
+            }
+        });
+    let mut tot = vec![0f64; 2 * c];
+    for img in part.chunks(2 * c) {
+        for (t, v) in tot.iter_mut().zip(img) {
+            *t += v;
+        }
+    }
+    (0..c)
+        .map(|ch| (tot[2 * ch] as f32, tot[2 * ch + 1] as f32))
+        .unzip()
+}
+
+/// Gradient through ReLU and training batch norm into `dz` for one image (`[c, p]`).
+#[allow(clippy::too_many_arguments)]
+fn bn_relu_dz(
+    dz: &mut [f32],
+    yi: &[f32],
+    zi: &[f32],
+    di: &[f32],
+    s: &BnSaved,
+    inv_std: &[f32],
+    coef: &[(f32, f32, f32)],
+    c: usize,
+    p: usize,
+) {
+    for ch in 0..c {
+        let (k, mb, mg) = coef[ch];
+        let (m, is) = (s.mean[ch], inv_std[ch]);
+        let r = ch * p..(ch + 1) * p;
+        for (((o, y), z), d) in dz[r.clone()]
+            .iter_mut()
+            .zip(&yi[r.clone()])
+            .zip(&zi[r.clone()])
+            .zip(&di[r])
+        {
+            let g = if *y > 0.0 { *d } else { 0.0 };
+            *o = k * (g - mb - (z - m) * is * mg);
+        }
+    }
+}
+
+/// Per-channel coefficients of the batch-norm input gradient:
+/// `dz = gamma*inv_std * (g - dbeta/M - xhat * dgamma/M)`.
+fn bn_coefs(
+    gamma: &[f32],
+    inv_std: &[f32],
+    dgamma: &[f32],
+    dbeta: &[f32],
+    count: usize,
+) -> Vec<(f32, f32, f32)> {
+    let m = count as f32;
+    (0..gamma.len())
+        .map(|c| (gamma[c] * inv_std[c], dbeta[c] / m, dgamma[c] / m))
+        .collect()
+}
+
+/// Gradients of conv 3x3 → batch norm → ReLU.
+#[derive(Debug)]
+pub struct ConvGrads {
+    pub dx: Option<Vec<f32>>,
+    pub dw: Vec<f32>,
+    pub db: Vec<f32>,
+    pub dgamma: Vec<f32>,
+    pub dbeta: Vec<f32>,
+}
+
+/// Backward of [`conv_bn_relu_train`]; `dx` only when `need_dx`.
+pub fn conv_bn_relu_backward(
+    g: Conv3x3,
+    x: &[f32],
+    w: &[f32],
+    gamma: &[f32],
+    y: &[f32],
+    s: &BnSaved,
+    dy: &[f32],
+    need_dx: bool,
+) -> ConvGrads {
+    let (c, p, k) = (g.cout, g.p(), g.k());
+    let inv_std = s.inv_std();
+    let (dgamma, dbeta) = bn_param_grads(s, y, dy, c, p, &inv_std);
+    let coef = bn_coefs(gamma, &inv_std, &dgamma, &dbeta, g.n * p);
+    let mut dx = if need_dx {
+        vec![0f32; g.n * g.in_len()]
+    } else {
+        Vec::new()
+    };
+    let per = g.n.div_ceil(CHUNKS).max(1);
+    let chunks = g.n.div_ceil(per);
+    let mut dx_chunks: Vec<&mut [f32]> = if need_dx {
+        dx.chunks_mut(per * g.in_len()).collect()
+    } else {
+        (0..chunks).map(|_| <&mut [f32]>::default()).collect()
+    };
+    let parts: Vec<(Vec<f32>, Vec<f32>)> = dx_chunks
+        .par_iter_mut()
+        .enumerate()
+        .map(|(ci, dxc)| {
+            let mut dw = vec![0f32; c * k];
+            let mut db = vec![0f32; c];
+            with_scratch(c * p + k * p, |buf| {
+                let (dz, col) = buf.split_at_mut(c * p);
+                for i in ci * per..((ci + 1) * per).min(g.n) {
+                    let o = i * g.out_len();
+                    let (yi, zi, di) = (&y[o..][..c * p], &s.z[o..][..c * p], &dy[o..][..c * p]);
+                    bn_relu_dz(dz, yi, zi, di, s, &inv_std, &coef, c, p);
+                    for ch in 0..c {
+                        db[ch] += dz[ch * p..][..p].iter().sum::<f32>();
+                    }
+                    let xi = &x[i * g.in_len()..][..g.in_len()];
+                    g.im2col(xi, col);
+                    matmul(&mut dw, (c, k, p), dz, false, col, true, true, false);
+                    if need_dx {
+                        matmul(col, (k, p, c), w, true, dz, false, false, false);
+                        let j = i - ci * per;
+                        g.col2im(col, &mut dxc[j * g.in_len()..][..g.in_len()]);
+                    }
+                }
+            });
+            (dw, db)
+        })
+        .collect();
+    let (mut dw, mut db) = (vec![0f32; c * k], vec![0f32; c]);
+    for (pw, pb) in &parts {
+        dw.iter_mut().zip(pw).for_each(|(a, b)| *a += b);
+        db.iter_mut().zip(pb).for_each(|(a, b)| *a += b);
+    }
+    ConvGrads {
+        dx: need_dx.then_some(dx),
+        dw,
+        db,
+        dgamma,
+        dbeta,
+    }
+}
+
+/// Shape of a dense layer over `n` rows: `[n, inp] · [inp, out]` (burn's `Linear` weight layout).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dense {
+    pub n: usize,
+    pub inp: usize,
+    pub out: usize,
+}
+
+fn dense_forward(d: Dense, x: &[f32], w: &[f32], bias: &[f32]) -> Vec<f32> {
+    let mut z = vec![0f32; d.n * d.out];
+    for row in z.chunks_mut(d.out) {
+        row.copy_from_slice(bias);
+    }
+    matmul(&mut z, (d.n, d.out, d.inp), x, false, w, false, true, true);
+    z
+}
+
+/// Training forward of dense → batch norm (batch statistics) → ReLU.
+pub fn dense_bn_relu_train(
+    d: Dense,
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f32,
+) -> (Vec<f32>, BnSaved) {
+    let z = dense_forward(d, x, w, bias);
+    // A dense output is the `p = 1` case of the convolution layout `[n, c, p]`.
+    let mut sums = vec![0f64; d.n * 2 * d.out];
+    for (zi, acc) in z.chunks(d.out).zip(sums.chunks_mut(2 * d.out)) {
+        channel_sums(zi, d.out, 1, acc);
+    }
+    let (mean, var) = mean_var(&sums, d.out, d.n);
+    let (scale, shift) = bn_fold(gamma, beta, &mean, &var, eps);
+    let y = scale_shift_relu(&z, d.out, 1, &scale, &shift);
+    (y, BnSaved { z, mean, var, eps })
+}
+
+/// Inference forward of dense → batch norm (folded running statistics) → ReLU.
+pub fn dense_bn_relu_infer(
+    d: Dense,
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    scale: &[f32],
+    shift: &[f32],
+) -> Vec<f32> {
+    let mut y = dense_forward(d, x, w, bias);
+    for row in y.chunks_mut(d.out) {
+        for ((v, s), t) in row.iter_mut().zip(scale).zip(shift) {
+            *v = (*v * s + t).max(0.0);
+        }
+    }
+    y
+}
+
+/// Gradients of dense → batch norm → ReLU.
+#[derive(Debug)]
+pub struct DenseGrads {
+    pub dx: Option<Vec<f32>>,
+    pub dw: Vec<f32>,
+    pub db: Vec<f32>,
+    pub dgamma: Vec<f32>,
+    pub dbeta: Vec<f32>,
+}
+
+/// Backward of [`dense_bn_relu_train`].
+pub fn dense_bn_relu_backward(
+    d: Dense,
+    x: &[f32],
+    w: &[f32],
+    gamma: &[f32],
+    y: &[f32],
+    s: &BnSaved,
+    dy: &[f32],
+    need_dx: bool,
+) -> DenseGrads {
+    let c = d.out;
+    let inv_std = s.inv_std();
+    let (dgamma, dbeta) = bn_param_grads(s, y, dy, c, 1, &inv_std);
+    let coef = bn_coefs(gamma, &inv_std, &dgamma, &dbeta, d.n);
+    let mut dz = vec![0f32; d.n * c];
+    for i in 0..d.n {
+        let r = i * c..(i + 1) * c;
+        bn_relu_dz(
+            &mut dz[r.clone()],
+            &y[r.clone()],
+            &s.z[r.clone()],
+            &dy[r],
+            s,
+            &inv_std,
+            &coef,
+            c,
+            1,
+        );
+    }
+    let mut db = vec![0f32; c];
+    for row in dz.chunks(c) {
+        db.iter_mut().zip(row).for_each(|(a, b)| *a += b);
+    }
+    let mut dw = vec![0f32; d.inp * c];
+    matmul(&mut dw, (d.inp, c, d.n), x, true, &dz, false, false, true);
+    let dx = need_dx.then(|| {
+        let mut dx = vec![0f32; d.n * d.inp];
+        matmul(&mut dx, (d.n, d.inp, c), &dz, false, w, true, false, true);
+        dx
+    });
+    DenseGrads {
+        dx,
+        dw,
+        db,
+        dgamma,
+        dbeta,
+    }
+}
+
+/// 2x2 max pooling, stride 2, over `[planes, h, w]` (`h`, `w` even). Returns the output and, per
+/// output, which of the four inputs won (0..4, the first on ties).
+pub fn max_pool2(x: &[f32], planes: usize, h: usize, w: usize) -> (Vec<f32>, Vec<u8>) {
+    let (oh, ow) = (h / 2, w / 2);
+    let mut y = vec![0f32; planes * oh * ow];
+    let mut arg = vec![0u8; planes * oh * ow];
+    y.par_chunks_mut(oh * ow)
+        .zip(arg.par_chunks_mut(oh * ow))
+        .zip(x.par_chunks(h * w))
+        .for_each(|((yp, ap), xp)| {
+            for oy in 0..oh {
+                let (r0, r1) = (&xp[2 * oy * w..][..w], &xp[(2 * oy + 1) * w..][..w]);
+                for ox in 0..ow {
+                    let c = [r0[2 * ox], r0[2 * ox + 1], r1[2 * ox], r1[2 * ox + 1]];
+                    let mut best = 0;
+                    for (j, v) in c.iter().enumerate().skip(1) {
+                        if *v > c[best] {
+                            best = j;
+                        }
+                    }
+                    yp[oy * ow + ox] = c[best];
+                    ap[oy * ow + ox] = best as u8;
+                }
+            }
+        });
+    (y, arg)
+}
+
+/// Backward of [`max_pool2`]: each output gradient goes to the input that won.
+pub fn max_pool2_backward(dy: &[f32], arg: &[u8], planes: usize, h: usize, w: usize) -> Vec<f32> {
+    let (oh, ow) = (h / 2, w / 2);
+    let mut dx = vec![0f32; planes * h * w];
+    dx.par_chunks_mut(h * w)
+        .zip(dy.par_chunks(oh * ow).zip(arg.par_chunks(oh * ow)))
+        .for_each(|(dp, (gp, ap))| {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let a = usize::from(ap[oy * ow + ox]);
+                    let (yy, xx) = (2 * oy + a / 2, 2 * ox + a % 2);
+                    dp[yy * w + xx] = gp[oy * ow + ox];
+                }
+            }
+        });
+    dx
+}

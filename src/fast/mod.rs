@@ -1,0 +1,73 @@
+//! The fused CPU path: conv 3x3 + batch norm + ReLU, dense + batch norm + ReLU and 2x2 max
+//! pooling as custom burn operations (burn's backend-extension API), each with its own backward
+//! pass, on the `flex` CPU backend.
+//!
+//! Why: burn-flex runs these layers as a dozen separate ops each, with a layout copy, an
+//! allocation and a rayon dispatch per op, and its autodiff keeps every intermediate; matrix
+//! multiplies were only a third of a training step. Here each block is one op that does the
+//! matrix multiply with `gemm` and the rest in the same pass over the data. Burn still owns the
+//! modules, parameters, optimiser, checkpoints, loss and other backends: [`crate::model::Net`]
+//! takes this path only on the CPU device (see [`enabled`]).
+
+pub mod kernels;
+mod ops;
+
+pub use ops::{BatchStats, BnMode, FastOps};
+
+use burn::prelude::*;
+
+/// Set to any value to run the model on burn's reference ops instead (A/B benchmarks, debugging).
+pub const REFERENCE_ENV: &str = "WARMSTART_REFERENCE_OPS";
+
+/// Whether the fused ops serve tensors on `device`: only burn's `flex` CPU backend has them.
+pub fn enabled(device: &Device) -> bool {
+    *device == Device::flex() && std::env::var_os(REFERENCE_ENV).is_none()
+}
+
+/// `relu(batch_norm(conv3x3(x, w) + b))` for `x: [n, cin, h, w]`, `w: [cout, cin, 3, 3]`.
+pub fn conv_bn_relu(
+    x: Tensor<4>,
+    w: Tensor<4>,
+    b: Tensor<1>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    bn: BnMode,
+) -> Tensor<4> {
+    Tensor::from_dispatch(<burn::backend::Dispatch as FastOps>::conv_bn_relu(
+        x.into_dispatch(),
+        w.into_dispatch(),
+        b.into_dispatch(),
+        gamma.into_dispatch(),
+        beta.into_dispatch(),
+        bn,
+    ))
+}
+
+/// `relu(batch_norm(x · w + b))` for `x: [n, in]`, `w: [in, out]`.
+pub fn dense_bn_relu(
+    x: Tensor<2>,
+    w: Tensor<2>,
+    b: Tensor<1>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    bn: BnMode,
+) -> Tensor<2> {
+    Tensor::from_dispatch(<burn::backend::Dispatch as FastOps>::dense_bn_relu(
+        x.into_dispatch(),
+        w.into_dispatch(),
+        b.into_dispatch(),
+        gamma.into_dispatch(),
+        beta.into_dispatch(),
+        bn,
+    ))
+}
+
+/// 2x2 max pooling with stride 2 over `[n, c, h, w]` (even `h`, `w`).
+pub fn max_pool2(x: Tensor<4>) -> Tensor<4> {
+    Tensor::from_dispatch(<burn::backend::Dispatch as FastOps>::max_pool2(
+        x.into_dispatch(),
+    ))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,260 @@
+//! The fused ops against burn's reference layers: outputs and gradients on random inputs of
+//! several shapes, odd batch sizes included.
+
+use super::*;
+use crate::model::{ArchConfig, Net};
+use burn::nn::conv::Conv2dConfig;
+use burn::nn::{BatchNormConfig, LinearConfig, PaddingConfig2d};
+use burn::tensor::Distribution;
+use burn::tensor::activation::relu;
+
+fn device() -> Device {
+    let d = Device::flex().autodiff();
+    d.seed(7);
+    d
+}
+
+fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data().iter::<f32>().collect()
+}
+
+/// Largest difference relative to the reference's scale.
+fn assert_close(what: &str, fast: Vec<f32>, reference: Vec<f32>, tol: f32) {
+    assert_eq!(fast.len(), reference.len(), "{what}: lengths differ");
+    // The floor keeps gradients that are zero in exact arithmetic (a bias before batch norm) from
+    // turning rounding noise into a failure.
+    let scale = reference.iter().fold(1e-2f32, |m, v| m.max(v.abs()));
+    let worst = fast
+        .iter()
+        .zip(&reference)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(
+        worst <= tol * scale,
+        "{what}: max difference {worst} exceeds {tol} x scale {scale}"
+    );
+}
+
+fn random<const D: usize>(shape: [usize; D], device: &Device) -> Tensor<D> {
+    Tensor::random(shape, Distribution::Normal(0.0, 1.0), device)
+}
+
+#[test]
+fn conv_bn_relu_matches_burn_forward_and_backward() {
+    let device = device();
+    for (n, cin, side, cout) in [(1, 1, 5, 3), (3, 2, 7, 4), (5, 32, 9, 8), (2, 1, 28, 32)] {
+        let conv = Conv2dConfig::new([cin, cout], [3, 3])
+            .with_padding(PaddingConfig2d::Valid)
+            .init(&device);
+        let mut bn = BatchNormConfig::new(cout).init(&device);
+        bn.gamma = bn.gamma.map(|g| {
+            (g + random([cout], &device).mul_scalar(0.3))
+                .detach()
+                .require_grad()
+        });
+        bn.beta = bn.beta.map(|b| {
+            (b + random([cout], &device).mul_scalar(0.3))
+                .detach()
+                .require_grad()
+        });
+        let x = random([n, cin, side, side], &device).require_grad();
+        let probe = random([n, cout, side - 2, side - 2], &device);
+
+        let reference = relu(bn.forward(conv.forward(x.clone())));
+        let sink = BatchStats::default();
+        let mode = BnMode::Train {
+            eps: bn.epsilon as f32,
+            sink: sink.clone(),
+        };
+        let bias = conv.bias.as_ref().map(|b| b.val()).expect("bias");
+        let fast = conv_bn_relu(
+            x.clone(),
+            conv.weight.val(),
+            bias,
+            bn.gamma.val(),
+            bn.beta.val(),
+            mode,
+        );
+        let what = format!("conv n={n} cin={cin} side={side} cout={cout}");
+        assert_close(&what, values(fast.clone()), values(reference.clone()), 1e-4);
+        let (mean, _) = sink.take().expect("batch statistics reported");
+        // burn's running mean after one step from zero is momentum x batch mean.
+        let running = values(bn.running_mean.value_sync());
+        let expected: Vec<f32> = mean.iter().map(|m| m * bn.momentum as f32).collect();
+        assert_close(&format!("{what} mean"), expected, running, 1e-4);
+
+        let gf = (fast * probe.clone()).sum().backward();
+        let gr = (reference * probe).sum().backward();
+        let grad = |t: &Tensor<4>, g| values(t.grad(g).expect("gradient"));
+        assert_close(&format!("{what} dx"), grad(&x, &gf), grad(&x, &gr), 1e-3);
+        let w = conv.weight.val();
+        assert_close(&format!("{what} dw"), grad(&w, &gf), grad(&w, &gr), 1e-3);
+        for (name, p) in [("gamma", bn.gamma.val()), ("beta", bn.beta.val())] {
+            let (a, b) = (p.grad(&gf).expect("grad"), p.grad(&gr).expect("grad"));
+            assert_close(&format!("{what} d{name}"), values(a), values(b), 1e-3);
+        }
+    }
+}
+
+#[test]
+fn dense_bn_relu_matches_burn_forward_and_backward() {
+    let device = device();
+    for (n, inp, out) in [(2, 3, 4), (7, 50, 9), (33, 300, 128)] {
+        let fc = LinearConfig::new(inp, out).init(&device);
+        let bn = BatchNormConfig::new(out).init(&device);
+        let x = random([n, inp], &device).require_grad();
+        let probe = random([n, out], &device);
+        let reference = relu(bn.forward(fc.forward(x.clone())));
+        let mode = BnMode::Train {
+            eps: bn.epsilon as f32,
+            sink: BatchStats::default(),
+        };
+        let bias = fc.bias.as_ref().map(|b| b.val()).expect("bias");
+        let fast = dense_bn_relu(
+            x.clone(),
+            fc.weight.val(),
+            bias.clone(),
+            bn.gamma.val(),
+            bn.beta.val(),
+            mode,
+        );
+        let what = format!("dense n={n} in={inp} out={out}");
+        assert_close(&what, values(fast.clone()), values(reference.clone()), 1e-4);
+        let gf = (fast * probe.clone()).sum().backward();
+        let gr = (reference * probe).sum().backward();
+        assert_close(
+            &format!("{what} dx"),
+            values(x.grad(&gf).expect("grad")),
+            values(x.grad(&gr).expect("grad")),
+            1e-3,
+        );
+        let w = fc.weight.val();
+        assert_close(
+            &format!("{what} dw"),
+            values(w.grad(&gf).expect("grad")),
+            values(w.grad(&gr).expect("grad")),
+            1e-3,
+        );
+        assert_close(
+            &format!("{what} dgamma"),
+            values(bn.gamma.val().grad(&gf).expect("grad")),
+            values(bn.gamma.val().grad(&gr).expect("grad")),
+            1e-3,
+        );
+    }
+}
+
+#[test]
+fn max_pool_matches_burn_forward_and_backward() {
+    let device = device();
+    let pool = burn::nn::pool::MaxPool2dConfig::new([2, 2])
+        .with_strides([2, 2])
+        .init();
+    for shape in [[1, 1, 2, 2], [3, 5, 6, 4], [7, 64, 24, 24]] {
+        let x = random(shape, &device).require_grad();
+        let [n, c, h, w] = shape;
+        let probe = random([n, c, h / 2, w / 2], &device);
+        let (fast, reference) = (max_pool2(x.clone()), pool.forward(x.clone()));
+        assert_eq!(
+            values(fast.clone()),
+            values(reference.clone()),
+            "pool {shape:?}"
+        );
+        let gf = (fast * probe.clone()).sum().backward();
+        let gr = (reference * probe).sum().backward();
+        assert_eq!(
+            values(x.grad(&gf).expect("grad")),
+            values(x.grad(&gr).expect("grad")),
+            "pool grad {shape:?}"
+        );
+    }
+}
+
+/// The whole network on both paths: logits, every parameter gradient, the running statistics,
+/// and evaluation-mode outputs afterwards. Dropout (burn's own module on both paths) is off:
+/// its masks come from the device's global RNG, which tests running in parallel also draw from.
+#[test]
+fn net_fast_path_matches_reference_in_training_and_evaluation() {
+    let device = device();
+    let mut net: Net = ArchConfig::seed(5).init(&device).train();
+    net.drop1.prob = 0.0;
+    net.drop2.prob = 0.0;
+    let x = random([9, 1, 28, 28], &device).abs();
+    let probe = random([9, 5], &device);
+
+    let (fast_net, ref_net) = (net.clone(), net.clone());
+    let fast = fast_net.forward(x.clone());
+    let reference = ref_net.forward_reference(x.clone());
+    assert_close(
+        "logits",
+        values(fast.clone()),
+        values(reference.clone()),
+        1e-3,
+    );
+
+    let gf = burn::optim::GradientsParams::from_grads(
+        (fast * probe.clone()).sum().backward(),
+        &fast_net,
+    );
+    let gr =
+        burn::optim::GradientsParams::from_grads((reference * probe).sum().backward(), &ref_net);
+    let ids = |n: &Net| {
+        let mut v = Vec::new();
+        n.visit(&mut IdCollector(&mut v));
+        v
+    };
+    let grad = |g: &burn::optim::GradientsParams, id, rank| match rank {
+        1 => g.get::<1>(id).map(values),
+        2 => g.get::<2>(id).map(values),
+        _ => g.get::<4>(id).map(values),
+    };
+    let mut compared = 0;
+    for (id, rank, name) in ids(&fast_net) {
+        match (grad(&gf, id, rank), grad(&gr, id, rank)) {
+            (Some(a), Some(b)) => assert_close(&format!("gradient of {name}"), a, b, 2e-3),
+            (None, None) => continue, // running statistics
+            (a, b) => panic!(
+                "{name}: fast has gradient {}, reference {}",
+                a.is_some(),
+                b.is_some()
+            ),
+        }
+        compared += 1;
+    }
+    assert_eq!(compared, 14, "conv/bn/fc weights, biases, gammas and betas");
+    for (name, a, b) in [
+        ("bn1", &fast_net.bn1, &ref_net.bn1),
+        ("bn2", &fast_net.bn2, &ref_net.bn2),
+        ("bn3", &fast_net.bn3, &ref_net.bn3),
+    ] {
+        assert_close(
+            &format!("{name} running mean"),
+            values(a.running_mean.value_sync()),
+            values(b.running_mean.value_sync()),
+            1e-4,
+        );
+        assert_close(
+            &format!("{name} running var"),
+            values(a.running_var.value_sync()),
+            values(b.running_var.value_sync()),
+            1e-4,
+        );
+    }
+    let (fe, re) = (fast_net.valid(), ref_net.valid());
+    let xi = x.inner();
+    assert_close(
+        "evaluation logits",
+        values(fe.forward(xi.clone())),
+        values(re.forward_reference(xi)),
+        1e-3,
+    );
+}
+
+struct IdCollector<'a>(&'a mut Vec<(burn::module::ParamId, usize, String)>);
+
+impl burn::module::ModuleVisitor for IdCollector<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+        let name = format!("{D}-d parameter {}", self.0.len());
+        self.0.push((param.id, D, name));
+    }
+}
