@@ -4,6 +4,11 @@ mod cli;
 
 use clap::Parser;
 
+/// mimalloc keeps freed pages for reuse: training frees and reallocates the same large
+/// activation buffers every batch, which glibc returns to the kernel and faults in again.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     // With no command at all, do the whole pipeline.

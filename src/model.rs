@@ -115,10 +115,10 @@ impl Net {
     fn forward_fast(&self, x: Tensor<4>, train: bool) -> Tensor<2> {
         let x = conv_block(&self.conv1, &self.bn1, x, train);
         let x = conv_block(&self.conv2, &self.bn2, x, train);
-        let x = self.drop1.forward(fast::max_pool2(x));
+        let x = fast::dropout(&self.drop1, fast::max_pool2(x));
         let x: Tensor<2> = x.flatten(1, 3);
         let x = dense_block(&self.fc1, &self.bn3, x, train);
-        self.fc2.forward(self.drop2.forward(x))
+        self.fc2.forward(fast::dropout(&self.drop2, x))
     }
 
     /// Class probabilities `[batch, classes]`.

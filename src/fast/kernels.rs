@@ -174,17 +174,31 @@ impl BnSaved {
     }
 }
 
-/// Per-channel `(sum, sum of squares)` of `z[c, p]` added to `acc[2c], acc[2c+1]`.
+/// Sum of a slice in 16 independent lanes, so the compiler can keep it in one vector register
+/// (a plain `iter().sum()` must add in order and cannot be vectorised).
+#[inline]
+fn lane_sum(v: &[f32], f: impl Fn(usize) -> f32) -> f32 {
+    let mut acc = [0f32; 16];
+    let whole = v.len() / 16 * 16;
+    for i in (0..whole).step_by(16) {
+        for (l, a) in acc.iter_mut().enumerate() {
+            *a += f(i + l);
+        }
+    }
+    let mut tail = 0f32;
+    for i in whole..v.len() {
+        tail += f(i);
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// Per-channel `(sum, sum of squares)` of `z[c, p]` added to `acc[2c], acc[2c+1]`. Within one
+/// image the sums are f32 (a few hundred terms); across the batch they are f64.
 fn channel_sums(z: &[f32], c: usize, p: usize, acc: &mut [f64]) {
     for ch in 0..c {
-        let (mut s, mut q) = (0f64, 0f64);
-        for v in &z[ch * p..][..p] {
-            let v = f64::from(*v);
-            s += v;
-            q += v * v;
-        }
-        acc[2 * ch] += s;
-        acc[2 * ch + 1] += q;
+        let zc = &z[ch * p..][..p];
+        acc[2 * ch] += f64::from(lane_sum(zc, |i| zc[i]));
+        acc[2 * ch + 1] += f64::from(lane_sum(zc, |i| zc[i] * zc[i]));
     }
 }
 
@@ -317,7 +331,8 @@ pub fn conv_bn_relu_infer(
     y
 }
 
-/// `(dgamma, dbeta)` of batch norm + ReLU, summed per image in f64 and then in image order.
+/// `(dgamma, dbeta)` of batch norm + ReLU: per image and channel in f32, then in f64 in image
+/// order.
 fn bn_param_grads(
     s: &BnSaved,
     y: &[f32],
@@ -333,16 +348,11 @@ fn bn_param_grads(
         .for_each(|((acc, yi), (zi, di))| {
             for ch in 0..c {
                 let (m, is) = (s.mean[ch], inv_std[ch]);
-                let (mut sb, mut sg) = (0f64, 0f64);
                 let r = ch * p..(ch + 1) * p;
-                for ((y, z), d) in yi[r.clone()].iter().zip(&zi[r.clone()]).zip(&di[r]) {
-                    if *y > 0.0 {
-                        sb += f64::from(*d);
-                        sg += f64::from(*d * (z - m) * is);
-                    }
-                }
-                acc[2 * ch] = sg;
-                acc[2 * ch + 1] = sb;
+                let (yc, zc, dc) = (&yi[r.clone()], &zi[r.clone()], &di[r]);
+                let g = |i: usize| if yc[i] > 0.0 { dc[i] } else { 0.0 };
+                acc[2 * ch] = f64::from(lane_sum(yc, |i| g(i) * (zc[i] - m) * is));
+                acc[2 * ch + 1] = f64::from(lane_sum(yc, g));
             }
         });
     let mut tot = vec![0f64; 2 * c];
@@ -373,14 +383,12 @@ fn bn_relu_dz(
         let (k, mb, mg) = coef[ch];
         let (m, is) = (s.mean[ch], inv_std[ch]);
         let r = ch * p..(ch + 1) * p;
-        for (((o, y), z), d) in dz[r.clone()]
-            .iter_mut()
-            .zip(&yi[r.clone()])
-            .zip(&zi[r.clone()])
-            .zip(&di[r])
-        {
-            let g = if *y > 0.0 { *d } else { 0.0 };
-            *o = k * (g - mb - (z - m) * is * mg);
+        let (o, yc, zc, dc) = (&mut dz[r.clone()], &yi[r.clone()], &zi[r.clone()], &di[r]);
+        // dz = k*g - k*mb - (k*is*mg)*(z - m), as a multiply-add per element.
+        let (a, b) = (k * is * mg, k * mb - k * is * mg * m);
+        for i in 0..o.len().min(yc.len()).min(zc.len()).min(dc.len()) {
+            let g = if yc[i] > 0.0 { dc[i] } else { 0.0 };
+            o[i] = k * g - b - a * zc[i];
         }
     }
 }
@@ -640,4 +648,29 @@ pub fn max_pool2_backward(dy: &[f32], arg: &[u8], planes: usize, h: usize, w: us
             }
         });
     dx
+}
+
+/// Dropout multipliers for `n` values: `1/keep` with probability `keep`, else 0. Chunks of the
+/// mask come from independent ChaCha8 streams of `seed`, so it is generated in parallel and is
+/// the same whatever the number of threads.
+pub fn dropout_mask(n: usize, keep: f32, seed: u64) -> Vec<f32> {
+    use rand::{RngCore, SeedableRng};
+    const CHUNK: usize = 8192;
+    let threshold = (f64::from(keep) * 4_294_967_296.0) as u64;
+    let scale = 1.0 / keep;
+    let mut mask = vec![0f32; n];
+    mask.par_chunks_mut(CHUNK)
+        .enumerate()
+        .for_each(|(c, part)| {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            rng.set_stream(c as u64);
+            for v in part {
+                *v = if u64::from(rng.next_u32()) < threshold {
+                    scale
+                } else {
+                    0.0
+                };
+            }
+        });
+    mask
 }

@@ -69,5 +69,26 @@ pub fn max_pool2(x: Tensor<4>) -> Tensor<4> {
     ))
 }
 
+/// Dropout as burn's `Dropout` module applies it (only when training on an autodiff device),
+/// with the mask from [`kernels::dropout_mask`]: burn-flex draws one f32 through a generic
+/// sampler per element, a tenth of a fused training step. The mask's seed comes from the
+/// device's RNG, so seeding the device still fixes every mask.
+pub fn dropout<const D: usize>(drop: &burn::nn::Dropout, x: Tensor<D>) -> Tensor<D> {
+    let device = x.device();
+    if !drop.training.is_enabled() || !device.is_autodiff() || drop.prob == 0.0 {
+        return x;
+    }
+    // Two 31-bit draws (burn's Int is i32 on flex).
+    let range = burn::tensor::Distribution::Uniform(0.0, f64::from(i32::MAX));
+    let words = Tensor::<1, Int>::random([2], range, &device);
+    let seed = words
+        .into_data()
+        .iter::<i64>()
+        .fold(0u64, |acc, w| (acc << 31) ^ w as u64);
+    let dims = x.dims();
+    let mask = kernels::dropout_mask(dims.iter().product(), (1.0 - drop.prob) as f32, seed);
+    x * Tensor::<D>::from_data(TensorData::new(mask, dims), &device)
+}
+
 #[cfg(test)]
 mod tests;
