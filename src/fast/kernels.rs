@@ -174,22 +174,32 @@ impl BnSaved {
     }
 }
 
-/// Sum of a slice in 16 independent lanes, so the compiler can keep it in one vector register
-/// (a plain `iter().sum()` must add in order and cannot be vectorised).
-#[inline]
-fn lane_sum(v: &[f32], f: impl Fn(usize) -> f32) -> f32 {
-    let mut acc = [0f32; 16];
-    let whole = v.len() / 16 * 16;
-    for i in (0..whole).step_by(16) {
-        for (l, a) in acc.iter_mut().enumerate() {
-            *a += f(i + l);
+/// Sums of `f(a[i], b[i], c[i])` as `(first, second)` in 16 independent lanes, so the compiler
+/// keeps them in vector registers (an in-order `sum()` cannot be vectorised).
+#[inline(always)]
+fn lane_sums2(
+    a: &[f32],
+    b: &[f32],
+    c: &[f32],
+    f: impl Fn(f32, f32, f32) -> (f32, f32),
+) -> (f32, f32) {
+    let (mut s1, mut s2) = ([0f32; 16], [0f32; 16]);
+    let (ac, bc, cc) = (a.chunks_exact(16), b.chunks_exact(16), c.chunks_exact(16));
+    let (ar, br, cr) = (ac.remainder(), bc.remainder(), cc.remainder());
+    for ((a16, b16), c16) in ac.zip(bc).zip(cc) {
+        for l in 0..16 {
+            let (u, v) = f(a16[l], b16[l], c16[l]);
+            s1[l] += u;
+            s2[l] += v;
         }
     }
-    let mut tail = 0f32;
-    for i in whole..v.len() {
-        tail += f(i);
+    let (mut t1, mut t2) = (0f32, 0f32);
+    for ((x, y), z) in ar.iter().zip(br).zip(cr) {
+        let (u, v) = f(*x, *y, *z);
+        t1 += u;
+        t2 += v;
     }
-    acc.iter().sum::<f32>() + tail
+    (s1.iter().sum::<f32>() + t1, s2.iter().sum::<f32>() + t2)
 }
 
 /// Per-channel `(sum, sum of squares)` of `z[c, p]` added to `acc[2c], acc[2c+1]`. Within one
@@ -197,8 +207,9 @@ fn lane_sum(v: &[f32], f: impl Fn(usize) -> f32) -> f32 {
 fn channel_sums(z: &[f32], c: usize, p: usize, acc: &mut [f64]) {
     for ch in 0..c {
         let zc = &z[ch * p..][..p];
-        acc[2 * ch] += f64::from(lane_sum(zc, |i| zc[i]));
-        acc[2 * ch + 1] += f64::from(lane_sum(zc, |i| zc[i] * zc[i]));
+        let (s, q) = lane_sums2(zc, zc, zc, |v, _, _| (v, v * v));
+        acc[2 * ch] += f64::from(s);
+        acc[2 * ch + 1] += f64::from(q);
     }
 }
 
@@ -350,9 +361,12 @@ fn bn_param_grads(
                 let (m, is) = (s.mean[ch], inv_std[ch]);
                 let r = ch * p..(ch + 1) * p;
                 let (yc, zc, dc) = (&yi[r.clone()], &zi[r.clone()], &di[r]);
-                let g = |i: usize| if yc[i] > 0.0 { dc[i] } else { 0.0 };
-                acc[2 * ch] = f64::from(lane_sum(yc, |i| g(i) * (zc[i] - m) * is));
-                acc[2 * ch + 1] = f64::from(lane_sum(yc, g));
+                let (sg, sb) = lane_sums2(yc, zc, dc, |y, z, d| {
+                    let g = if y > 0.0 { d } else { 0.0 };
+                    (g * (z - m), g)
+                });
+                acc[2 * ch] = f64::from(sg * is);
+                acc[2 * ch + 1] = f64::from(sb);
             }
         });
     let mut tot = vec![0f64; 2 * c];
@@ -386,9 +400,9 @@ fn bn_relu_dz(
         let (o, yc, zc, dc) = (&mut dz[r.clone()], &yi[r.clone()], &zi[r.clone()], &di[r]);
         // dz = k*g - k*mb - (k*is*mg)*(z - m), as a multiply-add per element.
         let (a, b) = (k * is * mg, k * mb - k * is * mg * m);
-        for i in 0..o.len().min(yc.len()).min(zc.len()).min(dc.len()) {
-            let g = if yc[i] > 0.0 { dc[i] } else { 0.0 };
-            o[i] = k * g - b - a * zc[i];
+        for (((o, y), z), d) in o.iter_mut().zip(yc).zip(zc).zip(dc) {
+            let g = if *y > 0.0 { *d } else { 0.0 };
+            *o = k * g - b - a * z;
         }
     }
 }
