@@ -6,7 +6,13 @@
 //! Threads: work is split over images in a fixed number of chunks ([`CHUNKS`]) whose partial
 //! sums are added in chunk order, so results are bit-identical whatever the number of threads.
 
+//!
+//! SIMD: the per-image element-wise loops are `#[multiversion]` functions, compiled for AVX-512,
+//! AVX2+FMA, ... and chosen at run time (the default build targets plain x86-64, where they would
+//! stay scalar).
+
 use gemm::Parallelism;
+use multiversion::multiversion;
 use rayon::prelude::*;
 use std::cell::RefCell;
 
@@ -133,20 +139,21 @@ impl Conv3x3 {
             }
         }
     }
+}
 
-    /// Adds `col[k, p]` back onto the image positions it was gathered from.
-    fn col2im(&self, col: &[f32], dx: &mut [f32]) {
-        let (ow, p) = (self.ow(), self.p());
-        dx.fill(0.0);
-        for ci in 0..self.cin {
-            for ky in 0..3 {
-                for kx in 0..3 {
-                    let row = &col[(ci * 9 + ky * 3 + kx) * p..][..p];
-                    for oy in 0..self.oh() {
-                        let dst = &mut dx[ci * self.h * self.w + (oy + ky) * self.w + kx..][..ow];
-                        for (d, s) in dst.iter_mut().zip(&row[oy * ow..][..ow]) {
-                            *d += s;
-                        }
+/// Adds `col[k, p]` back onto the image positions it was gathered from.
+#[multiversion(targets = "simd")]
+fn col2im(g: Conv3x3, col: &[f32], dx: &mut [f32]) {
+    let (ow, p) = (g.ow(), g.p());
+    dx.fill(0.0);
+    for ci in 0..g.cin {
+        for ky in 0..3 {
+            for kx in 0..3 {
+                let row = &col[(ci * 9 + ky * 3 + kx) * p..][..p];
+                for oy in 0..g.oh() {
+                    let dst = &mut dx[ci * g.h * g.w + (oy + ky) * g.w + kx..][..ow];
+                    for (d, s) in dst.iter_mut().zip(&row[oy * ow..][..ow]) {
+                        *d += s;
                     }
                 }
             }
@@ -204,6 +211,7 @@ fn lane_sums2(
 
 /// Per-channel `(sum, sum of squares)` of `z[c, p]` added to `acc[2c], acc[2c+1]`. Within one
 /// image the sums are f32 (a few hundred terms); across the batch they are f64.
+#[inline(always)]
 fn channel_sums(z: &[f32], c: usize, p: usize, acc: &mut [f64]) {
     for ch in 0..c {
         let zc = &z[ch * p..][..p];
@@ -236,15 +244,46 @@ fn scale_shift_relu(z: &[f32], c: usize, p: usize, scale: &[f32], shift: &[f32])
     let mut y = vec![0f32; z.len()];
     y.par_chunks_mut(c * p)
         .zip(z.par_chunks(c * p))
-        .for_each(|(yi, zi)| {
-            for ch in 0..c {
-                let (s, t) = (scale[ch], shift[ch]);
-                for (o, v) in yi[ch * p..][..p].iter_mut().zip(&zi[ch * p..][..p]) {
-                    *o = (v * s + t).max(0.0);
-                }
-            }
-        });
+        .for_each(|(yi, zi)| scale_shift_relu_img(yi, zi, c, p, scale, shift));
     y
+}
+
+#[multiversion(targets = "simd")]
+fn scale_shift_relu_img(
+    yi: &mut [f32],
+    zi: &[f32],
+    c: usize,
+    p: usize,
+    scale: &[f32],
+    shift: &[f32],
+) {
+    for ch in 0..c {
+        let (s, t) = (scale[ch], shift[ch]);
+        for (o, v) in yi[ch * p..][..p].iter_mut().zip(&zi[ch * p..][..p]) {
+            *o = (v * s + t).max(0.0);
+        }
+    }
+}
+
+#[multiversion(targets = "simd")]
+fn scale_shift_relu_inplace(yi: &mut [f32], c: usize, p: usize, scale: &[f32], shift: &[f32]) {
+    for ch in 0..c {
+        let (s, t) = (scale[ch], shift[ch]);
+        yi[ch * p..][..p]
+            .iter_mut()
+            .for_each(|v| *v = (*v * s + t).max(0.0));
+    }
+}
+
+#[multiversion(targets = "simd")]
+fn bias_and_sums(zi: &mut [f32], bias: &[f32], c: usize, p: usize, acc: Option<&mut [f64]>) {
+    for ch in 0..c {
+        let b = bias[ch];
+        zi[ch * p..][..p].iter_mut().for_each(|v| *v += b);
+    }
+    if let Some(acc) = acc {
+        channel_sums(zi, c, p, acc);
+    }
 }
 
 /// Inference-time batch norm folded into a scale and shift per channel.
@@ -281,13 +320,7 @@ fn conv_forward(
             g.im2col(xi, col);
             matmul(zi, (c, p, k), w, false, col, false, false, false);
         });
-        for ch in 0..c {
-            let b = bias[ch];
-            zi[ch * p..][..p].iter_mut().for_each(|v| *v += b);
-        }
-        if let Some(acc) = acc {
-            channel_sums(zi, c, p, acc);
-        }
+        bias_and_sums(zi, bias, c, p, acc);
     };
     let zs = z.par_chunks_mut(g.out_len()).zip(x.par_chunks(g.in_len()));
     match sums {
@@ -331,14 +364,8 @@ pub fn conv_bn_relu_infer(
     let z = conv_forward(g, x, w, bias, None);
     let mut y = z;
     let (c, p) = (g.cout, g.p());
-    y.par_chunks_mut(c * p).for_each(|yi| {
-        for ch in 0..c {
-            let (s, t) = (scale[ch], shift[ch]);
-            yi[ch * p..][..p]
-                .iter_mut()
-                .for_each(|v| *v = (*v * s + t).max(0.0));
-        }
-    });
+    y.par_chunks_mut(c * p)
+        .for_each(|yi| scale_shift_relu_inplace(yi, c, p, scale, shift));
     y
 }
 
@@ -356,19 +383,7 @@ fn bn_param_grads(
     part.par_chunks_mut(2 * c)
         .zip(y.par_chunks(c * p))
         .zip(s.z.par_chunks(c * p).zip(dy.par_chunks(c * p)))
-        .for_each(|((acc, yi), (zi, di))| {
-            for ch in 0..c {
-                let (m, is) = (s.mean[ch], inv_std[ch]);
-                let r = ch * p..(ch + 1) * p;
-                let (yc, zc, dc) = (&yi[r.clone()], &zi[r.clone()], &di[r]);
-                let (sg, sb) = lane_sums2(yc, zc, dc, |y, z, d| {
-                    let g = if y > 0.0 { d } else { 0.0 };
-                    (g * (z - m), g)
-                });
-                acc[2 * ch] = f64::from(sg * is);
-                acc[2 * ch + 1] = f64::from(sb);
-            }
-        });
+        .for_each(|((acc, yi), (zi, di))| bn_grads_img(acc, yi, zi, di, &s.mean, inv_std, c, p));
     let mut tot = vec![0f64; 2 * c];
     for img in part.chunks(2 * c) {
         for (t, v) in tot.iter_mut().zip(img) {
@@ -380,8 +395,56 @@ fn bn_param_grads(
         .unzip()
 }
 
+#[allow(clippy::too_many_arguments)]
+#[multiversion(targets = "simd")]
+fn bn_grads_img(
+    acc: &mut [f64],
+    yi: &[f32],
+    zi: &[f32],
+    di: &[f32],
+    mean: &[f32],
+    inv_std: &[f32],
+    c: usize,
+    p: usize,
+) {
+    for ch in 0..c {
+        let (m, is) = (mean[ch], inv_std[ch]);
+        let r = ch * p..(ch + 1) * p;
+        let (yc, zc, dc) = (&yi[r.clone()], &zi[r.clone()], &di[r]);
+        let (sg, sb) = lane_sums2(yc, zc, dc, |y, z, d| {
+            let g = if y > 0.0 { d } else { 0.0 };
+            (g * (z - m), g)
+        });
+        acc[2 * ch] = f64::from(sg * is);
+        acc[2 * ch + 1] = f64::from(sb);
+    }
+}
+
+/// [`bn_relu_dz`] for one image plus the bias gradient's sums.
+#[allow(clippy::too_many_arguments)]
+#[multiversion(targets = "simd")]
+fn bn_dz_img(
+    dz: &mut [f32],
+    yi: &[f32],
+    zi: &[f32],
+    di: &[f32],
+    s: &BnSaved,
+    inv_std: &[f32],
+    coef: &[(f32, f32, f32)],
+    c: usize,
+    p: usize,
+    db: &mut [f32],
+) {
+    bn_relu_dz(dz, yi, zi, di, s, inv_std, coef, c, p);
+    for ch in 0..c {
+        let dzc = &dz[ch * p..][..p];
+        db[ch] += lane_sums2(dzc, dzc, dzc, |v, _, _| (v, 0.0)).0;
+    }
+}
+
 /// Gradient through ReLU and training batch norm into `dz` for one image (`[c, p]`).
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 fn bn_relu_dz(
     dz: &mut [f32],
     yi: &[f32],
@@ -470,17 +533,14 @@ pub fn conv_bn_relu_backward(
                 for i in ci * per..((ci + 1) * per).min(g.n) {
                     let o = i * g.out_len();
                     let (yi, zi, di) = (&y[o..][..c * p], &s.z[o..][..c * p], &dy[o..][..c * p]);
-                    bn_relu_dz(dz, yi, zi, di, s, &inv_std, &coef, c, p);
-                    for ch in 0..c {
-                        db[ch] += dz[ch * p..][..p].iter().sum::<f32>();
-                    }
+                    bn_dz_img(dz, yi, zi, di, s, &inv_std, &coef, c, p, &mut db);
                     let xi = &x[i * g.in_len()..][..g.in_len()];
                     g.im2col(xi, col);
                     matmul(&mut dw, (c, k, p), dz, false, col, true, true, false);
                     if need_dx {
                         matmul(col, (k, p, c), w, true, dz, false, false, false);
                         let j = i - ci * per;
-                        g.col2im(col, &mut dxc[j * g.in_len()..][..g.in_len()]);
+                        col2im(g, col, &mut dxc[j * g.in_len()..][..g.in_len()]);
                     }
                 }
             });
