@@ -181,32 +181,78 @@ impl BnSaved {
     }
 }
 
-/// Sums of `f(a[i], b[i], c[i])` as `(first, second)` in 16 independent lanes, so the compiler
-/// keeps them in vector registers (an in-order `sum()` cannot be vectorised).
+/// Lane count of the explicit reductions below: 16 independent partial sums let the compiler
+/// keep them in vector registers (an in-order `sum()` cannot be vectorised).
+const LANES: usize = 16;
+
+type Lanes = [f32; LANES];
+
 #[inline(always)]
-fn lane_sums2(
-    a: &[f32],
-    b: &[f32],
-    c: &[f32],
-    f: impl Fn(f32, f32, f32) -> (f32, f32),
-) -> (f32, f32) {
-    let (mut s1, mut s2) = ([0f32; 16], [0f32; 16]);
-    let (ac, bc, cc) = (a.chunks_exact(16), b.chunks_exact(16), c.chunks_exact(16));
-    let (ar, br, cr) = (ac.remainder(), bc.remainder(), cc.remainder());
-    for ((a16, b16), c16) in ac.zip(bc).zip(cc) {
-        for l in 0..16 {
-            let (u, v) = f(a16[l], b16[l], c16[l]);
-            s1[l] += u;
-            s2[l] += v;
+fn lanes(v: &[f32]) -> &Lanes {
+    v.try_into().expect("chunk of LANES")
+}
+
+/// `(Σ z, Σ z²)`.
+#[inline(always)]
+fn sum_and_squares(z: &[f32]) -> (f32, f32) {
+    let (mut s, mut q) = ([0f32; LANES], [0f32; LANES]);
+    let chunks = z.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for c in chunks {
+        let c = lanes(c);
+        for l in 0..LANES {
+            s[l] += c[l];
+            q[l] += c[l] * c[l];
         }
     }
-    let (mut t1, mut t2) = (0f32, 0f32);
-    for ((x, y), z) in ar.iter().zip(br).zip(cr) {
-        let (u, v) = f(*x, *y, *z);
-        t1 += u;
-        t2 += v;
+    let (mut ts, mut tq) = (0f32, 0f32);
+    for v in rest {
+        ts += v;
+        tq += v * v;
     }
-    (s1.iter().sum::<f32>() + t1, s2.iter().sum::<f32>() + t2)
+    (s.iter().sum::<f32>() + ts, q.iter().sum::<f32>() + tq)
+}
+
+/// `Σ v`.
+#[inline(always)]
+fn lane_sum(v: &[f32]) -> f32 {
+    let mut s = [0f32; LANES];
+    let chunks = v.chunks_exact(LANES);
+    let rest: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        let c = lanes(c);
+        for l in 0..LANES {
+            s[l] += c[l];
+        }
+    }
+    s.iter().sum::<f32>() + rest
+}
+
+/// With `g = dy` where the ReLU passed (`y > 0`) and 0 elsewhere: `(Σ g·(z - m), Σ g)`.
+#[inline(always)]
+fn relu_grad_sums(y: &[f32], z: &[f32], dy: &[f32], m: f32) -> (f32, f32) {
+    let (mut sg, mut sb) = ([0f32; LANES], [0f32; LANES]);
+    let (yc, zc, dc) = (
+        y.chunks_exact(LANES),
+        z.chunks_exact(LANES),
+        dy.chunks_exact(LANES),
+    );
+    let (yr, zr, dr) = (yc.remainder(), zc.remainder(), dc.remainder());
+    for ((y, z), d) in yc.zip(zc).zip(dc) {
+        let (y, z, d) = (lanes(y), lanes(z), lanes(d));
+        for l in 0..LANES {
+            let g = if y[l] > 0.0 { d[l] } else { 0.0 };
+            sb[l] += g;
+            sg[l] += g * (z[l] - m);
+        }
+    }
+    let (mut tg, mut tb) = (0f32, 0f32);
+    for ((y, z), d) in yr.iter().zip(zr).zip(dr) {
+        let g = if *y > 0.0 { *d } else { 0.0 };
+        tb += g;
+        tg += g * (z - m);
+    }
+    (sg.iter().sum::<f32>() + tg, sb.iter().sum::<f32>() + tb)
 }
 
 /// Per-channel `(sum, sum of squares)` of `z[c, p]` added to `acc[2c], acc[2c+1]`. Within one
@@ -215,7 +261,7 @@ fn lane_sums2(
 fn channel_sums(z: &[f32], c: usize, p: usize, acc: &mut [f64]) {
     for ch in 0..c {
         let zc = &z[ch * p..][..p];
-        let (s, q) = lane_sums2(zc, zc, zc, |v, _, _| (v, v * v));
+        let (s, q) = sum_and_squares(zc);
         acc[2 * ch] += f64::from(s);
         acc[2 * ch + 1] += f64::from(q);
     }
@@ -411,10 +457,7 @@ fn bn_grads_img(
         let (m, is) = (mean[ch], inv_std[ch]);
         let r = ch * p..(ch + 1) * p;
         let (yc, zc, dc) = (&yi[r.clone()], &zi[r.clone()], &di[r]);
-        let (sg, sb) = lane_sums2(yc, zc, dc, |y, z, d| {
-            let g = if y > 0.0 { d } else { 0.0 };
-            (g * (z - m), g)
-        });
+        let (sg, sb) = relu_grad_sums(yc, zc, dc, m);
         acc[2 * ch] = f64::from(sg * is);
         acc[2 * ch + 1] = f64::from(sb);
     }
@@ -438,7 +481,7 @@ fn bn_dz_img(
     bn_relu_dz(dz, yi, zi, di, s, inv_std, coef, c, p);
     for ch in 0..c {
         let dzc = &dz[ch * p..][..p];
-        db[ch] += lane_sums2(dzc, dzc, dzc, |v, _, _| (v, 0.0)).0;
+        db[ch] += lane_sum(dzc);
     }
 }
 
