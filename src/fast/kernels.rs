@@ -231,28 +231,62 @@ fn lane_sum(v: &[f32]) -> f32 {
 /// With `g = dy` where the ReLU passed (`y > 0`) and 0 elsewhere: `(Σ g·(z - m), Σ g)`.
 #[inline(always)]
 fn relu_grad_sums(y: &[f32], z: &[f32], dy: &[f32], m: f32) -> (f32, f32) {
-    let (mut sg, mut sb) = ([0f32; LANES], [0f32; LANES]);
-    let (yc, zc, dc) = (
-        y.chunks_exact(LANES),
-        z.chunks_exact(LANES),
-        dy.chunks_exact(LANES),
-    );
-    let (yr, zr, dr) = (yc.remainder(), zc.remainder(), dc.remainder());
-    for ((y, z), d) in yc.zip(zc).zip(dc) {
-        let (y, z, d) = (lanes(y), lanes(z), lanes(d));
-        for l in 0..LANES {
-            let g = if y[l] > 0.0 { d[l] } else { 0.0 };
-            sb[l] += g;
-            sg[l] += g * (z[l] - m);
-        }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has AVX2 and FMA (checked just above).
+        return unsafe { avx2::relu_grad_sums(y, z, dy, m) };
     }
-    let (mut tg, mut tb) = (0f32, 0f32);
-    for ((y, z), d) in yr.iter().zip(zr).zip(dr) {
+    let (mut sg, mut sb) = (0f32, 0f32);
+    for ((y, z), d) in y.iter().zip(z).zip(dy) {
         let g = if *y > 0.0 { *d } else { 0.0 };
-        tb += g;
-        tg += g * (z - m);
+        sb += g;
+        sg += g * (z - m);
     }
-    (sg.iter().sum::<f32>() + tg, sb.iter().sum::<f32>() + tb)
+    (sg, sb)
+}
+
+/// The compiler does not vectorise this masked two-sum reduction on its own (checked with
+/// `perf annotate`: scalar loads and spills), and it is a tenth of a training step.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx2,fma")]
+    fn hsum(v: __m256) -> f32 {
+        let mut a = [0f32; 8];
+        // SAFETY: `a` holds 8 floats.
+        unsafe { _mm256_storeu_ps(a.as_mut_ptr(), v) };
+        a.iter().sum()
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub fn relu_grad_sums(y: &[f32], z: &[f32], dy: &[f32], m: f32) -> (f32, f32) {
+        let n = y.len().min(z.len()).min(dy.len());
+        let (mut sg, mut sb) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let (zero, mv) = (_mm256_setzero_ps(), _mm256_set1_ps(m));
+        let mut i = 0;
+        while i + 8 <= n {
+            // SAFETY: i + 8 <= n, the length of all three slices.
+            let (yv, zv, dv) = unsafe {
+                (
+                    _mm256_loadu_ps(y.as_ptr().add(i)),
+                    _mm256_loadu_ps(z.as_ptr().add(i)),
+                    _mm256_loadu_ps(dy.as_ptr().add(i)),
+                )
+            };
+            let g = _mm256_and_ps(_mm256_cmp_ps::<_CMP_GT_OQ>(yv, zero), dv);
+            sb = _mm256_add_ps(sb, g);
+            sg = _mm256_fmadd_ps(g, _mm256_sub_ps(zv, mv), sg);
+            i += 8;
+        }
+        let (mut tg, mut tb) = (hsum(sg), hsum(sb));
+        for j in i..n {
+            let g = if y[j] > 0.0 { dy[j] } else { 0.0 };
+            tb += g;
+            tg += g * (z[j] - m);
+        }
+        (tg, tb)
+    }
 }
 
 /// Per-channel `(sum, sum of squares)` of `z[c, p]` added to `acc[2c], acc[2c+1]`. Within one
