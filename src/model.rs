@@ -114,8 +114,14 @@ impl Net {
 
     fn forward_fast(&self, x: Tensor<4>, train: bool) -> Tensor<2> {
         let x = conv_block(&self.conv1, &self.bn1, x, train);
-        let x = conv_block(&self.conv2, &self.bn2, x, train);
-        let x = fast::dropout(&self.drop1, fast::max_pool2(x));
+        let x = if train {
+            fast::dropout(
+                &self.drop1,
+                fast::max_pool2(conv_block(&self.conv2, &self.bn2, x, true)),
+            )
+        } else {
+            conv_pool_eval(&self.conv2, &self.bn2, x)
+        };
         let x: Tensor<2> = x.flatten(1, 3);
         let x = dense_block(&self.fc1, &self.bn3, x, train);
         self.fc2.forward(fast::dropout(&self.drop2, x))
@@ -139,6 +145,21 @@ fn conv_block(conv: &Conv2d, bn: &BatchNorm, x: Tensor<4>, train: bool) -> Tenso
     let y = fast::conv_bn_relu(x, w, b, bn.gamma.val(), bn.beta.val(), mode);
     update_running(bn, stats, &device);
     y
+}
+
+fn conv_pool_eval(conv: &Conv2d, bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
+    let w = conv.weight.val();
+    let b = bias_or_zeros(conv.bias.as_ref(), w.dims()[0], &x.device());
+    let running = (host(bn.running_mean.value()), host(bn.running_var.value()));
+    fast::conv_bn_relu_pool_eval(
+        x,
+        w,
+        b,
+        bn.gamma.val(),
+        bn.beta.val(),
+        bn.epsilon as f32,
+        running,
+    )
 }
 
 fn dense_block(fc: &Linear, bn: &BatchNorm, x: Tensor<2>, train: bool) -> Tensor<2> {

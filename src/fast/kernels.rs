@@ -573,6 +573,7 @@ pub struct ConvGrads {
 }
 
 /// Backward of [`conv_bn_relu_train`]; `dx` only when `need_dx`.
+#[allow(clippy::too_many_arguments)]
 pub fn conv_bn_relu_backward(
     g: Conv3x3,
     x: &[f32],
@@ -706,6 +707,7 @@ pub struct DenseGrads {
 }
 
 /// Backward of [`dense_bn_relu_train`].
+#[allow(clippy::too_many_arguments)]
 pub fn dense_bn_relu_backward(
     d: Dense,
     x: &[f32],
@@ -764,23 +766,67 @@ pub fn max_pool2(x: &[f32], planes: usize, h: usize, w: usize) -> (Vec<f32>, Vec
     y.par_chunks_mut(oh * ow)
         .zip(arg.par_chunks_mut(oh * ow))
         .zip(x.par_chunks(h * w))
-        .for_each(|((yp, ap), xp)| {
-            for oy in 0..oh {
-                let (r0, r1) = (&xp[2 * oy * w..][..w], &xp[(2 * oy + 1) * w..][..w]);
-                for ox in 0..ow {
-                    let c = [r0[2 * ox], r0[2 * ox + 1], r1[2 * ox], r1[2 * ox + 1]];
-                    let mut best = 0;
-                    for (j, v) in c.iter().enumerate().skip(1) {
-                        if *v > c[best] {
-                            best = j;
-                        }
-                    }
-                    yp[oy * ow + ox] = c[best];
-                    ap[oy * ow + ox] = best as u8;
+        .for_each(|((yp, ap), xp)| pool_plane(xp, h, w, yp, Some(ap)));
+    (y, arg)
+}
+
+/// 2x2 max pooling of one `h x w` plane into `y`, recording the winners in `arg` when given.
+fn pool_plane(xp: &[f32], h: usize, w: usize, y: &mut [f32], mut arg: Option<&mut [u8]>) {
+    let (oh, ow) = (h / 2, w / 2);
+    for oy in 0..oh {
+        let (r0, r1) = (&xp[2 * oy * w..][..w], &xp[(2 * oy + 1) * w..][..w]);
+        for ox in 0..ow {
+            let c = [r0[2 * ox], r0[2 * ox + 1], r1[2 * ox], r1[2 * ox + 1]];
+            let mut best = 0;
+            for (j, v) in c.iter().enumerate().skip(1) {
+                if *v > c[best] {
+                    best = j;
                 }
             }
+            y[oy * ow + ox] = c[best];
+            if let Some(a) = arg.as_deref_mut() {
+                a[oy * ow + ox] = best as u8;
+            }
+        }
+    }
+}
+
+/// Inference of conv 3x3 → batch norm (folded) → ReLU → 2x2 max pool, one image at a time: the
+/// unpooled activations stay in a per-thread scratch buffer instead of a batch-sized tensor.
+pub fn conv_bn_relu_pool_infer(
+    g: Conv3x3,
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    scale: &[f32],
+    shift: &[f32],
+) -> Vec<f32> {
+    let (c, p, k) = (g.cout, g.p(), g.k());
+    let (oh, ow) = (g.oh(), g.ow());
+    let pooled = (oh / 2) * (ow / 2);
+    // relu((z + b)·s + t) = relu(z·s + (b·s + t)).
+    let shift: Vec<f32> = (0..c).map(|ch| bias[ch] * scale[ch] + shift[ch]).collect();
+    let mut out = vec![0f32; g.n * c * pooled];
+    out.par_chunks_mut(c * pooled)
+        .zip(x.par_chunks(g.in_len()))
+        .for_each(|(oi, xi)| {
+            with_scratch(k * p + c * p, |buf| {
+                let (col, z) = buf.split_at_mut(k * p);
+                g.im2col(xi, col);
+                matmul(z, (c, p, k), w, false, col, false, false, false);
+                scale_shift_relu_inplace(z, c, p, scale, &shift);
+                for ch in 0..c {
+                    pool_plane(
+                        &z[ch * p..][..p],
+                        oh,
+                        ow,
+                        &mut oi[ch * pooled..][..pooled],
+                        None,
+                    );
+                }
+            })
         });
-    (y, arg)
+    out
 }
 
 /// Backward of [`max_pool2`]: each output gradient goes to the input that won.

@@ -62,6 +62,30 @@ pub fn dense_bn_relu(
     ))
 }
 
+/// Evaluation-mode `max_pool2(relu(batch_norm(conv3x3(x, w) + b)))` with the running statistics
+/// `(mean, var)`, fused per image (no batch-sized unpooled tensor).
+pub fn conv_bn_relu_pool_eval(
+    x: Tensor<4>,
+    w: Tensor<4>,
+    b: Tensor<1>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    eps: f32,
+    running: (Vec<f32>, Vec<f32>),
+) -> Tensor<4> {
+    Tensor::from_dispatch(
+        <burn::backend::Dispatch as FastOps>::conv_bn_relu_pool_eval(
+            x.into_dispatch(),
+            w.into_dispatch(),
+            b.into_dispatch(),
+            gamma.into_dispatch(),
+            beta.into_dispatch(),
+            eps,
+            running,
+        ),
+    )
+}
+
 /// 2x2 max pooling with stride 2 over `[n, c, h, w]` (even `h`, `w`).
 pub fn max_pool2(x: Tensor<4>) -> Tensor<4> {
     Tensor::from_dispatch(<burn::backend::Dispatch as FastOps>::max_pool2(

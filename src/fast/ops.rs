@@ -28,7 +28,10 @@ pub enum BnMode {
 
 /// Where a training forward pass leaves the batch mean and variance it normalised with.
 #[derive(Debug, Clone, Default)]
-pub struct BatchStats(Arc<Mutex<Option<(Vec<f32>, Vec<f32>)>>>);
+pub struct BatchStats(Arc<Mutex<Option<MeanVar>>>);
+
+/// Per-channel mean and variance.
+type MeanVar = (Vec<f32>, Vec<f32>);
 
 impl BatchStats {
     fn put(&self, mean: Vec<f32>, var: Vec<f32>) {
@@ -36,7 +39,7 @@ impl BatchStats {
     }
 
     /// The statistics of the last forward pass, if one ran.
-    pub fn take(&self) -> Option<(Vec<f32>, Vec<f32>)> {
+    pub fn take(&self) -> Option<MeanVar> {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 }
@@ -62,6 +65,17 @@ pub trait FastOps: Backend {
     ) -> FloatTensor<Self>;
 
     fn max_pool2(x: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// Evaluation only: conv 3x3 → batch norm (running statistics) → ReLU → 2x2 max pool.
+    fn conv_bn_relu_pool_eval(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        eps: f32,
+        running: (Vec<f32>, Vec<f32>),
+    ) -> FloatTensor<Self>;
 }
 
 /// The tensor's values as a contiguous slice (borrowed when already contiguous).
@@ -188,6 +202,22 @@ impl FastOps for Flex {
         let [n, c, h, w] = dims::<4>(&x);
         let (y, _) = kernels::max_pool2(&host(&x), n * c, h, w);
         flex(y, [n, c, h / 2, w / 2])
+    }
+
+    fn conv_bn_relu_pool_eval(
+        x: FlexTensor,
+        w: FlexTensor,
+        b: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        eps: f32,
+        (mean, var): (Vec<f32>, Vec<f32>),
+    ) -> FlexTensor {
+        let g = conv_geom(&x, &w);
+        let (scale, shift) = kernels::bn_fold(&host(&gamma), &host(&beta), &mean, &var, eps);
+        let y =
+            kernels::conv_bn_relu_pool_infer(g, &host(&x), &host(&w), &host(&b), &scale, &shift);
+        flex(y, [g.n, g.cout, g.oh() / 2, g.ow() / 2])
     }
 }
 
@@ -410,6 +440,31 @@ impl<C: CheckpointStrategy> FastOps for Autodiff<Flex, C> {
             OpsKind::UnTracked(prep) => {
                 prep.finish(<Flex as FastOps>::max_pool2(x.into_primitive()))
             }
+        }
+    }
+
+    fn conv_bn_relu_pool_eval(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        eps: f32,
+        running: (Vec<f32>, Vec<f32>),
+    ) -> FloatTensor<Self> {
+        let nodes = [x.node(), w.node(), b.node(), gamma.node(), beta.node()];
+        // An op without a backward pass: only its untracked use is allowed.
+        match ConvBackward.prepare::<C>(nodes).compute_bound().stateful() {
+            OpsKind::Tracked(_) => panic!("{TRACKED_EVAL}"),
+            OpsKind::UnTracked(prep) => prep.finish(<Flex as FastOps>::conv_bn_relu_pool_eval(
+                x.into_primitive(),
+                w.into_primitive(),
+                b.into_primitive(),
+                gamma.into_primitive(),
+                beta.into_primitive(),
+                eps,
+                running,
+            )),
         }
     }
 }
