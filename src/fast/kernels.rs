@@ -770,22 +770,30 @@ pub fn max_pool2(x: &[f32], planes: usize, h: usize, w: usize) -> (Vec<f32>, Vec
     (y, arg)
 }
 
-/// 2x2 max pooling of one `h x w` plane into `y`, recording the winners in `arg` when given.
-fn pool_plane(xp: &[f32], h: usize, w: usize, y: &mut [f32], mut arg: Option<&mut [u8]>) {
+/// 2x2 max pooling of one `h x w` plane into `y`, recording the winners in `arg` when given
+/// (the first of equal values wins, as in burn).
+#[multiversion(targets = "simd")]
+fn pool_plane(xp: &[f32], h: usize, w: usize, y: &mut [f32], arg: Option<&mut [u8]>) {
     let (oh, ow) = (h / 2, w / 2);
+    let mut none = [0u8; 0];
+    let (arg, record) = match arg {
+        Some(a) => (a, true),
+        None => (&mut none[..], false),
+    };
     for oy in 0..oh {
-        let (r0, r1) = (&xp[2 * oy * w..][..w], &xp[(2 * oy + 1) * w..][..w]);
+        let (r0, r1) = (
+            &xp[2 * oy * w..][..2 * ow],
+            &xp[(2 * oy + 1) * w..][..2 * ow],
+        );
+        let yr = &mut y[oy * ow..][..ow];
         for ox in 0..ow {
-            let c = [r0[2 * ox], r0[2 * ox + 1], r1[2 * ox], r1[2 * ox + 1]];
-            let mut best = 0;
-            for (j, v) in c.iter().enumerate().skip(1) {
-                if *v > c[best] {
-                    best = j;
-                }
-            }
-            y[oy * ow + ox] = c[best];
-            if let Some(a) = arg.as_deref_mut() {
-                a[oy * ow + ox] = best as u8;
+            let (a, b, c, d) = (r0[2 * ox], r0[2 * ox + 1], r1[2 * ox], r1[2 * ox + 1]);
+            let (top, ti) = if b > a { (b, 1u8) } else { (a, 0u8) };
+            let (bot, bi) = if d > c { (d, 3u8) } else { (c, 2u8) };
+            let (v, i) = if bot > top { (bot, bi) } else { (top, ti) };
+            yr[ox] = v;
+            if record {
+                arg[oy * ow + ox] = i;
             }
         }
     }
