@@ -2,8 +2,8 @@
 //! Dropout 0.25 → Flatten → Dense 128 → BN → ReLU → Dropout 0.5 → Dense(classes).
 //!
 //! The layer names (`conv1`, `bn1`, ..., `fc2`) are the tensor names in checkpoints, and transfer
-//! matches on them. Everything outside this file sees only [`Net::forward`], so the CPU hot path can
-//! be replaced by fused kernels without touching training, data or the CLI.
+//! matches on them. Everything outside this file sees only [`Net::forward`], which on the CPU runs
+//! the fused ops of [`crate::fast`] and elsewhere burn's layers ([`Net::forward_reference`]).
 
 use crate::data::SIDE;
 use crate::fast::{self, BatchStats, BnMode};
