@@ -562,9 +562,10 @@ fn bn_coefs(
         .collect()
 }
 
-/// Gradients of conv 3x3 → batch norm → ReLU.
+/// Gradients of a fused block (conv 3x3 or dense → batch norm → ReLU) with respect to its input
+/// (when asked for), weight, bias, gamma and beta.
 #[derive(Debug)]
-pub struct ConvGrads {
+pub struct BlockGrads {
     pub dx: Option<Vec<f32>>,
     pub dw: Vec<f32>,
     pub db: Vec<f32>,
@@ -583,7 +584,7 @@ pub fn conv_bn_relu_backward(
     s: &BnSaved,
     dy: &[f32],
     need_dx: bool,
-) -> ConvGrads {
+) -> BlockGrads {
     let (c, p, k) = (g.cout, g.p(), g.k());
     let inv_std = s.inv_std();
     let (dgamma, dbeta) = bn_param_grads(s, y, dy, c, p, &inv_std);
@@ -630,7 +631,7 @@ pub fn conv_bn_relu_backward(
         dw.iter_mut().zip(pw).for_each(|(a, b)| *a += b);
         db.iter_mut().zip(pb).for_each(|(a, b)| *a += b);
     }
-    ConvGrads {
+    BlockGrads {
         dx: need_dx.then_some(dx),
         dw,
         db,
@@ -696,16 +697,6 @@ pub fn dense_bn_relu_infer(
     y
 }
 
-/// Gradients of dense → batch norm → ReLU.
-#[derive(Debug)]
-pub struct DenseGrads {
-    pub dx: Option<Vec<f32>>,
-    pub dw: Vec<f32>,
-    pub db: Vec<f32>,
-    pub dgamma: Vec<f32>,
-    pub dbeta: Vec<f32>,
-}
-
 /// Backward of [`dense_bn_relu_train`].
 #[allow(clippy::too_many_arguments)]
 pub fn dense_bn_relu_backward(
@@ -717,7 +708,7 @@ pub fn dense_bn_relu_backward(
     s: &BnSaved,
     dy: &[f32],
     need_dx: bool,
-) -> DenseGrads {
+) -> BlockGrads {
     let c = d.out;
     let inv_std = s.inv_std();
     let (dgamma, dbeta) = bn_param_grads(s, y, dy, c, 1, &inv_std);
@@ -748,7 +739,7 @@ pub fn dense_bn_relu_backward(
         matmul(&mut dx, (d.n, d.inp, c), &dz, false, w, true, false, true);
         dx
     });
-    DenseGrads {
+    BlockGrads {
         dx,
         dw,
         db,

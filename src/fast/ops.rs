@@ -2,6 +2,7 @@
 //! passes registered in burn's autodiff graph.
 
 use super::kernels::{self, BnSaved, Conv3x3, Dense};
+use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
@@ -232,6 +233,30 @@ struct BlockState<G> {
     saved: BnSaved,
 }
 
+/// Registers a fused block's gradients for the inputs (x, w, b, gamma, beta) in the graph.
+fn register_block(
+    grads: &mut Gradients,
+    [px, pw, pb, pg, pbeta]: [Option<NodeId>; 5],
+    r: kernels::BlockGrads,
+    x_shape: Vec<usize>,
+    w_shape: Vec<usize>,
+) {
+    let c = r.db.len();
+    if let (Some(id), Some(dx)) = (px, r.dx) {
+        grads.register::<Flex>(id, FlexTensor::from_data(TensorData::new(dx, x_shape)));
+    }
+    for (id, value, shape) in [
+        (pw, r.dw, w_shape),
+        (pb, r.db, vec![c]),
+        (pg, r.dgamma, vec![c]),
+        (pbeta, r.dbeta, vec![c]),
+    ] {
+        if let Some(id) = id {
+            grads.register::<Flex>(id, FlexTensor::from_data(TensorData::new(value, shape)));
+        }
+    }
+}
+
 #[derive(Debug)]
 struct ConvBackward;
 
@@ -253,23 +278,14 @@ impl Backward<Flex, 5> for ConvBackward {
             &host(&dy),
             px.is_some(),
         );
-        if let (Some(node), Some(dx)) = (px, r.dx) {
-            grads.register::<Flex>(node.id, flex(dx, [g.n, g.cin, g.h, g.w]));
-        }
-        let c = g.cout;
-        for (node, value, shape) in [
-            (pw, r.dw, vec![c, g.cin, 3, 3]),
-            (pb, r.db, vec![c]),
-            (pg, r.dgamma, vec![c]),
-            (pbeta, r.dbeta, vec![c]),
-        ] {
-            if let Some(node) = node {
-                grads.register::<Flex>(
-                    node.id,
-                    FlexTensor::from_data(TensorData::new(value, shape)),
-                );
-            }
-        }
+        let ids = [px, pw, pb, pg, pbeta].map(|n| n.map(|n| n.id));
+        register_block(
+            grads,
+            ids,
+            r,
+            vec![g.n, g.cin, g.h, g.w],
+            vec![g.cout, g.cin, 3, 3],
+        );
     }
 }
 
@@ -294,22 +310,8 @@ impl Backward<Flex, 5> for DenseBackward {
             &host(&dy),
             px.is_some(),
         );
-        if let (Some(node), Some(dx)) = (px, r.dx) {
-            grads.register::<Flex>(node.id, flex(dx, [d.n, d.inp]));
-        }
-        for (node, value, shape) in [
-            (pw, r.dw, vec![d.inp, d.out]),
-            (pb, r.db, vec![d.out]),
-            (pg, r.dgamma, vec![d.out]),
-            (pbeta, r.dbeta, vec![d.out]),
-        ] {
-            if let Some(node) = node {
-                grads.register::<Flex>(
-                    node.id,
-                    FlexTensor::from_data(TensorData::new(value, shape)),
-                );
-            }
-        }
+        let ids = [px, pw, pb, pg, pbeta].map(|n| n.map(|n| n.id));
+        register_block(grads, ids, r, vec![d.n, d.inp], vec![d.inp, d.out]);
     }
 }
 
