@@ -497,7 +497,8 @@ fn bn_grads_img(
     }
 }
 
-/// [`bn_relu_dz`] for one image plus the bias gradient's sums.
+/// Gradient through ReLU and training batch norm into `dz` for one image (`[c, p]`), and the
+/// bias gradient's sums added to `db`.
 #[allow(clippy::too_many_arguments)]
 #[multiversion(targets = "simd")]
 fn bn_dz_img(
@@ -512,27 +513,6 @@ fn bn_dz_img(
     p: usize,
     db: &mut [f32],
 ) {
-    bn_relu_dz(dz, yi, zi, di, s, inv_std, coef, c, p);
-    for ch in 0..c {
-        let dzc = &dz[ch * p..][..p];
-        db[ch] += lane_sum(dzc);
-    }
-}
-
-/// Gradient through ReLU and training batch norm into `dz` for one image (`[c, p]`).
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn bn_relu_dz(
-    dz: &mut [f32],
-    yi: &[f32],
-    zi: &[f32],
-    di: &[f32],
-    s: &BnSaved,
-    inv_std: &[f32],
-    coef: &[(f32, f32, f32)],
-    c: usize,
-    p: usize,
-) {
     for ch in 0..c {
         let (k, mb, mg) = coef[ch];
         let (m, is) = (s.mean[ch], inv_std[ch]);
@@ -544,6 +524,7 @@ fn bn_relu_dz(
             let g = if *y > 0.0 { *d } else { 0.0 };
             *o = k * g - b - a * z;
         }
+        db[ch] += lane_sum(o);
     }
 }
 
@@ -713,24 +694,12 @@ pub fn dense_bn_relu_backward(
     let inv_std = s.inv_std();
     let (dgamma, dbeta) = bn_param_grads(s, y, dy, c, 1, &inv_std);
     let coef = bn_coefs(gamma, &inv_std, &dgamma, &dbeta, d.n);
-    let mut dz = vec![0f32; d.n * c];
+    // A dense output is the `p = 1` case of the convolution layout, one row per image.
+    let (mut dz, mut db) = (vec![0f32; d.n * c], vec![0f32; c]);
     for i in 0..d.n {
         let r = i * c..(i + 1) * c;
-        bn_relu_dz(
-            &mut dz[r.clone()],
-            &y[r.clone()],
-            &s.z[r.clone()],
-            &dy[r],
-            s,
-            &inv_std,
-            &coef,
-            c,
-            1,
-        );
-    }
-    let mut db = vec![0f32; c];
-    for row in dz.chunks(c) {
-        db.iter_mut().zip(row).for_each(|(a, b)| *a += b);
+        let (yi, zi, di) = (&y[r.clone()], &s.z[r.clone()], &dy[r.clone()]);
+        bn_dz_img(&mut dz[r], yi, zi, di, s, &inv_std, &coef, c, 1, &mut db);
     }
     let mut dw = vec![0f32; d.inp * c];
     matmul(&mut dw, (d.inp, c, d.n), x, true, &dz, false, false, true);

@@ -11,6 +11,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Flex, backend_extension};
 use burn::tensor::TensorData;
 use std::borrow::Cow;
+use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
 
 /// Which statistics a fused batch norm uses.
@@ -125,35 +126,155 @@ fn dense_geom(x: &FlexTensor, w: &FlexTensor) -> Dense {
     Dense { n, inp, out }
 }
 
-fn conv_out(g: Conv3x3, y: Vec<f32>) -> FlexTensor {
-    flex(y, [g.n, g.cout, g.oh(), g.ow()])
+/// What differs between the fused conv and dense blocks (shapes and kernels); the batch-norm
+/// modes, the autodiff bookkeeping and the gradient registration are shared.
+trait Block: Copy + Send + Sync + std::fmt::Debug + 'static {
+    fn of(x: &FlexTensor, w: &FlexTensor) -> Self;
+    fn x_shape(&self) -> Vec<usize>;
+    fn w_shape(&self) -> Vec<usize>;
+    fn out_shape(&self) -> Vec<usize>;
+    #[allow(clippy::too_many_arguments)]
+    fn train(
+        &self,
+        x: &[f32],
+        w: &[f32],
+        b: &[f32],
+        gamma: &[f32],
+        beta: &[f32],
+        eps: f32,
+    ) -> (Vec<f32>, BnSaved);
+    fn infer(&self, x: &[f32], w: &[f32], b: &[f32], scale: &[f32], shift: &[f32]) -> Vec<f32>;
+    #[allow(clippy::too_many_arguments)]
+    fn backward(
+        &self,
+        x: &[f32],
+        w: &[f32],
+        gamma: &[f32],
+        y: &[f32],
+        s: &BnSaved,
+        dy: &[f32],
+        need_dx: bool,
+    ) -> kernels::BlockGrads;
 }
 
-/// Training forward of the conv block on host slices; reports the batch statistics.
-fn conv_train(
-    g: Conv3x3,
+impl Block for Conv3x3 {
+    fn of(x: &FlexTensor, w: &FlexTensor) -> Self {
+        conv_geom(x, w)
+    }
+    fn x_shape(&self) -> Vec<usize> {
+        vec![self.n, self.cin, self.h, self.w]
+    }
+    fn w_shape(&self) -> Vec<usize> {
+        vec![self.cout, self.cin, 3, 3]
+    }
+    fn out_shape(&self) -> Vec<usize> {
+        vec![self.n, self.cout, self.oh(), self.ow()]
+    }
+    fn train(
+        &self,
+        x: &[f32],
+        w: &[f32],
+        b: &[f32],
+        gamma: &[f32],
+        beta: &[f32],
+        eps: f32,
+    ) -> (Vec<f32>, BnSaved) {
+        kernels::conv_bn_relu_train(*self, x, w, b, gamma, beta, eps)
+    }
+    fn infer(&self, x: &[f32], w: &[f32], b: &[f32], scale: &[f32], shift: &[f32]) -> Vec<f32> {
+        kernels::conv_bn_relu_infer(*self, x, w, b, scale, shift)
+    }
+    fn backward(
+        &self,
+        x: &[f32],
+        w: &[f32],
+        gamma: &[f32],
+        y: &[f32],
+        s: &BnSaved,
+        dy: &[f32],
+        need_dx: bool,
+    ) -> kernels::BlockGrads {
+        kernels::conv_bn_relu_backward(*self, x, w, gamma, y, s, dy, need_dx)
+    }
+}
+
+impl Block for Dense {
+    fn of(x: &FlexTensor, w: &FlexTensor) -> Self {
+        dense_geom(x, w)
+    }
+    fn x_shape(&self) -> Vec<usize> {
+        vec![self.n, self.inp]
+    }
+    fn w_shape(&self) -> Vec<usize> {
+        vec![self.inp, self.out]
+    }
+    fn out_shape(&self) -> Vec<usize> {
+        vec![self.n, self.out]
+    }
+    fn train(
+        &self,
+        x: &[f32],
+        w: &[f32],
+        b: &[f32],
+        gamma: &[f32],
+        beta: &[f32],
+        eps: f32,
+    ) -> (Vec<f32>, BnSaved) {
+        kernels::dense_bn_relu_train(*self, x, w, b, gamma, beta, eps)
+    }
+    fn infer(&self, x: &[f32], w: &[f32], b: &[f32], scale: &[f32], shift: &[f32]) -> Vec<f32> {
+        kernels::dense_bn_relu_infer(*self, x, w, b, scale, shift)
+    }
+    fn backward(
+        &self,
+        x: &[f32],
+        w: &[f32],
+        gamma: &[f32],
+        y: &[f32],
+        s: &BnSaved,
+        dy: &[f32],
+        need_dx: bool,
+    ) -> kernels::BlockGrads {
+        kernels::dense_bn_relu_backward(*self, x, w, gamma, y, s, dy, need_dx)
+    }
+}
+
+fn tensor(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape))
+}
+
+/// Training forward of a block on host slices; reports the batch statistics.
+fn block_train<G: Block>(
+    g: G,
     x: &FlexTensor,
     p: [&FlexTensor; 4],
     eps: f32,
     sink: &BatchStats,
 ) -> (Vec<f32>, BnSaved) {
     let [w, b, gamma, beta] = p.map(host);
-    let (y, saved) = kernels::conv_bn_relu_train(g, &host(x), &w, &b, &gamma, &beta, eps);
+    let (y, saved) = g.train(&host(x), &w, &b, &gamma, &beta, eps);
     sink.put(saved.mean.clone(), saved.var.clone());
     (y, saved)
 }
 
-fn dense_train(
-    d: Dense,
-    x: &FlexTensor,
-    p: [&FlexTensor; 4],
-    eps: f32,
-    sink: &BatchStats,
-) -> (Vec<f32>, BnSaved) {
-    let [w, b, gamma, beta] = p.map(host);
-    let (y, saved) = kernels::dense_bn_relu_train(d, &host(x), &w, &b, &gamma, &beta, eps);
-    sink.put(saved.mean.clone(), saved.var.clone());
-    (y, saved)
+/// A block's forward pass without autodiff, in either batch-norm mode.
+fn block_forward<G: Block>(
+    x: FlexTensor,
+    w: FlexTensor,
+    b: FlexTensor,
+    gamma: FlexTensor,
+    beta: FlexTensor,
+    bn: BnMode,
+) -> FlexTensor {
+    let g = G::of(&x, &w);
+    let y = match bn {
+        BnMode::Train { eps, sink } => block_train(g, &x, [&w, &b, &gamma, &beta], eps, &sink).0,
+        BnMode::Eval { eps, mean, var } => {
+            let (scale, shift) = kernels::bn_fold(&host(&gamma), &host(&beta), &mean, &var, eps);
+            g.infer(&host(&x), &host(&w), &host(&b), &scale, &shift)
+        }
+    };
+    tensor(y, g.out_shape())
 }
 
 impl FastOps for Flex {
@@ -165,16 +286,7 @@ impl FastOps for Flex {
         beta: FlexTensor,
         bn: BnMode,
     ) -> FlexTensor {
-        let g = conv_geom(&x, &w);
-        let y = match bn {
-            BnMode::Train { eps, sink } => conv_train(g, &x, [&w, &b, &gamma, &beta], eps, &sink).0,
-            BnMode::Eval { eps, mean, var } => {
-                let (scale, shift) =
-                    kernels::bn_fold(&host(&gamma), &host(&beta), &mean, &var, eps);
-                kernels::conv_bn_relu_infer(g, &host(&x), &host(&w), &host(&b), &scale, &shift)
-            }
-        };
-        conv_out(g, y)
+        block_forward::<Conv3x3>(x, w, b, gamma, beta, bn)
     }
 
     fn dense_bn_relu(
@@ -185,18 +297,7 @@ impl FastOps for Flex {
         beta: FlexTensor,
         bn: BnMode,
     ) -> FlexTensor {
-        let d = dense_geom(&x, &w);
-        let y = match bn {
-            BnMode::Train { eps, sink } => {
-                dense_train(d, &x, [&w, &b, &gamma, &beta], eps, &sink).0
-            }
-            BnMode::Eval { eps, mean, var } => {
-                let (scale, shift) =
-                    kernels::bn_fold(&host(&gamma), &host(&beta), &mean, &var, eps);
-                kernels::dense_bn_relu_infer(d, &host(&x), &host(&w), &host(&b), &scale, &shift)
-            }
-        };
-        flex(y, [d.n, d.out])
+        block_forward::<Dense>(x, w, b, gamma, beta, bn)
     }
 
     fn max_pool2(x: FlexTensor) -> FlexTensor {
@@ -243,7 +344,7 @@ fn register_block(
 ) {
     let c = r.db.len();
     if let (Some(id), Some(dx)) = (px, r.dx) {
-        grads.register::<Flex>(id, FlexTensor::from_data(TensorData::new(dx, x_shape)));
+        grads.register::<Flex>(id, tensor(dx, x_shape));
     }
     for (id, value, shape) in [
         (pw, r.dw, w_shape),
@@ -252,24 +353,23 @@ fn register_block(
         (pbeta, r.dbeta, vec![c]),
     ] {
         if let Some(id) = id {
-            grads.register::<Flex>(id, FlexTensor::from_data(TensorData::new(value, shape)));
+            grads.register::<Flex>(id, tensor(value, shape));
         }
     }
 }
 
 #[derive(Debug)]
-struct ConvBackward;
+struct BlockBackward<G>(PhantomData<G>);
 
-impl Backward<Flex, 5> for ConvBackward {
-    type State = Arc<BlockState<Conv3x3>>;
+impl<G: Block> Backward<Flex, 5> for BlockBackward<G> {
+    type State = Arc<BlockState<G>>;
 
     fn backward(self, ops: Ops<Self::State, 5>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [px, pw, pb, pg, pbeta] = ops.parents;
         let dy = grads.consume::<Flex>(&ops.node);
         let s = ops.state;
         let g = s.geom;
-        let r = kernels::conv_bn_relu_backward(
-            g,
+        let r = g.backward(
             &host(&s.x),
             &host(&s.w),
             &host(&s.gamma),
@@ -279,39 +379,50 @@ impl Backward<Flex, 5> for ConvBackward {
             px.is_some(),
         );
         let ids = [px, pw, pb, pg, pbeta].map(|n| n.map(|n| n.id));
-        register_block(
-            grads,
-            ids,
-            r,
-            vec![g.n, g.cin, g.h, g.w],
-            vec![g.cout, g.cin, 3, 3],
-        );
+        register_block(grads, ids, r, g.x_shape(), g.w_shape());
     }
 }
 
-#[derive(Debug)]
-struct DenseBackward;
-
-impl Backward<Flex, 5> for DenseBackward {
-    type State = Arc<BlockState<Dense>>;
-
-    fn backward(self, ops: Ops<Self::State, 5>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [px, pw, pb, pg, pbeta] = ops.parents;
-        let dy = grads.consume::<Flex>(&ops.node);
-        let s = ops.state;
-        let d = s.geom;
-        let r = kernels::dense_bn_relu_backward(
-            d,
-            &host(&s.x),
-            &host(&s.w),
-            &host(&s.gamma),
-            &host(&s.y),
-            &s.saved,
-            &host(&dy),
-            px.is_some(),
-        );
-        let ids = [px, pw, pb, pg, pbeta].map(|n| n.map(|n| n.id));
-        register_block(grads, ids, r, vec![d.n, d.inp], vec![d.inp, d.out]);
+/// A block's forward pass on the autodiff backend: tracked (training, saving what backward
+/// needs) or not (then the plain forward).
+fn block_forward_autodiff<G: Block, C: CheckpointStrategy>(
+    x: FloatTensor<Autodiff<Flex, C>>,
+    w: FloatTensor<Autodiff<Flex, C>>,
+    b: FloatTensor<Autodiff<Flex, C>>,
+    gamma: FloatTensor<Autodiff<Flex, C>>,
+    beta: FloatTensor<Autodiff<Flex, C>>,
+    bn: BnMode,
+) -> FloatTensor<Autodiff<Flex, C>> {
+    let nodes = [x.node(), w.node(), b.node(), gamma.node(), beta.node()];
+    let backward = BlockBackward::<G>(PhantomData);
+    match backward.prepare::<C>(nodes).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => {
+            let BnMode::Train { eps, sink } = bn else {
+                panic!("{TRACKED_EVAL}");
+            };
+            let (x, w) = (x.primitive().clone(), w.primitive().clone());
+            let geom = G::of(&x, &w);
+            let params = [&w, b.primitive(), gamma.primitive(), beta.primitive()];
+            let (y, saved) = block_train(geom, &x, params, eps, &sink);
+            let y = tensor(y, geom.out_shape());
+            let state = BlockState {
+                geom,
+                x,
+                w,
+                gamma: gamma.primitive().clone(),
+                y: y.clone(),
+                saved,
+            };
+            prep.finish(Arc::new(state), y)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(block_forward::<G>(
+            x.into_primitive(),
+            w.into_primitive(),
+            b.into_primitive(),
+            gamma.into_primitive(),
+            beta.into_primitive(),
+            bn,
+        )),
     }
 }
 
@@ -345,41 +456,7 @@ impl<C: CheckpointStrategy> FastOps for Autodiff<Flex, C> {
         beta: FloatTensor<Self>,
         bn: BnMode,
     ) -> FloatTensor<Self> {
-        let nodes = [x.node(), w.node(), b.node(), gamma.node(), beta.node()];
-        match ConvBackward.prepare::<C>(nodes).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => {
-                let BnMode::Train { eps, sink } = bn else {
-                    panic!("{TRACKED_EVAL}");
-                };
-                let (x, w) = (x.primitive().clone(), w.primitive().clone());
-                let geom = conv_geom(&x, &w);
-                let (y, saved) = conv_train(
-                    geom,
-                    &x,
-                    [&w, b.primitive(), gamma.primitive(), beta.primitive()],
-                    eps,
-                    &sink,
-                );
-                let y = conv_out(geom, y);
-                let state = BlockState {
-                    geom,
-                    x,
-                    w,
-                    gamma: gamma.primitive().clone(),
-                    y: y.clone(),
-                    saved,
-                };
-                prep.finish(Arc::new(state), y)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(<Flex as FastOps>::conv_bn_relu(
-                x.into_primitive(),
-                w.into_primitive(),
-                b.into_primitive(),
-                gamma.into_primitive(),
-                beta.into_primitive(),
-                bn,
-            )),
-        }
+        block_forward_autodiff::<Conv3x3, C>(x, w, b, gamma, beta, bn)
     }
 
     fn dense_bn_relu(
@@ -390,41 +467,7 @@ impl<C: CheckpointStrategy> FastOps for Autodiff<Flex, C> {
         beta: FloatTensor<Self>,
         bn: BnMode,
     ) -> FloatTensor<Self> {
-        let nodes = [x.node(), w.node(), b.node(), gamma.node(), beta.node()];
-        match DenseBackward.prepare::<C>(nodes).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => {
-                let BnMode::Train { eps, sink } = bn else {
-                    panic!("{TRACKED_EVAL}");
-                };
-                let (x, w) = (x.primitive().clone(), w.primitive().clone());
-                let geom = dense_geom(&x, &w);
-                let (y, saved) = dense_train(
-                    geom,
-                    &x,
-                    [&w, b.primitive(), gamma.primitive(), beta.primitive()],
-                    eps,
-                    &sink,
-                );
-                let y = flex(y, [geom.n, geom.out]);
-                let state = BlockState {
-                    geom,
-                    x,
-                    w,
-                    gamma: gamma.primitive().clone(),
-                    y: y.clone(),
-                    saved,
-                };
-                prep.finish(Arc::new(state), y)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(<Flex as FastOps>::dense_bn_relu(
-                x.into_primitive(),
-                w.into_primitive(),
-                b.into_primitive(),
-                gamma.into_primitive(),
-                beta.into_primitive(),
-                bn,
-            )),
-        }
+        block_forward_autodiff::<Dense, C>(x, w, b, gamma, beta, bn)
     }
 
     fn max_pool2(x: FloatTensor<Self>) -> FloatTensor<Self> {
@@ -456,7 +499,8 @@ impl<C: CheckpointStrategy> FastOps for Autodiff<Flex, C> {
     ) -> FloatTensor<Self> {
         let nodes = [x.node(), w.node(), b.node(), gamma.node(), beta.node()];
         // An op without a backward pass: only its untracked use is allowed.
-        match ConvBackward.prepare::<C>(nodes).compute_bound().stateful() {
+        let backward = BlockBackward::<Conv3x3>(PhantomData);
+        match backward.prepare::<C>(nodes).compute_bound().stateful() {
             OpsKind::Tracked(_) => panic!("{TRACKED_EVAL}"),
             OpsKind::UnTracked(prep) => prep.finish(<Flex as FastOps>::conv_bn_relu_pool_eval(
                 x.into_primitive(),
