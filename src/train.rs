@@ -14,8 +14,8 @@ use crate::model::{Net, images_tensor};
 use crate::report;
 use crate::resume::{self, LoopState};
 use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
+use burn::optim::GradientsParams;
 use burn::optim::ModuleOptimizer;
-use burn::optim::{AdamConfig, GradientsParams};
 use burn::prelude::*;
 use burn::store::ModuleRecord;
 use burn::tensor::Bytes;
@@ -147,8 +147,9 @@ pub fn fit(model: Net, data: &Dataset, opts: &TrainOptions, device: &Device) -> 
     run_loop(model, new_optimizer(), state, data, device)
 }
 
+/// Adam with Keras's epsilon; burn's `Adam` arithmetic, fused into one pass on the CPU.
 fn new_optimizer() -> ModuleOptimizer {
-    AdamConfig::new().with_epsilon(1e-7).init()
+    ModuleOptimizer::from(crate::fast::FusedAdam::new(0.9, 0.999, 1e-7))
 }
 
 /// Continues a run from a saved state (its options, including `out` and `epochs`, may have been

@@ -9,9 +9,11 @@
 //! modules, parameters, optimiser, checkpoints, loss and other backends: [`crate::model::Net`]
 //! takes this path only on the CPU device (see [`enabled`]).
 
+mod adam;
 pub mod kernels;
 mod ops;
 
+pub use adam::FusedAdam;
 pub use ops::{BatchStats, BnMode, FastOps};
 
 use burn::prelude::*;

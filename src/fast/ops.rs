@@ -1,7 +1,7 @@
 //! The backend extension: the fused ops on `Flex`, and on `Autodiff<Flex>` with their backward
 //! passes registered in burn's autodiff graph.
 
-use super::kernels::{self, BnSaved, Conv3x3, Dense};
+use super::kernels::{self, AdamStep, BnSaved, Conv3x3, Dense};
 use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
 use burn::backend::autodiff::grads::Gradients;
@@ -78,6 +78,15 @@ pub trait FastOps: Backend {
         eps: f32,
         running: (Vec<f32>, Vec<f32>),
     ) -> FloatTensor<Self>;
+
+    /// One Adam step on a parameter and its two moments; returns them updated, in that order.
+    fn adam_step(
+        param: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        moment_1: FloatTensor<Self>,
+        moment_2: FloatTensor<Self>,
+        step: AdamStep,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
 
 /// The tensor's values as a contiguous slice (borrowed when already contiguous).
@@ -91,6 +100,18 @@ fn host(t: &FlexTensor) -> Cow<'_, [f32]> {
                 .to_vec(),
         ),
     }
+}
+
+/// The tensor's values, writable in place (its buffer is copied first only when shared).
+fn values_mut(t: &mut FlexTensor) -> &mut [f32] {
+    if !t.is_contiguous() {
+        *t = t.to_contiguous();
+    }
+    let (start, end) = t
+        .layout()
+        .contiguous_offsets()
+        .expect("a contiguous tensor");
+    &mut t.storage_mut::<f32>()[start..end]
 }
 
 fn flex<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> FlexTensor {
@@ -321,6 +342,24 @@ impl FastOps for Flex {
             kernels::conv_bn_relu_pool_infer(g, &host(&x), &host(&w), &host(&b), &scale, &shift);
         flex(y, [g.n, g.cout, g.oh() / 2, g.ow() / 2])
     }
+
+    fn adam_step(
+        mut param: FlexTensor,
+        grad: FlexTensor,
+        mut moment_1: FlexTensor,
+        mut moment_2: FlexTensor,
+        step: AdamStep,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+        let g = host(&grad);
+        kernels::adam_step(
+            values_mut(&mut param),
+            values_mut(&mut moment_1),
+            values_mut(&mut moment_2),
+            &g,
+            step,
+        );
+        (param, moment_1, moment_2)
+    }
 }
 
 /// What the backward pass of a fused batch-norm block keeps from its forward pass.
@@ -512,5 +551,15 @@ impl<C: CheckpointStrategy> FastOps for Autodiff<Flex, C> {
                 running,
             )),
         }
+    }
+
+    fn adam_step(
+        _: FloatTensor<Self>,
+        _: FloatTensor<Self>,
+        _: FloatTensor<Self>,
+        _: FloatTensor<Self>,
+        _: AdamStep,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        panic!("optimizer steps run on a module's inner (non-autodiff) tensors")
     }
 }

@@ -258,3 +258,64 @@ impl burn::module::ModuleVisitor for IdCollector<'_> {
         self.0.push((param.id, D, name));
     }
 }
+
+struct ValueCollector(Vec<Vec<f32>>);
+
+impl burn::module::ModuleVisitor for ValueCollector {
+    fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+        self.0.push(values(param.val()));
+    }
+}
+
+fn params(net: &Net) -> Vec<Vec<f32>> {
+    let mut c = ValueCollector(Vec::new());
+    net.visit(&mut c);
+    c.0
+}
+
+/// One training step of `net` on `x` with `optim` (dropout off, so no RNG draw differs).
+fn adam_step_of(
+    net: Net,
+    optim: &mut burn::optim::ModuleOptimizer,
+    x: &Tensor<4>,
+    probe: &Tensor<2>,
+) -> Net {
+    let out = net.forward(x.clone());
+    let grads =
+        burn::optim::GradientsParams::from_grads((out * probe.clone()).sum().backward(), &net);
+    optim.step(1e-3, net, grads)
+}
+
+#[test]
+fn fused_adam_matches_burn_adam_bit_for_bit_and_shares_its_records() {
+    let device = device();
+    let mut net: Net = ArchConfig::seed(5).init(&device).train();
+    net.drop1.prob = 0.0;
+    net.drop2.prob = 0.0;
+    let burn_adam = || burn::optim::AdamConfig::new().with_epsilon(1e-7).init();
+    let mut reference = burn_adam();
+    let mut fused = burn::optim::ModuleOptimizer::from(FusedAdam::new(0.9, 0.999, 1e-7));
+    let (mut a, mut b) = (net.clone(), net);
+    for step in 0..3 {
+        let x = random([6, 1, 28, 28], &device).abs();
+        let probe = random([6, 5], &device);
+        a = adam_step_of(a, &mut reference, &x, &probe);
+        b = adam_step_of(b, &mut fused, &x, &probe);
+        let (pa, pb) = (params(&a), params(&b));
+        assert_eq!(pa.len(), pb.len());
+        for (i, (va, vb)) in pa.iter().zip(&pb).enumerate() {
+            let differ = va
+                .iter()
+                .zip(vb)
+                .filter(|(x, y)| x.to_bits() != y.to_bits());
+            assert_eq!(differ.count(), 0, "step {step}: parameter {i} differs");
+        }
+    }
+    // The fused optimizer's state continues in burn's Adam (and the other way round) exactly.
+    let mut from_fused = burn_adam().load_record(fused.to_record());
+    let x = random([6, 1, 28, 28], &device).abs();
+    let probe = random([6, 5], &device);
+    let a = adam_step_of(a, &mut reference, &x, &probe);
+    let b = adam_step_of(b, &mut from_fused, &x, &probe);
+    assert_eq!(params(&a), params(&b));
+}
