@@ -319,3 +319,26 @@ fn fused_adam_matches_burn_adam_bit_for_bit_and_shares_its_records() {
     let b = adam_step_of(b, &mut from_fused, &x, &probe);
     assert_eq!(params(&a), params(&b));
 }
+
+#[test]
+fn dropout_mask_is_one_chacha_word_per_value_and_keeps_the_right_share() {
+    use rand::{RngCore, SeedableRng};
+    let (n, keep, seed) = (20_000, 0.75f32, 99);
+    let mask = kernels::dropout_mask(n, keep, seed);
+    // Value i of chunk c is word i of ChaCha8 stream c: the same mask as drawing one word at a
+    // time, whatever the chunking inside.
+    for (c, part) in mask.chunks(8192).enumerate() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        rng.set_stream(c as u64);
+        for (i, &v) in part.iter().enumerate() {
+            let kept = f64::from(rng.next_u32()) < f64::from(keep) * 4_294_967_296.0;
+            assert_eq!(
+                v,
+                if kept { 1.0 / keep } else { 0.0 },
+                "chunk {c} value {i}"
+            );
+        }
+    }
+    let share = mask.iter().filter(|&&v| v > 0.0).count() as f64 / n as f64;
+    assert!((share - 0.75).abs() < 0.015, "kept share {share}");
+}
