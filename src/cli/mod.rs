@@ -81,6 +81,20 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// The CPU/GPU settings of a command that computes with tensors.
+    pub fn runtime(&self) -> Option<&RuntimeArgs> {
+        match self {
+            Command::Pretrain(a) | Command::Train(a) => Some(&a.runtime),
+            Command::Eval(a) => Some(&a.runtime),
+            Command::Predict(a) => Some(&a.runtime),
+            Command::Run(a) => Some(&a.runtime),
+            Command::Bench(a) => Some(&a.runtime),
+            Command::AugmentPreview(_) | Command::MakeFashion1k { .. } => None,
+        }
+    }
+}
+
 /// Flags every command that runs the model takes.
 #[derive(Args, Debug, Clone)]
 pub struct RuntimeArgs {
