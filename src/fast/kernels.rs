@@ -184,6 +184,10 @@ pub struct BnSaved {
     /// Biased batch variance, as burn's BatchNorm computes and tracks it.
     pub var: Vec<f32>,
     pub eps: f32,
+    /// The per-channel `y = relu(z·scale + shift)` of the forward pass: backward recomputes the
+    /// ReLU mask from `z` with the same two roundings instead of reading the output back.
+    pub scale: Vec<f32>,
+    pub shift: Vec<f32>,
 }
 
 impl BnSaved {
@@ -244,15 +248,15 @@ fn lane_sum(v: &[f32]) -> f32 {
 
 /// With `g = dy` where the ReLU passed (`y > 0`) and 0 elsewhere: `(Σ g·(z - m), Σ g)`.
 #[inline(always)]
-fn relu_grad_sums(y: &[f32], z: &[f32], dy: &[f32], m: f32) -> (f32, f32) {
+fn relu_grad_sums(z: &[f32], dy: &[f32], m: f32, (s, t): (f32, f32)) -> (f32, f32) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU has AVX2 and FMA (checked just above).
-        return unsafe { avx2::relu_grad_sums(y, z, dy, m) };
+        return unsafe { avx2::relu_grad_sums(z, dy, m, (s, t)) };
     }
     let (mut sg, mut sb) = (0f32, 0f32);
-    for ((y, z), d) in y.iter().zip(z).zip(dy) {
-        let g = if *y > 0.0 { *d } else { 0.0 };
+    for (z, d) in z.iter().zip(dy) {
+        let g = if z * s + t > 0.0 { *d } else { 0.0 };
         sb += g;
         sg += g * (z - m);
     }
@@ -274,20 +278,22 @@ mod avx2 {
     }
 
     #[target_feature(enable = "avx2,fma")]
-    pub fn relu_grad_sums(y: &[f32], z: &[f32], dy: &[f32], m: f32) -> (f32, f32) {
-        let n = y.len().min(z.len()).min(dy.len());
+    pub fn relu_grad_sums(z: &[f32], dy: &[f32], m: f32, (s, t): (f32, f32)) -> (f32, f32) {
+        let n = z.len().min(dy.len());
         let (mut sg, mut sb) = (_mm256_setzero_ps(), _mm256_setzero_ps());
         let (zero, mv) = (_mm256_setzero_ps(), _mm256_set1_ps(m));
+        let (sv, tv) = (_mm256_set1_ps(s), _mm256_set1_ps(t));
         let mut i = 0;
         while i + 8 <= n {
-            // SAFETY: i + 8 <= n, the length of all three slices.
-            let (yv, zv, dv) = unsafe {
+            // SAFETY: i + 8 <= n, the length of both slices.
+            let (zv, dv) = unsafe {
                 (
-                    _mm256_loadu_ps(y.as_ptr().add(i)),
                     _mm256_loadu_ps(z.as_ptr().add(i)),
                     _mm256_loadu_ps(dy.as_ptr().add(i)),
                 )
             };
+            // Multiply, then add: the forward pass's two roundings (no fused multiply-add).
+            let yv = _mm256_add_ps(_mm256_mul_ps(zv, sv), tv);
             let g = _mm256_and_ps(_mm256_cmp_ps::<_CMP_GT_OQ>(yv, zero), dv);
             sb = _mm256_add_ps(sb, g);
             sg = _mm256_fmadd_ps(g, _mm256_sub_ps(zv, mv), sg);
@@ -295,7 +301,7 @@ mod avx2 {
         }
         let (mut tg, mut tb) = (hsum(sg), hsum(sb));
         for j in i..n {
-            let g = if y[j] > 0.0 { dy[j] } else { 0.0 };
+            let g = if z[j] * s + t > 0.0 { dy[j] } else { 0.0 };
             tb += g;
             tg += g * (z[j] - m);
         }
@@ -443,7 +449,17 @@ pub fn conv_bn_relu_train(
     let (mean, var) = mean_var(&sums, c, g.n * g.p());
     let (scale, shift) = bn_fold(gamma, beta, &mean, &var, eps);
     let y = scale_shift_relu(&z, c, g.p(), &scale, &shift);
-    (y, BnSaved { z, mean, var, eps })
+    (
+        y,
+        BnSaved {
+            z,
+            mean,
+            var,
+            eps,
+            scale,
+            shift,
+        },
+    )
 }
 
 /// Inference forward of conv 3x3 → batch norm (running statistics, folded) → ReLU.
@@ -467,17 +483,15 @@ pub fn conv_bn_relu_infer(
 /// order.
 fn bn_param_grads(
     s: &BnSaved,
-    y: &[f32],
     dy: &[f32],
     c: usize,
     p: usize,
     inv_std: &[f32],
 ) -> (Vec<f32>, Vec<f32>) {
-    let mut part = vec![0f64; (y.len() / (c * p)) * 2 * c];
+    let mut part = vec![0f64; (dy.len() / (c * p)) * 2 * c];
     part.par_chunks_mut(2 * c)
-        .zip(y.par_chunks(c * p))
         .zip(s.z.par_chunks(c * p).zip(dy.par_chunks(c * p)))
-        .for_each(|((acc, yi), (zi, di))| bn_grads_img(acc, yi, zi, di, &s.mean, inv_std, c, p));
+        .for_each(|(acc, (zi, di))| bn_grads_img(acc, zi, di, s, inv_std, c, p));
     let mut tot = vec![0f64; 2 * c];
     for img in part.chunks(2 * c) {
         for (t, v) in tot.iter_mut().zip(img) {
@@ -493,19 +507,18 @@ fn bn_param_grads(
 #[multiversion(targets = "simd")]
 fn bn_grads_img(
     acc: &mut [f64],
-    yi: &[f32],
     zi: &[f32],
     di: &[f32],
-    mean: &[f32],
+    s: &BnSaved,
     inv_std: &[f32],
     c: usize,
     p: usize,
 ) {
     for ch in 0..c {
-        let (m, is) = (mean[ch], inv_std[ch]);
+        let (m, is) = (s.mean[ch], inv_std[ch]);
         let r = ch * p..(ch + 1) * p;
-        let (yc, zc, dc) = (&yi[r.clone()], &zi[r.clone()], &di[r]);
-        let (sg, sb) = relu_grad_sums(yc, zc, dc, m);
+        let (zc, dc) = (&zi[r.clone()], &di[r]);
+        let (sg, sb) = relu_grad_sums(zc, dc, m, (s.scale[ch], s.shift[ch]));
         acc[2 * ch] = f64::from(sg * is);
         acc[2 * ch + 1] = f64::from(sb);
     }
@@ -517,7 +530,6 @@ fn bn_grads_img(
 #[multiversion(targets = "simd")]
 fn bn_dz_img(
     dz: &mut [f32],
-    yi: &[f32],
     zi: &[f32],
     di: &[f32],
     s: &BnSaved,
@@ -530,12 +542,13 @@ fn bn_dz_img(
     for ch in 0..c {
         let (k, mb, mg) = coef[ch];
         let (m, is) = (s.mean[ch], inv_std[ch]);
+        let (sc, sh) = (s.scale[ch], s.shift[ch]);
         let r = ch * p..(ch + 1) * p;
-        let (o, yc, zc, dc) = (&mut dz[r.clone()], &yi[r.clone()], &zi[r.clone()], &di[r]);
+        let (o, zc, dc) = (&mut dz[r.clone()], &zi[r.clone()], &di[r]);
         // dz = k*g - k*mb - (k*is*mg)*(z - m), as a multiply-add per element.
         let (a, b) = (k * is * mg, k * mb - k * is * mg * m);
-        for (((o, y), z), d) in o.iter_mut().zip(yc).zip(zc).zip(dc) {
-            let g = if *y > 0.0 { *d } else { 0.0 };
+        for ((o, z), d) in o.iter_mut().zip(zc).zip(dc) {
+            let g = if z * sc + sh > 0.0 { *d } else { 0.0 };
             *o = k * g - b - a * z;
         }
         db[ch] += lane_sum(o);
@@ -575,14 +588,13 @@ pub fn conv_bn_relu_backward(
     x: &[f32],
     w: &[f32],
     gamma: &[f32],
-    y: &[f32],
     s: &BnSaved,
     dy: &[f32],
     need_dx: bool,
 ) -> BlockGrads {
     let (c, p, k) = (g.cout, g.p(), g.k());
     let inv_std = s.inv_std();
-    let (dgamma, dbeta) = bn_param_grads(s, y, dy, c, p, &inv_std);
+    let (dgamma, dbeta) = bn_param_grads(s, dy, c, p, &inv_std);
     let coef = bn_coefs(gamma, &inv_std, &dgamma, &dbeta, g.n * p);
     let mut dx = if need_dx {
         vec![0f32; g.n * g.in_len()]
@@ -606,8 +618,8 @@ pub fn conv_bn_relu_backward(
                 let (dz, col) = buf.split_at_mut(c * p);
                 for i in ci * per..((ci + 1) * per).min(g.n) {
                     let o = i * g.out_len();
-                    let (yi, zi, di) = (&y[o..][..c * p], &s.z[o..][..c * p], &dy[o..][..c * p]);
-                    bn_dz_img(dz, yi, zi, di, s, &inv_std, &coef, c, p, &mut db);
+                    let (zi, di) = (&s.z[o..][..c * p], &dy[o..][..c * p]);
+                    bn_dz_img(dz, zi, di, s, &inv_std, &coef, c, p, &mut db);
                     let xi = &x[i * g.in_len()..][..g.in_len()];
                     g.im2col(xi, col);
                     matmul(&mut dw, (c, k, p), dz, false, col, true, true, false);
@@ -671,7 +683,17 @@ pub fn dense_bn_relu_train(
     let (mean, var) = mean_var(&sums, d.out, d.n);
     let (scale, shift) = bn_fold(gamma, beta, &mean, &var, eps);
     let y = scale_shift_relu(&z, d.out, 1, &scale, &shift);
-    (y, BnSaved { z, mean, var, eps })
+    (
+        y,
+        BnSaved {
+            z,
+            mean,
+            var,
+            eps,
+            scale,
+            shift,
+        },
+    )
 }
 
 /// Inference forward of dense → batch norm (folded running statistics) → ReLU.
@@ -699,21 +721,20 @@ pub fn dense_bn_relu_backward(
     x: &[f32],
     w: &[f32],
     gamma: &[f32],
-    y: &[f32],
     s: &BnSaved,
     dy: &[f32],
     need_dx: bool,
 ) -> BlockGrads {
     let c = d.out;
     let inv_std = s.inv_std();
-    let (dgamma, dbeta) = bn_param_grads(s, y, dy, c, 1, &inv_std);
+    let (dgamma, dbeta) = bn_param_grads(s, dy, c, 1, &inv_std);
     let coef = bn_coefs(gamma, &inv_std, &dgamma, &dbeta, d.n);
     // A dense output is the `p = 1` case of the convolution layout, one row per image.
     let (mut dz, mut db) = (vec![0f32; d.n * c], vec![0f32; c]);
     for i in 0..d.n {
         let r = i * c..(i + 1) * c;
-        let (yi, zi, di) = (&y[r.clone()], &s.z[r.clone()], &dy[r.clone()]);
-        bn_dz_img(&mut dz[r], yi, zi, di, s, &inv_std, &coef, c, 1, &mut db);
+        let (zi, di) = (&s.z[r.clone()], &dy[r.clone()]);
+        bn_dz_img(&mut dz[r], zi, di, s, &inv_std, &coef, c, 1, &mut db);
     }
     let mut dw = vec![0f32; d.inp * c];
     matmul(&mut dw, (d.inp, c, d.n), x, true, &dz, false, false, true);

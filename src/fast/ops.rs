@@ -171,7 +171,6 @@ trait Block: Copy + Send + Sync + std::fmt::Debug + 'static {
         x: &[f32],
         w: &[f32],
         gamma: &[f32],
-        y: &[f32],
         s: &BnSaved,
         dy: &[f32],
         need_dx: bool,
@@ -210,12 +209,11 @@ impl Block for Conv3x3 {
         x: &[f32],
         w: &[f32],
         gamma: &[f32],
-        y: &[f32],
         s: &BnSaved,
         dy: &[f32],
         need_dx: bool,
     ) -> kernels::BlockGrads {
-        kernels::conv_bn_relu_backward(*self, x, w, gamma, y, s, dy, need_dx)
+        kernels::conv_bn_relu_backward(*self, x, w, gamma, s, dy, need_dx)
     }
 }
 
@@ -251,12 +249,11 @@ impl Block for Dense {
         x: &[f32],
         w: &[f32],
         gamma: &[f32],
-        y: &[f32],
         s: &BnSaved,
         dy: &[f32],
         need_dx: bool,
     ) -> kernels::BlockGrads {
-        kernels::dense_bn_relu_backward(*self, x, w, gamma, y, s, dy, need_dx)
+        kernels::dense_bn_relu_backward(*self, x, w, gamma, s, dy, need_dx)
     }
 }
 
@@ -369,7 +366,6 @@ struct BlockState<G> {
     x: FlexTensor,
     w: FlexTensor,
     gamma: FlexTensor,
-    y: FlexTensor,
     saved: BnSaved,
 }
 
@@ -412,7 +408,6 @@ impl<G: Block> Backward<Flex, 5> for BlockBackward<G> {
             &host(&s.x),
             &host(&s.w),
             &host(&s.gamma),
-            &host(&s.y),
             &s.saved,
             &host(&dy),
             px.is_some(),
@@ -449,7 +444,6 @@ fn block_forward_autodiff<G: Block, C: CheckpointStrategy>(
                 x,
                 w,
                 gamma: gamma.primitive().clone(),
-                y: y.clone(),
                 saved,
             };
             prep.finish(Arc::new(state), y)
