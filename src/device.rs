@@ -66,7 +66,11 @@ pub fn set_threads(n: usize) -> Result<()> {
 mod tests {
     #[test]
     fn on_workers_runs_the_closure_on_a_pool_worker_and_returns_its_value() {
-        assert_eq!(rayon::current_thread_index(), None, "tests run outside the pool");
+        assert_eq!(
+            rayon::current_thread_index(),
+            None,
+            "tests run outside the pool"
+        );
         let (index, value) = super::on_workers(|| (rayon::current_thread_index(), 7));
         assert!(index.is_some(), "the closure ran on the calling thread");
         assert_eq!(value, 7);

@@ -96,7 +96,7 @@ thread_local! {
 
 /// Runs `f` with a per-thread scratch buffer of `len` floats (contents unspecified), reused
 /// across calls so the hot loop does not fault in fresh pages every batch.
-fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+pub(super) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     SCRATCH.with(|s| {
         let mut s = s.borrow_mut();
         if s.len() < len {

@@ -12,6 +12,7 @@
 mod adam;
 pub mod kernels;
 mod ops;
+mod winograd;
 
 pub use adam::FusedAdam;
 pub use ops::{BatchStats, BnMode, FastOps};

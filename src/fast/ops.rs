@@ -335,8 +335,14 @@ impl FastOps for Flex {
     ) -> FlexTensor {
         let g = conv_geom(&x, &w);
         let (scale, shift) = kernels::bn_fold(&host(&gamma), &host(&beta), &mean, &var, eps);
-        let y =
-            kernels::conv_bn_relu_pool_infer(g, &host(&x), &host(&w), &host(&b), &scale, &shift);
+        let y = super::winograd::conv_bn_relu_pool_infer(
+            g,
+            &host(&x),
+            &host(&w),
+            &host(&b),
+            &scale,
+            &shift,
+        );
         flex(y, [g.n, g.cout, g.oh() / 2, g.ow() / 2])
     }
 
