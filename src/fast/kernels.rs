@@ -139,7 +139,7 @@ impl Conv3x3 {
     }
 
     /// `col[k, p]`: row `ci*9 + ky*3 + kx` holds the input shifted by `(ky, kx)`.
-    fn im2col(&self, x: &[f32], col: &mut [f32]) {
+    pub(super) fn im2col(&self, x: &[f32], col: &mut [f32]) {
         let (ow, p) = (self.ow(), self.p());
         for ci in 0..self.cin {
             for ky in 0..3 {
@@ -415,11 +415,15 @@ fn conv_forward(
 ) -> Vec<f32> {
     let (p, k, c) = (g.p(), g.k(), g.cout);
     let mut z = vec![0f32; g.n * g.out_len()];
+    let plan = super::winograd::Plan::new(g, w);
     let body = |zi: &mut [f32], xi: &[f32], acc: Option<&mut [f64]>| {
-        with_scratch(k * p, |col| {
-            g.im2col(xi, col);
-            matmul(zi, (c, p, k), w, false, col, false, false, false);
-        });
+        match &plan {
+            Some(plan) => plan.conv_image(xi, zi),
+            None => with_scratch(k * p, |col| {
+                g.im2col(xi, col);
+                matmul(zi, (c, p, k), w, false, col, false, false, false);
+            }),
+        }
         bias_and_sums(zi, bias, c, p, acc);
     };
     let zs = z.par_chunks_mut(g.out_len()).zip(x.par_chunks(g.in_len()));

@@ -225,6 +225,90 @@ mod avx_block {
     }
 }
 
+/// For every block `t`: `Aᵀ m A` into `out[pixel][co]` (pixel-major over the `2th x 2tw` output).
+#[multiversion(targets = "simd")]
+fn output_full(m: &[f32], th: usize, tw: usize, cout: usize, out: &mut [f32]) {
+    let (tiles, ow) = (th * tw, 2 * tw);
+    for t in 0..tiles {
+        let (ty, tx) = (t / tw, t % tw);
+        for cb in (0..cout).step_by(L) {
+            let a: [[Lanes; 2]; 4] = std::array::from_fn(|r| {
+                let row = |c: usize| load(&m[((4 * r + c) * tiles + t) * cout + cb..]);
+                let (m0, m1, m2, m3) = (row(0), row(1), row(2), row(3));
+                [add(add(m0, m1), m2), sub(sub(m1, m2), m3)]
+            });
+            let y = [
+                [
+                    add(add(a[0][0], a[1][0]), a[2][0]),
+                    add(add(a[0][1], a[1][1]), a[2][1]),
+                ],
+                [
+                    sub(sub(a[1][0], a[2][0]), a[3][0]),
+                    sub(sub(a[1][1], a[2][1]), a[3][1]),
+                ],
+            ];
+            for (i, yr) in y.iter().enumerate() {
+                for (j, v) in yr.iter().enumerate() {
+                    let px = (2 * ty + i) * ow + 2 * tx + j;
+                    out[px * cout + cb..][..L].copy_from_slice(v);
+                }
+            }
+        }
+    }
+}
+
+/// The filters of one convolution, transformed once for all its images.
+pub struct Plan {
+    g: Conv3x3,
+    u: Vec<f32>,
+}
+
+impl Plan {
+    /// A Winograd plan for `g` when it pays: channels in whole vectors, even output sides (so the
+    /// 2x2 blocks cover the output exactly) and at least 8 images to share the filter transform.
+    pub fn new(g: Conv3x3, w: &[f32]) -> Option<Plan> {
+        (applies(g) && g.oh() % 2 == 0 && g.ow() % 2 == 0 && g.n >= 8).then(|| Plan {
+            g,
+            u: filter_transform(w, g.cin, g.cout),
+        })
+    }
+
+    /// `z[co][pixel]` of one image (no bias).
+    pub fn conv_image(&self, xi: &[f32], zi: &mut [f32]) {
+        let Plan { g, ref u } = *self;
+        let (cin, cout, hw, p) = (g.cin, g.cout, g.h * g.w, g.p());
+        let (th, tw) = (g.oh() / 2, g.ow() / 2);
+        let tiles = th * tw;
+        let (nv, nm) = (16 * tiles * cin, 16 * tiles * cout);
+        with_scratch(hw * cin + nv + nm + p * cout, |buf| {
+            let (hwc, rest) = buf.split_at_mut(hw * cin);
+            let (v, rest) = rest.split_at_mut(nv);
+            let (m, zt) = rest.split_at_mut(nm);
+            transpose(xi, cin, hw, hwc);
+            input_transform(hwc, g.w, cin, th, tw, v);
+            multiply(v, u, tiles, cin, cout, m);
+            output_full(m, th, tw, cout, zt);
+            transpose(zt, p, cout, zi);
+        });
+    }
+}
+
+/// The 16 products `m[ξ] = v[ξ] · u[ξ]`, `[tiles x cin] · [cin x cout]`.
+fn multiply(v: &[f32], u: &[f32], tiles: usize, cin: usize, cout: usize, m: &mut [f32]) {
+    for x in 0..16 {
+        matmul(
+            &mut m[x * tiles * cout..][..tiles * cout],
+            (tiles, cout, cin),
+            &v[x * tiles * cin..][..tiles * cin],
+            false,
+            &u[x * cin * cout..][..cin * cout],
+            false,
+            false,
+            false,
+        );
+    }
+}
+
 /// Inference of conv 3x3 (+ bias) → `relu(·scale + shift)` → 2x2 max pool (floor), per image.
 /// Returns `[n, cout, oh/2, ow/2]`. Fewer than 8 images, or channels that are not multiples of
 /// 8, go to the im2col kernel.
@@ -269,18 +353,7 @@ fn winograd(
                 let (m, pooled) = rest.split_at_mut(nm);
                 transpose(xi, cin, hw, hwc);
                 input_transform(hwc, g.w, cin, th, tw, v);
-                for x in 0..16 {
-                    matmul(
-                        &mut m[x * tiles * cout..][..tiles * cout],
-                        (tiles, cout, cin),
-                        &v[x * tiles * cin..][..tiles * cin],
-                        false,
-                        &u[x * cin * cout..][..cin * cout],
-                        false,
-                        false,
-                        false,
-                    );
-                }
+                multiply(v, &u, tiles, cin, cout, m);
                 output_pool(m, tiles, cout, scale, &shift, pooled);
                 // The blocks are the pooled pixels, in order.
                 transpose(pooled, tiles, cout, oi);
@@ -321,6 +394,58 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn winograd_convolution_matches_im2col() {
+        for (n, cin, side, cout) in [(8, 32, 26, 64), (9, 8, 10, 16)] {
+            let g = Conv3x3 {
+                n,
+                cin,
+                h: side,
+                w: side,
+                cout,
+            };
+            let w = noise(cout * cin * 9, 7);
+            let plan = Plan::new(g, &w).expect("a shape the Winograd path serves");
+            let x = noise(g.in_len(), 8);
+            let mut fast = vec![0f32; g.out_len()];
+            plan.conv_image(&x, &mut fast);
+            let mut col = vec![0f32; g.k() * g.p()];
+            g.im2col(&x, &mut col);
+            let mut direct = vec![0f32; g.out_len()];
+            matmul(
+                &mut direct,
+                (cout, g.p(), g.k()),
+                &w,
+                false,
+                &col,
+                false,
+                false,
+                false,
+            );
+            let scale = direct.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+            let worst = fast
+                .iter()
+                .zip(&direct)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(
+                worst <= 1e-5 * scale,
+                "{n}x{cin}x{side}x{cout}: {worst} vs {scale}"
+            );
+        }
+        let odd = Conv3x3 {
+            n: 8,
+            cin: 8,
+            h: 9,
+            w: 9,
+            cout: 8,
+        };
+        assert!(
+            Plan::new(odd, &noise(8 * 8 * 9, 1)).is_none(),
+            "odd outputs use im2col"
+        );
     }
 
     #[test]
