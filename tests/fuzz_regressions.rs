@@ -19,9 +19,12 @@ fn replay(dir: &str, f: fn(&[u8])) -> usize {
     n
 }
 
+/// A fuzz target's name and its entry point.
+type Target = (&'static str, fn(&[u8]));
+
 #[test]
 fn fuzz_findings_and_corpora_do_not_panic() {
-    let targets: [(&str, fn(&[u8])); 4] = [
+    let targets: [Target; 4] = [
         ("idx", warmstart::fuzzing::idx),
         ("csv", warmstart::fuzzing::csv),
         ("image", warmstart::fuzzing::image),

@@ -267,10 +267,12 @@ impl Plan {
     /// A Winograd plan for `g` when it pays: channels in whole vectors, even output sides (so the
     /// 2x2 blocks cover the output exactly) and at least 8 images to share the filter transform.
     pub fn new(g: Conv3x3, w: &[f32]) -> Option<Plan> {
-        (applies(g) && g.oh().is_multiple_of(2) && g.ow().is_multiple_of(2) && g.n >= 8).then(|| Plan {
-            g,
-            u: filter_transform(w, g.cin, g.cout),
-        })
+        (applies(g) && g.oh().is_multiple_of(2) && g.ow().is_multiple_of(2) && g.n >= 8).then(
+            || Plan {
+                g,
+                u: filter_transform(w, g.cin, g.cout),
+            },
+        )
     }
 
     /// `z[co][pixel]` of one image (no bias).
