@@ -19,7 +19,7 @@ fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
 }
 
 /// Largest difference relative to the reference's scale.
-fn assert_close(what: &str, fast: Vec<f32>, reference: Vec<f32>, tol: f32) {
+pub(super) fn assert_close(what: &str, fast: Vec<f32>, reference: Vec<f32>, tol: f32) {
     assert_eq!(fast.len(), reference.len(), "{what}: lengths differ");
     // The floor keeps gradients that are zero in exact arithmetic (a bias before batch norm) from
     // turning rounding noise into a failure.

@@ -261,35 +261,55 @@ fn output_full(m: &[f32], th: usize, tw: usize, cout: usize, out: &mut [f32]) {
 pub struct Plan {
     g: Conv3x3,
     u: Vec<f32>,
+    /// Output blocks per side: `oh / 2` by `ow / 2` (an odd last row or column is not covered).
+    th: usize,
+    tw: usize,
 }
 
 impl Plan {
+    fn of(g: Conv3x3, w: &[f32]) -> Plan {
+        Plan {
+            g,
+            u: filter_transform(w, g.cin, g.cout),
+            th: g.oh() / 2,
+            tw: g.ow() / 2,
+        }
+    }
+
     /// A Winograd plan for `g` when it pays: channels in whole vectors, even output sides (so the
     /// 2x2 blocks cover the output exactly) and at least 8 images to share the filter transform.
     pub fn new(g: Conv3x3, w: &[f32]) -> Option<Plan> {
-        (applies(g) && g.oh().is_multiple_of(2) && g.ow().is_multiple_of(2) && g.n >= 8).then(
-            || Plan {
-                g,
-                u: filter_transform(w, g.cin, g.cout),
-            },
-        )
+        let even = g.oh().is_multiple_of(2) && g.ow().is_multiple_of(2);
+        (applies(g) && even && g.n >= 8).then(|| Plan::of(g, w))
+    }
+
+    /// One image's 16 products `m[ξ]` (`[blocks x cout]` each), handed to `finish` with `extra`
+    /// more floats of scratch.
+    fn products<R>(
+        &self,
+        xi: &[f32],
+        extra: usize,
+        finish: impl FnOnce(&[f32], &mut [f32]) -> R,
+    ) -> R {
+        let Plan { g, ref u, th, tw } = *self;
+        let (cin, cout, hw, tiles) = (g.cin, g.cout, g.h * g.w, th * tw);
+        let (nv, nm) = (16 * tiles * cin, 16 * tiles * cout);
+        with_scratch(hw * cin + nv + nm + extra, |buf| {
+            let (hwc, rest) = buf.split_at_mut(hw * cin);
+            let (v, rest) = rest.split_at_mut(nv);
+            let (m, extra) = rest.split_at_mut(nm);
+            transpose(xi, cin, hw, hwc);
+            input_transform(hwc, g.w, cin, th, tw, v);
+            multiply(v, u, tiles, cin, cout, m);
+            finish(m, extra)
+        })
     }
 
     /// `z[co][pixel]` of one image (no bias).
     pub fn conv_image(&self, xi: &[f32], zi: &mut [f32]) {
-        let Plan { g, ref u } = *self;
-        let (cin, cout, hw, p) = (g.cin, g.cout, g.h * g.w, g.p());
-        let (th, tw) = (g.oh() / 2, g.ow() / 2);
-        let tiles = th * tw;
-        let (nv, nm) = (16 * tiles * cin, 16 * tiles * cout);
-        with_scratch(hw * cin + nv + nm + p * cout, |buf| {
-            let (hwc, rest) = buf.split_at_mut(hw * cin);
-            let (v, rest) = rest.split_at_mut(nv);
-            let (m, zt) = rest.split_at_mut(nm);
-            transpose(xi, cin, hw, hwc);
-            input_transform(hwc, g.w, cin, th, tw, v);
-            multiply(v, u, tiles, cin, cout, m);
-            output_full(m, th, tw, cout, zt);
+        let (p, cout) = (self.g.p(), self.g.cout);
+        self.products(xi, p * cout, |m, zt| {
+            output_full(m, self.th, self.tw, cout, zt);
             transpose(zt, p, cout, zi);
         });
     }
@@ -338,24 +358,15 @@ fn winograd(
     scale: &[f32],
     shift: &[f32],
 ) -> Vec<f32> {
-    let (cin, cout, hw) = (g.cin, g.cout, g.h * g.w);
-    let (th, tw) = (g.oh() / 2, g.ow() / 2);
-    let tiles = th * tw;
+    let plan = Plan::of(g, w);
+    let (cout, tiles) = (g.cout, plan.th * plan.tw);
     // relu((z + b)·s + t) = relu(z·s + (b·s + t)).
     let shift: Vec<f32> = (0..cout).map(|c| bias[c] * scale[c] + shift[c]).collect();
-    let u = filter_transform(w, cin, cout);
     let mut out = vec![0f32; g.n * cout * tiles];
     out.par_chunks_mut(cout * tiles)
         .zip(x.par_chunks(g.in_len()))
         .for_each(|(oi, xi)| {
-            let (nv, nm) = (16 * tiles * cin, 16 * tiles * cout);
-            with_scratch(hw * cin + nv + nm + tiles * cout, |buf| {
-                let (hwc, rest) = buf.split_at_mut(hw * cin);
-                let (v, rest) = rest.split_at_mut(nv);
-                let (m, pooled) = rest.split_at_mut(nm);
-                transpose(xi, cin, hw, hwc);
-                input_transform(hwc, g.w, cin, th, tw, v);
-                multiply(v, &u, tiles, cin, cout, m);
+            plan.products(xi, tiles * cout, |m, pooled| {
                 output_pool(m, tiles, cout, scale, &shift, pooled);
                 // The blocks are the pooled pixels, in order.
                 transpose(pooled, tiles, cout, oi);
@@ -426,16 +437,8 @@ mod tests {
                 false,
                 false,
             );
-            let scale = direct.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
-            let worst = fast
-                .iter()
-                .zip(&direct)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
-            assert!(
-                worst <= 1e-5 * scale,
-                "{n}x{cin}x{side}x{cout}: {worst} vs {scale}"
-            );
+            let what = format!("{n}x{cin}x{side}x{cout}");
+            crate::fast::tests::assert_close(&what, fast, direct, 1e-5);
         }
         let odd = Conv3x3 {
             n: 8,
@@ -471,17 +474,8 @@ mod tests {
             let (b, s, t) = (noise(cout, 3), noise(cout, 4), noise(cout, 5));
             let fast = winograd(g, &x, &w, &b, &s, &t);
             let direct = kernels::conv_bn_relu_pool_infer(g, &x, &w, &b, &s, &t);
-            assert_eq!(fast.len(), direct.len());
-            let scale = direct.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
-            let worst = fast
-                .iter()
-                .zip(&direct)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
-            assert!(
-                worst <= 1e-5 * scale,
-                "{n}x{cin}x{side}x{cout}: {worst} vs scale {scale}"
-            );
+            let what = format!("{n}x{cin}x{side}x{cout}");
+            crate::fast::tests::assert_close(&what, fast, direct, 1e-5);
         }
     }
 }
