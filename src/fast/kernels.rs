@@ -450,20 +450,30 @@ pub fn conv_bn_relu_train(
     let c = g.cout;
     let mut sums = vec![0f64; g.n * 2 * c];
     let z = conv_forward(g, x, w, bias, Some(&mut sums));
-    let (mean, var) = mean_var(&sums, c, g.n * g.p());
+    bn_relu_train(z, &sums, c, g.p(), (gamma, beta, eps))
+}
+
+/// Batch norm with the batch's statistics (from per-image `sums`) and ReLU over `z[n, c, p]`:
+/// the output, and what the backward pass keeps.
+fn bn_relu_train(
+    z: Vec<f32>,
+    sums: &[f64],
+    c: usize,
+    p: usize,
+    (gamma, beta, eps): (&[f32], &[f32], f32),
+) -> (Vec<f32>, BnSaved) {
+    let (mean, var) = mean_var(sums, c, z.len() / c);
     let (scale, shift) = bn_fold(gamma, beta, &mean, &var, eps);
-    let y = scale_shift_relu(&z, c, g.p(), &scale, &shift);
-    (
-        y,
-        BnSaved {
-            z,
-            mean,
-            var,
-            eps,
-            scale,
-            shift,
-        },
-    )
+    let y = scale_shift_relu(&z, c, p, &scale, &shift);
+    let saved = BnSaved {
+        z,
+        mean,
+        var,
+        eps,
+        scale,
+        shift,
+    };
+    (y, saved)
 }
 
 /// Inference forward of conv 3x3 → batch norm (running statistics, folded) → ReLU.
@@ -684,20 +694,7 @@ pub fn dense_bn_relu_train(
     for (zi, acc) in z.chunks(d.out).zip(sums.chunks_mut(2 * d.out)) {
         channel_sums(zi, d.out, 1, acc);
     }
-    let (mean, var) = mean_var(&sums, d.out, d.n);
-    let (scale, shift) = bn_fold(gamma, beta, &mean, &var, eps);
-    let y = scale_shift_relu(&z, d.out, 1, &scale, &shift);
-    (
-        y,
-        BnSaved {
-            z,
-            mean,
-            var,
-            eps,
-            scale,
-            shift,
-        },
-    )
+    bn_relu_train(z, &sums, d.out, 1, (gamma, beta, eps))
 }
 
 /// Inference forward of dense → batch norm (folded running statistics) → ReLU.
@@ -798,21 +795,19 @@ fn pool_plane(xp: &[f32], h: usize, w: usize, y: &mut [f32], arg: Option<&mut [u
     }
 }
 
-/// Inference of conv 3x3 → batch norm (folded) → ReLU → 2x2 max pool, one image at a time: the
-/// unpooled activations stay in a per-thread scratch buffer instead of a batch-sized tensor.
+/// Inference of conv 3x3 (bias folded into `shift`) → `relu(·scale + shift)` → 2x2 max pool, one
+/// image at a time: the unpooled activations stay in a per-thread scratch buffer instead of a
+/// batch-sized tensor.
 pub fn conv_bn_relu_pool_infer(
     g: Conv3x3,
     x: &[f32],
     w: &[f32],
-    bias: &[f32],
     scale: &[f32],
     shift: &[f32],
 ) -> Vec<f32> {
     let (c, p, k) = (g.cout, g.p(), g.k());
     let (oh, ow) = (g.oh(), g.ow());
     let pooled = (oh / 2) * (ow / 2);
-    // relu((z + b)·s + t) = relu(z·s + (b·s + t)).
-    let shift: Vec<f32> = (0..c).map(|ch| bias[ch] * scale[ch] + shift[ch]).collect();
     let mut out = vec![0f32; g.n * c * pooled];
     out.par_chunks_mut(c * pooled)
         .zip(x.par_chunks(g.in_len()))
@@ -821,7 +816,7 @@ pub fn conv_bn_relu_pool_infer(
                 let (col, z) = buf.split_at_mut(k * p);
                 g.im2col(xi, col);
                 matmul(z, (c, p, k), w, false, col, false, false, false);
-                scale_shift_relu_inplace(z, c, p, scale, &shift);
+                scale_shift_relu_inplace(z, c, p, scale, shift);
                 for ch in 0..c {
                     pool_plane(
                         &z[ch * p..][..p],

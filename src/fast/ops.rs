@@ -335,14 +335,11 @@ impl FastOps for Flex {
     ) -> FlexTensor {
         let g = conv_geom(&x, &w);
         let (scale, shift) = kernels::bn_fold(&host(&gamma), &host(&beta), &mean, &var, eps);
-        let y = super::winograd::conv_bn_relu_pool_infer(
-            g,
-            &host(&x),
-            &host(&w),
-            &host(&b),
-            &scale,
-            &shift,
-        );
+        // relu((z + b)·s + t) = relu(z·s + (b·s + t)): the bias joins the shift once, here.
+        let shift: Vec<f32> = (host(&b).iter().zip(&scale).zip(&shift))
+            .map(|((b, s), t)| b * s + t)
+            .collect();
+        let y = super::winograd::conv_bn_relu_pool_infer(g, &host(&x), &host(&w), &scale, &shift);
         flex(y, [g.n, g.cout, g.oh() / 2, g.ow() / 2])
     }
 
