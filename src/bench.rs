@@ -3,8 +3,8 @@
 //! Benchmarks report; they never assert times.
 
 use crate::augment::AugmentConfig;
+use crate::batch::{epoch_batches, plain};
 use crate::data::Images;
-use crate::data::batch::{epoch_batches, plain};
 use crate::eval::probabilities;
 use crate::model::ArchConfig;
 use crate::train::{forward_backward, training_parts};

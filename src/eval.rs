@@ -2,8 +2,8 @@
 //! precision, recall and F1.
 
 use crate::augment::AugmentConfig;
+use crate::batch::{make_batch, plain};
 use crate::data::Images;
-use crate::data::batch::{make_batch, plain};
 use crate::model::{Net, images_tensor};
 use burn::prelude::*;
 use rand::SeedableRng;

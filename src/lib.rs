@@ -5,6 +5,7 @@
 //! [`checkpoint::transfer`] pretrained weights into it → [`train::fit`] → [`eval`].
 
 pub mod augment;
+pub mod batch;
 pub mod bench;
 pub mod bundled;
 pub mod checkpoint;

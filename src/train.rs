@@ -2,9 +2,9 @@
 //! and last checkpoints kept in the output directory.
 
 use crate::augment::AugmentConfig;
+use crate::batch::Batch;
+use crate::batch::epoch_batches;
 use crate::checkpoint::{self, Meta, Metrics};
-use crate::data::batch::Batch;
-use crate::data::batch::epoch_batches;
 use crate::data::{Dataset, LoadOptions};
 use crate::error::{Error, Result};
 use crate::eval::predict_set;

@@ -449,7 +449,7 @@ fn predict(a: &PredictArgs) -> Result<()> {
             }
         };
         let mut pixels = vec![0.0; px.len()];
-        data::batch::to_unit(&px, &mut pixels);
+        warmstart::batch::to_unit(&px, &mut pixels);
         let probs = probabilities(&model, pixels, &dev);
         let mut order: Vec<usize> = (0..probs.len()).collect();
         order.sort_by(|&i, &j| probs[j].total_cmp(&probs[i]));

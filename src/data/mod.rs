@@ -1,10 +1,8 @@
-//! Datasets: where images come from (IDX, CSV, image folders), how they are split, and how they
-//! are batched for training.
+//! Datasets: where images come from (IDX, CSV, image folders) and how they are split.
 //!
 //! Every source yields 28x28 grayscale images stored as bytes, light strokes on a dark background
 //! (the MNIST convention), and a class index per image. A [`Dataset`] always knows its class names.
 
-pub mod batch;
 pub mod csv;
 pub mod folder;
 pub mod idx;

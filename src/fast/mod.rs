@@ -1,20 +1,44 @@
 //! The fused CPU path: conv 3x3 + batch norm + ReLU, dense + batch norm + ReLU and 2x2 max
 //! pooling as custom burn operations (burn's backend-extension API), each with its own backward
-//! pass, on the `flex` CPU backend.
+//! pass, on the `flex` CPU backend; and Adam in one pass per parameter.
 //!
 //! Why: burn-flex runs these layers as a dozen separate ops each, with a layout copy, an
 //! allocation and a rayon dispatch per op, and its autodiff keeps every intermediate; matrix
 //! multiplies were only a third of a training step. Here each block is one op that does the
 //! matrix multiply with `gemm` and the rest in the same pass over the data. Burn still owns the
-//! modules, parameters, optimiser, checkpoints, loss and other backends: [`crate::model::Net`]
-//! takes this path only on the CPU device (see [`enabled`]).
+//! modules, parameters, optimiser, checkpoints, loss and other backends: the model takes this
+//! path only on the CPU device (see [`enabled`]).
+//!
+//! The kernels work on plain `f32` slices (NCHW, row-major), one file per idea: `gemm` (matrix
+//! multiply and scratch buffers), `im2col`, `conv` (which also decides between im2col and
+//! `winograd`), `batchnorm`, `dense`, `pool`, `dropout`, `adam`; `transpose` serves Winograd.
+//! They are written by hand because no crate offers fused conv + batch-norm + ReLU training
+//! kernels for the CPU; the arithmetic-heavy part, matrix multiplication, is the `gemm` crate's.
+//!
+//! Reproducibility: batch reductions are summed per image, then across images in image order (or
+//! in a fixed number of chunks in chunk order), so a run gives the same bits for the same seed and
+//! thread count (what the tests check); nothing in them depends on the thread count, but runs with
+//! different counts are not compared by any test.
+//!
+//! SIMD: the element-wise loops are `#[multiversion]` functions, compiled for AVX-512,
+//! AVX2+FMA, ... and chosen at run time (the default build targets plain x86-64, where they would
+//! stay scalar).
 
 mod adam;
-pub mod kernels;
+mod autodiff;
+mod batchnorm;
+mod conv;
+mod dense;
+mod dropout;
+mod fused_adam;
+mod gemm;
+mod im2col;
 mod ops;
+mod pool;
+mod transpose;
 mod winograd;
 
-pub use adam::FusedAdam;
+pub use fused_adam::FusedAdam;
 pub use ops::{BatchStats, BnMode, FastOps};
 
 use burn::prelude::*;
@@ -97,7 +121,7 @@ pub fn max_pool2(x: Tensor<4>) -> Tensor<4> {
 }
 
 /// Dropout as burn's `Dropout` module applies it (only when training on an autodiff device),
-/// with the mask from [`kernels::dropout_mask`]: burn-flex draws one f32 through a generic
+/// with the mask from `dropout::dropout_mask`: burn-flex draws one f32 through a generic
 /// sampler per element, a tenth of a fused training step. The mask's seed comes from the
 /// device's RNG, so seeding the device still fixes every mask.
 pub fn dropout<const D: usize>(drop: &burn::nn::Dropout, x: Tensor<D>) -> Tensor<D> {
@@ -113,7 +137,7 @@ pub fn dropout<const D: usize>(drop: &burn::nn::Dropout, x: Tensor<D>) -> Tensor
         .iter::<i64>()
         .fold(0u64, |acc, w| (acc << 31) ^ w as u64);
     let dims = x.dims();
-    let mask = kernels::dropout_mask(dims.iter().product(), (1.0 - drop.prob) as f32, seed);
+    let mask = dropout::dropout_mask(dims.iter().product(), (1.0 - drop.prob) as f32, seed);
     x * Tensor::<D>::from_data(TensorData::new(mask, dims), &device)
 }
 

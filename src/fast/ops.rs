@@ -1,17 +1,20 @@
-//! The backend extension: the fused ops on `Flex`, and on `Autodiff<Flex>` with their backward
-//! passes registered in burn's autodiff graph.
+//! The backend extension: the fused ops as one burn trait, implemented here on `Flex` (the
+//! forward passes on host slices); its `Autodiff<Flex>` implementation, which registers the
+//! backward passes, is in `autodiff.rs`.
 
-use super::kernels::{self, AdamStep, BnSaved, Conv3x3, Dense};
-use burn::backend::autodiff::NodeId;
-use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
-use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use super::adam::{AdamStep, adam_step};
+use super::batchnorm::{BlockGrads, BnSaved, bn_fold};
+use super::conv::{
+    conv_bn_relu_backward, conv_bn_relu_infer, conv_bn_relu_pool_infer, conv_bn_relu_train,
+};
+use super::dense::{Dense, dense_bn_relu_backward, dense_bn_relu_infer, dense_bn_relu_train};
+use super::im2col::Conv3x3;
+use super::pool::max_pool2;
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Autodiff, Backend, Flex, backend_extension};
+use burn::backend::{Backend, Flex, backend_extension};
 use burn::tensor::TensorData;
 use std::borrow::Cow;
-use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
 
 /// Which statistics a fused batch norm uses.
@@ -90,7 +93,7 @@ pub trait FastOps: Backend {
 }
 
 /// The tensor's values as a contiguous slice (borrowed when already contiguous).
-fn host(t: &FlexTensor) -> Cow<'_, [f32]> {
+pub(super) fn host(t: &FlexTensor) -> Cow<'_, [f32]> {
     match t.as_slice::<f32>() {
         Some(s) => Cow::Borrowed(s),
         None => Cow::Owned(
@@ -114,11 +117,11 @@ fn values_mut(t: &mut FlexTensor) -> &mut [f32] {
     &mut t.storage_mut::<f32>()[start..end]
 }
 
-fn flex<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> FlexTensor {
+pub(super) fn flex<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape))
 }
 
-fn dims<const D: usize>(t: &FlexTensor) -> [usize; D] {
+pub(super) fn dims<const D: usize>(t: &FlexTensor) -> [usize; D] {
     t.layout().shape().dims::<D>()
 }
 
@@ -149,7 +152,7 @@ fn dense_geom(x: &FlexTensor, w: &FlexTensor) -> Dense {
 
 /// What differs between the fused conv and dense blocks (shapes and kernels); the batch-norm
 /// modes, the autodiff bookkeeping and the gradient registration are shared.
-trait Block: Copy + Send + Sync + std::fmt::Debug + 'static {
+pub(super) trait Block: Copy + Send + Sync + std::fmt::Debug + 'static {
     fn of(x: &FlexTensor, w: &FlexTensor) -> Self;
     fn x_shape(&self) -> Vec<usize>;
     fn w_shape(&self) -> Vec<usize>;
@@ -174,7 +177,7 @@ trait Block: Copy + Send + Sync + std::fmt::Debug + 'static {
         s: &BnSaved,
         dy: &[f32],
         need_dx: bool,
-    ) -> kernels::BlockGrads;
+    ) -> BlockGrads;
 }
 
 impl Block for Conv3x3 {
@@ -199,10 +202,10 @@ impl Block for Conv3x3 {
         beta: &[f32],
         eps: f32,
     ) -> (Vec<f32>, BnSaved) {
-        kernels::conv_bn_relu_train(*self, x, w, b, gamma, beta, eps)
+        conv_bn_relu_train(*self, x, w, b, gamma, beta, eps)
     }
     fn infer(&self, x: &[f32], w: &[f32], b: &[f32], scale: &[f32], shift: &[f32]) -> Vec<f32> {
-        kernels::conv_bn_relu_infer(*self, x, w, b, scale, shift)
+        conv_bn_relu_infer(*self, x, w, b, scale, shift)
     }
     fn backward(
         &self,
@@ -212,8 +215,8 @@ impl Block for Conv3x3 {
         s: &BnSaved,
         dy: &[f32],
         need_dx: bool,
-    ) -> kernels::BlockGrads {
-        kernels::conv_bn_relu_backward(*self, x, w, gamma, s, dy, need_dx)
+    ) -> BlockGrads {
+        conv_bn_relu_backward(*self, x, w, gamma, s, dy, need_dx)
     }
 }
 
@@ -239,10 +242,10 @@ impl Block for Dense {
         beta: &[f32],
         eps: f32,
     ) -> (Vec<f32>, BnSaved) {
-        kernels::dense_bn_relu_train(*self, x, w, b, gamma, beta, eps)
+        dense_bn_relu_train(*self, x, w, b, gamma, beta, eps)
     }
     fn infer(&self, x: &[f32], w: &[f32], b: &[f32], scale: &[f32], shift: &[f32]) -> Vec<f32> {
-        kernels::dense_bn_relu_infer(*self, x, w, b, scale, shift)
+        dense_bn_relu_infer(*self, x, w, b, scale, shift)
     }
     fn backward(
         &self,
@@ -252,17 +255,17 @@ impl Block for Dense {
         s: &BnSaved,
         dy: &[f32],
         need_dx: bool,
-    ) -> kernels::BlockGrads {
-        kernels::dense_bn_relu_backward(*self, x, w, gamma, s, dy, need_dx)
+    ) -> BlockGrads {
+        dense_bn_relu_backward(*self, x, w, gamma, s, dy, need_dx)
     }
 }
 
-fn tensor(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
+pub(super) fn tensor(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape))
 }
 
 /// Training forward of a block on host slices; reports the batch statistics.
-fn block_train<G: Block>(
+pub(super) fn block_train<G: Block>(
     g: G,
     x: &FlexTensor,
     p: [&FlexTensor; 4],
@@ -276,7 +279,7 @@ fn block_train<G: Block>(
 }
 
 /// A block's forward pass without autodiff, in either batch-norm mode.
-fn block_forward<G: Block>(
+pub(super) fn block_forward<G: Block>(
     x: FlexTensor,
     w: FlexTensor,
     b: FlexTensor,
@@ -288,7 +291,7 @@ fn block_forward<G: Block>(
     let y = match bn {
         BnMode::Train { eps, sink } => block_train(g, &x, [&w, &b, &gamma, &beta], eps, &sink).0,
         BnMode::Eval { eps, mean, var } => {
-            let (scale, shift) = kernels::bn_fold(&host(&gamma), &host(&beta), &mean, &var, eps);
+            let (scale, shift) = bn_fold(&host(&gamma), &host(&beta), &mean, &var, eps);
             g.infer(&host(&x), &host(&w), &host(&b), &scale, &shift)
         }
     };
@@ -320,7 +323,7 @@ impl FastOps for Flex {
 
     fn max_pool2(x: FlexTensor) -> FlexTensor {
         let [n, c, h, w] = dims::<4>(&x);
-        let (y, _) = kernels::max_pool2(&host(&x), n * c, h, w);
+        let (y, _) = max_pool2(&host(&x), n * c, h, w);
         flex(y, [n, c, h / 2, w / 2])
     }
 
@@ -334,12 +337,12 @@ impl FastOps for Flex {
         (mean, var): (Vec<f32>, Vec<f32>),
     ) -> FlexTensor {
         let g = conv_geom(&x, &w);
-        let (scale, shift) = kernels::bn_fold(&host(&gamma), &host(&beta), &mean, &var, eps);
+        let (scale, shift) = bn_fold(&host(&gamma), &host(&beta), &mean, &var, eps);
         // relu((z + b)·s + t) = relu(z·s + (b·s + t)): the bias joins the shift once, here.
         let shift: Vec<f32> = (host(&b).iter().zip(&scale).zip(&shift))
             .map(|((b, s), t)| b * s + t)
             .collect();
-        let y = super::winograd::conv_bn_relu_pool_infer(g, &host(&x), &host(&w), &scale, &shift);
+        let y = conv_bn_relu_pool_infer(g, &host(&x), &host(&w), &scale, &shift);
         flex(y, [g.n, g.cout, g.oh() / 2, g.ow() / 2])
     }
 
@@ -351,7 +354,7 @@ impl FastOps for Flex {
         step: AdamStep,
     ) -> (FlexTensor, FlexTensor, FlexTensor) {
         let g = host(&grad);
-        kernels::adam_step(
+        adam_step(
             values_mut(&mut param),
             values_mut(&mut moment_1),
             values_mut(&mut moment_2),
@@ -359,204 +362,5 @@ impl FastOps for Flex {
             step,
         );
         (param, moment_1, moment_2)
-    }
-}
-
-/// What the backward pass of a fused batch-norm block keeps from its forward pass.
-#[derive(Debug)]
-struct BlockState<G> {
-    geom: G,
-    x: FlexTensor,
-    w: FlexTensor,
-    gamma: FlexTensor,
-    saved: BnSaved,
-}
-
-/// Registers a fused block's gradients for the inputs (x, w, b, gamma, beta) in the graph.
-fn register_block(
-    grads: &mut Gradients,
-    [px, pw, pb, pg, pbeta]: [Option<NodeId>; 5],
-    r: kernels::BlockGrads,
-    x_shape: Vec<usize>,
-    w_shape: Vec<usize>,
-) {
-    let c = r.db.len();
-    if let (Some(id), Some(dx)) = (px, r.dx) {
-        grads.register::<Flex>(id, tensor(dx, x_shape));
-    }
-    for (id, value, shape) in [
-        (pw, r.dw, w_shape),
-        (pb, r.db, vec![c]),
-        (pg, r.dgamma, vec![c]),
-        (pbeta, r.dbeta, vec![c]),
-    ] {
-        if let Some(id) = id {
-            grads.register::<Flex>(id, tensor(value, shape));
-        }
-    }
-}
-
-#[derive(Debug)]
-struct BlockBackward<G>(PhantomData<G>);
-
-impl<G: Block> Backward<Flex, 5> for BlockBackward<G> {
-    type State = Arc<BlockState<G>>;
-
-    fn backward(self, ops: Ops<Self::State, 5>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [px, pw, pb, pg, pbeta] = ops.parents;
-        let dy = grads.consume::<Flex>(&ops.node);
-        let s = ops.state;
-        let g = s.geom;
-        let r = g.backward(
-            &host(&s.x),
-            &host(&s.w),
-            &host(&s.gamma),
-            &s.saved,
-            &host(&dy),
-            px.is_some(),
-        );
-        let ids = [px, pw, pb, pg, pbeta].map(|n| n.map(|n| n.id));
-        register_block(grads, ids, r, g.x_shape(), g.w_shape());
-    }
-}
-
-/// A block's forward pass on the autodiff backend: tracked (training, saving what backward
-/// needs) or not (then the plain forward).
-fn block_forward_autodiff<G: Block, C: CheckpointStrategy>(
-    x: FloatTensor<Autodiff<Flex, C>>,
-    w: FloatTensor<Autodiff<Flex, C>>,
-    b: FloatTensor<Autodiff<Flex, C>>,
-    gamma: FloatTensor<Autodiff<Flex, C>>,
-    beta: FloatTensor<Autodiff<Flex, C>>,
-    bn: BnMode,
-) -> FloatTensor<Autodiff<Flex, C>> {
-    let nodes = [x.node(), w.node(), b.node(), gamma.node(), beta.node()];
-    let backward = BlockBackward::<G>(PhantomData);
-    match backward.prepare::<C>(nodes).compute_bound().stateful() {
-        OpsKind::Tracked(prep) => {
-            let BnMode::Train { eps, sink } = bn else {
-                panic!("{TRACKED_EVAL}");
-            };
-            let (x, w) = (x.primitive().clone(), w.primitive().clone());
-            let geom = G::of(&x, &w);
-            let params = [&w, b.primitive(), gamma.primitive(), beta.primitive()];
-            let (y, saved) = block_train(geom, &x, params, eps, &sink);
-            let y = tensor(y, geom.out_shape());
-            let state = BlockState {
-                geom,
-                x,
-                w,
-                gamma: gamma.primitive().clone(),
-                saved,
-            };
-            prep.finish(Arc::new(state), y)
-        }
-        OpsKind::UnTracked(prep) => prep.finish(block_forward::<G>(
-            x.into_primitive(),
-            w.into_primitive(),
-            b.into_primitive(),
-            gamma.into_primitive(),
-            beta.into_primitive(),
-            bn,
-        )),
-    }
-}
-
-#[derive(Debug)]
-struct PoolBackward;
-
-impl Backward<Flex, 1> for PoolBackward {
-    /// Input shape and, per output, which input won.
-    type State = ([usize; 4], Arc<Vec<u8>>);
-
-    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [px] = ops.parents;
-        let dy = grads.consume::<Flex>(&ops.node);
-        let ([n, c, h, w], arg) = ops.state;
-        if let Some(node) = px {
-            let dx = kernels::max_pool2_backward(&host(&dy), &arg, n * c, h, w);
-            grads.register::<Flex>(node.id, flex(dx, [n, c, h, w]));
-        }
-    }
-}
-
-const TRACKED_EVAL: &str = "fused batch norm in evaluation mode cannot be differentiated; \
-     Net::forward uses burn's reference ops for that case";
-
-impl<C: CheckpointStrategy> FastOps for Autodiff<Flex, C> {
-    fn conv_bn_relu(
-        x: FloatTensor<Self>,
-        w: FloatTensor<Self>,
-        b: FloatTensor<Self>,
-        gamma: FloatTensor<Self>,
-        beta: FloatTensor<Self>,
-        bn: BnMode,
-    ) -> FloatTensor<Self> {
-        block_forward_autodiff::<Conv3x3, C>(x, w, b, gamma, beta, bn)
-    }
-
-    fn dense_bn_relu(
-        x: FloatTensor<Self>,
-        w: FloatTensor<Self>,
-        b: FloatTensor<Self>,
-        gamma: FloatTensor<Self>,
-        beta: FloatTensor<Self>,
-        bn: BnMode,
-    ) -> FloatTensor<Self> {
-        block_forward_autodiff::<Dense, C>(x, w, b, gamma, beta, bn)
-    }
-
-    fn max_pool2(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        match PoolBackward
-            .prepare::<C>([x.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let xp = x.into_primitive();
-                let [n, c, h, w] = dims::<4>(&xp);
-                let (y, arg) = kernels::max_pool2(&host(&xp), n * c, h, w);
-                prep.finish(([n, c, h, w], Arc::new(arg)), flex(y, [n, c, h / 2, w / 2]))
-            }
-            OpsKind::UnTracked(prep) => {
-                prep.finish(<Flex as FastOps>::max_pool2(x.into_primitive()))
-            }
-        }
-    }
-
-    fn conv_bn_relu_pool_eval(
-        x: FloatTensor<Self>,
-        w: FloatTensor<Self>,
-        b: FloatTensor<Self>,
-        gamma: FloatTensor<Self>,
-        beta: FloatTensor<Self>,
-        eps: f32,
-        running: (Vec<f32>, Vec<f32>),
-    ) -> FloatTensor<Self> {
-        let nodes = [x.node(), w.node(), b.node(), gamma.node(), beta.node()];
-        // An op without a backward pass: only its untracked use is allowed.
-        let backward = BlockBackward::<Conv3x3>(PhantomData);
-        match backward.prepare::<C>(nodes).compute_bound().stateful() {
-            OpsKind::Tracked(_) => panic!("{TRACKED_EVAL}"),
-            OpsKind::UnTracked(prep) => prep.finish(<Flex as FastOps>::conv_bn_relu_pool_eval(
-                x.into_primitive(),
-                w.into_primitive(),
-                b.into_primitive(),
-                gamma.into_primitive(),
-                beta.into_primitive(),
-                eps,
-                running,
-            )),
-        }
-    }
-
-    fn adam_step(
-        _: FloatTensor<Self>,
-        _: FloatTensor<Self>,
-        _: FloatTensor<Self>,
-        _: FloatTensor<Self>,
-        _: AdamStep,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        panic!("optimizer steps run on a module's inner (non-autodiff) tensors")
     }
 }

@@ -19,7 +19,7 @@ fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
 }
 
 /// Largest difference relative to the reference's scale.
-pub(super) fn assert_close(what: &str, fast: Vec<f32>, reference: Vec<f32>, tol: f32) {
+pub(crate) fn assert_close(what: &str, fast: Vec<f32>, reference: Vec<f32>, tol: f32) {
     assert_eq!(fast.len(), reference.len(), "{what}: lengths differ");
     // The floor keeps gradients that are zero in exact arithmetic (a bias before batch norm) from
     // turning rounding noise into a failure.
@@ -33,6 +33,19 @@ pub(super) fn assert_close(what: &str, fast: Vec<f32>, reference: Vec<f32>, tol:
         worst <= tol * scale,
         "{what}: max difference {worst} exceeds {tol} x scale {scale}"
     );
+}
+
+/// Deterministic values in [-1, 1) (xorshift), for kernel tests on plain slices.
+pub(crate) fn noise(n: usize, seed: u32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(2_654_435_761).max(1);
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            (s as f32 / u32::MAX as f32) * 2.0 - 1.0
+        })
+        .collect()
 }
 
 fn random<const D: usize>(shape: [usize; D], device: &Device) -> Tensor<D> {
@@ -324,7 +337,7 @@ fn fused_adam_matches_burn_adam_bit_for_bit_and_shares_its_records() {
 fn dropout_mask_is_one_chacha_word_per_value_and_keeps_the_right_share() {
     use rand::{RngCore, SeedableRng};
     let (n, keep, seed) = (20_000, 0.75f32, 99);
-    let mask = kernels::dropout_mask(n, keep, seed);
+    let mask = dropout::dropout_mask(n, keep, seed);
     // Value i of chunk c is word i of ChaCha8 stream c: the same mask as drawing one word at a
     // time, whatever the chunking inside.
     for (c, part) in mask.chunks(8192).enumerate() {

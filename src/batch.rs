@@ -1,8 +1,8 @@
 //! Batches: a seeded shuffle per epoch, augmentation and conversion to `f32`, prepared in a
 //! background thread so the next batch is ready while the current one trains.
 
-use super::{Images, PIXELS};
 use crate::augment::{Affine, AugmentConfig};
+use crate::data::{Images, PIXELS};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;

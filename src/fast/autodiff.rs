@@ -1,0 +1,217 @@
+//! The fused ops on `Autodiff<Flex>`: each forward pass runs on `Flex` and registers a
+//! backward pass in burn's autodiff graph.
+
+use super::adam::AdamStep;
+use super::batchnorm::{BlockGrads, BnSaved};
+use super::dense::Dense;
+use super::im2col::Conv3x3;
+use super::ops::{Block, BnMode, FastOps, block_forward, block_train, dims, flex, host, tensor};
+use super::pool::{max_pool2, max_pool2_backward};
+use burn::backend::autodiff::NodeId;
+use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Flex};
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+/// What the backward pass of a fused batch-norm block keeps from its forward pass.
+#[derive(Debug)]
+struct BlockState<G> {
+    geom: G,
+    x: FlexTensor,
+    w: FlexTensor,
+    gamma: FlexTensor,
+    saved: BnSaved,
+}
+
+/// Registers a fused block's gradients for the inputs (x, w, b, gamma, beta) in the graph.
+fn register_block(
+    grads: &mut Gradients,
+    [px, pw, pb, pg, pbeta]: [Option<NodeId>; 5],
+    r: BlockGrads,
+    x_shape: Vec<usize>,
+    w_shape: Vec<usize>,
+) {
+    let c = r.db.len();
+    if let (Some(id), Some(dx)) = (px, r.dx) {
+        grads.register::<Flex>(id, tensor(dx, x_shape));
+    }
+    for (id, value, shape) in [
+        (pw, r.dw, w_shape),
+        (pb, r.db, vec![c]),
+        (pg, r.dgamma, vec![c]),
+        (pbeta, r.dbeta, vec![c]),
+    ] {
+        if let Some(id) = id {
+            grads.register::<Flex>(id, tensor(value, shape));
+        }
+    }
+}
+
+#[derive(Debug)]
+struct BlockBackward<G>(PhantomData<G>);
+
+impl<G: Block> Backward<Flex, 5> for BlockBackward<G> {
+    type State = Arc<BlockState<G>>;
+
+    fn backward(self, ops: Ops<Self::State, 5>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [px, pw, pb, pg, pbeta] = ops.parents;
+        let dy = grads.consume::<Flex>(&ops.node);
+        let s = ops.state;
+        let g = s.geom;
+        let r = g.backward(
+            &host(&s.x),
+            &host(&s.w),
+            &host(&s.gamma),
+            &s.saved,
+            &host(&dy),
+            px.is_some(),
+        );
+        let ids = [px, pw, pb, pg, pbeta].map(|n| n.map(|n| n.id));
+        register_block(grads, ids, r, g.x_shape(), g.w_shape());
+    }
+}
+
+/// A block's forward pass on the autodiff backend: tracked (training, saving what backward
+/// needs) or not (then the plain forward).
+fn block_forward_autodiff<G: Block, C: CheckpointStrategy>(
+    x: FloatTensor<Autodiff<Flex, C>>,
+    w: FloatTensor<Autodiff<Flex, C>>,
+    b: FloatTensor<Autodiff<Flex, C>>,
+    gamma: FloatTensor<Autodiff<Flex, C>>,
+    beta: FloatTensor<Autodiff<Flex, C>>,
+    bn: BnMode,
+) -> FloatTensor<Autodiff<Flex, C>> {
+    let nodes = [x.node(), w.node(), b.node(), gamma.node(), beta.node()];
+    let backward = BlockBackward::<G>(PhantomData);
+    match backward.prepare::<C>(nodes).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => {
+            let BnMode::Train { eps, sink } = bn else {
+                panic!("{TRACKED_EVAL}");
+            };
+            let (x, w) = (x.primitive().clone(), w.primitive().clone());
+            let geom = G::of(&x, &w);
+            let params = [&w, b.primitive(), gamma.primitive(), beta.primitive()];
+            let (y, saved) = block_train(geom, &x, params, eps, &sink);
+            let y = tensor(y, geom.out_shape());
+            let state = BlockState {
+                geom,
+                x,
+                w,
+                gamma: gamma.primitive().clone(),
+                saved,
+            };
+            prep.finish(Arc::new(state), y)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(block_forward::<G>(
+            x.into_primitive(),
+            w.into_primitive(),
+            b.into_primitive(),
+            gamma.into_primitive(),
+            beta.into_primitive(),
+            bn,
+        )),
+    }
+}
+
+#[derive(Debug)]
+struct PoolBackward;
+
+impl Backward<Flex, 1> for PoolBackward {
+    /// Input shape and, per output, which input won.
+    type State = ([usize; 4], Arc<Vec<u8>>);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [px] = ops.parents;
+        let dy = grads.consume::<Flex>(&ops.node);
+        let ([n, c, h, w], arg) = ops.state;
+        if let Some(node) = px {
+            let dx = max_pool2_backward(&host(&dy), &arg, n * c, h, w);
+            grads.register::<Flex>(node.id, flex(dx, [n, c, h, w]));
+        }
+    }
+}
+
+const TRACKED_EVAL: &str = "fused batch norm in evaluation mode cannot be differentiated; \
+     Net::forward uses burn's reference ops for that case";
+
+impl<C: CheckpointStrategy> FastOps for Autodiff<Flex, C> {
+    fn conv_bn_relu(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        bn: BnMode,
+    ) -> FloatTensor<Self> {
+        block_forward_autodiff::<Conv3x3, C>(x, w, b, gamma, beta, bn)
+    }
+
+    fn dense_bn_relu(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        bn: BnMode,
+    ) -> FloatTensor<Self> {
+        block_forward_autodiff::<Dense, C>(x, w, b, gamma, beta, bn)
+    }
+
+    fn max_pool2(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        match PoolBackward
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let xp = x.into_primitive();
+                let [n, c, h, w] = dims::<4>(&xp);
+                let (y, arg) = max_pool2(&host(&xp), n * c, h, w);
+                prep.finish(([n, c, h, w], Arc::new(arg)), flex(y, [n, c, h / 2, w / 2]))
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(<Flex as FastOps>::max_pool2(x.into_primitive()))
+            }
+        }
+    }
+
+    fn conv_bn_relu_pool_eval(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        eps: f32,
+        running: (Vec<f32>, Vec<f32>),
+    ) -> FloatTensor<Self> {
+        let nodes = [x.node(), w.node(), b.node(), gamma.node(), beta.node()];
+        // An op without a backward pass: only its untracked use is allowed.
+        let backward = BlockBackward::<Conv3x3>(PhantomData);
+        match backward.prepare::<C>(nodes).compute_bound().stateful() {
+            OpsKind::Tracked(_) => panic!("{TRACKED_EVAL}"),
+            OpsKind::UnTracked(prep) => prep.finish(<Flex as FastOps>::conv_bn_relu_pool_eval(
+                x.into_primitive(),
+                w.into_primitive(),
+                b.into_primitive(),
+                gamma.into_primitive(),
+                beta.into_primitive(),
+                eps,
+                running,
+            )),
+        }
+    }
+
+    fn adam_step(
+        _: FloatTensor<Self>,
+        _: FloatTensor<Self>,
+        _: FloatTensor<Self>,
+        _: FloatTensor<Self>,
+        _: AdamStep,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        panic!("optimizer steps run on a module's inner (non-autodiff) tensors")
+    }
+}
