@@ -23,8 +23,8 @@ pub struct AugmentConfig {
 }
 
 impl AugmentConfig {
-    /// The seed pipeline's augmentation: `rotation=10,shift=0.1,zoom=0.1`.
-    pub const SEED: AugmentConfig = AugmentConfig {
+    /// The homework's augmentation, `train`'s default: `rotation=10,shift=0.1,zoom=0.1`.
+    pub const STANDARD: AugmentConfig = AugmentConfig {
         rotation: 10.0,
         shift: 0.1,
         zoom: 0.1,
@@ -286,7 +286,7 @@ mod tests {
 
     #[test]
     fn sampling_stays_in_range_and_is_seeded() {
-        let cfg = AugmentConfig::SEED;
+        let cfg = AugmentConfig::STANDARD;
         let mut r1 = rand_chacha::ChaCha8Rng::seed_from_u64(1);
         let mut r2 = rand_chacha::ChaCha8Rng::seed_from_u64(1);
         for _ in 0..1000 {
@@ -301,7 +301,7 @@ mod tests {
     #[test]
     fn parses_flags() {
         let c: AugmentConfig = "rotation=10,shift=0.1,zoom=0.1".parse().unwrap();
-        assert_eq!(c, AugmentConfig::SEED);
+        assert_eq!(c, AugmentConfig::STANDARD);
         assert_eq!(
             "none".parse::<AugmentConfig>().unwrap(),
             AugmentConfig::NONE

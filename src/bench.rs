@@ -76,7 +76,8 @@ fn train_throughput(
     device: &Device,
 ) -> f64 {
     let ad = device.clone().autodiff();
-    let (mut model, mut optim, loss_fn) = training_parts(ArchConfig::seed(10).init(device), &ad);
+    let (mut model, mut optim, loss_fn) =
+        training_parts(ArchConfig::standard(10).init(device), &ad);
     let mut stream =
         (0..).flat_map(|epoch| epoch_batches(images.clone(), batch, augment, 1, epoch));
     let mut t0 = Instant::now();
@@ -119,14 +120,14 @@ pub fn run(images: &Images, cfg: &BenchConfig, device: &Device, log: impl Fn(&st
     let train_b32_aug = train_throughput(
         &images,
         32,
-        AugmentConfig::SEED,
+        AugmentConfig::STANDARD,
         cfg.warmup,
         cfg.batches_b32,
         device,
     );
     log(&format!("  {train_b32_aug:.1} images/s"));
 
-    let model = ArchConfig::seed(10).init(device).valid();
+    let model = ArchConfig::standard(10).init(device).valid();
     let n = images.len().min(1000);
     log(&format!("inference, batch {n}..."));
     let batch = plain(&images, 0..n);

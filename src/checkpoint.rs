@@ -7,6 +7,7 @@ use crate::data::{Invert, SIDE};
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
 use crate::model::{ARCHITECTURE, ArchConfig, Net};
+use crate::record::RunRecord;
 use burn::prelude::*;
 use burn::store::{ModuleSnapshot, ModuleStore, PathFilter, SafetensorsStore};
 use serde::{Deserialize, Serialize};
@@ -59,24 +60,22 @@ pub struct Meta {
     pub arch: ArchConfig,
     pub classes: Vec<String>,
     pub input: InputSpec,
-    /// The arguments of the run that produced it.
-    pub training: serde_json::Value,
+    /// Everything the run that produced it was given and resolved to (read from the layout of
+    /// either record version).
+    #[serde(deserialize_with = "crate::record::any_layout")]
+    pub training: RunRecord,
     pub metrics: Metrics,
 }
 
 impl Meta {
-    pub fn new(
-        classes: Vec<String>,
-        invert: Invert,
-        training: serde_json::Value,
-        metrics: Metrics,
-    ) -> Self {
+    /// The sidecar of a checkpoint of the standard network for `classes`, trained as `training`.
+    pub fn new(classes: Vec<String>, training: RunRecord, metrics: Metrics) -> Self {
         Meta {
             warmstart_version: env!("CARGO_PKG_VERSION").into(),
             architecture: ARCHITECTURE.into(),
-            arch: ArchConfig::seed(classes.len()),
+            arch: ArchConfig::standard(classes.len()),
             classes,
-            input: InputSpec::new(invert),
+            input: InputSpec::new(training.data.invert),
             training,
             metrics,
         }
@@ -223,7 +222,7 @@ pub fn load(path: &Path, device: &Device) -> Result<(Net, Meta)> {
 /// Builds the model `meta` describes from safetensors bytes, checking every tensor's name and
 /// shape first; `weights` is only used in errors.
 pub fn load_weights(weights: &Path, bytes: Vec<u8>, meta: &Meta, device: &Device) -> Result<Net> {
-    if meta.arch != ArchConfig::seed(meta.arch.classes)
+    if meta.arch != ArchConfig::standard(meta.arch.classes)
         || meta.arch.classes == 0
         || meta.arch.classes > 100_000
     {
@@ -347,10 +346,12 @@ mod tests {
     use crate::model::images_tensor;
 
     fn meta(classes: usize) -> Meta {
+        let record = crate::plan::train(crate::record::Stage::Train, &Default::default())
+            .unwrap()
+            .record;
         Meta::new(
             (0..classes).map(|i| format!("c{i}")).collect(),
-            Invert::Auto,
-            serde_json::json!({}),
+            record,
             Metrics::default(),
         )
     }
@@ -367,7 +368,7 @@ mod tests {
     fn round_trip_gives_identical_predictions() {
         let device = Device::flex();
         device.seed(3);
-        let m = ArchConfig::seed(10).init(&device);
+        let m = ArchConfig::standard(10).init(&device);
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("best.safetensors");
         save(&m, &meta(10), &p).unwrap();
@@ -384,11 +385,11 @@ mod tests {
     fn transfer_copies_matching_and_reinitialises_head() {
         let device = Device::flex();
         device.seed(4);
-        let src = ArchConfig::seed(10).init(&device);
+        let src = ArchConfig::standard(10).init(&device);
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("m.safetensors");
         save(&src, &meta(10), &p).unwrap();
-        let mut dst = ArchConfig::seed(5).init(&device);
+        let mut dst = ArchConfig::standard(5).init(&device);
         let head_before: Vec<f32> = dst.fc2.weight.val().into_data().iter::<f32>().collect();
         let rep = transfer(&mut dst, &p, &[]).unwrap();
         assert!(rep.fresh.contains(&"fc2.weight".to_string()), "{rep}");
@@ -400,11 +401,11 @@ mod tests {
         let head_after: Vec<f32> = dst.fc2.weight.val().into_data().iter::<f32>().collect();
         assert_eq!(head_before, head_after);
         // Same class count: everything is copied.
-        let mut same = ArchConfig::seed(10).init(&device);
+        let mut same = ArchConfig::standard(10).init(&device);
         let rep = transfer(&mut same, &p, &[]).unwrap();
         assert!(rep.fresh.is_empty(), "{rep}");
         // Unless the head is asked to be new.
-        let mut fresh_head = ArchConfig::seed(10).init(&device);
+        let mut fresh_head = ArchConfig::standard(10).init(&device);
         let rep = transfer(&mut fresh_head, &p, &["fc2"]).unwrap();
         assert_eq!(
             rep.fresh,
@@ -431,7 +432,7 @@ mod tests {
     #[test]
     fn missing_or_corrupt_sidecar() {
         let device = Device::flex();
-        let m = ArchConfig::seed(3).init(&device);
+        let m = ArchConfig::standard(3).init(&device);
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("best.safetensors");
         save(&m, &meta(3), &p).unwrap();
@@ -449,7 +450,7 @@ mod tests {
     #[test]
     fn checkpoint_for_another_class_count_is_refused() {
         let device = Device::flex();
-        let m = ArchConfig::seed(3).init(&device);
+        let m = ArchConfig::standard(3).init(&device);
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("best.safetensors");
         save(&m, &meta(3), &p).unwrap();

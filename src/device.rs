@@ -4,22 +4,25 @@
 use crate::error::{Error, Result};
 use burn::prelude::Device;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+/// Where to compute.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum DeviceKind {
+    /// burn's `flex` backend with warmstart's fused ops.
+    #[default]
     Cpu,
+    /// burn's `wgpu` backend (needs the `gpu` feature).
     Gpu,
-}
-
-impl std::str::FromStr for DeviceKind {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "cpu" => Ok(DeviceKind::Cpu),
-            "gpu" => Ok(DeviceKind::Gpu),
-            _ => Err(format!("expected cpu or gpu, got {s:?}")),
-        }
-    }
 }
 
 /// The device for `kind`, seeded so that initialisation and dropout are reproducible.

@@ -1,13 +1,16 @@
 //! warmstart: train small CNN image classifiers on scarce data, starting from pretrained weights.
 //!
-//! The library does the work; the `warmstart` binary is a thin CLI over it. A run is:
-//! [`data::load`] a dataset → [`model::ArchConfig::init`] a network → optionally
-//! [`checkpoint::transfer`] pretrained weights into it → [`train::fit`] → [`eval`].
+//! The library does the work; the `warmstart` binary is a thin CLI over it. The modules follow
+//! the pipeline, each depending only on those before it: [`data`] (loading and splitting) →
+//! [`augment`] → [`batch`] → [`model`] (with [`fast`], the fused CPU kernels) → [`record`] (what
+//! a run was given) → [`checkpoint`] → [`plan`] (resolving a request into a record) → [`train`]
+//! → [`eval`] → [`report`] → [`pipeline`] (the commands end to end).
 
 pub mod augment;
 pub mod batch;
 pub mod bench;
 pub mod bundled;
+pub mod cancel;
 pub mod checkpoint;
 pub mod data;
 pub mod device;
@@ -16,9 +19,12 @@ pub mod eval;
 pub mod fast;
 pub mod fsutil;
 pub mod fuzzing;
+pub mod history;
 pub mod model;
+pub mod pipeline;
+pub mod plan;
+pub mod record;
 pub mod report;
-pub mod resume;
 pub mod train;
 
 pub use error::{Error, Result};

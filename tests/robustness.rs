@@ -82,8 +82,9 @@ fn assert_checkpoints_readable(dir: &Path) {
                 .unwrap_or_else(|e| panic!("unreadable checkpoint after a kill: {e}"));
         }
     }
-    if warmstart::resume::path(dir).exists() {
-        warmstart::resume::load(dir).unwrap_or_else(|e| panic!("unreadable resume state: {e}"));
+    if warmstart::train::resume::path(dir).exists() {
+        warmstart::train::resume::load(dir)
+            .unwrap_or_else(|e| panic!("unreadable resume state: {e}"));
     }
 }
 
@@ -132,7 +133,7 @@ fn same_seed_same_bits_and_sigkill_resume_reaches_them() {
         attempts += 1;
         assert!(attempts < 200, "the run never completed");
         let mut args = tiny_args(&run_dir, epochs);
-        if warmstart::resume::path(&run_dir).exists() {
+        if warmstart::train::resume::path(&run_dir).exists() {
             args = vec![
                 "pretrain".into(),
                 "--threads".into(),
@@ -197,7 +198,7 @@ fn sigint_saves_state_and_resume_finishes() {
     );
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130), "Ctrl-C should exit with 130");
-    let saved = warmstart::resume::load(&dir).unwrap();
+    let saved = warmstart::train::resume::load(&dir).unwrap();
     assert!(saved.state.epoch < 40);
     let args = [
         "pretrain",

@@ -2,5 +2,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    warmstart::fuzzing::checkpoint(data);
+    let _ = warmstart::fuzzing::checkpoint(data);
 });

@@ -2,5 +2,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    warmstart::fuzzing::csv(data);
+    let _ = warmstart::fuzzing::csv(data);
 });

@@ -2,5 +2,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    warmstart::fuzzing::idx(data);
+    let _ = warmstart::fuzzing::idx(data);
 });

@@ -2,5 +2,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    warmstart::fuzzing::image(data);
+    let _ = warmstart::fuzzing::image(data);
 });

@@ -5,8 +5,10 @@ mod commands;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use warmstart::augment::AugmentConfig;
-use warmstart::data::Invert;
+use warmstart::data::{Invert, Split};
 use warmstart::device::DeviceKind;
+use warmstart::pipeline::{EvalRequest, RunRequest};
+use warmstart::plan::{InitRequest, TrainRequest};
 
 pub use commands::dispatch;
 
@@ -99,7 +101,7 @@ impl Command {
 #[derive(Args, Debug, Clone)]
 pub struct RuntimeArgs {
     /// Where to compute: `cpu` (burn's flex backend) or `gpu` (wgpu; needs `--features gpu`).
-    #[arg(long, default_value = "cpu")]
+    #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
     pub device: DeviceKind,
     /// CPU threads (default: all cores).
     #[arg(long)]
@@ -123,21 +125,23 @@ pub struct TrainArgs {
     /// Batch size [default: 128 for pretrain, 32 for train].
     #[arg(long)]
     pub batch_size: Option<usize>,
-    /// Adam learning rate.
-    #[arg(long, default_value_t = 1e-3)]
-    pub lr: f64,
-    /// Random seed: validation split, shuffling, augmentation, initial weights and dropout.
-    #[arg(long, default_value_t = 42)]
-    pub seed: u64,
+    /// Adam learning rate [default: 0.001].
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Random seed: validation split, shuffling, augmentation, initial weights and dropout
+    /// [default: 42].
+    #[arg(long)]
+    pub seed: Option<u64>,
     /// Use only the first N training images (for quick tries).
     #[arg(long)]
     pub limit: Option<usize>,
     /// Evaluate only the first N test images at the end.
     #[arg(long)]
     pub test_limit: Option<usize>,
-    /// Fraction held out for validation when the data has no validation set (stratified, seeded).
-    #[arg(long, default_value_t = 0.1)]
-    pub val_split: f64,
+    /// Fraction held out for validation when the data has no validation set (stratified, seeded)
+    /// [default: 0.1].
+    #[arg(long)]
+    pub val_split: Option<f64>,
     /// Augmentation, e.g. `rotation=10,shift=0.1,zoom=0.1`, or `none` [default: none for
     /// pretrain, rotation=10,shift=0.1,zoom=0.1 for train].
     #[arg(long)]
@@ -145,14 +149,15 @@ pub struct TrainArgs {
     /// Initial weights: a checkpoint (file or run directory) or `random` [default: random for
     /// pretrain, runs/pretrain for train].
     #[arg(long)]
-    pub init: Option<String>,
+    pub init: Option<InitRequest>,
     /// Re-initialise the classifier head even when the checkpoint's class names match the data's
     /// (when they differ, as MNIST digits and garments do, the head is always new).
     #[arg(long)]
     pub new_head: bool,
-    /// Invert image-folder images to light-on-dark: auto (by border brightness), yes or no.
-    #[arg(long, default_value = "auto")]
-    pub invert: Invert,
+    /// Invert image-folder images to light-on-dark: by border brightness (auto), always or never
+    /// [default: auto].
+    #[arg(long, value_enum)]
+    pub invert: Option<Invert>,
     /// Continue the interrupted run in DIR (its options and data are reused; `--epochs` may extend it).
     #[arg(long, value_name = "DIR")]
     pub resume: Option<PathBuf>,
@@ -168,9 +173,9 @@ pub struct EvalArgs {
     /// Dataset to evaluate on [default: the data the checkpoint was trained on].
     #[arg(long)]
     pub data: Option<PathBuf>,
-    /// Which part of the dataset: test, val or train.
-    #[arg(long, default_value = "test")]
-    pub split: String,
+    /// Which part of the dataset.
+    #[arg(long, value_enum, default_value_t = Split::Test)]
+    pub split: Split,
     /// Evaluate only the first N images.
     #[arg(long)]
     pub limit: Option<usize>,
@@ -218,8 +223,8 @@ pub struct PreviewArgs {
     pub cols: usize,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// Invert image-folder images to light-on-dark: auto, yes or no.
-    #[arg(long, default_value = "auto")]
+    /// Invert image-folder images to light-on-dark.
+    #[arg(long, value_enum, default_value_t = Invert::Auto)]
     pub invert: Invert,
     /// Output PNG.
     #[arg(long, default_value = "augment_preview.png")]
@@ -234,8 +239,8 @@ pub struct PredictArgs {
     /// Image files, in any format the `image` crate decodes.
     #[arg(required = true)]
     pub images: Vec<PathBuf>,
-    /// Invert to light-on-dark: auto, yes or no [default: as in training].
-    #[arg(long)]
+    /// Invert to light-on-dark [default: as in training].
+    #[arg(long, value_enum)]
     pub invert: Option<Invert>,
     /// Show the K most likely classes.
     #[arg(long, default_value_t = 1)]
@@ -249,15 +254,16 @@ pub struct RunArgs {
     /// Output directory: pretrain/ and fashion-1k/ go inside.
     #[arg(long, default_value = "runs")]
     pub out: PathBuf,
-    /// Pretraining epochs on MNIST.
-    #[arg(long, default_value_t = 15)]
-    pub pretrain_epochs: usize,
-    /// Training epochs on fashion-1k.
-    #[arg(long, default_value_t = 30)]
-    pub epochs: usize,
-    /// Random seed: validation split, shuffling, augmentation, initial weights and dropout.
-    #[arg(long, default_value_t = 42)]
-    pub seed: u64,
+    /// Pretraining epochs on MNIST [default: 15, as `pretrain`].
+    #[arg(long)]
+    pub pretrain_epochs: Option<usize>,
+    /// Training epochs on fashion-1k [default: 30, as `train`].
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Random seed: validation split, shuffling, augmentation, initial weights and dropout
+    /// [default: 42].
+    #[arg(long)]
+    pub seed: Option<u64>,
     /// Use only the first N training images of each stage (for quick tries).
     #[arg(long)]
     pub limit: Option<usize>,
@@ -269,4 +275,58 @@ pub struct RunArgs {
     pub fresh: bool,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
+}
+
+impl TrainArgs {
+    /// The library's request: what was typed, nothing decided.
+    pub fn request(&self) -> TrainRequest {
+        TrainRequest {
+            data: self.data.clone(),
+            out: self.out.clone(),
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            lr: self.lr,
+            seed: self.seed,
+            limit: self.limit,
+            test_limit: self.test_limit,
+            val_split: self.val_split,
+            augment: self.augment,
+            init: self.init.clone(),
+            new_head: self.new_head,
+            invert: self.invert,
+            device: self.runtime.device,
+        }
+    }
+}
+
+impl RunArgs {
+    /// The library's request.
+    pub fn request(&self) -> RunRequest {
+        RunRequest {
+            out: self.out.clone(),
+            pretrain_epochs: self.pretrain_epochs,
+            epochs: self.epochs,
+            seed: self.seed,
+            limit: self.limit,
+            test_limit: self.test_limit,
+            fresh: self.fresh,
+            device: self.runtime.device,
+        }
+    }
+}
+
+impl EvalArgs {
+    /// The library's request.
+    pub fn request(&self) -> EvalRequest {
+        EvalRequest {
+            model: self.model.clone(),
+            data: self.data.clone(),
+            split: self.split,
+            limit: self.limit,
+            out: self.out.clone(),
+            tta: self.tta,
+            augment: self.augment,
+            device: self.runtime.device,
+        }
+    }
 }

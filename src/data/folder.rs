@@ -20,25 +20,17 @@ pub const MAX_SIDE: u32 = 16_384;
 pub const MAX_ALLOC: u64 = 512 << 20;
 
 /// Whether to invert images to light-on-dark.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Invert {
     /// Invert an image when its border is mostly light.
     Auto,
+    /// Always invert (dark strokes on a light background).
     Yes,
+    /// Never invert (already light on dark).
     No,
-}
-
-impl std::str::FromStr for Invert {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "auto" => Ok(Invert::Auto),
-            "yes" => Ok(Invert::Yes),
-            "no" => Ok(Invert::No),
-            _ => Err(format!("expected auto, yes or no, got {s:?}")),
-        }
-    }
 }
 
 /// Decodes an image file with limits that stop decompression bombs.

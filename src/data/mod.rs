@@ -139,6 +139,37 @@ impl Dataset {
     }
 }
 
+/// One of a dataset's three parts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Split {
+    Test,
+    #[value(name = "val")]
+    Val,
+    Train,
+}
+
+impl Split {
+    /// The name users type: `test`, `val` or `train`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Split::Test => "test",
+            Split::Val => "val",
+            Split::Train => "train",
+        }
+    }
+}
+
+impl Dataset {
+    /// The images of one part; `None` for a test set the data does not have.
+    pub fn part(&self, split: Split) -> Option<&Images> {
+        match split {
+            Split::Test => self.test.as_ref(),
+            Split::Val => Some(&self.val),
+            Split::Train => Some(&self.train),
+        }
+    }
+}
+
 /// How to load a dataset.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LoadOptions {

@@ -189,7 +189,7 @@ fn max_pool_matches_burn_forward_and_backward() {
 #[test]
 fn net_fast_path_matches_reference_in_training_and_evaluation() {
     let device = device();
-    let mut net: Net = ArchConfig::seed(5).init(&device).train();
+    let mut net: Net = ArchConfig::standard(5).init(&device).train();
     net.drop1.prob = 0.0;
     net.drop2.prob = 0.0;
     let x = random([9, 1, 28, 28], &device).abs();
@@ -302,7 +302,7 @@ fn adam_step_of(
 #[test]
 fn fused_adam_matches_burn_adam_bit_for_bit_and_shares_its_records() {
     let device = device();
-    let mut net: Net = ArchConfig::seed(5).init(&device).train();
+    let mut net: Net = ArchConfig::standard(5).init(&device).train();
     net.drop1.prob = 0.0;
     net.drop2.prob = 0.0;
     let burn_adam = || burn::optim::AdamConfig::new().with_epsilon(1e-7).init();

@@ -433,7 +433,8 @@ mod tests {
     fn preview_has_a_row_per_image_and_fresh_parameters() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("a.png");
-        let params = augment_preview_png(&set(), &[0, 1], &AugmentConfig::SEED, 5, 1, &p).unwrap();
+        let params =
+            augment_preview_png(&set(), &[0, 1], &AugmentConfig::STANDARD, 5, 1, &p).unwrap();
         assert_eq!(params.len(), 2);
         assert_eq!(params[0].len(), 5);
         assert_ne!(params[0][0], params[0][1]);

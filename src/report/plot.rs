@@ -2,7 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
-use crate::train::History;
+use crate::history::{EpochRecord, History};
 use plotters::prelude::*;
 use std::path::Path;
 use std::sync::Once;
@@ -120,7 +120,7 @@ fn panel(
 
 /// Writes the accuracy and loss curves of a run side by side.
 pub fn curves(history: &History, path: &Path) -> Result<()> {
-    let pts = |f: fn(&crate::train::EpochRecord) -> f64| -> Vec<(f64, f64)> {
+    let pts = |f: fn(&EpochRecord) -> f64| -> Vec<(f64, f64)> {
         history.0.iter().map(|r| (r.epoch as f64, f(r))).collect()
     };
     render_png(path, (1200, 480), |root| {
@@ -145,7 +145,7 @@ pub fn curves(history: &History, path: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::train::EpochRecord;
+    use EpochRecord;
 
     #[test]
     fn curves_png_has_drawn_content() {

@@ -10,7 +10,8 @@ use crate::data::{Dataset, Images};
 use crate::error::{Error, Result};
 use crate::eval::{Confusion, Predictions, predict_set};
 use crate::fsutil::{create_dir, write_atomic};
-use crate::train::{History, TrainOptions};
+use crate::history::History;
+use crate::record::RunRecord;
 use burn::prelude::Device;
 use std::path::{Path, PathBuf};
 
@@ -99,12 +100,12 @@ pub struct RunSummary {
 /// augmentation preview and `report.html` into the run directory.
 pub fn finish_run(
     data: &Dataset,
-    opts: &TrainOptions,
+    run: &RunRecord,
     history: &History,
     best: &Path,
     device: &Device,
 ) -> Result<RunSummary> {
-    let out = &opts.out;
+    let out = &run.out;
     let (model, meta) = checkpoint::load(best, device)?;
     let (set, set_name) = match &data.test {
         Some(t) => (t, "test set"),
@@ -115,14 +116,14 @@ pub fn finish_run(
         checkpoint::update_meta(best, |m| m.metrics.test_acc = Some(p.accuracy()))?;
     }
     let (_, files) = write_eval(out, &p, set, &data.classes, set_name)?;
-    let preview_cfg = if opts.augment.is_none() {
-        AugmentConfig::SEED
+    let preview_cfg = if run.augment.is_none() {
+        AugmentConfig::STANDARD
     } else {
-        opts.augment
+        run.augment
     };
     let preview = out.join("augment_preview.png");
     let rows = one_per_class(&data.train, data.classes.len(), 8);
-    augment_preview_png(&data.train, &rows, &preview_cfg, 8, opts.seed, &preview)?;
+    augment_preview_png(&data.train, &rows, &preview_cfg, 8, run.seed, &preview)?;
 
     let best_rec = history.best();
     let mut metrics = Vec::new();
@@ -152,17 +153,28 @@ pub fn finish_run(
             format!("{secs:.0} s over {} epochs", history.0.len()),
         ));
     }
-    let init = opts.args["init"].as_str().unwrap_or("?").to_string();
     let config = vec![
         ("Data".to_string(), data.source.display().to_string()),
         ("Images".into(), data.sizes()),
         ("Classes".into(), data.classes.join(", ")),
-        ("Initial weights".into(), init),
-        ("Epochs".into(), opts.epochs.to_string()),
-        ("Batch size".into(), opts.batch_size.to_string()),
-        ("Optimizer".into(), format!("Adam, lr {}", opts.lr)),
-        ("Augmentation".into(), opts.augment.to_string()),
-        ("Seed".into(), opts.seed.to_string()),
+        ("Initial weights".into(), run.init.to_string()),
+        ("Epochs".into(), run.epochs.to_string()),
+        ("Batch size".into(), run.batch_size.to_string()),
+        (
+            "Optimizer".into(),
+            format!("Adam, lr {}, {:?} schedule", run.optimizer.lr, run.schedule),
+        ),
+        ("Augmentation".into(), run.augment.to_string()),
+        ("Seed".into(), run.seed.to_string()),
+        (
+            "Computed on".into(),
+            format!(
+                "{:?}, {:?}, {} threads",
+                run.device,
+                run.precision,
+                run.threads.map_or("?".into(), |t| t.to_string())
+            ),
+        ),
         (
             "Model".into(),
             format!("{} ({} classes)", meta.architecture, meta.arch.classes),
@@ -185,7 +197,7 @@ pub fn finish_run(
     });
     figures.push(Figure {
         title: "Augmentation preview".into(),
-        caption: if opts.augment.is_none() {
+        caption: if run.augment.is_none() {
             format!("Augmentation was off in this run; this shows what {preview_cfg} would do to one training image per class.")
         } else {
             "One training image per class: the original, then fresh random augmentations with the parameters drawn for each.".into()

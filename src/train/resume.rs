@@ -7,51 +7,17 @@
 //! Hand-written because the parts must be replaced together (one rename), and no crate bundles
 //! burn's records with our state. Both model forms are needed: the record keeps the parameter ids
 //! the optimizer state refers to, and only the safetensors form carries BatchNorm running statistics.
-//!
-//! Randomness needs no saved state: batch order and augmentation are drawn from an RNG that is a
-//! pure function of (seed, epoch), and dropout is reseeded from (seed, epoch, batch) before every
-//! batch — so a resumed run draws exactly what an uninterrupted one would.
 
+use super::state::LoopState;
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
-use crate::train::{History, TrainOptions};
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 
 const MAGIC: &[u8; 12] = b"WARMSTART-R2";
 const PARTS: usize = 4;
+/// The resume file's name in a run directory.
 pub const FILE: &str = "resume.ckpt";
-
-/// Set by the signal handler; the training loop stops after the current batch.
-static STOP: AtomicBool = AtomicBool::new(false);
-
-/// Asks a running training loop to save its state and stop after the current batch.
-pub fn request_stop() {
-    STOP.store(true, Ordering::SeqCst);
-}
-
-pub fn stop_requested() -> bool {
-    STOP.load(Ordering::SeqCst)
-}
-
-/// Where the training loop stands.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LoopState {
-    pub options: TrainOptions,
-    pub classes: Vec<String>,
-    /// The epoch in progress (0-based) and the batches of it already trained.
-    pub epoch: usize,
-    pub batch: usize,
-    /// Running sums of the epoch in progress.
-    pub loss_sum: f64,
-    pub correct: usize,
-    pub seen: usize,
-    pub seconds: f64,
-    pub history: History,
-    pub best_acc: f64,
-}
 
 /// A saved state: the loop position plus the serialised model and optimizer.
 pub struct Saved {
@@ -63,10 +29,12 @@ pub struct Saved {
     pub optim: Vec<u8>,
 }
 
+/// The resume file of run directory `dir`.
 pub fn path(dir: &Path) -> PathBuf {
     dir.join(FILE)
 }
 
+/// Writes `saved` into run directory `dir`, atomically.
 pub fn save(dir: &Path, saved: &Saved) -> Result<()> {
     let json = serde_json::to_vec(&saved.state).map_err(|e| Error::invalid(e.to_string()))?;
     let mut out = Vec::with_capacity(json.len() + saved.model.len() + saved.optim.len() + 64);
@@ -80,6 +48,7 @@ pub fn save(dir: &Path, saved: &Saved) -> Result<()> {
     write_atomic(&path(dir), &out)
 }
 
+/// Reads the resume file of run directory `dir`.
 pub fn load(dir: &Path) -> Result<Saved> {
     let p = path(dir);
     let bytes = crate::fsutil::read(

@@ -1,109 +1,52 @@
-//! The training loop: Adam, one Keras-style line per epoch, the history as CSV, and the best-val
-//! and last checkpoints kept in the output directory.
+//! The training loop: Adam, one Keras-style line per epoch, the history as CSV, the best-val
+//! and last checkpoints kept in the run directory, and a resumable state saved at every epoch end
+//! and on interrupt. Whatever else should happen after each epoch (plots) is the caller's
+//! `on_epoch` callback.
+//!
+//! Randomness needs no saved state: batch order and augmentation are drawn from an RNG that is a
+//! pure function of (seed, epoch), and dropout is reseeded from (seed, epoch, batch) before every
+//! batch — so a resumed run draws exactly what an uninterrupted one would.
 
-use crate::augment::AugmentConfig;
-use crate::batch::Batch;
-use crate::batch::epoch_batches;
+pub mod resume;
+pub mod state;
+
+use crate::batch::{Batch, epoch_batches};
+use crate::cancel;
 use crate::checkpoint::{self, Meta, Metrics};
-use crate::data::{Dataset, LoadOptions};
+use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::eval::predict_set;
 use crate::fsutil::{create_dir, write_atomic};
-use crate::model::ArchConfig;
-use crate::model::{Net, images_tensor};
-use crate::report;
-use crate::resume::{self, LoopState};
+use crate::history::{EpochRecord, History};
+use crate::model::{ArchConfig, Net, images_tensor};
+use crate::record::{AdamRecord, RunRecord};
 use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
 use burn::optim::GradientsParams;
 use burn::optim::ModuleOptimizer;
 use burn::prelude::*;
 use burn::store::ModuleRecord;
 use burn::tensor::Bytes;
-use serde::{Deserialize, Serialize};
+use state::LoopState;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// How to train.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TrainOptions {
-    pub epochs: usize,
-    pub batch_size: usize,
-    pub lr: f64,
-    pub seed: u64,
-    pub augment: AugmentConfig,
-    /// Where checkpoints, the history and the plots go.
-    pub out: PathBuf,
-    /// The dataset and how it was loaded, so that a resumed run sees the same data.
-    pub data: PathBuf,
-    pub load: LoadOptions,
-    /// The command-line arguments of the run, recorded in checkpoints.
-    pub args: serde_json::Value,
-}
-
-/// One epoch's figures.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct EpochRecord {
-    pub epoch: usize,
-    pub seconds: f64,
-    pub loss: f64,
-    pub acc: f64,
-    pub val_loss: f64,
-    pub val_acc: f64,
-}
-
-impl EpochRecord {
-    /// The Keras-style line: `Epoch 3/15 - 10s - loss: 0.1054 - acc: 0.9851 - val_loss: ...`.
-    pub fn keras_line(&self, epochs: usize) -> String {
-        format!(
-            "Epoch {}/{} - {:.0}s - loss: {:.4} - acc: {:.4} - val_loss: {:.4} - val_acc: {:.4}",
-            self.epoch, epochs, self.seconds, self.loss, self.acc, self.val_loss, self.val_acc
-        )
-    }
-}
-
-/// The per-epoch history of a run.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct History(pub Vec<EpochRecord>);
-
-impl History {
-    pub fn to_csv(&self) -> String {
-        let mut s = String::from("epoch,seconds,loss,acc,val_loss,val_acc\n");
-        for r in &self.0 {
-            s.push_str(&format!(
-                "{},{:.3},{:.6},{:.6},{:.6},{:.6}\n",
-                r.epoch, r.seconds, r.loss, r.acc, r.val_loss, r.val_acc
-            ));
-        }
-        s
-    }
-
-    /// The epoch with the best validation accuracy (the earliest among equals).
-    pub fn best(&self) -> Option<&EpochRecord> {
-        self.0
-            .iter()
-            .fold(None, |b: Option<&EpochRecord>, r| match b {
-                Some(b) if b.val_acc >= r.val_acc => Some(b),
-                _ => Some(r),
-            })
-    }
-}
-
 /// What training leaves behind.
 pub struct Outcome {
-    /// The model of the last epoch, in evaluation mode.
-    pub last: Net,
     pub history: History,
     /// Weights of the best validation epoch.
     pub best_path: PathBuf,
-    pub last_path: PathBuf,
 }
 
-/// Paths of a run directory's files.
+/// Called after every epoch with the history so far (for plots).
+pub type OnEpoch<'a> = &'a mut dyn FnMut(&History) -> Result<()>;
+
+/// The best-validation checkpoint of run directory `out`.
 pub fn best_path(out: &Path) -> PathBuf {
     out.join("best.safetensors")
 }
+/// The last-epoch checkpoint of run directory `out`.
 pub fn last_path(out: &Path) -> PathBuf {
     out.join("last.safetensors")
 }
@@ -119,21 +62,28 @@ fn batch_seed(seed: u64, epoch: usize, batch: usize) -> u64 {
     h
 }
 
-/// Trains `model` on `data` from scratch; `device` must not have autodiff (it is added here).
-pub fn fit(model: Net, data: &Dataset, opts: &TrainOptions, device: &Device) -> Result<Outcome> {
-    if opts.epochs == 0 || opts.batch_size == 0 {
+/// Trains `model` on `data` from scratch as `record` says; `device` must not have autodiff (it
+/// is added here).
+pub fn fit(
+    model: Net,
+    data: &Dataset,
+    record: &RunRecord,
+    device: &Device,
+    on_epoch: OnEpoch<'_>,
+) -> Result<Outcome> {
+    if record.epochs == 0 || record.batch_size == 0 {
         return Err(Error::invalid(
             "--epochs and --batch-size must be at least 1",
         ));
     }
-    create_dir(&opts.out)?;
+    create_dir(&record.out)?;
     // A new run in a directory that holds an older run's resume state must not be confused with it.
-    let stale = resume::path(&opts.out);
+    let stale = resume::path(&record.out);
     if stale.exists() {
         std::fs::remove_file(&stale).map_err(|e| Error::io(&stale, e))?;
     }
     let state = LoopState {
-        options: opts.clone(),
+        record: record.clone(),
         classes: data.classes.clone(),
         epoch: 0,
         batch: 0,
@@ -144,27 +94,33 @@ pub fn fit(model: Net, data: &Dataset, opts: &TrainOptions, device: &Device) -> 
         history: History::default(),
         best_acc: f64::NEG_INFINITY,
     };
-    run_loop(model, new_optimizer(), state, data, device)
+    let optim = new_optimizer(&record.optimizer);
+    run_loop(model, optim, state, data, device, on_epoch)
 }
 
-/// Adam with Keras's epsilon; burn's `Adam` arithmetic, fused into one pass on the CPU.
-fn new_optimizer() -> ModuleOptimizer {
-    ModuleOptimizer::from(crate::fast::FusedAdam::new(0.9, 0.999, 1e-7))
+/// burn's `Adam` arithmetic, fused into one pass on the CPU.
+fn new_optimizer(a: &AdamRecord) -> ModuleOptimizer {
+    ModuleOptimizer::from(crate::fast::FusedAdam::new(a.beta_1, a.beta_2, a.epsilon))
 }
 
-/// Continues a run from a saved state (its options, including `out` and `epochs`, may have been
-/// changed by the caller, e.g. to extend the run).
-pub fn resume(saved: resume::Saved, data: &Dataset, device: &Device) -> Result<Outcome> {
+/// Continues a run from a saved state (its record's `out` and `epochs` may have been changed by
+/// the caller, e.g. to extend the run).
+pub fn resume(
+    saved: resume::Saved,
+    data: &Dataset,
+    device: &Device,
+    on_epoch: OnEpoch<'_>,
+) -> Result<Outcome> {
     let resume::Saved {
         state,
         model,
         weights,
         optim,
     } = saved;
-    let file = resume::path(&state.options.out);
+    let file = resume::path(&state.record.out);
     if data.classes != state.classes {
         return Err(Error::format(
-            &state.options.data,
+            &state.record.data.path,
             format!(
                 "the data's classes {:?} differ from the interrupted run's {:?}",
                 data.classes, state.classes
@@ -174,23 +130,23 @@ pub fn resume(saved: resume::Saved, data: &Dataset, device: &Device) -> Result<O
     let ad = device.clone().autodiff();
     let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(model))
         .map_err(|e| Error::format(&file, format!("cannot read the saved model: {e}")))?;
-    let mut net = ArchConfig::seed(state.classes.len())
+    let mut net = ArchConfig::standard(state.classes.len())
         .init(&ad)
         .try_load_record(record)
         .map_err(|e| Error::format(&file, format!("cannot load the saved model: {e}")))?;
     checkpoint::apply_bytes(&mut net, weights)
         .map_err(|e| Error::format(&file, format!("cannot load the saved weights: {e}")))?;
-    let optim = new_optimizer()
+    let optim = new_optimizer(&state.record.optimizer)
         .from_bytes(Bytes::from_bytes_vec(optim))
         .map_err(|e| Error::format(&file, format!("cannot read the saved optimizer state: {e}")))?;
     println!(
         "Resuming {} at epoch {}/{}, batch {}",
-        state.options.out.display(),
+        state.record.out.display(),
         state.epoch + 1,
-        state.options.epochs,
+        state.record.epochs,
         state.batch
     );
-    run_loop(net, optim, state, data, device)
+    run_loop(net, optim, state, data, device, on_epoch)
 }
 
 /// `valid` is `model.valid()`, which the caller usually has already.
@@ -203,7 +159,7 @@ fn save_state(st: &LoopState, model: &Net, valid: &Net, optim: &ModuleOptimizer)
         .map_err(|e| ser(e.to_string()))?;
     let optim = optim.into_bytes().map_err(|e| ser(e.to_string()))?;
     resume::save(
-        &st.options.out,
+        &st.record.out,
         &resume::Saved {
             state: st.clone(),
             model: model.to_vec(),
@@ -251,11 +207,12 @@ pub fn forward_backward(
     (grads, f64::from(loss.into_scalar::<f32>()), hits as usize)
 }
 
-/// A training model, its Adam optimizer and loss, as the training loop sets them up.
+/// A training model, its Adam optimizer (the learning rate is given at each step) and loss, as
+/// the training loop sets them up.
 pub fn training_parts(model: Net, ad: &Device) -> (Net, ModuleOptimizer, CrossEntropyLoss) {
     (
         model.fork(ad).train(),
-        new_optimizer(),
+        new_optimizer(&AdamRecord::with_lr(1e-3)),
         CrossEntropyLossConfig::new().init(ad),
     )
 }
@@ -266,44 +223,49 @@ fn run_loop(
     mut st: LoopState,
     data: &Dataset,
     device: &Device,
+    on_epoch: OnEpoch<'_>,
 ) -> Result<Outcome> {
-    let opts = st.options.clone();
-    create_dir(&opts.out)?;
+    let run = st.record.clone();
+    create_dir(&run.out)?;
     let ad = device.clone().autodiff();
     let mut model = model.fork(&ad).train();
     let loss_fn = CrossEntropyLossConfig::new().init(&ad);
     let train = Arc::new(data.train.clone());
-    let n_batches = train.len().div_ceil(opts.batch_size);
-    let (best_p, last_p) = (best_path(&opts.out), last_path(&opts.out));
+    let n_batches = train.len().div_ceil(run.batch_size);
+    let (best_p, last_p) = (best_path(&run.out), last_path(&run.out));
     let show_bar = std::io::stderr().is_terminal();
 
-    while st.epoch < opts.epochs {
+    while st.epoch < run.epochs {
         let start = Instant::now();
-        let bar = progress_bar(show_bar, n_batches, st.epoch, opts.epochs);
+        let bar = progress_bar(show_bar, n_batches, st.epoch, run.epochs);
         bar.set_position(st.batch as u64);
         let batches = epoch_batches(
             train.clone(),
-            opts.batch_size,
-            opts.augment,
-            opts.seed,
+            run.batch_size,
+            run.augment,
+            run.seed,
             st.epoch,
         );
         // A resumed epoch regenerates the same stream and skips what was already trained.
         for (b, batch) in batches.into_iter().enumerate().skip(st.batch) {
-            ad.seed(batch_seed(opts.seed, st.epoch, b));
+            ad.seed(batch_seed(run.seed, st.epoch, b));
             let n = batch.len();
             let (grads, l, hits) = forward_backward(&model, &loss_fn, batch, &ad);
             if !l.is_finite() {
                 bar.finish_and_clear();
+                let last = if last_p.is_file() {
+                    format!("the last good checkpoint is {}", last_p.display())
+                } else {
+                    "no checkpoint was saved before it".to_string()
+                };
                 return Err(Error::Numerical(format!(
-                    "the training loss became {l} in epoch {}, batch {}; training stopped. \
-                     The last good checkpoint is {} (try a lower --lr)",
+                    "the training loss became {l} in epoch {}, batch {}; training stopped: \
+                     {last} (try a lower --lr)",
                     st.epoch + 1,
                     b + 1,
-                    last_p.display()
                 )));
             }
-            model = optim.step(opts.lr, model, grads);
+            model = optim.step(run.optimizer.lr, model, grads);
             st.loss_sum += l * n as f64;
             st.correct += hits;
             st.seen += n;
@@ -314,12 +276,12 @@ fn run_loop(
                 st.loss_sum / st.seen as f64,
                 st.correct as f64 / st.seen as f64
             ));
-            if resume::stop_requested() {
+            if cancel::stop_requested() {
                 bar.finish_and_clear();
                 st.seconds += start.elapsed().as_secs_f64();
                 save_state(&st, &model, &model.valid(), &optim)?;
                 return Err(Error::Interrupted {
-                    dir: opts.out.clone(),
+                    dir: run.out.clone(),
                     epoch: st.epoch + 1,
                     batch: st.batch,
                 });
@@ -336,12 +298,11 @@ fn run_loop(
             val_loss: vp.loss(),
             val_acc: vp.accuracy(),
         };
-        println!("{}", rec.keras_line(opts.epochs));
+        println!("{}", rec.keras_line(run.epochs));
         st.history.0.push(rec);
         let meta = Meta::new(
             data.classes.clone(),
-            opts.load.invert,
-            serde_json::json!({ "options": opts, "data": data.source }),
+            run.clone(),
             Metrics {
                 epoch: rec.epoch,
                 loss: rec.loss,
@@ -356,11 +317,8 @@ fn run_loop(
             checkpoint::save(&valid, &meta, &best_p)?;
         }
         checkpoint::save(&valid, &meta, &last_p)?;
-        write_atomic(
-            &opts.out.join("history.csv"),
-            st.history.to_csv().as_bytes(),
-        )?;
-        report::plot::curves(&st.history, &opts.out.join("curves.png"))?;
+        write_atomic(&run.out.join("history.csv"), st.history.to_csv().as_bytes())?;
+        on_epoch(&st.history)?;
         st.epoch += 1;
         st.batch = 0;
         st.loss_sum = 0.0;
@@ -370,51 +328,7 @@ fn run_loop(
         save_state(&st, &model, &valid, &optim)?;
     }
     Ok(Outcome {
-        last: model.valid(),
         history: st.history,
         best_path: best_p,
-        last_path: last_p,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rec(epoch: usize, val_acc: f64) -> EpochRecord {
-        EpochRecord {
-            epoch,
-            seconds: 1.0,
-            loss: 0.5,
-            acc: 0.8,
-            val_loss: 0.4,
-            val_acc,
-        }
-    }
-
-    #[test]
-    fn keras_line_format() {
-        let r = EpochRecord {
-            epoch: 3,
-            seconds: 10.2,
-            loss: 0.10541,
-            acc: 0.98512,
-            val_loss: 0.0976,
-            val_acc: 0.9829,
-        };
-        assert_eq!(
-            r.keras_line(15),
-            "Epoch 3/15 - 10s - loss: 0.1054 - acc: 0.9851 - val_loss: 0.0976 - val_acc: 0.9829"
-        );
-    }
-
-    #[test]
-    fn best_is_earliest_highest() {
-        let h = History(vec![rec(1, 0.5), rec(2, 0.7), rec(3, 0.7), rec(4, 0.6)]);
-        assert_eq!(h.best().unwrap().epoch, 2);
-        assert!(
-            h.to_csv()
-                .starts_with("epoch,seconds,loss,acc,val_loss,val_acc\n1,")
-        );
-    }
 }

@@ -1,0 +1,301 @@
+//! The commands that train and evaluate, end to end: resolve the request ([`crate::plan`]), load
+//! the data, build or restore the network, train, report. The binary parses arguments into the
+//! requests and calls these.
+
+use crate::augment::AugmentConfig;
+use crate::bundled;
+use crate::checkpoint;
+use crate::data::{self, Dataset, LoadOptions, Split};
+use crate::device::{self, DeviceKind};
+use crate::error::{Error, Result};
+use crate::eval::{Confusion, Predictions, predict_set, with_tta};
+use crate::history::History;
+use crate::plan::{self, InitRequest, TrainRequest};
+use crate::record::{RunRecord, Stage};
+use crate::report;
+use crate::report::run::{finish_run, write_eval};
+use crate::train;
+use burn::prelude::Device;
+use std::path::{Path, PathBuf};
+
+/// What a finished training stage leaves for the caller.
+pub struct StageResult {
+    pub out: PathBuf,
+    pub data: Dataset,
+    /// The best checkpoint's predictions on the test set, when the data has one.
+    pub test: Option<Predictions>,
+}
+
+/// Loads a dataset and prints what it holds.
+pub fn load_data(path: &Path, opts: &LoadOptions) -> Result<Dataset> {
+    let d = data::load(path, opts)?;
+    println!(
+        "Data: {} — {} classes, {}",
+        path.display(),
+        d.classes.len(),
+        d.sizes()
+    );
+    Ok(d)
+}
+
+/// Redraws `curves.png` of a run after every epoch.
+fn curves_of(out: &Path) -> impl FnMut(&History) -> Result<()> + use<> {
+    let png = out.join("curves.png");
+    move |h: &History| report::plot::curves(h, &png)
+}
+
+/// `pretrain` or `train`: a new run, or with `resume` the interrupted run in that directory.
+pub fn train_stage(stage: Stage, req: &TrainRequest, resume: Option<&Path>) -> Result<StageResult> {
+    if let Some(dir) = resume {
+        return resume_stage(dir, req);
+    }
+    let mut plan = plan::train(stage, req)?;
+    let dev = device::make(plan.record.device, plan.record.seed)?;
+    let data = load_data(&plan.record.data.path, &plan.record.load_options())?;
+    let model = plan.initial_model(&data, &dev)?;
+    let run = plan.record;
+    println!(
+        "Training {} epochs, batch {}, Adam lr {}, augmentation {}, seed {} -> {}",
+        run.epochs,
+        run.batch_size,
+        run.optimizer.lr,
+        run.augment,
+        run.seed,
+        run.out.display()
+    );
+    let outcome = train::fit(model, &data, &run, &dev, &mut curves_of(&run.out))?;
+    finish_stage(outcome, data, &run, &dev)
+}
+
+fn resume_stage(dir: &Path, req: &TrainRequest) -> Result<StageResult> {
+    let mut saved = train::resume::load(dir)?;
+    let ignored = plan::resume(&mut saved.state.record, dir, req)?;
+    if !ignored.is_empty() {
+        eprintln!(
+            "warning: --resume continues the run as it was set up; ignoring {} (only --epochs \
+             and runtime flags such as --threads apply)",
+            ignored.join(", ")
+        );
+    }
+    let run = saved.state.record.clone();
+    let dev = device::make(req.device, run.seed)?;
+    let data = load_data(&run.data.path, &run.load_options())?;
+    plan::check_fingerprint(&run, &data)?;
+    let outcome = train::resume(saved, &data, &dev, &mut curves_of(&run.out))?;
+    finish_stage(outcome, data, &run, &dev)
+}
+
+/// Reports the best epoch and the test accuracy of the best checkpoint, and writes the report.
+fn finish_stage(
+    outcome: train::Outcome,
+    data: Dataset,
+    run: &RunRecord,
+    dev: &Device,
+) -> Result<StageResult> {
+    if let Some(best) = outcome.history.best() {
+        println!(
+            "Best validation accuracy {:.4} at epoch {} -> {}",
+            best.val_acc,
+            best.epoch,
+            outcome.best_path.display()
+        );
+    }
+    let summary = finish_run(&data, run, &outcome.history, &outcome.best_path, dev)?;
+    match &summary.test {
+        Some(p) => println!(
+            "Test accuracy: {:.4} ({}/{})",
+            p.accuracy(),
+            p.correct(),
+            p.len()
+        ),
+        None => println!(
+            "No test set in {}: no test accuracy (the report scores the validation set).",
+            data.source.display()
+        ),
+    }
+    println!(
+        "Wrote {}: checkpoints, history.csv, curves.png, confusion.png, mistakes.png, \
+         augment_preview.png, per_class.csv/json and report.html ({})",
+        run.out.display(),
+        summary.report.display()
+    );
+    Ok(StageResult {
+        out: run.out.clone(),
+        data,
+        test: summary.test,
+    })
+}
+
+/// `warmstart run`: the whole homework on the bundled data; `None` takes each stage's default.
+#[derive(Debug, Clone, Default)]
+pub struct RunRequest {
+    /// `pretrain/` and `fashion-1k/` go inside.
+    pub out: PathBuf,
+    pub pretrain_epochs: Option<usize>,
+    pub epochs: Option<usize>,
+    pub seed: Option<u64>,
+    pub limit: Option<usize>,
+    pub test_limit: Option<usize>,
+    /// Pretrain again even if `out/pretrain` holds a checkpoint.
+    pub fresh: bool,
+    pub device: DeviceKind,
+}
+
+/// Pretrains on the bundled MNIST (reusing `out/pretrain` unless `fresh`), trains fashion-1k from
+/// it, and prints the test confusion matrix.
+pub fn run(req: &RunRequest) -> Result<()> {
+    for name in ["mnist", "fashion-1k"] {
+        let dir = bundled::dir(name);
+        bundled::verify(&dir).map_err(|e| {
+            Error::invalid(format!(
+                "bundled dataset {} is not intact: {e}",
+                dir.display()
+            ))
+        })?;
+    }
+    let pre_out = req.out.join("pretrain");
+    let stage = |data: &str, out: PathBuf, epochs| TrainRequest {
+        data: Some(bundled::dir(data)),
+        out: Some(out),
+        epochs,
+        seed: req.seed,
+        limit: req.limit,
+        test_limit: req.test_limit,
+        device: req.device,
+        ..Default::default()
+    };
+    let best = train::best_path(&pre_out);
+    if !req.fresh && best.is_file() && checkpoint::read_meta(&best).is_ok() {
+        println!(
+            "== Stage 1: reusing the pretrained checkpoint {} (pass --fresh to pretrain again)",
+            best.display()
+        );
+    } else {
+        println!("== Stage 1: pretraining on MNIST");
+        let pre = stage("mnist", pre_out.clone(), req.pretrain_epochs);
+        train_stage(Stage::Pretrain, &pre, None)?;
+    }
+    println!("\n== Stage 2: training fashion-1k from the pretrained weights");
+    let mut t = stage("fashion-1k", req.out.join("fashion-1k"), req.epochs);
+    t.init = Some(InitRequest::From(pre_out));
+    let res = train_stage(Stage::Train, &t, None)?;
+    if let Some(p) = &res.test {
+        let c = Confusion::new(p, &res.data.classes);
+        println!(
+            "\n== Evaluation of {} on the test set\n{}",
+            res.out.display(),
+            c.render()
+        );
+    }
+    println!(
+        "Open {} in a browser for the curves, confusion matrix, mistakes and augmentation preview.",
+        res.out.join("report.html").display()
+    );
+    Ok(())
+}
+
+/// `warmstart eval`.
+#[derive(Debug, Clone)]
+pub struct EvalRequest {
+    /// A checkpoint file or a run directory.
+    pub model: PathBuf,
+    /// Default: the data the checkpoint was trained on.
+    pub data: Option<PathBuf>,
+    pub split: Split,
+    /// Only the first N images of the part.
+    pub limit: Option<usize>,
+    /// Default: `eval-SPLIT/` beside the checkpoint.
+    pub out: Option<PathBuf>,
+    /// Augmented copies to average with the original (test-time augmentation); 0 for none.
+    pub tta: usize,
+    /// Augmentation for TTA; default: the training run's, or the standard one.
+    pub augment: Option<AugmentConfig>,
+    pub device: DeviceKind,
+}
+
+/// Scores a checkpoint on a part of a dataset, prints accuracy, loss and the confusion matrix,
+/// and writes the evaluation files.
+pub fn eval(req: &EvalRequest) -> Result<()> {
+    let plan = plan::eval(&req.model, req.data.as_deref())?;
+    let record = &plan.meta.training;
+    let seed = record.seed;
+    let dev = device::make(req.device, seed)?;
+    let (model, meta) = checkpoint::load(&plan.weights, &dev)?;
+    let d = load_data(&plan.data, &plan.load)?;
+    if plan.own_data && plan::check_fingerprint(record, &d).is_err() {
+        eprintln!(
+            "warning: the data under {} is not what the checkpoint was trained on (its \
+             fingerprint changed); the scores are on the data as it is now",
+            plan.data.display()
+        );
+    }
+    if let Some(w) = plan::check_classes(&plan.data, &d.classes, &plan.weights, &meta)? {
+        eprintln!("warning: {w}");
+    }
+    let set = d
+        .part(req.split)
+        .cloned()
+        .ok_or_else(|| Error::format(&plan.data, "has no test set; use --split val"))?;
+    let set = match req.limit {
+        Some(n) => set.truncate(n),
+        None => set,
+    };
+    let split = req.split.name();
+    let p = predict_set(&model, &set, &dev);
+    println!(
+        "Model: {} ({} classes)",
+        plan.weights.display(),
+        meta.classes.len()
+    );
+    println!(
+        "Accuracy on {split} ({}): {:.4} ({}/{})",
+        plan.data.display(),
+        p.accuracy(),
+        p.correct(),
+        p.len()
+    );
+    println!("Loss: {:.4}", p.loss());
+    let p = if req.tta > 0 {
+        let aug = req.augment.unwrap_or(if record.augment.is_none() {
+            AugmentConfig::STANDARD
+        } else {
+            record.augment
+        });
+        let t = with_tta(p.clone(), &model, &set, &dev, &aug, req.tta, seed);
+        println!(
+            "Accuracy with test-time augmentation (original + {} copies, {aug}): {:.4} ({}/{}), loss {:.4}",
+            req.tta,
+            t.accuracy(),
+            t.correct(),
+            t.len(),
+            t.loss()
+        );
+        t
+    } else {
+        p
+    };
+    println!();
+    // Beside the checkpoint, but apart from the training run's own report files.
+    let out = req.out.clone().unwrap_or_else(|| {
+        plan.weights
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
+            .join(format!("eval-{split}"))
+    });
+    let tta = if req.tta > 0 {
+        format!(", TTA {}", req.tta)
+    } else {
+        String::new()
+    };
+    let (c, files) = write_eval(&out, &p, &set, &meta.classes, &format!("{split} set{tta}"))?;
+    print!("{}", c.render());
+    println!(
+        "\nWrote {}, {}, {} and {}",
+        files.confusion_png.display(),
+        files.mistakes_png.display(),
+        files.per_class_csv.display(),
+        files.per_class_json.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,437 @@
+//! The one resolve step. A request (what the user typed, `None` where they typed nothing) plus
+//! the stage's defaults become a [`RunRecord`]; the rules that also need the data or a checkpoint
+//! — reusing the classifier head, matching classes, what `--resume` may change, which images
+//! `eval` scores — are here as well. The binary only parses arguments into these requests.
+
+use crate::augment::AugmentConfig;
+use crate::bundled;
+use crate::checkpoint::{self, Meta};
+use crate::data::{Dataset, Invert, LoadOptions};
+use crate::device::DeviceKind;
+use crate::error::{Error, Result};
+use crate::model::{ArchConfig, Net};
+use crate::record::{
+    AdamRecord, DataRecord, Fingerprint, InitRecord, Precision, RECORD_VERSION, RunRecord,
+    Schedule, Stage,
+};
+use burn::prelude::Device;
+use std::path::{Path, PathBuf};
+
+/// Adam's learning rate unless `--lr` says otherwise.
+pub const DEFAULT_LR: f64 = 1e-3;
+/// The seed unless `--seed` says otherwise.
+pub const DEFAULT_SEED: u64 = 42;
+/// The validation fraction unless `--val-split` says otherwise.
+pub const DEFAULT_VAL_SPLIT: f64 = 0.1;
+
+/// What `--init` asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InitRequest {
+    Random,
+    /// A checkpoint file or a run directory.
+    From(PathBuf),
+}
+
+impl std::str::FromStr for InitRequest {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "" => Err("expected a checkpoint path or `random`".into()),
+            "random" => Ok(InitRequest::Random),
+            p => Ok(InitRequest::From(PathBuf::from(p))),
+        }
+    }
+}
+
+/// The settings a stage uses where the request leaves them open.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StageDefaults {
+    pub data: PathBuf,
+    pub out: PathBuf,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub augment: AugmentConfig,
+    pub init: InitRequest,
+}
+
+/// The defaults of `stage`: pretraining on the bundled MNIST from random weights without
+/// augmentation; training the bundled fashion-1k from `runs/pretrain` with augmentation.
+pub fn defaults(stage: Stage) -> StageDefaults {
+    match stage {
+        Stage::Pretrain => StageDefaults {
+            data: bundled::dir("mnist"),
+            out: PathBuf::from("runs/pretrain"),
+            epochs: 15,
+            batch_size: 128,
+            augment: AugmentConfig::NONE,
+            init: InitRequest::Random,
+        },
+        Stage::Train => StageDefaults {
+            data: bundled::dir("fashion-1k"),
+            out: PathBuf::from("runs/train"),
+            epochs: 30,
+            batch_size: 32,
+            augment: AugmentConfig::STANDARD,
+            init: InitRequest::From(PathBuf::from("runs/pretrain")),
+        },
+    }
+}
+
+/// A training request as the user gave it; `None` (or `false`) takes the stage's default.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TrainRequest {
+    pub data: Option<PathBuf>,
+    pub out: Option<PathBuf>,
+    pub epochs: Option<usize>,
+    pub batch_size: Option<usize>,
+    pub lr: Option<f64>,
+    pub seed: Option<u64>,
+    pub limit: Option<usize>,
+    pub test_limit: Option<usize>,
+    pub val_split: Option<f64>,
+    pub augment: Option<AugmentConfig>,
+    pub init: Option<InitRequest>,
+    /// Re-initialise the classifier head even when the checkpoint's classes are the data's.
+    pub new_head: bool,
+    pub invert: Option<Invert>,
+    pub device: DeviceKind,
+}
+
+/// A run resolved except for what needs its data: the fingerprint and the head decision
+/// ([`TrainPlan::initial_model`] fills them in).
+#[derive(Debug, Clone)]
+pub struct TrainPlan {
+    pub record: RunRecord,
+    /// `--init` was left to the stage's default (so a missing default gets a hint).
+    init_defaulted: bool,
+    /// `--new-head` was given.
+    new_head_flag: bool,
+}
+
+/// An absolute form of `p` (relative to the working directory now), so the record means the
+/// same files wherever it is read from.
+fn absolute(p: &Path) -> Result<PathBuf> {
+    std::path::absolute(p).map_err(|e| Error::io(p, e))
+}
+
+/// Resolves a training request of `stage`: defaults filled in, numbers checked, paths absolute.
+pub fn train(stage: Stage, req: &TrainRequest) -> Result<TrainPlan> {
+    let d = defaults(stage);
+    let lr = req.lr.unwrap_or(DEFAULT_LR);
+    if !(lr > 0.0 && lr.is_finite()) {
+        return Err(Error::invalid("--lr must be a positive number"));
+    }
+    let val_split = req.val_split.unwrap_or(DEFAULT_VAL_SPLIT);
+    if !(0.0..1.0).contains(&val_split) {
+        return Err(Error::invalid(format!(
+            "--val-split must be at least 0 and below 1, not {val_split}"
+        )));
+    }
+    let (epochs, batch_size) = (
+        req.epochs.unwrap_or(d.epochs),
+        req.batch_size.unwrap_or(d.batch_size),
+    );
+    if epochs == 0 || batch_size == 0 {
+        return Err(Error::invalid(
+            "--epochs and --batch-size must be at least 1",
+        ));
+    }
+    let init = match req.init.clone().unwrap_or(d.init) {
+        InitRequest::Random => InitRecord::Random,
+        InitRequest::From(p) => InitRecord::Checkpoint {
+            path: absolute(&p)?,
+            new_head: req.new_head,
+        },
+    };
+    let record = RunRecord {
+        version: RECORD_VERSION,
+        stage,
+        data: DataRecord {
+            path: absolute(req.data.as_ref().unwrap_or(&d.data))?,
+            val_split,
+            limit: req.limit,
+            test_limit: req.test_limit,
+            invert: req.invert.unwrap_or(Invert::Auto),
+            fingerprint: None,
+        },
+        epochs,
+        batch_size,
+        optimizer: AdamRecord::with_lr(lr),
+        schedule: Schedule::Constant,
+        augment: req.augment.unwrap_or(d.augment),
+        init,
+        precision: Precision::Fp32,
+        device: req.device,
+        threads: Some(rayon::current_num_threads()),
+        seed: req.seed.unwrap_or(DEFAULT_SEED),
+        out: absolute(req.out.as_ref().unwrap_or(&d.out))?,
+    };
+    Ok(TrainPlan {
+        record,
+        init_defaulted: req.init.is_none(),
+        new_head_flag: req.new_head,
+    })
+}
+
+/// Whether a checkpoint's classifier head may be reused for data with `classes`: only when it
+/// predicts the same classes (the same count is not enough: MNIST's digits and Fashion-MNIST's
+/// garments are both 10 classes) and `--new-head` was not given. The checkpoint's sidecar must be
+/// readable: without it there is no telling what the head predicts.
+pub fn reuse_head(checkpoint: &Path, classes: &[String], new_head_flag: bool) -> Result<bool> {
+    let meta = checkpoint::read_meta(&checkpoint::resolve(checkpoint)?)?;
+    Ok(!new_head_flag && meta.classes == classes)
+}
+
+impl TrainPlan {
+    /// The network to start from, for the loaded `data`: random, or the `--init` checkpoint's
+    /// tensors (the head only by [`reuse_head`]). Records the data's fingerprint and the head
+    /// decision, and prints what was loaded.
+    pub fn initial_model(&mut self, data: &Dataset, device: &Device) -> Result<Net> {
+        self.record.data.fingerprint = Some(Fingerprint::of(data));
+        let mut model = ArchConfig::standard(data.classes.len()).init(device);
+        let InitRecord::Checkpoint { path, new_head } = &mut self.record.init else {
+            println!("Init: random weights");
+            return Ok(model);
+        };
+        if self.init_defaulted && !path.exists() {
+            return Err(Error::invalid(format!(
+                "no pretrained checkpoint at {}: run `warmstart pretrain` first, or pass --init PATH or --init random",
+                path.display()
+            )));
+        }
+        *new_head = !reuse_head(path, &data.classes, self.new_head_flag)?;
+        let skip: &[&str] = if *new_head { &["fc2"] } else { &[] };
+        let rep = checkpoint::transfer(&mut model, path, skip)?;
+        println!("Init: {}\n{rep}", path.display());
+        if *new_head && !self.new_head_flag {
+            println!("(the checkpoint's classes differ from the data's: new classifier head)");
+        }
+        Ok(model)
+    }
+}
+
+/// Applies to a saved run's record what `--resume DIR` may change: the run directory (the run
+/// lives where the user says it is now, even if it was moved) and `--epochs`. Returns the flags of
+/// `req` that a resume ignores, for a warning.
+pub fn resume(record: &mut RunRecord, dir: &Path, req: &TrainRequest) -> Result<Vec<&'static str>> {
+    record.out = absolute(dir)?;
+    if let Some(e) = req.epochs {
+        if e == 0 {
+            return Err(Error::invalid("--epochs must be at least 1"));
+        }
+        record.epochs = e;
+    }
+    let given = [
+        ("--data", req.data.is_some()),
+        ("--out", req.out.is_some()),
+        ("--batch-size", req.batch_size.is_some()),
+        ("--lr", req.lr.is_some()),
+        ("--seed", req.seed.is_some()),
+        ("--limit", req.limit.is_some()),
+        ("--test-limit", req.test_limit.is_some()),
+        ("--val-split", req.val_split.is_some()),
+        ("--augment", req.augment.is_some()),
+        ("--init", req.init.is_some()),
+        ("--new-head", req.new_head),
+        ("--invert", req.invert.is_some()),
+    ];
+    Ok(given
+        .into_iter()
+        .filter_map(|(flag, on)| on.then_some(flag))
+        .collect())
+}
+
+/// Checks that freshly loaded data is what a record's fingerprint says was loaded.
+pub fn check_fingerprint(record: &RunRecord, data: &Dataset) -> Result<()> {
+    match &record.data.fingerprint {
+        Some(was) => {
+            let now = Fingerprint::of(data);
+            if *was == now {
+                Ok(())
+            } else {
+                Err(Error::format(
+                    &record.data.path,
+                    format!("the data changed since the run started: it was {was}, it is {now}"),
+                ))
+            }
+        }
+        None => Ok(()),
+    }
+}
+
+/// What `eval` scores, resolved from the checkpoint's record.
+#[derive(Debug, Clone)]
+pub struct EvalPlan {
+    pub weights: PathBuf,
+    pub meta: Meta,
+    /// The dataset: `--data`, or the one the checkpoint was trained on.
+    pub data: PathBuf,
+    /// How to load it: the training run's split (validation fraction, seed) and inversion, and its
+    /// limits when it is the training run's own data, so `--split val` scores exactly the images
+    /// the run validated on.
+    pub load: LoadOptions,
+    /// Whether `data` is the data the checkpoint was trained on.
+    pub own_data: bool,
+}
+
+/// Resolves `eval --model MODEL [--data DATA]`.
+pub fn eval(model: &Path, data: Option<&Path>) -> Result<EvalPlan> {
+    let weights = checkpoint::resolve(model)?;
+    let meta = checkpoint::read_meta(&weights)?;
+    let record = &meta.training;
+    let data = match data {
+        Some(d) => absolute(d)?,
+        None => record.data.path.clone(),
+    };
+    let own_data = data == record.data.path;
+    let mut load = record.load_options();
+    if !own_data {
+        load.limit = None;
+        load.test_limit = None;
+    }
+    Ok(EvalPlan {
+        weights,
+        meta,
+        data,
+        load,
+        own_data,
+    })
+}
+
+/// Checks that data with `classes` (from `data_path`) can be scored by a checkpoint: the same
+/// class names, or numbered classes of the same count (IDX and CSV files without `classes.txt`),
+/// which are taken to be the checkpoint's; returns a warning in that case.
+pub fn check_classes(
+    data_path: &Path,
+    classes: &[String],
+    weights: &Path,
+    meta: &Meta,
+) -> Result<Option<String>> {
+    if classes.len() != meta.classes.len() {
+        return Err(Error::invalid(format!(
+            "{} has {} classes but the checkpoint {} was trained on {}",
+            data_path.display(),
+            classes.len(),
+            weights.display(),
+            meta.classes.len()
+        )));
+    }
+    if classes == meta.classes {
+        return Ok(None);
+    }
+    let numbered = classes.iter().enumerate().all(|(i, c)| *c == i.to_string());
+    if !numbered {
+        return Err(Error::invalid(format!(
+            "the classes of {} ({}) are not the checkpoint's ({})",
+            data_path.display(),
+            classes.join(", "),
+            meta.classes.join(", ")
+        )));
+    }
+    Ok(Some(format!(
+        "{} names its classes by number; assuming they are the checkpoint's {}",
+        data_path.display(),
+        meta.classes.join(", ")
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stage_defaults_fill_what_the_request_leaves_open() {
+        let p = train(Stage::Pretrain, &TrainRequest::default()).unwrap();
+        let r = &p.record;
+        assert_eq!((r.epochs, r.batch_size, r.seed), (15, 128, DEFAULT_SEED));
+        assert_eq!(r.augment, AugmentConfig::NONE);
+        assert_eq!(r.init, InitRecord::Random);
+        assert!(r.data.path.is_absolute() && r.out.is_absolute());
+        let req = TrainRequest {
+            epochs: Some(3),
+            lr: Some(0.01),
+            init: Some(InitRequest::From("some/ckpt".into())),
+            ..Default::default()
+        };
+        let t = train(Stage::Train, &req).unwrap().record;
+        assert_eq!((t.epochs, t.batch_size), (3, 32));
+        assert_eq!(t.optimizer.lr, 0.01);
+        assert_eq!(t.augment, AugmentConfig::STANDARD);
+        match t.init {
+            InitRecord::Checkpoint { path, new_head } => {
+                assert!(path.is_absolute() && path.ends_with("some/ckpt"));
+                assert!(!new_head);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_numbers_are_refused() {
+        for req in [
+            TrainRequest {
+                lr: Some(0.0),
+                ..Default::default()
+            },
+            TrainRequest {
+                lr: Some(f64::NAN),
+                ..Default::default()
+            },
+            TrainRequest {
+                val_split: Some(1.0),
+                ..Default::default()
+            },
+            TrainRequest {
+                epochs: Some(0),
+                ..Default::default()
+            },
+            TrainRequest {
+                batch_size: Some(0),
+                ..Default::default()
+            },
+        ] {
+            assert!(train(Stage::Train, &req).is_err(), "{req:?}");
+        }
+    }
+
+    #[test]
+    fn resume_changes_only_the_directory_and_epochs_and_names_what_it_ignores() {
+        let mut r = train(Stage::Train, &TrainRequest::default())
+            .unwrap()
+            .record;
+        let before = r.clone();
+        let req = TrainRequest {
+            epochs: Some(50),
+            lr: Some(0.5),
+            data: Some("elsewhere".into()),
+            ..Default::default()
+        };
+        let ignored = resume(&mut r, Path::new("moved/run"), &req).unwrap();
+        assert_eq!(ignored, vec!["--data", "--lr"]);
+        assert_eq!(r.epochs, 50);
+        assert!(r.out.ends_with("moved/run") && r.out.is_absolute());
+        assert_eq!(r.optimizer, before.optimizer);
+        assert_eq!(r.data, before.data);
+    }
+
+    #[test]
+    fn the_head_is_reused_only_for_the_same_class_names_and_needs_a_sidecar() {
+        let device = Device::flex();
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("best.safetensors");
+        let digits: Vec<String> = (0..3).map(|i| i.to_string()).collect();
+        let record = train(Stage::Pretrain, &TrainRequest::default())
+            .unwrap()
+            .record;
+        let meta = Meta::new(digits.clone(), record, Default::default());
+        checkpoint::save(&ArchConfig::standard(3).init(&device), &meta, &p).unwrap();
+        assert!(reuse_head(&p, &digits, false).unwrap());
+        assert!(!reuse_head(&p, &digits, true).unwrap());
+        let other: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+        assert!(!reuse_head(&p, &other, false).unwrap());
+        // No sidecar: an error, not "the same classes".
+        std::fs::remove_file(checkpoint::sidecar(&p)).unwrap();
+        let e = reuse_head(&p, &digits, false).unwrap_err().to_string();
+        assert!(e.contains("sidecar is missing"), "{e}");
+    }
+}

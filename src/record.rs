@@ -1,0 +1,346 @@
+//! The run record: everything a training run was given and resolved to, in one typed, versioned
+//! value. The resolve step (`plan`) makes it once; the training loop, the checkpoint
+//! sidecars, the resume state and the reports carry it; `eval`, `predict` and `--resume` read it
+//! back typed (never by string keys), so what was recorded is what is used.
+
+use crate::augment::AugmentConfig;
+use crate::data::{Dataset, Images, Invert, LoadOptions};
+use crate::device::DeviceKind;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::path::PathBuf;
+
+/// The layout version of [`RunRecord`]; sidecars without one are read as the layout before it.
+pub const RECORD_VERSION: u32 = 1;
+
+/// Which of the two stages a run is: they differ only in their defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    /// From random weights, on the bundled MNIST by default.
+    Pretrain,
+    /// From pretrained weights, with augmentation, on the bundled fashion-1k by default.
+    Train,
+}
+
+/// The dataset of a run and how it was loaded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataRecord {
+    /// Absolute, so a run resumed or evaluated from another directory finds the same data.
+    pub path: PathBuf,
+    /// Fraction of the training set held out when the source has no validation set.
+    pub val_split: f64,
+    /// Only the first N training images.
+    pub limit: Option<usize>,
+    /// Only the first N test images.
+    pub test_limit: Option<usize>,
+    /// How image files were inverted to light-on-dark.
+    pub invert: Invert,
+    /// What was loaded; `None` in records written before fingerprints existed.
+    pub fingerprint: Option<Fingerprint>,
+}
+
+/// The sizes of what was loaded and a hash of it, to tell when the data under a path changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fingerprint {
+    pub train: usize,
+    pub val: usize,
+    pub test: Option<usize>,
+    /// SHA-256 of every split's pixels and labels, in order.
+    pub sha256: String,
+}
+
+impl Fingerprint {
+    /// The fingerprint of a loaded dataset (after its limits and split).
+    pub fn of(d: &Dataset) -> Self {
+        let mut h = Sha256::new();
+        let mut add = |tag: &[u8], s: &Images| {
+            h.update(tag);
+            h.update((s.len() as u64).to_le_bytes());
+            h.update(s.pixels());
+            for l in s.labels() {
+                h.update(l.to_le_bytes());
+            }
+        };
+        add(b"train", &d.train);
+        add(b"val", &d.val);
+        if let Some(t) = &d.test {
+            add(b"test", t);
+        }
+        for c in &d.classes {
+            h.update((c.len() as u64).to_le_bytes());
+            h.update(c.as_bytes());
+        }
+        Fingerprint {
+            train: d.train.len(),
+            val: d.val.len(),
+            test: d.test.as_ref().map(Images::len),
+            sha256: format!("{:x}", h.finalize()),
+        }
+    }
+}
+
+impl std::fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} train / {} validation", self.train, self.val)?;
+        if let Some(t) = self.test {
+            write!(f, " / {t} test")?;
+        }
+        write!(
+            f,
+            " images, sha256 {}",
+            &self.sha256[..12.min(self.sha256.len())]
+        )
+    }
+}
+
+/// Adam's settings (burn's `Adam`, with Keras' epsilon).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct AdamRecord {
+    pub lr: f64,
+    pub beta_1: f32,
+    pub beta_2: f32,
+    pub epsilon: f32,
+}
+
+impl AdamRecord {
+    /// Adam with learning rate `lr` and the betas and epsilon every warmstart run uses.
+    pub fn with_lr(lr: f64) -> Self {
+        AdamRecord {
+            lr,
+            beta_1: 0.9,
+            beta_2: 0.999,
+            epsilon: 1e-7,
+        }
+    }
+}
+
+/// How the learning rate changes over a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Schedule {
+    /// The same rate throughout.
+    Constant,
+}
+
+/// The arithmetic precision of the matrix multiplies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    Fp32,
+}
+
+/// Where the initial weights came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "kind")]
+pub enum InitRecord {
+    Random,
+    /// Every same-named, same-shaped tensor of a checkpoint, except the classifier head when
+    /// `new_head` (the resolved decision, not only the flag).
+    Checkpoint {
+        path: PathBuf,
+        new_head: bool,
+    },
+}
+
+impl std::fmt::Display for InitRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InitRecord::Random => write!(f, "random"),
+            InitRecord::Checkpoint { path, new_head } => write!(
+                f,
+                "{}{}",
+                path.display(),
+                if *new_head {
+                    " (new classifier head)"
+                } else {
+                    ""
+                }
+            ),
+        }
+    }
+}
+
+/// Everything a run was given and resolved to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// [`RECORD_VERSION`] when written.
+    pub version: u32,
+    pub stage: Stage,
+    pub data: DataRecord,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub optimizer: AdamRecord,
+    pub schedule: Schedule,
+    pub augment: AugmentConfig,
+    pub init: InitRecord,
+    pub precision: Precision,
+    pub device: DeviceKind,
+    /// CPU threads the run computed with (results are bit-identical for the same count); `None`
+    /// in records written before it was recorded.
+    pub threads: Option<usize>,
+    /// Seeds the split, the shuffles, the augmentation, the initial weights and dropout.
+    pub seed: u64,
+    /// The run directory: checkpoints, history, plots and the report.
+    pub out: PathBuf,
+}
+
+impl RunRecord {
+    /// How to load the run's data again exactly as it was loaded for training.
+    pub fn load_options(&self) -> LoadOptions {
+        LoadOptions {
+            val_split: self.data.val_split,
+            seed: self.seed,
+            invert: self.data.invert,
+            limit: self.data.limit,
+            test_limit: self.data.test_limit,
+        }
+    }
+
+    /// Reads a record in any layout this version of warmstart has written: the current one, or
+    /// the untyped layout before [`RECORD_VERSION`] 1 (a sidecar's `{"options": ..., "data": ...}`
+    /// or a resume state's options object).
+    pub fn from_json(value: serde_json::Value) -> std::result::Result<Self, String> {
+        if value.get("version").is_some() {
+            let r: RunRecord = serde_json::from_value(value).map_err(|e| e.to_string())?;
+            if r.version != RECORD_VERSION {
+                return Err(format!(
+                    "run record version {} is not one this warmstart reads ({RECORD_VERSION})",
+                    r.version
+                ));
+            }
+            return Ok(r);
+        }
+        let options = match value.get("options") {
+            Some(o) => o.clone(),
+            None => value,
+        };
+        let legacy: legacy::Options = serde_json::from_value(options).map_err(|e| e.to_string())?;
+        Ok(legacy.into())
+    }
+}
+
+/// Serde adapter for fields holding a [`RunRecord`] in any layout ([`RunRecord::from_json`]).
+pub fn any_layout<'de, D: serde::Deserializer<'de>>(d: D) -> Result<RunRecord, D::Error> {
+    let v = serde_json::Value::deserialize(d)?;
+    RunRecord::from_json(v).map_err(serde::de::Error::custom)
+}
+
+/// The layout of warmstart 0.1 before the typed record: `TrainOptions` with the command-line
+/// arguments as free JSON.
+mod legacy {
+    use super::*;
+
+    #[derive(Deserialize)]
+    pub struct Options {
+        epochs: usize,
+        batch_size: usize,
+        lr: f64,
+        seed: u64,
+        augment: AugmentConfig,
+        out: PathBuf,
+        data: PathBuf,
+        load: LoadOptions,
+        #[serde(default)]
+        args: Args,
+    }
+
+    #[derive(Deserialize, Default)]
+    struct Args {
+        command: Option<String>,
+        init: Option<String>,
+        #[serde(default)]
+        new_head: bool,
+        device: Option<DeviceKind>,
+        threads: Option<usize>,
+    }
+
+    impl From<Options> for RunRecord {
+        fn from(o: Options) -> Self {
+            let init = match o.args.init.as_deref() {
+                None | Some("random") => InitRecord::Random,
+                Some(p) => InitRecord::Checkpoint {
+                    path: PathBuf::from(p),
+                    new_head: o.args.new_head,
+                },
+            };
+            RunRecord {
+                version: RECORD_VERSION,
+                stage: if o.args.command.as_deref() == Some("pretrain") {
+                    Stage::Pretrain
+                } else {
+                    Stage::Train
+                },
+                data: DataRecord {
+                    path: o.data,
+                    val_split: o.load.val_split,
+                    limit: o.load.limit,
+                    test_limit: o.load.test_limit,
+                    invert: o.load.invert,
+                    fingerprint: None,
+                },
+                epochs: o.epochs,
+                batch_size: o.batch_size,
+                optimizer: AdamRecord::with_lr(o.lr),
+                schedule: Schedule::Constant,
+                augment: o.augment,
+                init,
+                precision: Precision::Fp32,
+                device: o.args.device.unwrap_or(DeviceKind::Cpu),
+                threads: o.args.threads,
+                seed: o.seed,
+                out: o.out,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint;
+    use std::path::Path;
+
+    /// A sidecar written by warmstart 0.1 before the typed record (`warmstart run
+    /// --pretrain-epochs 1 --epochs 3 --limit 5000`, stage 2).
+    const LEGACY_SIDECAR: &str = include_str!("../tests/fixtures/sidecar-0.1-layout.json");
+
+    #[test]
+    fn a_sidecar_of_the_untyped_layout_still_loads() {
+        let meta = checkpoint::parse_meta(Path::new("best.json"), LEGACY_SIDECAR.as_bytes())
+            .expect("the 0.1 layout parses");
+        let r = &meta.training;
+        assert_eq!(r.version, RECORD_VERSION);
+        assert_eq!(r.stage, Stage::Train);
+        assert_eq!((r.epochs, r.batch_size, r.seed), (3, 32, 42));
+        assert_eq!(r.optimizer, AdamRecord::with_lr(0.001));
+        assert_eq!(r.augment, AugmentConfig::STANDARD);
+        assert_eq!(r.data.path, Path::new("data/fashion-1k"));
+        assert_eq!((r.data.val_split, r.data.limit), (0.1, Some(5000)));
+        assert_eq!(r.data.fingerprint, None);
+        assert_eq!(r.threads, None);
+        assert_eq!(
+            r.init,
+            InitRecord::Checkpoint {
+                path: "/tmp/before/pretrain".into(),
+                new_head: false
+            }
+        );
+        assert_eq!(r.load_options().limit, Some(5000));
+    }
+
+    #[test]
+    fn the_current_layout_round_trips_and_other_versions_are_refused() {
+        let meta =
+            checkpoint::parse_meta(Path::new("best.json"), LEGACY_SIDECAR.as_bytes()).unwrap();
+        let json = serde_json::to_value(&meta.training).unwrap();
+        assert_eq!(json["version"], RECORD_VERSION);
+        assert_eq!(RunRecord::from_json(json.clone()).unwrap(), meta.training);
+        let mut future = json;
+        future["version"] = 2.into();
+        let e = RunRecord::from_json(future).unwrap_err();
+        assert!(e.contains("version 2"), "{e}");
+        let e = RunRecord::from_json(serde_json::json!({"version": 1, "epochs": 3})).unwrap_err();
+        assert!(e.contains("missing field"), "{e}");
+    }
+}
