@@ -29,12 +29,14 @@ impl AugmentConfig {
         shift: 0.1,
         zoom: 0.1,
     };
+    /// No augmentation (`--augment none`).
     pub const NONE: AugmentConfig = AugmentConfig {
         rotation: 0.0,
         shift: 0.0,
         zoom: 0.0,
     };
 
+    /// Whether this is [`AugmentConfig::NONE`].
     pub fn is_none(&self) -> bool {
         *self == Self::NONE
     }
@@ -129,14 +131,20 @@ impl std::str::FromStr for AugmentConfig {
 /// (`dx`, `dy`) pixels (right and down).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Affine {
+    /// Rotation, degrees counter-clockwise.
     pub angle_deg: f32,
+    /// Horizontal shift, pixels.
     pub dx: f32,
+    /// Vertical shift, pixels.
     pub dy: f32,
+    /// Horizontal zoom factor (above 1 enlarges).
     pub zoom_x: f32,
+    /// Vertical zoom factor (above 1 enlarges).
     pub zoom_y: f32,
 }
 
 impl Affine {
+    /// The transform that leaves an image unchanged.
     pub const IDENTITY: Affine = Affine {
         angle_deg: 0.0,
         dx: 0.0,

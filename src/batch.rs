@@ -12,15 +12,19 @@ use std::sync::mpsc::{Receiver, sync_channel};
 /// A batch on the host: `len` images of 28x28 pixels in `[0, 1]`, and their class indices.
 #[derive(Debug, Clone)]
 pub struct Batch {
+    /// `len * 784` pixel values in `[0, 1]`.
     pub images: Vec<f32>,
+    /// Class index of each image.
     pub labels: Vec<i64>,
 }
 
 impl Batch {
+    /// Images in the batch.
     pub fn len(&self) -> usize {
         self.labels.len()
     }
 
+    /// Whether the batch holds no image.
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
     }

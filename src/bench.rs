@@ -19,9 +19,11 @@ pub struct BenchConfig {
     pub batches_b128: usize,
     /// Timed training batches at batch 32 with augmentation.
     pub batches_b32: usize,
+    /// Untimed batches before each training measurement.
     pub warmup: usize,
     /// Inference repeats at batch 1000 (the median is reported).
     pub infer_repeats: usize,
+    /// Single-image predictions timed for the latency figure.
     pub latency_repeats: usize,
 }
 
@@ -40,10 +42,15 @@ impl Default for BenchConfig {
 /// Measured figures.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct BenchResult {
+    /// Training images per second at batch 128, no augmentation.
     pub train_b128: f64,
+    /// Training images per second at batch 32 with augmentation.
     pub train_b32_aug: f64,
+    /// Inference images per second at batch 1000.
     pub infer_b1000: f64,
+    /// Milliseconds to predict one image.
     pub latency_b1_ms: f64,
+    /// Peak resident memory of the process, MiB (where the OS tells).
     pub peak_rss_mib: Option<f64>,
 }
 

@@ -9,6 +9,7 @@ use crate::fsutil::{create_dir, write_atomic};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
+/// Fashion-MNIST's class names, in label order.
 pub const FASHION_CLASSES: [&str; 10] = [
     "T-shirt/top",
     "Trouser",
@@ -24,6 +25,7 @@ pub const FASHION_CLASSES: [&str; 10] = [
 
 /// Images per class in the fashion-1k training and validation sets.
 pub const FASHION_TRAIN_PER_CLASS: usize = 100;
+/// Validation images per class in fashion-1k (the next ones after the training images).
 pub const FASHION_VAL_PER_CLASS: usize = 50;
 
 /// Finds a bundled dataset directory (`data/<name>`): relative to the working directory first,
@@ -39,6 +41,7 @@ pub fn dir(name: &str) -> PathBuf {
     if built.is_dir() { built } else { local }
 }
 
+/// The SHA-256 of `bytes` as lowercase hex, as `sha256sum` prints it.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
         .iter()

@@ -17,8 +17,11 @@ use std::path::{Path, PathBuf};
 /// How raw images become model input.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InputSpec {
+    /// Image height in pixels.
     pub height: usize,
+    /// Image width in pixels.
     pub width: usize,
+    /// Channels (1: grayscale).
     pub channels: usize,
     /// Pixel values are bytes divided by this.
     pub scale_divisor: f32,
@@ -29,6 +32,7 @@ pub struct InputSpec {
 }
 
 impl InputSpec {
+    /// warmstart's input convention, with the inversion rule used in training.
     pub fn new(invert: Invert) -> Self {
         InputSpec {
             height: SIDE,
@@ -44,26 +48,38 @@ impl InputSpec {
 /// Metrics of the epoch a checkpoint was taken at.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Metrics {
+    /// The epoch (1-based).
     pub epoch: usize,
+    /// Mean training loss over the epoch.
     pub loss: f64,
+    /// Training accuracy over the epoch (on augmented batches).
     pub acc: f64,
+    /// Validation loss after the epoch.
     pub val_loss: f64,
+    /// Validation accuracy after the epoch.
     pub val_acc: f64,
+    /// Test accuracy, recorded in the best checkpoint after training when there is a test set.
     pub test_acc: Option<f64>,
 }
 
 /// The JSON sidecar of a checkpoint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Meta {
+    /// The warmstart version that wrote it.
     pub warmstart_version: String,
+    /// The architecture name ([`ARCHITECTURE`]), checked when loading.
     pub architecture: String,
+    /// The layer sizes.
     pub arch: ArchConfig,
+    /// Class names, in label order.
     pub classes: Vec<String>,
+    /// How images become model input.
     pub input: InputSpec,
     /// Everything the run that produced it was given and resolved to (read from the layout of
     /// either record version).
     #[serde(deserialize_with = "crate::record::any_layout")]
     pub training: RunRecord,
+    /// Metrics of the epoch the checkpoint was taken at.
     pub metrics: Metrics,
 }
 
@@ -101,6 +117,7 @@ pub fn resolve(path: &Path) -> Result<PathBuf> {
     Ok(p)
 }
 
+/// The JSON sidecar beside a `.safetensors` file.
 pub fn sidecar(weights: &Path) -> PathBuf {
     weights.with_extension("json")
 }
@@ -267,6 +284,7 @@ pub fn load_weights(weights: &Path, bytes: Vec<u8>, meta: &Meta, device: &Device
 /// What `--init` copied and what it left freshly initialised.
 #[derive(Debug, Clone, Default)]
 pub struct TransferReport {
+    /// Model tensors copied from the checkpoint.
     pub loaded: Vec<String>,
     /// Model tensors with no same-named, same-shaped tensor in the checkpoint.
     pub fresh: Vec<String>,

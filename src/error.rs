@@ -2,14 +2,34 @@
 
 use std::path::{Path, PathBuf};
 
+/// Everything that can go wrong in the library.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The error is shown in the message, not chained, so it is printed once.
+    /// A file or directory that could not be opened or read. The error is shown in the message,
+    /// not chained, so it is printed once.
     #[error("{}: {err}", path.display())]
-    Io { path: PathBuf, err: std::io::Error },
+    Io {
+        /// The file at fault.
+        path: PathBuf,
+        /// What the operating system said.
+        err: std::io::Error,
+    },
+    /// A file that could not be written (with a hint when the disk or a quota is full).
+    #[error("{}: cannot write: {err}{}", path.display(), full_hint(err))]
+    Write {
+        /// The file at fault.
+        path: PathBuf,
+        /// What the operating system said.
+        err: std::io::Error,
+    },
     /// A file that was read but whose contents are wrong.
     #[error("{}: {msg}", path.display())]
-    Format { path: PathBuf, msg: String },
+    Format {
+        /// The file at fault.
+        path: PathBuf,
+        /// What is wrong with it.
+        msg: String,
+    },
     /// A bad option or a combination of inputs that cannot work together.
     #[error("{0}")]
     Invalid(String),
@@ -23,15 +43,29 @@ pub enum Error {
         dir.display()
     )]
     Interrupted {
+        /// The run directory holding the resumable state.
         dir: PathBuf,
+        /// The epoch in progress (1-based).
         epoch: usize,
+        /// Batches of that epoch already trained.
         batch: usize,
     },
 }
 
+/// The library's result type.
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// ENOSPC (28), EFBIG (27) and EDQUOT (122) mean the disk, a file-size limit or a quota is full.
+fn full_hint(err: &std::io::Error) -> &'static str {
+    if matches!(err.raw_os_error(), Some(27 | 28 | 122)) {
+        " (disk or quota full?); any previous version of the file is intact"
+    } else {
+        ""
+    }
+}
+
 impl Error {
+    /// A file that could not be opened or read.
     pub fn io(path: impl AsRef<Path>, err: std::io::Error) -> Self {
         Error::Io {
             path: path.as_ref().to_path_buf(),
@@ -39,23 +73,15 @@ impl Error {
         }
     }
 
-    /// An error writing `path`, with a hint when the disk (or a file-size limit) is full.
+    /// A file that could not be written.
     pub fn write(path: impl AsRef<Path>, err: std::io::Error) -> Self {
-        // ENOSPC (28), EFBIG (27), EDQUOT (122).
-        let full = matches!(err.raw_os_error(), Some(27 | 28 | 122));
-        let msg = if full {
-            format!(
-                "cannot write: {err} (disk or quota full?); any previous version of the file is intact"
-            )
-        } else {
-            format!("cannot write: {err}")
-        };
-        Error::Format {
+        Error::Write {
             path: path.as_ref().to_path_buf(),
-            msg,
+            err,
         }
     }
 
+    /// A file whose contents are wrong, and what is wrong with them.
     pub fn format(path: impl AsRef<Path>, msg: impl Into<String>) -> Self {
         Error::Format {
             path: path.as_ref().to_path_buf(),
@@ -63,6 +89,7 @@ impl Error {
         }
     }
 
+    /// A bad option or combination of inputs.
     pub fn invalid(msg: impl Into<String>) -> Self {
         Error::Invalid(msg.into())
     }

@@ -17,33 +17,41 @@ pub const EVAL_BATCH: usize = 1000;
 pub struct Predictions {
     /// Class probabilities, `classes` per image.
     pub probs: Vec<f32>,
+    /// Number of classes (probabilities per image).
     pub classes: usize,
+    /// The true class of each image.
     pub labels: Vec<u32>,
 }
 
 impl Predictions {
+    /// Number of images.
     pub fn len(&self) -> usize {
         self.labels.len()
     }
 
+    /// Whether there is no prediction.
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
     }
 
+    /// The class probabilities of image `i`.
     pub fn row(&self, i: usize) -> &[f32] {
         &self.probs[i * self.classes..(i + 1) * self.classes]
     }
 
+    /// The most likely class of image `i` (the first on ties).
     pub fn predicted(&self, i: usize) -> u32 {
         argmax(self.row(i)) as u32
     }
 
+    /// Images whose most likely class is the true one.
     pub fn correct(&self) -> usize {
         (0..self.len())
             .filter(|&i| self.predicted(i) == self.labels[i])
             .count()
     }
 
+    /// The share of images predicted right (0 for no image).
     pub fn accuracy(&self) -> f64 {
         self.correct() as f64 / self.len().max(1) as f64
     }
@@ -57,6 +65,7 @@ impl Predictions {
     }
 }
 
+/// Index of the largest value (the first on ties; 0 for an empty slice).
 pub fn argmax(v: &[f32]) -> usize {
     let mut best = 0;
     for (i, &x) in v.iter().enumerate() {
@@ -137,21 +146,29 @@ pub fn with_tta(
 /// Precision, recall and F1 of one class.
 #[derive(Debug, Clone, Serialize)]
 pub struct ClassScore {
+    /// The class name.
     pub class: String,
+    /// Of the images predicted as this class, the share that are.
     pub precision: f64,
+    /// Of the images of this class, the share predicted as it.
     pub recall: f64,
+    /// Harmonic mean of precision and recall.
     pub f1: f64,
+    /// Images of this class.
     pub support: usize,
 }
 
 /// A confusion matrix: `counts[true][predicted]`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Confusion {
+    /// Class names, in label order.
     pub classes: Vec<String>,
+    /// `counts[true][predicted]`.
     pub counts: Vec<Vec<usize>>,
 }
 
 impl Confusion {
+    /// Counts the predictions `p` by true and predicted class.
     pub fn new(p: &Predictions, classes: &[String]) -> Self {
         let k = classes.len();
         let mut counts = vec![vec![0; k]; k];
@@ -164,6 +181,7 @@ impl Confusion {
         }
     }
 
+    /// Precision, recall and F1 of every class.
     pub fn scores(&self) -> Vec<ClassScore> {
         let k = self.classes.len();
         (0..k)

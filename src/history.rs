@@ -6,11 +6,17 @@ use serde::{Deserialize, Serialize};
 /// One epoch's figures.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct EpochRecord {
+    /// The epoch (1-based).
     pub epoch: usize,
+    /// Wall time of the epoch, seconds.
     pub seconds: f64,
+    /// Mean training loss over the epoch.
     pub loss: f64,
+    /// Training accuracy over the epoch (on augmented batches).
     pub acc: f64,
+    /// Validation loss after the epoch.
     pub val_loss: f64,
+    /// Validation accuracy after the epoch.
     pub val_acc: f64,
 }
 
@@ -29,6 +35,7 @@ impl EpochRecord {
 pub struct History(pub Vec<EpochRecord>);
 
 impl History {
+    /// `history.csv`: a header, then one row per epoch.
     pub fn to_csv(&self) -> String {
         let mut s = String::from("epoch,seconds,loss,acc,val_loss,val_acc\n");
         for r in &self.0 {

@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! warmstart: train small CNN image classifiers on scarce data, starting from pretrained weights.
 //!
 //! The library does the work; the `warmstart` binary is a thin CLI over it. The modules follow

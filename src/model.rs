@@ -23,9 +23,13 @@ pub const ARCHITECTURE: &str = "warmstart-seed-cnn-v1";
 /// Sizes of the seed CNN.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ArchConfig {
+    /// Filters of the first convolution.
     pub conv1: usize,
+    /// Filters of the second convolution.
     pub conv2: usize,
+    /// Units of the hidden dense layer.
     pub dense: usize,
+    /// Outputs of the classifier head.
     pub classes: usize,
 }
 
@@ -47,6 +51,7 @@ impl ArchConfig {
         self.conv2 * side * side
     }
 
+    /// A freshly initialised network of these sizes (from the device's seeded RNG).
     pub fn init(&self, device: &Device) -> Net {
         let conv = |i, o| {
             Conv2dConfig::new([i, o], [3, 3])
@@ -74,16 +79,27 @@ impl ArchConfig {
 }
 
 #[derive(Module, Debug)]
+/// The network. Field names are the tensor names in checkpoints.
 pub struct Net {
+    /// Conv 3x3, 1 → 32 channels.
     pub conv1: Conv2d,
+    /// Batch norm after `conv1`.
     pub bn1: BatchNorm,
+    /// Conv 3x3, 32 → 64 channels.
     pub conv2: Conv2d,
+    /// Batch norm after `conv2`.
     pub bn2: BatchNorm,
+    /// 2x2 max pooling.
     pub pool: MaxPool2d,
+    /// Dropout 0.25 after pooling.
     pub drop1: Dropout,
+    /// Dense 9216 → 128.
     pub fc1: Linear,
+    /// Batch norm after `fc1`.
     pub bn3: BatchNorm,
+    /// Dropout 0.5 before the head.
     pub drop2: Dropout,
+    /// The classifier head, 128 → classes.
     pub fc2: Linear,
 }
 
@@ -134,6 +150,7 @@ impl Net {
         softmax(self.forward(x), 1)
     }
 
+    /// Number of classes the head predicts.
     pub fn classes(&self) -> usize {
         self.fc2.weight.dims()[1]
     }

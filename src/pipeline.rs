@@ -20,7 +20,9 @@ use std::path::{Path, PathBuf};
 
 /// What a finished training stage leaves for the caller.
 pub struct StageResult {
+    /// The run directory.
     pub out: PathBuf,
+    /// The data it trained on.
     pub data: Dataset,
     /// The best checkpoint's predictions on the test set, when the data has one.
     pub test: Option<Predictions>,
@@ -131,13 +133,19 @@ fn finish_stage(
 pub struct RunRequest {
     /// `pretrain/` and `fashion-1k/` go inside.
     pub out: PathBuf,
+    /// Pretraining epochs.
     pub pretrain_epochs: Option<usize>,
+    /// Training epochs on fashion-1k.
     pub epochs: Option<usize>,
+    /// Seed of both stages.
     pub seed: Option<u64>,
+    /// Only the first N training images of each stage.
     pub limit: Option<usize>,
+    /// Only the first N test images.
     pub test_limit: Option<usize>,
     /// Pretrain again even if `out/pretrain` holds a checkpoint.
     pub fresh: bool,
+    /// Where to compute.
     pub device: DeviceKind,
 }
 
@@ -201,6 +209,7 @@ pub struct EvalRequest {
     pub model: PathBuf,
     /// Default: the data the checkpoint was trained on.
     pub data: Option<PathBuf>,
+    /// Which part of the dataset to score.
     pub split: Split,
     /// Only the first N images of the part.
     pub limit: Option<usize>,
@@ -210,6 +219,7 @@ pub struct EvalRequest {
     pub tta: usize,
     /// Augmentation for TTA; default: the training run's, or the standard one.
     pub augment: Option<AugmentConfig>,
+    /// Where to compute.
     pub device: DeviceKind,
 }
 

@@ -27,6 +27,7 @@ pub const DEFAULT_VAL_SPLIT: f64 = 0.1;
 /// What `--init` asks for.
 #[derive(Debug, Clone, PartialEq)]
 pub enum InitRequest {
+    /// Fresh weights from the seeded RNG.
     Random,
     /// A checkpoint file or a run directory.
     From(PathBuf),
@@ -46,11 +47,17 @@ impl std::str::FromStr for InitRequest {
 /// The settings a stage uses where the request leaves them open.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StageDefaults {
+    /// The dataset.
     pub data: PathBuf,
+    /// The run directory.
     pub out: PathBuf,
+    /// Epochs.
     pub epochs: usize,
+    /// Batch size.
     pub batch_size: usize,
+    /// Augmentation.
     pub augment: AugmentConfig,
+    /// Initial weights.
     pub init: InitRequest,
 }
 
@@ -80,20 +87,33 @@ pub fn defaults(stage: Stage) -> StageDefaults {
 /// A training request as the user gave it; `None` (or `false`) takes the stage's default.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TrainRequest {
+    /// `--data`.
     pub data: Option<PathBuf>,
+    /// `--out`.
     pub out: Option<PathBuf>,
+    /// `--epochs`.
     pub epochs: Option<usize>,
+    /// `--batch-size`.
     pub batch_size: Option<usize>,
+    /// `--lr`.
     pub lr: Option<f64>,
+    /// `--seed`.
     pub seed: Option<u64>,
+    /// `--limit`.
     pub limit: Option<usize>,
+    /// `--test-limit`.
     pub test_limit: Option<usize>,
+    /// `--val-split`.
     pub val_split: Option<f64>,
+    /// `--augment`.
     pub augment: Option<AugmentConfig>,
+    /// `--init`.
     pub init: Option<InitRequest>,
     /// Re-initialise the classifier head even when the checkpoint's classes are the data's.
     pub new_head: bool,
+    /// `--invert`.
     pub invert: Option<Invert>,
+    /// `--device`.
     pub device: DeviceKind,
 }
 
@@ -101,6 +121,7 @@ pub struct TrainRequest {
 /// ([`TrainPlan::initial_model`] fills them in).
 #[derive(Debug, Clone)]
 pub struct TrainPlan {
+    /// The run as resolved so far.
     pub record: RunRecord,
     /// `--init` was left to the stage's default (so a missing default gets a hint).
     init_defaulted: bool,
@@ -262,7 +283,9 @@ pub fn check_fingerprint(record: &RunRecord, data: &Dataset) -> Result<()> {
 /// What `eval` scores, resolved from the checkpoint's record.
 #[derive(Debug, Clone)]
 pub struct EvalPlan {
+    /// The checkpoint's weights file.
     pub weights: PathBuf,
+    /// Its sidecar (with the training run's record).
     pub meta: Meta,
     /// The dataset: `--data`, or the one the checkpoint was trained on.
     pub data: PathBuf,

@@ -43,8 +43,11 @@ pub struct DataRecord {
 /// The sizes of what was loaded and a hash of it, to tell when the data under a path changed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Fingerprint {
+    /// Training images.
     pub train: usize,
+    /// Validation images.
     pub val: usize,
+    /// Test images, when there is a test set.
     pub test: Option<usize>,
     /// SHA-256 of every split's pixels and labels, in order.
     pub sha256: String,
@@ -97,9 +100,13 @@ impl std::fmt::Display for Fingerprint {
 /// Adam's settings (burn's `Adam`, with Keras' epsilon).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct AdamRecord {
+    /// Learning rate.
     pub lr: f64,
+    /// Decay of the first moment.
     pub beta_1: f32,
+    /// Decay of the second moment.
     pub beta_2: f32,
+    /// Added to the root of the second moment (Keras' 1e-7).
     pub epsilon: f32,
 }
 
@@ -127,6 +134,7 @@ pub enum Schedule {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
+    /// f32 everywhere.
     Fp32,
 }
 
@@ -134,11 +142,14 @@ pub enum Precision {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase", tag = "kind")]
 pub enum InitRecord {
+    /// Fresh weights from the seeded RNG.
     Random,
     /// Every same-named, same-shaped tensor of a checkpoint, except the classifier head when
     /// `new_head` (the resolved decision, not only the flag).
     Checkpoint {
+        /// The checkpoint (absolute).
         path: PathBuf,
+        /// Whether the classifier head was freshly initialised.
         new_head: bool,
     },
 }
@@ -166,15 +177,25 @@ impl std::fmt::Display for InitRecord {
 pub struct RunRecord {
     /// [`RECORD_VERSION`] when written.
     pub version: u32,
+    /// Pretraining or training (they differ in their defaults).
     pub stage: Stage,
+    /// The dataset and how it was loaded.
     pub data: DataRecord,
+    /// Epochs to train (a resumed run may extend them).
     pub epochs: usize,
+    /// Images per training batch.
     pub batch_size: usize,
+    /// The optimiser.
     pub optimizer: AdamRecord,
+    /// The learning-rate schedule.
     pub schedule: Schedule,
+    /// Augmentation of the training images.
     pub augment: AugmentConfig,
+    /// Where the initial weights came from.
     pub init: InitRecord,
+    /// Arithmetic precision.
     pub precision: Precision,
+    /// Where it computed.
     pub device: DeviceKind,
     /// CPU threads the run computed with (results are bit-identical for the same count); `None`
     /// in records written before it was recorded.

@@ -24,7 +24,10 @@ fn inputs(dir: &str) -> Vec<Vec<u8>> {
 
 /// A fuzz target's name, its entry point, and the fewest corpus inputs it must replay (the
 /// corpora are committed: fewer means they went missing and the test would prove nothing).
-type Target = (&'static str, fn(&[u8]) -> Result<()>, usize);
+type Target = (&'static str, EntryPoint, usize);
+
+/// A fuzzing entry point: bytes in, accepted or refused out.
+type EntryPoint = fn(&[u8]) -> Result<()>;
 
 #[test]
 fn fuzz_findings_and_corpora_do_not_panic() {
@@ -64,7 +67,7 @@ fn fuzz_findings_and_corpora_do_not_panic() {
 fn known_bad_inputs_are_errors_not_panics() {
     use warmstart::fuzzing::{checkpoint, csv, idx, image};
     // Hand-made seeds of the crash classes the loaders guard against.
-    let bad: [(&str, fn(&[u8]) -> Result<()>, &[u8]); 8] = [
+    let bad: [(&str, EntryPoint, &[u8]); 8] = [
         (
             "IDX header declaring 2^32-1 of each dimension",
             idx,

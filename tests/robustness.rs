@@ -117,11 +117,17 @@ fn same_seed_same_bits_and_sigkill_resume_reaches_them() {
     // Kill with SIGKILL at random moments, resuming each time, until the run completes.
     let run_dir = tmp.path().join("killed");
     let mut kills = 0;
-    let mut rng_state: u64 = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        | 1;
+    // The kill times come from a seed that is printed, so a failure can be replayed with
+    // WARMSTART_KILL_SEED=<seed>.
+    let seed: u64 = match std::env::var("WARMSTART_KILL_SEED") {
+        Ok(s) => s.parse().expect("WARMSTART_KILL_SEED is a whole number"),
+        Err(_) => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64,
+    };
+    eprintln!("kill times from WARMSTART_KILL_SEED={seed}");
+    let mut rng_state = seed | 1;
     let mut next = || {
         rng_state ^= rng_state << 13;
         rng_state ^= rng_state >> 7;
@@ -155,7 +161,7 @@ fn same_seed_same_bits_and_sigkill_resume_reaches_them() {
             }
         }
         let status = child.wait().unwrap();
-        assert!(status.success(), "run failed after {kills} kills: {status}");
+        assert!(status.success(), "run failed after {kills} kills (WARMSTART_KILL_SEED={seed}): {status}");
         if kills >= 20 {
             break;
         }
@@ -166,7 +172,7 @@ fn same_seed_same_bits_and_sigkill_resume_reaches_them() {
     assert_eq!(
         bytes(&run_dir),
         bytes(&refs[0]),
-        "weights after {kills} kills and resumes differ from an uninterrupted run"
+        "weights after {kills} kills and resumes differ from an uninterrupted run (WARMSTART_KILL_SEED={seed})"
     );
     assert_eq!(
         history_without_seconds(&run_dir),

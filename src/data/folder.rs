@@ -389,19 +389,37 @@ mod tests {
         assert!(e.contains("photo.jpg"), "{e}");
     }
 
+    /// A 1x1 PNG whose header is rewritten to declare `w x h` pixels, with a valid header CRC
+    /// (so a decoder that checks it refuses for the size, not the checksum).
+    fn png_declaring(w: u32, h: u32) -> Vec<u8> {
+        let mut b = Vec::new();
+        GrayImage::from_pixel(1, 1, image::Luma([0]))
+            .write_to(&mut std::io::Cursor::new(&mut b), image::ImageFormat::Png)
+            .unwrap();
+        // IHDR: length at 8..12, type at 12..16, width 16..20, height 20..24, CRC 29..33 over
+        // the type and the 13 data bytes.
+        assert_eq!(&b[12..16], b"IHDR");
+        b[16..20].copy_from_slice(&w.to_be_bytes());
+        b[20..24].copy_from_slice(&h.to_be_bytes());
+        let mut crc = flate2::Crc::new();
+        crc.update(&b[12..29]);
+        b[29..33].copy_from_slice(&crc.sum().to_be_bytes());
+        b
+    }
+
     #[test]
-    fn huge_dimensions_are_refused() {
+    fn sides_over_the_limit_are_refused_before_decoding() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("big.png");
-        // A valid PNG header declaring 100000x100000 pixels; refused before any allocation.
-        let img = GrayImage::from_pixel(1, 1, image::Luma([0]));
-        img.save(&p).unwrap();
-        let mut b = std::fs::read(&p).unwrap();
-        // IHDR width/height live at bytes 16..24; patch them (the CRC is then wrong, so the
-        // decoder may refuse either for the size or the CRC: both must be errors).
-        b[16..20].copy_from_slice(&100_000u32.to_be_bytes());
-        b[20..24].copy_from_slice(&100_000u32.to_be_bytes());
-        std::fs::write(&p, b).unwrap();
-        assert!(load_image(&p, Invert::No).is_err());
+        for (w, h) in [(MAX_SIDE + 1, 1), (1, MAX_SIDE + 1), (100_000, 100_000)] {
+            std::fs::write(&p, png_declaring(w, h)).unwrap();
+            let e = load_image(&p, Invert::No).unwrap_err().to_string();
+            assert!(e.contains("big.png") && e.contains("limit"), "{w}x{h}: {e}");
+            assert!(!e.to_lowercase().contains("crc"), "{w}x{h}: {e}");
+        }
+        // At the limit the size is accepted (the 1x1 pixel data then does not fill it).
+        std::fs::write(&p, png_declaring(MAX_SIDE, 1)).unwrap();
+        let e = load_image(&p, Invert::No).unwrap_err().to_string();
+        assert!(!e.contains("limit"), "{e}");
     }
 }

@@ -15,7 +15,9 @@ const MAX_BYTES: u64 = 1 << 31;
 /// An unsigned-byte IDX array.
 #[derive(Debug, Clone, PartialEq)]
 pub struct IdxArray {
+    /// The size of each dimension, outermost first.
     pub dims: Vec<usize>,
+    /// The values, row-major.
     pub data: Vec<u8>,
 }
 

@@ -38,26 +38,32 @@ impl Images {
         Ok(Images { pixels, labels })
     }
 
+    /// Number of images.
     pub fn len(&self) -> usize {
         self.labels.len()
     }
 
+    /// Whether the set holds no image.
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
     }
 
+    /// The 784 pixel bytes of image `i`.
     pub fn image(&self, i: usize) -> &[u8] {
         &self.pixels[i * PIXELS..(i + 1) * PIXELS]
     }
 
+    /// The class index of image `i`.
     pub fn label(&self, i: usize) -> u32 {
         self.labels[i]
     }
 
+    /// All class indices, in order.
     pub fn labels(&self) -> &[u32] {
         &self.labels
     }
 
+    /// All pixel bytes, image after image.
     pub fn pixels(&self) -> &[u8] {
         &self.pixels
     }
@@ -96,9 +102,13 @@ impl Images {
 /// What a source yields before it is validated and split.
 #[derive(Debug, Default)]
 pub struct RawDataset {
+    /// Class names, when the source names them (folders, `classes.txt`).
     pub classes: Option<Vec<String>>,
+    /// The training images.
     pub train: Images,
+    /// The validation images, when the source has them.
     pub val: Option<Images>,
+    /// The test images, when the source has them.
     pub test: Option<Images>,
     /// Images that could not be decoded and were skipped, with the reason.
     pub skipped: Vec<(PathBuf, String)>,
@@ -107,9 +117,13 @@ pub struct RawDataset {
 /// A dataset ready for training: class names, a training set, a validation set and perhaps a test set.
 #[derive(Debug, Clone)]
 pub struct Dataset {
+    /// Class names, in label order.
     pub classes: Vec<String>,
+    /// The training images.
     pub train: Images,
+    /// The validation images (split off the training images when the source has none).
     pub val: Images,
+    /// The test images, when the source has them.
     pub test: Option<Images>,
     /// Where the data came from, for reports.
     pub source: PathBuf,
@@ -142,9 +156,12 @@ impl Dataset {
 /// One of a dataset's three parts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Split {
+    /// The test set.
     Test,
     #[value(name = "val")]
+    /// The validation set.
     Val,
+    /// The training set.
     Train,
 }
 
@@ -175,7 +192,9 @@ impl Dataset {
 pub struct LoadOptions {
     /// Fraction of the training set held out for validation when the source has no validation set.
     pub val_split: f64,
+    /// Seeds the stratified validation split.
     pub seed: u64,
+    /// How image files are inverted to light-on-dark.
     pub invert: Invert,
     /// Use only the first N training images.
     pub limit: Option<usize>,
@@ -198,8 +217,11 @@ impl Default for LoadOptions {
 /// The kinds of source `--data PATH` can name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SourceKind {
+    /// A directory of IDX files (the MNIST format).
     Idx,
+    /// A CSV file, or a directory with `train.csv`.
     Csv,
+    /// A folder of class folders of images.
     Folder,
 }
 

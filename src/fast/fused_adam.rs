@@ -20,6 +20,7 @@ pub struct FusedAdam {
 }
 
 impl FusedAdam {
+    /// Adam with these moments' decay rates and epsilon (burn's names and meaning).
     pub fn new(beta_1: f32, beta_2: f32, epsilon: f32) -> Self {
         let reference = AdamConfig::new()
             .with_beta_1(beta_1)

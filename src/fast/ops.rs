@@ -22,11 +22,19 @@ use std::sync::{Arc, Mutex};
 pub enum BnMode {
     /// Training: the batch's own mean and (biased) variance, reported to `sink` so the module
     /// can update its running averages.
-    Train { eps: f32, sink: BatchStats },
+    Train {
+        /// Added to the variance before the square root.
+        eps: f32,
+        /// Receives the batch's mean and variance.
+        sink: BatchStats,
+    },
     /// Evaluation: the running statistics.
     Eval {
+        /// Added to the variance before the square root.
         eps: f32,
+        /// Running mean per channel.
         mean: Vec<f32>,
+        /// Running variance per channel.
         var: Vec<f32>,
     },
 }
@@ -50,7 +58,9 @@ impl BatchStats {
 }
 
 #[backend_extension(Flex, Autodiff)]
+/// The fused operations as a burn backend extension: implemented for `Flex` and `Autodiff<Flex>`.
 pub trait FastOps: Backend {
+    /// `relu(batch_norm(conv3x3(x, w) + b))`.
     fn conv_bn_relu(
         x: FloatTensor<Self>,
         w: FloatTensor<Self>,
@@ -60,6 +70,7 @@ pub trait FastOps: Backend {
         bn: BnMode,
     ) -> FloatTensor<Self>;
 
+    /// `relu(batch_norm(x · w + b))`.
     fn dense_bn_relu(
         x: FloatTensor<Self>,
         w: FloatTensor<Self>,
@@ -69,6 +80,7 @@ pub trait FastOps: Backend {
         bn: BnMode,
     ) -> FloatTensor<Self>;
 
+    /// 2x2 max pooling with stride 2.
     fn max_pool2(x: FloatTensor<Self>) -> FloatTensor<Self>;
 
     /// Evaluation only: conv 3x3 → batch norm (running statistics) → ReLU → 2x2 max pool.

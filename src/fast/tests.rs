@@ -184,8 +184,10 @@ fn max_pool_matches_burn_forward_and_backward() {
 }
 
 /// The whole network on both paths: logits, every parameter gradient, the running statistics,
-/// and evaluation-mode outputs afterwards. Dropout (burn's own module on both paths) is off:
-/// its masks come from the device's global RNG, which tests running in parallel also draw from.
+/// and evaluation-mode outputs afterwards. Dropout is off: the two paths draw their masks
+/// differently (burn's module per element, the fused path from ChaCha8 streams; see the mask
+/// test below), and both seed from the device's global RNG, which tests running in parallel also
+/// draw from.
 #[test]
 fn net_fast_path_matches_reference_in_training_and_evaluation() {
     let device = device();

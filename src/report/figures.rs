@@ -172,9 +172,13 @@ fn blit(img: &mut image::RgbImage, px: &[u8], x: u32, y: u32, scale: u32) {
 /// One of the most confidently wrong predictions.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Mistake {
+    /// Index of the image in its set.
     pub index: usize,
+    /// Its true class.
     pub true_class: String,
+    /// The class the model predicted.
     pub predicted: String,
+    /// The probability the model gave the predicted class.
     pub probability: f32,
 }
 

@@ -12,21 +12,27 @@ use std::path::{Path, PathBuf};
 
 /// A figure of the report.
 pub struct Figure {
+    /// Heading (the page title for [`Report`]).
     pub title: String,
+    /// What the figure shows.
     pub caption: String,
+    /// The PNG file, embedded into the page.
     pub png: PathBuf,
 }
 
 /// Everything the page shows.
 pub struct Report {
+    /// Heading (the page title for [`Report`]).
     pub title: String,
     /// Headline figures, as (name, value) rows.
     pub metrics: Vec<(String, String)>,
     /// The run's configuration, as (name, value) rows.
     pub config: Vec<(String, String)>,
+    /// Per-class precision, recall and F1.
     pub scores: Vec<ClassScore>,
     /// Which set the scores, confusion matrix and mistakes are about.
     pub scored_on: String,
+    /// Figures, in page order.
     pub figures: Vec<Figure>,
 }
 

@@ -19,6 +19,7 @@ fn register_font() {
     });
 }
 
+/// A plotting failure as the library's error.
 pub fn draw_err(e: impl std::fmt::Display) -> Error {
     Error::invalid(format!("cannot draw chart: {e}"))
 }

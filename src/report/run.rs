@@ -21,9 +21,13 @@ pub const MISTAKES: usize = 24;
 /// Files written by [`write_eval`].
 #[derive(Debug, Clone)]
 pub struct EvalFiles {
+    /// The confusion matrix.
     pub confusion_png: PathBuf,
+    /// The most confident mistakes.
     pub mistakes_png: PathBuf,
+    /// Per-class scores as CSV.
     pub per_class_csv: PathBuf,
+    /// Per-class scores, confusion matrix and mistakes as JSON.
     pub per_class_json: PathBuf,
 }
 
@@ -92,6 +96,7 @@ pub fn write_eval(
 pub struct RunSummary {
     /// Predictions of the best checkpoint on the test set, when there is one.
     pub test: Option<Predictions>,
+    /// The `report.html` written.
     pub report: PathBuf,
 }
 

@@ -34,6 +34,7 @@ use std::time::Instant;
 
 /// What training leaves behind.
 pub struct Outcome {
+    /// Every epoch's figures.
     pub history: History,
     /// Weights of the best validation epoch.
     pub best_path: PathBuf,

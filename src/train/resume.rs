@@ -21,11 +21,13 @@ pub const FILE: &str = "resume.ckpt";
 
 /// A saved state: the loop position plus the serialised model and optimizer.
 pub struct Saved {
+    /// Where the loop stands.
     pub state: LoopState,
     /// burn's module record (parameter ids and values).
     pub model: Vec<u8>,
     /// safetensors of the same model (with BatchNorm running statistics).
     pub weights: Vec<u8>,
+    /// burn's optimizer record (Adam's moments, keyed by parameter id).
     pub optim: Vec<u8>,
 }
 
