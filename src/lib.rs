@@ -13,6 +13,7 @@ pub mod bench;
 pub mod bundled;
 pub mod cancel;
 pub mod checkpoint;
+pub mod compare;
 pub mod data;
 pub mod device;
 pub mod error;

@@ -26,6 +26,8 @@ pub struct StageResult {
     pub data: Dataset,
     /// The best checkpoint's predictions on the test set, when the data has one.
     pub test: Option<Predictions>,
+    /// Every epoch's figures.
+    pub history: History,
 }
 
 /// Loads a dataset and prints what it holds.
@@ -40,23 +42,74 @@ pub fn load_data(path: &Path, opts: &LoadOptions) -> Result<Dataset> {
     Ok(d)
 }
 
-/// Redraws `curves.png` of a run after every epoch.
-fn curves_of(out: &Path) -> impl FnMut(&History) -> Result<()> + use<> {
-    let png = out.join("curves.png");
-    move |h: &History| report::plot::curves(h, &png)
+/// How much a training stage prints on standard output (warnings always go to standard error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verbosity {
+    /// The data, the initial weights, a progress bar and a Keras-style line per epoch, the
+    /// results and the files written.
+    Full,
+    /// Nothing: the caller reports (as `compare` does, one line per run).
+    Quiet,
+}
+
+/// What a training stage shows after each epoch: the Keras-style line, and `curves.png` redrawn.
+struct StageObserver {
+    curves: PathBuf,
+    verbosity: Verbosity,
+}
+
+impl train::Observer for StageObserver {
+    fn batch_bar(&self) -> bool {
+        self.verbosity == Verbosity::Full
+    }
+
+    fn epoch_end(&mut self, history: &History, epochs: usize) -> Result<()> {
+        if let (Verbosity::Full, Some(last)) = (self.verbosity, history.0.last()) {
+            println!("{}", last.keras_line(epochs));
+        }
+        report::plot::curves(history, &self.curves)
+    }
+}
+
+impl Verbosity {
+    fn observer(self, out: &Path) -> StageObserver {
+        StageObserver {
+            curves: out.join("curves.png"),
+            verbosity: self,
+        }
+    }
+
+    fn say(self, text: impl std::fmt::Display) {
+        if self == Verbosity::Full {
+            println!("{text}");
+        }
+    }
+
+    fn load(self, path: &Path, opts: &LoadOptions) -> Result<Dataset> {
+        match self {
+            Verbosity::Full => load_data(path, opts),
+            Verbosity::Quiet => data::load(path, opts),
+        }
+    }
 }
 
 /// `pretrain` or `train`: a new run, or with `resume` the interrupted run in that directory.
-pub fn train_stage(stage: Stage, req: &TrainRequest, resume: Option<&Path>) -> Result<StageResult> {
+pub fn train_stage(
+    stage: Stage,
+    req: &TrainRequest,
+    resume: Option<&Path>,
+    verbosity: Verbosity,
+) -> Result<StageResult> {
     if let Some(dir) = resume {
-        return resume_stage(dir, req);
+        return resume_stage(dir, req, verbosity);
     }
     let mut plan = plan::train(stage, req)?;
     let dev = device::make(plan.record.device, plan.record.seed)?;
-    let data = load_data(&plan.record.data.path, &plan.record.load_options())?;
-    let model = plan.initial_model(&data, &dev)?;
+    let data = verbosity.load(&plan.record.data.path, &plan.record.load_options())?;
+    let (model, init) = plan.initial_model(&data, &dev)?;
+    verbosity.say(init);
     let run = plan.record;
-    println!(
+    verbosity.say(format_args!(
         "Training {} epochs, batch {}, Adam lr {}, augmentation {}, seed {} -> {}",
         run.epochs,
         run.batch_size,
@@ -64,12 +117,12 @@ pub fn train_stage(stage: Stage, req: &TrainRequest, resume: Option<&Path>) -> R
         run.augment,
         run.seed,
         run.out.display()
-    );
-    let outcome = train::fit(model, &data, &run, &dev, &mut curves_of(&run.out))?;
-    finish_stage(outcome, data, &run, &dev)
+    ));
+    let outcome = train::fit(model, &data, &run, &dev, &mut verbosity.observer(&run.out))?;
+    finish_stage(outcome, data, &run, &dev, verbosity)
 }
 
-fn resume_stage(dir: &Path, req: &TrainRequest) -> Result<StageResult> {
+fn resume_stage(dir: &Path, req: &TrainRequest, verbosity: Verbosity) -> Result<StageResult> {
     let mut saved = train::resume::load(dir)?;
     let ignored = plan::resume(&mut saved.state.record, dir, req)?;
     if !ignored.is_empty() {
@@ -81,10 +134,17 @@ fn resume_stage(dir: &Path, req: &TrainRequest) -> Result<StageResult> {
     }
     let run = saved.state.record.clone();
     let dev = device::make(req.device, run.seed)?;
-    let data = load_data(&run.data.path, &run.load_options())?;
+    let data = verbosity.load(&run.data.path, &run.load_options())?;
     plan::check_fingerprint(&run, &data)?;
-    let outcome = train::resume(saved, &data, &dev, &mut curves_of(&run.out))?;
-    finish_stage(outcome, data, &run, &dev)
+    verbosity.say(format_args!(
+        "Resuming {} at epoch {}/{}, batch {}",
+        run.out.display(),
+        saved.state.epoch + 1,
+        run.epochs,
+        saved.state.batch
+    ));
+    let outcome = train::resume(saved, &data, &dev, &mut verbosity.observer(&run.out))?;
+    finish_stage(outcome, data, &run, &dev, verbosity)
 }
 
 /// Reports the best epoch and the test accuracy of the best checkpoint, and writes the report.
@@ -93,38 +153,40 @@ fn finish_stage(
     data: Dataset,
     run: &RunRecord,
     dev: &Device,
+    verbosity: Verbosity,
 ) -> Result<StageResult> {
     if let Some(best) = outcome.history.best() {
-        println!(
+        verbosity.say(format_args!(
             "Best validation accuracy {:.4} at epoch {} -> {}",
             best.val_acc,
             best.epoch,
             outcome.best_path.display()
-        );
+        ));
     }
     let summary = finish_run(&data, run, &outcome.history, &outcome.best_path, dev)?;
     match &summary.test {
-        Some(p) => println!(
+        Some(p) => verbosity.say(format_args!(
             "Test accuracy: {:.4} ({}/{})",
             p.accuracy(),
             p.correct(),
             p.len()
-        ),
-        None => println!(
+        )),
+        None => verbosity.say(format_args!(
             "No test set in {}: no test accuracy (the report scores the validation set).",
             data.source.display()
-        ),
+        )),
     }
-    println!(
+    verbosity.say(format_args!(
         "Wrote {}: checkpoints, history.csv, curves.png, confusion.png, mistakes.png, \
          augment_preview.png, per_class.csv/json and report.html ({})",
         run.out.display(),
         summary.report.display()
-    );
+    ));
     Ok(StageResult {
         out: run.out.clone(),
         data,
         test: summary.test,
+        history: outcome.history,
     })
 }
 
@@ -181,12 +243,12 @@ pub fn run(req: &RunRequest) -> Result<()> {
     } else {
         println!("== Stage 1: pretraining on MNIST");
         let pre = stage("mnist", pre_out.clone(), req.pretrain_epochs);
-        train_stage(Stage::Pretrain, &pre, None)?;
+        train_stage(Stage::Pretrain, &pre, None, Verbosity::Full)?;
     }
     println!("\n== Stage 2: training fashion-1k from the pretrained weights");
     let mut t = stage("fashion-1k", req.out.join("fashion-1k"), req.epochs);
     t.init = Some(InitRequest::From(pre_out));
-    let res = train_stage(Stage::Train, &t, None)?;
+    let res = train_stage(Stage::Train, &t, None, Verbosity::Full)?;
     if let Some(p) = &res.test {
         let c = Confusion::new(p, &res.data.classes);
         println!(

@@ -206,13 +206,12 @@ pub fn reuse_head(checkpoint: &Path, classes: &[String], new_head_flag: bool) ->
 impl TrainPlan {
     /// The network to start from, for the loaded `data`: random, or the `--init` checkpoint's
     /// tensors (the head only by [`reuse_head`]). Records the data's fingerprint and the head
-    /// decision, and prints what was loaded.
-    pub fn initial_model(&mut self, data: &Dataset, device: &Device) -> Result<Net> {
+    /// decision; also returns what was loaded, for the user.
+    pub fn initial_model(&mut self, data: &Dataset, device: &Device) -> Result<(Net, String)> {
         self.record.data.fingerprint = Some(Fingerprint::of(data));
         let mut model = ArchConfig::standard(data.classes.len()).init(device);
         let InitRecord::Checkpoint { path, new_head } = &mut self.record.init else {
-            println!("Init: random weights");
-            return Ok(model);
+            return Ok((model, "Init: random weights".into()));
         };
         if self.init_defaulted && !path.exists() {
             return Err(Error::invalid(format!(
@@ -223,11 +222,13 @@ impl TrainPlan {
         *new_head = !reuse_head(path, &data.classes, self.new_head_flag)?;
         let skip: &[&str] = if *new_head { &["fc2"] } else { &[] };
         let rep = checkpoint::transfer(&mut model, path, skip)?;
-        println!("Init: {}\n{rep}", path.display());
+        let mut said = format!("Init: {}\n{rep}", path.display());
         if *new_head && !self.new_head_flag {
-            println!("(the checkpoint's classes differ from the data's: new classifier head)");
+            said.push_str(
+                "\n(the checkpoint's classes differ from the data's: new classifier head)",
+            );
         }
-        Ok(model)
+        Ok((model, said))
     }
 }
 

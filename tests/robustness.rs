@@ -161,7 +161,10 @@ fn same_seed_same_bits_and_sigkill_resume_reaches_them() {
             }
         }
         let status = child.wait().unwrap();
-        assert!(status.success(), "run failed after {kills} kills (WARMSTART_KILL_SEED={seed}): {status}");
+        assert!(
+            status.success(),
+            "run failed after {kills} kills (WARMSTART_KILL_SEED={seed}): {status}"
+        );
         if kills >= 20 {
             break;
         }

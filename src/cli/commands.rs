@@ -1,12 +1,17 @@
 //! What each subcommand does, in terms of the library.
 
-use super::{BenchArgs, Cli, Command, PredictArgs, PreviewArgs, RuntimeArgs};
-use anyhow::{Context, Result, bail};
+use super::{
+    BenchArgs, Cli, Command, CompareArgs, PredictArgs, PreviewArgs, RuntimeArgs, TrainArgs,
+};
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{ArgMatches, Args, FromArgMatches};
+use std::path::PathBuf;
 use warmstart::checkpoint;
+use warmstart::compare::{self, CompareRequest, Variant};
 use warmstart::data::{LoadOptions, folder};
 use warmstart::device;
 use warmstart::eval::probabilities;
-use warmstart::pipeline::{self, load_data};
+use warmstart::pipeline::{self, Verbosity, load_data};
 use warmstart::record::Stage;
 use warmstart::report::figures::{augment_preview_png, one_per_class};
 
@@ -24,16 +29,27 @@ pub fn dispatch(cli: Cli) -> Result<()> {
 fn command_on_workers(command: Command) -> Result<()> {
     match command {
         Command::Pretrain(a) => {
-            pipeline::train_stage(Stage::Pretrain, &a.request(), a.resume.as_deref())?;
+            pipeline::train_stage(
+                Stage::Pretrain,
+                &a.request(),
+                a.resume.as_deref(),
+                Verbosity::Full,
+            )?;
             Ok(())
         }
         Command::Train(a) => {
-            pipeline::train_stage(Stage::Train, &a.request(), a.resume.as_deref())?;
+            pipeline::train_stage(
+                Stage::Train,
+                &a.request(),
+                a.resume.as_deref(),
+                Verbosity::Full,
+            )?;
             Ok(())
         }
         Command::Eval(a) => Ok(pipeline::eval(&a.request())?),
         Command::Predict(a) => predict(&a),
         Command::Run(a) => Ok(pipeline::run(&a.request())?),
+        Command::Compare(a) => compare(&a),
         Command::AugmentPreview(a) => augment_preview(&a),
         Command::Bench(a) => bench(&a),
         Command::MakeFashion1k { from, out } => {
@@ -147,5 +163,83 @@ fn bench(a: &BenchArgs) -> Result<()> {
     };
     let r = warmstart::bench::run(&t, &cfg, &dev, |s| eprintln!("{s}"));
     print!("{}", r.lines());
+    Ok(())
+}
+
+/// Flags a variant may not set: they belong to the whole comparison.
+const NOT_PER_VARIANT: [(&str, &str); 5] = [
+    ("out", "--out (the comparison's directory is one)"),
+    ("seed", "--seed (use --seeds)"),
+    (
+        "resume",
+        "--resume (re-run the same compare command to continue)",
+    ),
+    ("threads", "--threads (one pool serves every run)"),
+    ("device", "--device (give it once, for every variant)"),
+];
+
+fn given(m: &ArgMatches, id: &str) -> bool {
+    m.value_source(id) == Some(clap::parser::ValueSource::CommandLine)
+}
+
+/// Parses `--variant NAME=FLAGS`: the flags are split as a shell would and parsed as `train`'s.
+fn parse_variant(spec: &str) -> Result<Variant> {
+    let (name, flags) = spec.split_once('=').ok_or_else(|| {
+        anyhow!("--variant {spec:?}: expected NAME='FLAGS', e.g. lr3='--lr 0.003'")
+    })?;
+    compare::check_name(name)?;
+    let words = shell_words::split(flags)
+        .map_err(|e| anyhow!("variant {name}: cannot split its flags {flags:?}: {e}"))?;
+    let cmd = TrainArgs::augment_args(clap::Command::new("variant").no_binary_name(true));
+    let m = cmd.try_get_matches_from(&words).map_err(|e| {
+        let first = e.to_string().lines().next().unwrap_or_default().to_string();
+        anyhow!("variant {name}: {}", first.trim_start_matches("error: "))
+    })?;
+    for (id, what) in NOT_PER_VARIANT {
+        if given(&m, id) {
+            bail!("variant {name}: {what} cannot be set per variant");
+        }
+    }
+    let args = TrainArgs::from_arg_matches(&m).map_err(|e| anyhow!("variant {name}: {e}"))?;
+    Ok(Variant {
+        name: name.to_string(),
+        flags: flags.trim().to_string(),
+        request: args.request(),
+    })
+}
+
+fn compare(a: &CompareArgs) -> Result<()> {
+    if a.train.seed.is_some() {
+        bail!("compare takes --seeds (a list such as 1,2,3, or a count), not --seed");
+    }
+    if a.train.resume.is_some() {
+        bail!("compare has no --resume: re-run the same compare command to continue it");
+    }
+    let variants = if a.variants.is_empty() {
+        compare::default_variants()
+    } else {
+        a.variants
+            .iter()
+            .map(|v| parse_variant(v))
+            .collect::<Result<_>>()?
+    };
+    let seeds = compare::parse_seeds(a.seeds.as_deref().unwrap_or("1,2,3"))?;
+    let out = a
+        .train
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("runs/compare"));
+    let req = CompareRequest {
+        common: a.train.request(),
+        variants,
+        seeds,
+        out: out.clone(),
+    };
+    let c = compare::run(&req)?;
+    println!("\n{}", compare::table(&c));
+    println!(
+        "Wrote {}: compare.csv, compare.json, compare.png and compare.html",
+        out.display()
+    );
     Ok(())
 }

@@ -57,6 +57,16 @@ pub enum Command {
     #[command(after_help = "Example:\n  warmstart run --out runs\n  \
                             warmstart run --pretrain-epochs 1 --epochs 2 --limit 2000   # a quick try")]
     Run(RunArgs),
+    /// Train several variants over several seeds and show, with error bars, which one is better
+    /// on your data (default: pretrained or random start x augmentation or none).
+    #[command(
+        after_help = "Example:\n  warmstart compare --data my-images/ --seeds 3\n  \
+                            warmstart compare --variant base='' --variant lr3='--lr 0.003' --variant long='--epochs 100'\n\n\
+                            Every run is a normal run directory (OUT/<variant>/seed-<s>/). Re-running the same \
+                            command skips finished runs and resumes an interrupted one. Other flags (--epochs, \
+                            --limit, --data, ...) apply to every variant; a variant's own flags take precedence."
+    )]
+    Compare(CompareArgs),
     /// Measure training and inference speed of the seed CNN on this machine.
     #[command(after_help = "Example:\n  warmstart bench --threads 2\n\n\
                             The last lines are machine-readable: train_b128, train_b32_aug, infer_b1000 (images/s), \
@@ -91,6 +101,7 @@ impl Command {
             Command::Eval(a) => Some(&a.runtime),
             Command::Predict(a) => Some(&a.runtime),
             Command::Run(a) => Some(&a.runtime),
+            Command::Compare(a) => Some(&a.train.runtime),
             Command::Bench(a) => Some(&a.runtime),
             Command::AugmentPreview(_) | Command::MakeFashion1k { .. } => None,
         }
@@ -163,6 +174,21 @@ pub struct TrainArgs {
     pub resume: Option<PathBuf>,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
+}
+
+/// Flags of `compare`: its own, and `train`'s for every variant (`--out` is the comparison's
+/// directory, [default: runs/compare]; `--seed` and `--resume` do not apply).
+#[derive(Args, Debug, Clone)]
+pub struct CompareArgs {
+    /// Seeds: a comma-separated list (1,2,3), or a count N for seeds 1 to N [default: 1,2,3].
+    #[arg(long)]
+    pub seeds: Option<String>,
+    /// A variant, NAME='FLAGS' with any flags `train` takes; repeat for more. Replaces the default
+    /// grid; the first is the baseline.
+    #[arg(long = "variant", value_name = "NAME=FLAGS")]
+    pub variants: Vec<String>,
+    #[command(flatten)]
+    pub train: TrainArgs,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -1,7 +1,7 @@
-//! The training loop: Adam, one Keras-style line per epoch, the history as CSV, the best-val
-//! and last checkpoints kept in the run directory, and a resumable state saved at every epoch end
-//! and on interrupt. Whatever else should happen after each epoch (plots) is the caller's
-//! `on_epoch` callback.
+//! The training loop: Adam, the history as CSV, the best-val and last checkpoints kept in the run
+//! directory, and a resumable state saved at every epoch end and on interrupt. What the user sees
+//! (a progress bar, the Keras-style epoch lines) and whatever else should follow an epoch (plots)
+//! is the caller's [`Observer`].
 //!
 //! Randomness needs no saved state: batch order and augmentation are drawn from an RNG that is a
 //! pure function of (seed, epoch), and dropout is reseeded from (seed, epoch, batch) before every
@@ -40,8 +40,14 @@ pub struct Outcome {
     pub best_path: PathBuf,
 }
 
-/// Called after every epoch with the history so far (for plots).
-pub type OnEpoch<'a> = &'a mut dyn FnMut(&History) -> Result<()>;
+/// What the training loop tells its caller.
+pub trait Observer {
+    /// Whether to draw a progress bar over the batches of each epoch.
+    fn batch_bar(&self) -> bool;
+    /// After every epoch, with the history so far (the epoch's figures are its last entry) and
+    /// the run's total epochs; an error stops training.
+    fn epoch_end(&mut self, history: &History, epochs: usize) -> Result<()>;
+}
 
 /// The best-validation checkpoint of run directory `out`.
 pub fn best_path(out: &Path) -> PathBuf {
@@ -70,7 +76,7 @@ pub fn fit(
     data: &Dataset,
     record: &RunRecord,
     device: &Device,
-    on_epoch: OnEpoch<'_>,
+    observer: &mut dyn Observer,
 ) -> Result<Outcome> {
     if record.epochs == 0 || record.batch_size == 0 {
         return Err(Error::invalid(
@@ -96,7 +102,7 @@ pub fn fit(
         best_acc: f64::NEG_INFINITY,
     };
     let optim = new_optimizer(&record.optimizer);
-    run_loop(model, optim, state, data, device, on_epoch)
+    run_loop(model, optim, state, data, device, observer)
 }
 
 /// burn's `Adam` arithmetic, fused into one pass on the CPU.
@@ -110,7 +116,7 @@ pub fn resume(
     saved: resume::Saved,
     data: &Dataset,
     device: &Device,
-    on_epoch: OnEpoch<'_>,
+    observer: &mut dyn Observer,
 ) -> Result<Outcome> {
     let resume::Saved {
         state,
@@ -140,14 +146,7 @@ pub fn resume(
     let optim = new_optimizer(&state.record.optimizer)
         .from_bytes(Bytes::from_bytes_vec(optim))
         .map_err(|e| Error::format(&file, format!("cannot read the saved optimizer state: {e}")))?;
-    println!(
-        "Resuming {} at epoch {}/{}, batch {}",
-        state.record.out.display(),
-        state.epoch + 1,
-        state.record.epochs,
-        state.batch
-    );
-    run_loop(net, optim, state, data, device, on_epoch)
+    run_loop(net, optim, state, data, device, observer)
 }
 
 /// `valid` is `model.valid()`, which the caller usually has already.
@@ -224,7 +223,7 @@ fn run_loop(
     mut st: LoopState,
     data: &Dataset,
     device: &Device,
-    on_epoch: OnEpoch<'_>,
+    observer: &mut dyn Observer,
 ) -> Result<Outcome> {
     let run = st.record.clone();
     create_dir(&run.out)?;
@@ -234,7 +233,7 @@ fn run_loop(
     let train = Arc::new(data.train.clone());
     let n_batches = train.len().div_ceil(run.batch_size);
     let (best_p, last_p) = (best_path(&run.out), last_path(&run.out));
-    let show_bar = std::io::stderr().is_terminal();
+    let show_bar = observer.batch_bar() && std::io::stderr().is_terminal();
 
     while st.epoch < run.epochs {
         let start = Instant::now();
@@ -299,7 +298,6 @@ fn run_loop(
             val_loss: vp.loss(),
             val_acc: vp.accuracy(),
         };
-        println!("{}", rec.keras_line(run.epochs));
         st.history.0.push(rec);
         let meta = Meta::new(
             data.classes.clone(),
@@ -319,7 +317,7 @@ fn run_loop(
         }
         checkpoint::save(&valid, &meta, &last_p)?;
         write_atomic(&run.out.join("history.csv"), st.history.to_csv().as_bytes())?;
-        on_epoch(&st.history)?;
+        observer.epoch_end(&st.history, run.epochs)?;
         st.epoch += 1;
         st.batch = 0;
         st.loss_sum = 0.0;

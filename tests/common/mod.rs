@@ -1,0 +1,109 @@
+//! Helpers shared by the end-to-end tests: running the real binary, reading its output, and a
+//! headless Chromium. Each test crate uses a subset, hence `dead_code` is allowed.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The `warmstart` binary, run in the project root.
+pub fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_warmstart"));
+    c.current_dir(env!("CARGO_MANIFEST_DIR"));
+    c
+}
+
+pub fn run(args: &[&str]) -> Output {
+    run_in(Path::new(env!("CARGO_MANIFEST_DIR")), args)
+}
+
+pub fn run_in(dir: &Path, args: &[&str]) -> Output {
+    let out = bin()
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("the binary runs");
+    eprintln!(
+        "$ warmstart {}\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub fn ok(args: &[&str]) -> String {
+    let out = run(args);
+    assert!(out.status.success(), "warmstart {args:?} failed");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs a command that must fail, and returns its stderr.
+pub fn fails(args: &[&str]) -> String {
+    fails_in(Path::new(env!("CARGO_MANIFEST_DIR")), args)
+}
+
+pub fn fails_in(dir: &Path, args: &[&str]) -> String {
+    let out = run_in(dir, args);
+    assert!(
+        !out.status.success(),
+        "warmstart {args:?} should have failed"
+    );
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !err.contains("panicked"),
+        "panic instead of an error: {err}"
+    );
+    err
+}
+
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Parses the figure after `key` in `text`, e.g. `Accuracy on test (…): 0.9123`.
+pub fn figure_after(text: &str, key: &str) -> f64 {
+    let line = text
+        .lines()
+        .find(|l| l.contains(key))
+        .unwrap_or_else(|| panic!("no {key:?} in {text}"));
+    let rest = &line[line.find(key).unwrap() + key.len()..];
+    let rest = rest.rsplit(": ").next().unwrap_or(rest);
+    rest.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+/// A headless Chromium, if one is installed (`WARMSTART_CHROMIUM` overrides the search).
+pub fn chromium() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("WARMSTART_CHROMIUM") {
+        return Some(PathBuf::from(p));
+    }
+    ["chromium", "chromium-browser", "google-chrome"]
+        .iter()
+        .find_map(|name| {
+            std::env::var_os("PATH").and_then(|paths| {
+                std::env::split_paths(&paths)
+                    .map(|d| d.join(name))
+                    .find(|p| p.is_file())
+            })
+        })
+}
+
+pub fn headless(browser: &Path, profile: &Path, extra: &[&str], url: &str) -> Output {
+    let mut args = vec![
+        "--headless".to_string(),
+        "--no-sandbox".into(),
+        "--disable-gpu".into(),
+        "--no-first-run".into(),
+        "--disable-background-networking".into(),
+        "--disable-component-update".into(),
+        "--disable-sync".into(),
+        "--disable-quic".into(),
+        format!("--user-data-dir={}", profile.display()),
+        "--virtual-time-budget=10000".into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args.push(url.to_string());
+    Command::new(browser)
+        .args(&args)
+        .output()
+        .expect("chromium runs")
+}
