@@ -4,7 +4,9 @@
 
 use crate::augment::AugmentConfig;
 use crate::batch::{epoch_batches, plain};
+use crate::cancel;
 use crate::data::Images;
+use crate::error::{Error, Result};
 use crate::eval::probabilities;
 use crate::model::ArchConfig;
 use crate::train::{forward_backward, training_parts};
@@ -81,7 +83,7 @@ fn train_throughput(
     warmup: usize,
     timed: usize,
     device: &Device,
-) -> f64 {
+) -> Result<f64> {
     let ad = device.clone().autodiff();
     let (mut model, mut optim, loss_fn) =
         training_parts(ArchConfig::standard(10).init(device), &ad);
@@ -90,6 +92,7 @@ fn train_throughput(
     let mut t0 = Instant::now();
     let mut seen = 0;
     for i in 0..warmup + timed {
+        cancel::check("benchmarking")?;
         if i == warmup {
             t0 = Instant::now();
             seen = 0;
@@ -99,7 +102,7 @@ fn train_throughput(
         let (grads, _, _) = forward_backward(&model, &loss_fn, b, &ad);
         model = optim.step(1e-3, model, grads);
     }
-    seen as f64 / t0.elapsed().as_secs_f64()
+    Ok(seen as f64 / t0.elapsed().as_secs_f64())
 }
 
 /// Peak resident memory of this process, from `/proc/self/status` (Linux only).
@@ -111,7 +114,17 @@ pub fn peak_rss_mib() -> Option<f64> {
 }
 
 /// Runs all measurements on `images` (at least 1000 are needed for the batch-1000 inference).
-pub fn run(images: &Images, cfg: &BenchConfig, device: &Device, log: impl Fn(&str)) -> BenchResult {
+pub fn run(
+    images: &Images,
+    cfg: &BenchConfig,
+    device: &Device,
+    log: impl Fn(&str),
+) -> Result<BenchResult> {
+    if cfg.batches_b128 == 0 || cfg.batches_b32 == 0 {
+        return Err(Error::invalid(
+            "--batches-b128 and --batches-b32 must be at least 1: a speed needs timed batches",
+        ));
+    }
     let images = Arc::new(images.clone());
     log("training, batch 128, no augmentation...");
     let train_b128 = train_throughput(
@@ -121,7 +134,7 @@ pub fn run(images: &Images, cfg: &BenchConfig, device: &Device, log: impl Fn(&st
         cfg.warmup,
         cfg.batches_b128,
         device,
-    );
+    )?;
     log(&format!("  {train_b128:.1} images/s"));
     log("training, batch 32, augmentation rotation=10,shift=0.1,zoom=0.1...");
     let train_b32_aug = train_throughput(
@@ -131,7 +144,7 @@ pub fn run(images: &Images, cfg: &BenchConfig, device: &Device, log: impl Fn(&st
         cfg.warmup,
         cfg.batches_b32,
         device,
-    );
+    )?;
     log(&format!("  {train_b32_aug:.1} images/s"));
 
     let model = ArchConfig::standard(10).init(device).valid();
@@ -141,11 +154,12 @@ pub fn run(images: &Images, cfg: &BenchConfig, device: &Device, log: impl Fn(&st
     let _ = probabilities(&model, batch.images.clone(), device);
     let infer: Vec<f64> = (0..cfg.infer_repeats.max(1))
         .map(|_| {
+            cancel::check("benchmarking")?;
             let t = Instant::now();
             let _ = probabilities(&model, batch.images.clone(), device);
-            n as f64 / t.elapsed().as_secs_f64()
+            Ok(n as f64 / t.elapsed().as_secs_f64())
         })
-        .collect();
+        .collect::<Result<_>>()?;
     let infer_b1000 = median(infer);
     log(&format!("  {infer_b1000:.1} images/s"));
     log("latency, one image...");
@@ -158,11 +172,11 @@ pub fn run(images: &Images, cfg: &BenchConfig, device: &Device, log: impl Fn(&st
         })
         .collect();
     let latency_b1_ms = median(lat);
-    BenchResult {
+    Ok(BenchResult {
         train_b128,
         train_b32_aug,
         infer_b1000,
         latency_b1_ms,
         peak_rss_mib: peak_rss_mib(),
-    }
+    })
 }

@@ -38,11 +38,14 @@ pub enum Error {
     Numerical(String),
     /// Training was stopped by a signal after saving a resumable state.
     #[error(
-        "interrupted in epoch {epoch} after {batch} batches; progress saved in {}: continue with --resume {}",
+        "interrupted in epoch {epoch} after {batch} batches; progress saved in {}: continue with \
+         `warmstart {command} --resume {}`",
         dir.display(),
         dir.display()
     )]
     Interrupted {
+        /// The command that continues it: `pretrain` or `train`.
+        command: &'static str,
         /// The run directory holding the resumable state.
         dir: PathBuf,
         /// The epoch in progress (1-based).
@@ -50,6 +53,9 @@ pub enum Error {
         /// Batches of that epoch already trained.
         batch: usize,
     },
+    /// Work stopped by Ctrl-C or SIGTERM before it wrote anything.
+    #[error("stopped by Ctrl-C or SIGTERM while {0}; nothing was written")]
+    Cancelled(&'static str),
 }
 
 /// The library's result type.
@@ -92,5 +98,10 @@ impl Error {
     /// A bad option or combination of inputs.
     pub fn invalid(msg: impl Into<String>) -> Self {
         Error::Invalid(msg.into())
+    }
+
+    /// Whether the error is a stop asked for by a signal (the shell's exit code 130).
+    pub fn is_interruption(&self) -> bool {
+        matches!(self, Error::Interrupted { .. } | Error::Cancelled(_))
     }
 }

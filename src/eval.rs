@@ -3,7 +3,9 @@
 
 use crate::augment::AugmentConfig;
 use crate::batch::{make_batch, plain};
+use crate::cancel;
 use crate::data::Images;
+use crate::error::Result;
 use crate::model::{Net, images_tensor};
 use burn::prelude::*;
 use rand::SeedableRng;
@@ -86,11 +88,34 @@ pub fn probabilities(model: &Net, pixels: Vec<f32>, device: &Device) -> Vec<f32>
         .collect()
 }
 
-/// Runs the model over a whole set in batches.
+/// Runs the model over a whole set in batches. Not cancellable: the training loop validates with
+/// it between its own safe points.
 pub fn predict_set(model: &Net, images: &Images, device: &Device) -> Predictions {
+    predict_batches(model, images, device, false).expect("only a cancellation can fail")
+}
+
+/// [`predict_set`] that stops with [`Error::Cancelled`](crate::Error::Cancelled) between batches
+/// after Ctrl-C (for `eval` on large sets).
+pub fn predict_set_cancellable(
+    model: &Net,
+    images: &Images,
+    device: &Device,
+) -> Result<Predictions> {
+    predict_batches(model, images, device, true)
+}
+
+fn predict_batches(
+    model: &Net,
+    images: &Images,
+    device: &Device,
+    cancellable: bool,
+) -> Result<Predictions> {
     let mut probs = Vec::with_capacity(images.len() * model.classes());
     let mut start = 0;
     while start < images.len() {
+        if cancellable {
+            cancel::check("predicting")?;
+        }
         let end = (start + EVAL_BATCH).min(images.len());
         probs.extend(probabilities(
             model,
@@ -99,11 +124,11 @@ pub fn predict_set(model: &Net, images: &Images, device: &Device) -> Predictions
         ));
         start = end;
     }
-    Predictions {
+    Ok(Predictions {
         probs,
         classes: model.classes(),
         labels: images.labels().to_vec(),
-    }
+    })
 }
 
 /// Test-time augmentation: turns `base` (the model's predictions on `images`, from
@@ -117,9 +142,9 @@ pub fn with_tta(
     augment: &AugmentConfig,
     n: usize,
     seed: u64,
-) -> Predictions {
+) -> Result<Predictions> {
     if n == 0 {
-        return base;
+        return Ok(base);
     }
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let k = base.classes;
@@ -128,6 +153,7 @@ pub fn with_tta(
         let end = (start + EVAL_BATCH).min(images.len());
         let idx: Vec<usize> = (start..end).collect();
         for _ in 0..n {
+            cancel::check("predicting augmented copies")?;
             let b = make_batch(images, &idx, augment, &mut rng);
             let probs = probabilities(model, b.images, device);
             for (dst, src) in base.probs[start * k..end * k].iter_mut().zip(&probs) {
@@ -140,7 +166,7 @@ pub fn with_tta(
     for p in &mut base.probs {
         *p *= scale;
     }
-    base
+    Ok(base)
 }
 
 /// Precision, recall and F1 of one class.

@@ -56,6 +56,47 @@ pub fn create_dir(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))
 }
 
+/// An exclusive lock on a run directory, held while a run writes into it and released when
+/// dropped (or when the process dies: the operating system drops the lock of a dead process, so
+/// a stale lock never blocks a new run).
+#[derive(Debug)]
+pub struct DirLock {
+    _file: std::fs::File,
+}
+
+/// The lock file's name inside a locked directory; it holds the holder's process id.
+pub const LOCK_FILE: &str = ".warmstart.lock";
+
+/// Locks `dir` (creating it) for this process, or says which process holds it.
+pub fn lock_dir(dir: &Path) -> Result<DirLock> {
+    create_dir(dir)?;
+    let path = dir.join(LOCK_FILE);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            let holder = holder.trim();
+            return Err(Error::invalid(format!(
+                "{} is in use by another warmstart run (process {}); wait for it to finish, or \
+                 choose another --out",
+                dir.display(),
+                if holder.is_empty() { "unknown" } else { holder }
+            )));
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&path, e)),
+    }
+    file.set_len(0).map_err(|e| Error::write(&path, e))?;
+    writeln!(file, "{}", std::process::id()).map_err(|e| Error::write(&path, e))?;
+    Ok(DirLock { _file: file })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,6 +110,17 @@ mod tests {
         assert_eq!(std::fs::read(&p).unwrap(), b"two");
         let entries: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(entries.len(), 1);
+    }
+
+    #[test]
+    fn a_locked_directory_is_refused_until_the_lock_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = lock_dir(dir.path()).unwrap();
+        let e = lock_dir(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("in use by another warmstart run"), "{e}");
+        assert!(e.contains(&std::process::id().to_string()), "{e}");
+        drop(held);
+        lock_dir(dir.path()).unwrap();
     }
 
     #[test]

@@ -30,10 +30,9 @@ fn main() -> std::process::ExitCode {
         Err(e) => {
             eprintln!("error: {e:#}");
             // 130 is the shell's code for "stopped by Ctrl-C".
-            let interrupted = matches!(
-                e.downcast_ref::<warmstart::Error>(),
-                Some(warmstart::Error::Interrupted { .. })
-            );
+            let interrupted = e
+                .downcast_ref::<warmstart::Error>()
+                .is_some_and(warmstart::Error::is_interruption);
             std::process::ExitCode::from(if interrupted { 130 } else { 1 })
         }
     }

@@ -8,7 +8,8 @@ use crate::checkpoint;
 use crate::data::{self, Dataset, LoadOptions, Split};
 use crate::device::{self, DeviceKind};
 use crate::error::{Error, Result};
-use crate::eval::{Confusion, Predictions, predict_set, with_tta};
+use crate::eval::{Confusion, Predictions, predict_set_cancellable, with_tta};
+use crate::fsutil;
 use crate::history::History;
 use crate::plan::{self, InitRequest, TrainRequest};
 use crate::record::{RunRecord, Stage};
@@ -93,7 +94,82 @@ impl Verbosity {
     }
 }
 
-/// `pretrain` or `train`: a new run, or with `resume` the interrupted run in that directory.
+/// The files a training run writes into its directory (besides `eval-*/` folders).
+pub const RUN_FILES: [&str; 14] = [
+    "best.safetensors",
+    "best.json",
+    "last.safetensors",
+    "last.json",
+    "history.csv",
+    "curves.png",
+    "confusion.png",
+    "mistakes.png",
+    "augment_preview.png",
+    "per_class.csv",
+    "per_class.json",
+    "report.html",
+    train::resume::FILE,
+    // Written by `compare` when a run finishes: a new run in the directory is not that run.
+    "result.json",
+];
+
+/// What a run directory already holds: an interrupted run (its resume state) or another run's
+/// files. A new run may only start in it with `--overwrite`.
+fn check_out_dir(dir: &Path, stage: Stage, overwrite: bool) -> Result<Vec<PathBuf>> {
+    let mut found: Vec<PathBuf> = RUN_FILES
+        .iter()
+        .map(|f| dir.join(f))
+        .filter(|p| p.exists())
+        .collect();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        found.extend(entries.flatten().map(|e| e.path()).filter(|p| {
+            p.is_dir()
+                && p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("eval-"))
+        }));
+    }
+    if found.is_empty() || overwrite {
+        return Ok(found);
+    }
+    let command = match stage {
+        Stage::Pretrain => "pretrain",
+        Stage::Train => "train",
+    };
+    if dir.join(train::resume::FILE).exists() {
+        return Err(Error::invalid(format!(
+            "{} holds an interrupted run: continue it with `warmstart {command} --resume {}`, or \
+             pass --overwrite to discard it and start a new run there",
+            dir.display(),
+            dir.display()
+        )));
+    }
+    let names: Vec<String> = found
+        .iter()
+        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .collect();
+    Err(Error::invalid(format!(
+        "{} holds another run's results ({}): pass --overwrite to replace them, or choose another --out",
+        dir.display(),
+        names.join(", ")
+    )))
+}
+
+/// Removes an older run's files before a new run writes its own, so none is left beside them.
+fn clear(found: &[PathBuf]) -> Result<()> {
+    for p in found {
+        let r = if p.is_dir() {
+            std::fs::remove_dir_all(p)
+        } else {
+            std::fs::remove_file(p)
+        };
+        r.map_err(|e| Error::io(p, e))?;
+    }
+    Ok(())
+}
+
+/// `pretrain` or `train`: a new run, or with `resume` the interrupted run in that directory. The
+/// run directory is locked while the run writes into it; a new run refuses a directory holding
+/// another run's files unless `req.overwrite`; a finished run drops its resume state.
 pub fn train_stage(
     stage: Stage,
     req: &TrainRequest,
@@ -101,12 +177,19 @@ pub fn train_stage(
     verbosity: Verbosity,
 ) -> Result<StageResult> {
     if let Some(dir) = resume {
-        return resume_stage(dir, req, verbosity);
+        let _lock = fsutil::lock_dir(dir)?;
+        let res = resume_stage(dir, req, verbosity)?;
+        remove_resume_state(dir)?;
+        return Ok(res);
     }
     let mut plan = plan::train(stage, req)?;
+    let _lock = fsutil::lock_dir(&plan.record.out)?;
+    let old = check_out_dir(&plan.record.out, stage, req.overwrite)?;
     let dev = device::make(plan.record.device, plan.record.seed)?;
     let data = verbosity.load(&plan.record.data.path, &plan.record.load_options())?;
     let (model, init) = plan.initial_model(&data, &dev)?;
+    // Only now: `--init` may have read a checkpoint from the directory being overwritten.
+    clear(&old)?;
     verbosity.say(init);
     let run = plan.record;
     verbosity.say(format_args!(
@@ -119,7 +202,18 @@ pub fn train_stage(
         run.out.display()
     ));
     let outcome = train::fit(model, &data, &run, &dev, &mut verbosity.observer(&run.out))?;
-    finish_stage(outcome, data, &run, &dev, verbosity)
+    let res = finish_stage(outcome, data, &run, &dev, verbosity)?;
+    remove_resume_state(&run.out)?;
+    Ok(res)
+}
+
+/// A finished run has nothing to resume: its resume state (~19 MB) goes.
+fn remove_resume_state(dir: &Path) -> Result<()> {
+    let p = train::resume::path(dir);
+    match std::fs::remove_file(&p) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(&p, e)),
+        _ => Ok(()),
+    }
 }
 
 fn resume_stage(dir: &Path, req: &TrainRequest, verbosity: Verbosity) -> Result<StageResult> {
@@ -232,6 +326,8 @@ pub fn run(req: &RunRequest) -> Result<()> {
         limit: req.limit,
         test_limit: req.test_limit,
         device: req.device,
+        // `run` owns these directories: running it again replaces what it wrote before.
+        overwrite: true,
         ..Default::default()
     };
     let best = train::best_path(&pre_out);
@@ -313,7 +409,7 @@ pub fn eval(req: &EvalRequest) -> Result<()> {
         None => set,
     };
     let split = req.split.name();
-    let p = predict_set(&model, &set, &dev);
+    let p = predict_set_cancellable(&model, &set, &dev)?;
     println!(
         "Model: {} ({} classes)",
         plan.weights.display(),
@@ -333,7 +429,7 @@ pub fn eval(req: &EvalRequest) -> Result<()> {
         } else {
             record.augment
         });
-        let t = with_tta(p.clone(), &model, &set, &dev, &aug, req.tta, seed);
+        let t = with_tta(p.clone(), &model, &set, &dev, &aug, req.tta, seed)?;
         println!(
             "Accuracy with test-time augmentation (original + {} copies, {aug}): {:.4} ({}/{}), loss {:.4}",
             req.tta,

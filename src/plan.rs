@@ -115,6 +115,8 @@ pub struct TrainRequest {
     pub invert: Option<Invert>,
     /// `--device`.
     pub device: DeviceKind,
+    /// `--overwrite`: a new run may replace another run's files in its directory.
+    pub overwrite: bool,
 }
 
 /// A run resolved except for what needs its data: the fingerprint and the head decision
@@ -256,6 +258,7 @@ pub fn resume(record: &mut RunRecord, dir: &Path, req: &TrainRequest) -> Result<
         ("--init", req.init.is_some()),
         ("--new-head", req.new_head),
         ("--invert", req.invert.is_some()),
+        ("--overwrite", req.overwrite),
     ];
     Ok(given
         .into_iter()

@@ -80,6 +80,7 @@ fn predict(a: &PredictArgs) -> Result<()> {
     let invert = a.invert.unwrap_or(meta.input.invert);
     let mut failed = 0;
     for path in &a.images {
+        warmstart::cancel::check("predicting")?;
         let px = match folder::load_image(path, invert) {
             Ok(px) => px,
             Err(e) => {
@@ -156,12 +157,12 @@ fn bench(a: &BenchArgs) -> Result<()> {
         t.len()
     );
     let cfg = warmstart::bench::BenchConfig {
-        batches_b128: a.batches_b128.max(1),
-        batches_b32: a.batches_b32.max(1),
+        batches_b128: a.batches_b128,
+        batches_b32: a.batches_b32,
         warmup: a.warmup,
         ..Default::default()
     };
-    let r = warmstart::bench::run(&t, &cfg, &dev, |s| eprintln!("{s}"));
+    let r = warmstart::bench::run(&t, &cfg, &dev, |s| eprintln!("{s}"))?;
     print!("{}", r.lines());
     Ok(())
 }

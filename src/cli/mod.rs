@@ -169,6 +169,10 @@ pub struct TrainArgs {
     /// [default: auto].
     #[arg(long, value_enum)]
     pub invert: Option<Invert>,
+    /// Start a new run even where --out holds another run's files or an interrupted run (they
+    /// are removed first).
+    #[arg(long)]
+    pub overwrite: bool,
     /// Continue the interrupted run in DIR (its options and data are reused; `--epochs` may extend it).
     #[arg(long, value_name = "DIR")]
     pub resume: Option<PathBuf>,
@@ -321,6 +325,7 @@ impl TrainArgs {
             new_head: self.new_head,
             invert: self.invert,
             device: self.runtime.device,
+            overwrite: self.overwrite,
         }
     }
 }

@@ -173,6 +173,8 @@ fn merged(common: &TrainRequest, v: &TrainRequest) -> TrainRequest {
         new_head: v.new_head || common.new_head,
         invert: v.invert.or(common.invert),
         device: common.device,
+        // A comparison owns its run directories (their settings are checked before a run).
+        overwrite: true,
     }
 }
 

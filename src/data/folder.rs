@@ -11,7 +11,7 @@
 
 use super::{Images, PIXELS, RawDataset, SIDE};
 use crate::error::{Error, Result};
-use image::{DynamicImage, GrayImage, ImageReader, Limits};
+use image::{DynamicImage, GrayImage, ImageDecoder, ImageReader, Limits};
 use std::path::{Path, PathBuf};
 
 /// Largest image side accepted, in pixels.
@@ -77,9 +77,15 @@ fn decode_reader<R: std::io::BufRead + std::io::Seek>(
     limits.max_image_height = Some(MAX_SIDE);
     limits.max_alloc = Some(MAX_ALLOC);
     reader.limits(limits);
-    reader
-        .decode()
-        .map_err(|e| Error::format(path, format!("cannot decode image: {e}")))
+    let cannot = |e: image::ImageError| Error::format(path, format!("cannot decode image: {e}"));
+    let mut decoder = reader.into_decoder().map_err(cannot)?;
+    // A phone photo is stored sideways with an EXIF tag saying how to turn it.
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut img = DynamicImage::from_decoder(decoder).map_err(cannot)?;
+    img.apply_orientation(orientation);
+    Ok(img)
 }
 
 /// Reads an image file and converts it to a 28x28 light-on-dark image by the rule above.
@@ -87,8 +93,20 @@ pub fn load_image(path: &Path, invert: Invert) -> Result<[u8; PIXELS]> {
     Ok(to_mnist(&decode(path)?, invert))
 }
 
+/// Images with a side above this are first shrunk to it (keeping the aspect ratio), so the
+/// conversion to floats below never holds a large image four bytes per channel: a 16,000-pixel
+/// square took 4.5 GB. The result is 28 pixels a side anyway.
+const PRESHRINK: u32 = 1024;
+
 /// Converts any decoded image to 28x28 light-on-dark bytes.
 pub fn to_mnist(img: &DynamicImage, invert: Invert) -> [u8; PIXELS] {
+    let shrunk;
+    let img = if img.width().max(img.height()) > PRESHRINK {
+        shrunk = img.resize(PRESHRINK, PRESHRINK, image::imageops::FilterType::Triangle);
+        &shrunk
+    } else {
+        img
+    };
     let rgba = img.to_rgba32f();
     let (w, h) = rgba.dimensions();
     let mut gray = GrayImage::new(w, h);
@@ -183,6 +201,7 @@ fn read_split(
         })?;
         let mut found = 0;
         for f in sorted_entries(&sub)? {
+            crate::cancel::check("loading images")?;
             if f.is_dir() {
                 skipped.push((f, "a directory inside a class folder".into()));
                 continue;

@@ -259,6 +259,7 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Dataset> {
         SourceKind::Csv => csv::load(path)?,
         SourceKind::Folder => folder::load(path, opts.invert)?,
     };
+    crate::cancel::check("loading data")?;
     if !raw.skipped.is_empty() {
         for (p, why) in &raw.skipped {
             eprintln!("warning: skipped {}: {why}", p.display());
