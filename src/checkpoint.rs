@@ -219,6 +219,50 @@ fn tensor_shapes(
         .collect())
 }
 
+/// Whether a stored tensor holds a NaN or an infinity (`None`: not readable as f32).
+fn non_finite(t: &burn::store::burn_pack::Tensor) -> Option<bool> {
+    let data = burn::store::bridge::to_data(t).ok()?;
+    let values = data.as_slice::<f32>().ok()?;
+    Some(values.iter().any(|v| !v.is_finite()))
+}
+
+/// Refuses a checkpoint whose tensors `names` (all when `None`) hold NaN or infinite values,
+/// naming the first: a model trained into NaN predicts garbage with confident probabilities.
+fn check_finite(
+    store: &mut SafetensorsStore,
+    weights: &Path,
+    names: Option<&[String]>,
+) -> Result<()> {
+    let all = store
+        .get_all_tensors()
+        .map_err(|e| Error::format(weights, format!("not a readable safetensors file: {e}")))?;
+    for (name, t) in all {
+        if names.is_some_and(|n| !n.contains(name)) {
+            continue;
+        }
+        if non_finite(t) == Some(true) {
+            return Err(Error::format(
+                weights,
+                format!(
+                    "tensor {name} holds NaN or infinite values: the weights are unusable (trained \
+                     with too high a learning rate?)"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The first of `model`'s tensors (parameters and batch-norm statistics) holding a NaN or an
+/// infinity, if any.
+pub fn non_finite_tensor(model: &Net) -> Option<String> {
+    model
+        .collect(None, None, false)
+        .into_iter()
+        .find(|t| non_finite(t) == Some(true))
+        .map(|t| t.name.clone())
+}
+
 fn model_shapes(model: &Net) -> BTreeMap<String, Vec<usize>> {
     model
         .collect(None, None, false)
@@ -251,6 +295,7 @@ pub fn load_weights(weights: &Path, bytes: Vec<u8>, meta: &Meta, device: &Device
     let mut model = meta.arch.init(device);
     let mut store = SafetensorsStore::from_bytes(Some(bytes));
     let have = tensor_shapes(&mut store, weights)?;
+    check_finite(&mut store, weights, None)?;
     let want = model_shapes(&model);
     for (name, shape) in &want {
         match have.get(name) {
@@ -341,6 +386,7 @@ pub fn transfer(model: &mut Net, path: &Path, skip: &[&str]) -> Result<TransferR
             "no tensor matches this model by name and shape: not a warmstart checkpoint",
         ));
     }
+    check_finite(&mut store, &weights, Some(&rep.loaded))?;
     let mut filter = PathFilter::new();
     for n in &rep.loaded {
         filter = filter.with_full_path(n.clone());

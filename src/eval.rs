@@ -244,13 +244,9 @@ impl Confusion {
     /// A plain-text table: per-class scores, then the matrix.
     pub fn render(&self) -> String {
         use std::fmt::Write;
-        let w = self
-            .classes
-            .iter()
-            .map(|c| c.len())
-            .max()
-            .unwrap_or(5)
-            .max(5);
+        // Widths in characters (class names may be any script), over the labels as printed.
+        let width = |it: &mut dyn Iterator<Item = String>| it.map(|l| l.chars().count()).max();
+        let w = width(&mut self.classes.iter().cloned()).unwrap_or(5).max(5);
         let mut s = String::new();
         let _ = writeln!(s, "{:>w$}  precision  recall  f1-score  support", "class");
         for sc in self.scores() {
@@ -269,16 +265,21 @@ impl Confusion {
             .iter()
             .flatten()
             .map(|n| n.to_string().len())
+            .chain([self.classes.len().saturating_sub(1).to_string().len()])
             .max()
             .unwrap_or(1)
             .max(3);
+        let rows: Vec<String> = (0..self.classes.len())
+            .map(|i| format!("{i} {}", self.classes[i]))
+            .collect();
+        let w = width(&mut rows.iter().cloned()).unwrap_or(1);
         let _ = write!(s, "{:>w$} ", "");
         for j in 0..self.classes.len() {
             let _ = write!(s, " {:>cw$}", j);
         }
         let _ = writeln!(s);
         for (i, row) in self.counts.iter().enumerate() {
-            let _ = write!(s, "{:>w$} ", format!("{i} {}", self.classes[i]));
+            let _ = write!(s, "{:>w$} ", rows[i]);
             for n in row {
                 let _ = write!(s, " {n:>cw$}");
             }

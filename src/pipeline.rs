@@ -218,7 +218,8 @@ fn remove_resume_state(dir: &Path) -> Result<()> {
 
 fn resume_stage(dir: &Path, req: &TrainRequest, verbosity: Verbosity) -> Result<StageResult> {
     let mut saved = train::resume::load(dir)?;
-    let ignored = plan::resume(&mut saved.state.record, dir, req)?;
+    let done = saved.state.epoch;
+    let ignored = plan::resume(&mut saved.state.record, dir, done, req)?;
     if !ignored.is_empty() {
         eprintln!(
             "warning: --resume continues the run as it was set up; ignoring {} (only --epochs \
@@ -384,6 +385,11 @@ pub struct EvalRequest {
 /// Scores a checkpoint on a part of a dataset, prints accuracy, loss and the confusion matrix,
 /// and writes the evaluation files.
 pub fn eval(req: &EvalRequest) -> Result<()> {
+    if req.limit == Some(0) {
+        return Err(Error::invalid(
+            "--limit must be at least 1 (leave it out to score every image)",
+        ));
+    }
     let plan = plan::eval(&req.model, req.data.as_deref())?;
     let record = &plan.meta.training;
     let seed = record.seed;

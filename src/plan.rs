@@ -145,18 +145,27 @@ pub fn train(stage: Stage, req: &TrainRequest) -> Result<TrainPlan> {
         return Err(Error::invalid("--lr must be a positive number"));
     }
     let val_split = req.val_split.unwrap_or(DEFAULT_VAL_SPLIT);
-    if !(0.0..1.0).contains(&val_split) {
+    if !(val_split > 0.0 && val_split < 1.0) {
         return Err(Error::invalid(format!(
-            "--val-split must be at least 0 and below 1, not {val_split}"
+            "--val-split must be between 0 and 1 (exclusive), not {val_split}"
         )));
     }
     let (epochs, batch_size) = (
         req.epochs.unwrap_or(d.epochs),
         req.batch_size.unwrap_or(d.batch_size),
     );
-    if epochs == 0 || batch_size == 0 {
+    if epochs == 0 {
+        return Err(Error::invalid("--epochs must be at least 1"));
+    }
+    if batch_size < 2 {
         return Err(Error::invalid(
-            "--epochs and --batch-size must be at least 1",
+            "--batch-size must be at least 2: batch norm normalises each batch by its own mean \
+             and variance, which one image does not have",
+        ));
+    }
+    if req.limit == Some(0) || req.test_limit == Some(0) {
+        return Err(Error::invalid(
+            "--limit and --test-limit must be at least 1 (leave them out to use every image)",
         ));
     }
     let init = match req.init.clone().unwrap_or(d.init) {
@@ -237,11 +246,22 @@ impl TrainPlan {
 /// Applies to a saved run's record what `--resume DIR` may change: the run directory (the run
 /// lives where the user says it is now, even if it was moved) and `--epochs`. Returns the flags of
 /// `req` that a resume ignores, for a warning.
-pub fn resume(record: &mut RunRecord, dir: &Path, req: &TrainRequest) -> Result<Vec<&'static str>> {
+///
+/// `done` is the number of epochs the run has finished: `--epochs` may not go below it.
+pub fn resume(
+    record: &mut RunRecord,
+    dir: &Path,
+    done: usize,
+    req: &TrainRequest,
+) -> Result<Vec<&'static str>> {
     record.out = absolute(dir)?;
     if let Some(e) = req.epochs {
-        if e == 0 {
-            return Err(Error::invalid("--epochs must be at least 1"));
+        if e == 0 || e < done {
+            return Err(Error::invalid(format!(
+                "--epochs {e}: the run in {} has already trained {done} epochs; give at least \
+                 that many",
+                dir.display()
+            )));
         }
         record.epochs = e;
     }
@@ -413,7 +433,15 @@ mod tests {
                 ..Default::default()
             },
             TrainRequest {
-                batch_size: Some(0),
+                batch_size: Some(1),
+                ..Default::default()
+            },
+            TrainRequest {
+                limit: Some(0),
+                ..Default::default()
+            },
+            TrainRequest {
+                test_limit: Some(0),
                 ..Default::default()
             },
         ] {
@@ -433,12 +461,18 @@ mod tests {
             data: Some("elsewhere".into()),
             ..Default::default()
         };
-        let ignored = resume(&mut r, Path::new("moved/run"), &req).unwrap();
+        let ignored = resume(&mut r, Path::new("moved/run"), 4, &req).unwrap();
         assert_eq!(ignored, vec!["--data", "--lr"]);
         assert_eq!(r.epochs, 50);
         assert!(r.out.ends_with("moved/run") && r.out.is_absolute());
         assert_eq!(r.optimizer, before.optimizer);
         assert_eq!(r.data, before.data);
+        let fewer = TrainRequest {
+            epochs: Some(3),
+            ..Default::default()
+        };
+        let e = resume(&mut r, Path::new("moved/run"), 4, &fewer).unwrap_err();
+        assert!(e.to_string().contains("already trained 4 epochs"), "{e}");
     }
 
     #[test]

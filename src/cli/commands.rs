@@ -13,7 +13,7 @@ use warmstart::device;
 use warmstart::eval::probabilities;
 use warmstart::pipeline::{self, Verbosity, load_data};
 use warmstart::record::Stage;
-use warmstart::report::figures::{augment_preview_png, one_per_class};
+use warmstart::report::figures::{augment_preview_png, check_preview, one_per_class};
 
 pub fn dispatch(cli: Cli) -> Result<()> {
     // Ctrl-C and SIGTERM ask the training loop to save a resumable state and stop.
@@ -69,6 +69,14 @@ fn setup_runtime(rt: &RuntimeArgs) -> Result<()> {
         if n == 0 {
             bail!("--threads must be at least 1");
         }
+        // More threads than cores only adds switching (an epoch 100x slower at 1000 threads).
+        let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+        let n = if n > cores {
+            eprintln!("warning: --threads {n} is more than the {cores} cores here; using {cores}");
+            cores
+        } else {
+            n
+        };
         device::set_threads(n)?;
     }
     Ok(())
@@ -108,6 +116,7 @@ fn predict(a: &PredictArgs) -> Result<()> {
 }
 
 fn augment_preview(a: &PreviewArgs) -> Result<()> {
+    check_preview(a.rows, a.cols, &a.out)?;
     let path = a
         .data
         .clone()
@@ -129,12 +138,12 @@ fn augment_preview(a: &PreviewArgs) -> Result<()> {
         }
         i += 1;
     }
-    augment_preview_png(&d.train, &rows, &a.augment, a.cols.max(1), a.seed, &a.out)?;
+    augment_preview_png(&d.train, &rows, &a.augment, a.cols, a.seed, &a.out)?;
     println!(
         "Wrote {}: {} rows (original, then {} augmentations with {})",
         a.out.display(),
         rows.len(),
-        a.cols.max(1),
+        a.cols,
         a.augment
     );
     Ok(())

@@ -3,7 +3,7 @@
 //! `--data` may name one `.csv` file (a training set) or a directory holding `train.csv` and
 //! optionally `val.csv` and `test.csv` (all with labels).
 
-use super::{Images, PIXELS, RawDataset};
+use super::{Images, MAX_CLASSES, PIXELS, RawDataset};
 use crate::error::{Error, Result};
 use std::path::Path;
 
@@ -71,6 +71,16 @@ pub fn read_from(path: &Path, input: impl std::io::Read) -> Result<Images> {
                 )
             })?;
             if col == 0 {
+                if v as usize >= MAX_CLASSES {
+                    return Err(Error::format(
+                        path,
+                        format!(
+                            "line {line}: label {v}: at most {MAX_CLASSES} classes (labels 0 to \
+                             {}) are supported; is it mistyped?",
+                            MAX_CLASSES - 1
+                        ),
+                    ));
+                }
                 labels.push(v);
             } else if v > 255 {
                 return Err(Error::format(
@@ -110,6 +120,7 @@ pub fn load(path: &Path) -> Result<RawDataset> {
         val: opt("val.csv")?,
         test: opt("test.csv")?,
         skipped: Vec::new(),
+        grouped_by_class: false,
     })
 }
 

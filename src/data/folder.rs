@@ -158,11 +158,21 @@ fn border_mean(g: &GrayImage) -> f64 {
     sum as f64 / n.max(1) as f64
 }
 
+/// Whether a directory entry is hidden (`.DS_Store`, `.ipynb_checkpoints`, `.git`): never data.
+fn hidden(p: &Path) -> bool {
+    p.file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+}
+
+/// The visible entries of `dir`, sorted.
 fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
     let rd = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
     let mut v = Vec::new();
     for e in rd {
-        v.push(e.map_err(|e| Error::io(dir, e))?.path());
+        let p = e.map_err(|e| Error::io(dir, e))?.path();
+        if !hidden(&p) {
+            v.push(p);
+        }
     }
     v.sort();
     Ok(v)
@@ -202,9 +212,17 @@ fn read_split(
         let mut found = 0;
         for f in sorted_entries(&sub)? {
             crate::cancel::check("loading images")?;
-            if f.is_dir() {
-                skipped.push((f, "a directory inside a class folder".into()));
-                continue;
+            // Follows symbolic links: a dangling or looping one is skipped like an unreadable file.
+            match std::fs::metadata(&f) {
+                Err(e) => {
+                    skipped.push((f, format!("cannot be read ({e}); a broken symbolic link?")));
+                    continue;
+                }
+                Ok(m) if m.is_dir() => {
+                    skipped.push((f, "a directory inside a class folder".into()));
+                    continue;
+                }
+                Ok(_) => {}
             }
             match load_image(&f, invert) {
                 Ok(px) => {
@@ -238,14 +256,21 @@ pub fn load(root: &Path, invert: Invert) -> Result<RawDataset> {
             "no dataset found: expected IDX files, train.csv, or one folder per class",
         ));
     }
-    let split_layout = root.join("train").is_dir()
-        && dirs
-            .iter()
-            .all(|d| matches!(dir_name(d).as_str(), "train" | "val" | "test"));
-    let train_dir = if split_layout {
-        root.join("train")
-    } else {
-        root.to_path_buf()
+    // `train/`, `val/`, `test/` in any case (`Train/`, `TEST/`): the split layout.
+    let part = |name: &str| -> Option<PathBuf> {
+        dirs.iter()
+            .find(|d| dir_name(d).eq_ignore_ascii_case(name))
+            .cloned()
+    };
+    let split_layout = part("train").is_some()
+        && dirs.iter().all(|d| {
+            ["train", "val", "test"]
+                .iter()
+                .any(|n| dir_name(d).eq_ignore_ascii_case(n))
+        });
+    let train_dir = match (split_layout, part("train")) {
+        (true, Some(t)) => t,
+        _ => root.to_path_buf(),
     };
     let classes: Vec<String> = subdirs(&train_dir)?.iter().map(|d| dir_name(d)).collect();
     if classes.is_empty() {
@@ -254,11 +279,9 @@ pub fn load(root: &Path, invert: Invert) -> Result<RawDataset> {
     let mut skipped = Vec::new();
     let train = read_split(&train_dir, &classes, invert, &mut skipped)?;
     let mut opt = |name: &str| -> Result<Option<Images>> {
-        let d = root.join(name);
-        if split_layout && d.is_dir() {
-            read_split(&d, &classes, invert, &mut skipped).map(Some)
-        } else {
-            Ok(None)
+        match part(name) {
+            Some(d) if split_layout => read_split(&d, &classes, invert, &mut skipped).map(Some),
+            _ => Ok(None),
         }
     };
     let val = opt("val")?;
@@ -269,6 +292,7 @@ pub fn load(root: &Path, invert: Invert) -> Result<RawDataset> {
         val,
         test,
         skipped,
+        grouped_by_class: true,
     })
 }
 

@@ -9,8 +9,11 @@ use flate2::read::GzDecoder;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-/// Largest decompressed IDX file accepted (a gzip bomb stops here, not at the memory limit).
-const MAX_BYTES: u64 = 1 << 31;
+/// Largest IDX file accepted, decompressed: 256 MiB, about 340,000 images of 28x28. Checked
+/// against the header's declared size before decompressing the body, so a small gzip declaring
+/// or holding gigabytes is refused without inflating it (loading keeps about three copies of the
+/// pixels, so this bounds a load to about 1 GB of memory).
+pub const MAX_BYTES: u64 = 256 << 20;
 
 /// An unsigned-byte IDX array.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,25 +26,63 @@ pub struct IdxArray {
 
 /// Reads a file, transparently gunzipping it when it starts with the gzip magic.
 pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
+    let len = std::fs::metadata(path)
+        .map_err(|e| Error::io(path, e))?
+        .len();
+    if len > MAX_BYTES {
+        return Err(too_big(path, len));
+    }
     let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     gunzip_if_needed(path, raw)
 }
 
-/// Gunzips `raw` when it starts with the gzip magic; `path` is only used in errors.
+fn too_big(path: &Path, bytes: u64) -> Error {
+    Error::format(
+        path,
+        format!(
+            "holds {bytes} bytes of IDX data, more than the {} MiB accepted",
+            MAX_BYTES >> 20
+        ),
+    )
+}
+
+/// Gunzips `raw` when it starts with the gzip magic; `path` is only used in errors. The IDX
+/// header is decompressed first and the body only up to the size it declares.
 pub fn gunzip_if_needed(path: &Path, raw: Vec<u8>) -> Result<Vec<u8>> {
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        GzDecoder::new(&raw[..])
-            .take(MAX_BYTES + 1)
-            .read_to_end(&mut out)
-            .map_err(|e| Error::format(path, format!("corrupt gzip data: {e}")))?;
-        if out.len() as u64 > MAX_BYTES {
-            return Err(Error::format(path, "decompresses to more than 2 GiB"));
-        }
-        Ok(out)
-    } else {
-        Ok(raw)
+    if !raw.starts_with(&[0x1f, 0x8b]) {
+        return Ok(raw);
     }
+    let corrupt = |e: std::io::Error| Error::format(path, format!("corrupt gzip data: {e}"));
+    let mut gz = GzDecoder::new(&raw[..]);
+    let mut out = Vec::new();
+    // Magic (4 bytes), then one 4-byte size per dimension.
+    (&mut gz).take(4).read_to_end(&mut out).map_err(corrupt)?;
+    if out.len() == 4 {
+        let ndims = u64::from(out[3]);
+        (&mut gz)
+            .take(4 * ndims)
+            .read_to_end(&mut out)
+            .map_err(corrupt)?;
+        if out.len() as u64 == 4 + 4 * ndims {
+            let declared = out[4..]
+                .chunks(4)
+                .map(|d| u64::from(u32::from_be_bytes([d[0], d[1], d[2], d[3]])))
+                .try_fold(1u64, |acc, d| acc.checked_mul(d))
+                .unwrap_or(u64::MAX);
+            if declared > MAX_BYTES {
+                return Err(too_big(path, declared));
+            }
+            // One byte more than declared, so that `parse` can report extra data.
+            (&mut gz)
+                .take(declared + 1)
+                .read_to_end(&mut out)
+                .map_err(corrupt)?;
+            return Ok(out);
+        }
+    }
+    // Too short for a header: whatever there is, for `parse` to report.
+    gz.take(MAX_BYTES).read_to_end(&mut out).map_err(corrupt)?;
+    Ok(out)
 }
 
 /// Parses IDX bytes; `path` is only used in errors.
@@ -201,6 +242,7 @@ pub fn load_dir(dir: &Path) -> Result<RawDataset> {
         val: load_split(dir, "val")?,
         test,
         skipped: Vec::new(),
+        grouped_by_class: false,
     })
 }
 
@@ -284,6 +326,24 @@ mod tests {
         std::fs::write(&l, gzip(&encode(&[3], &[0, 1, 2]))).unwrap();
         let e = load_dir(dir.path()).unwrap_err().to_string();
         assert!(e.contains("3 labels") && e.contains("2 images"), "{e}");
+    }
+
+    #[test]
+    fn a_gzip_declaring_more_than_the_limit_is_refused_before_inflating() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("train-images-idx3-ubyte.gz");
+        // 2^31 images declared; a few real ones.
+        let mut bytes = encode(&[4, 28, 28], &[7; 4 * 784]);
+        bytes[4..8].copy_from_slice(&(1u32 << 31).to_be_bytes());
+        std::fs::write(&f, gzip(&bytes)).unwrap();
+        let e = read_images(&f).unwrap_err().to_string();
+        assert!(e.contains("train-images") && e.contains("256 MiB"), "{e}");
+        // A body longer than the header says is reported as such, without reading it all.
+        let mut long = encode(&[1, 28, 28], &[7; 784]);
+        long.extend_from_slice(&[0; 5000]);
+        std::fs::write(&f, gzip(&long)).unwrap();
+        let e = read_images(&f).unwrap_err().to_string();
+        assert!(e.contains("need 784 bytes") && e.contains("785"), "{e}");
     }
 
     #[test]

@@ -17,6 +17,9 @@ pub use folder::Invert;
 pub const SIDE: usize = 28;
 /// Pixels per image.
 pub const PIXELS: usize = SIDE * SIDE;
+/// Most classes a dataset may have: a mistyped label (`1000` for `100`) must not silently make
+/// a thousand-class model with reports too large to open.
+pub const MAX_CLASSES: usize = 1000;
 
 /// A set of labelled 28x28 grayscale images, stored contiguously.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -112,6 +115,9 @@ pub struct RawDataset {
     pub test: Option<Images>,
     /// Images that could not be decoded and were skipped, with the reason.
     pub skipped: Vec<(PathBuf, String)>,
+    /// The training images are in class order (image folders), so `--limit` must take from
+    /// every class rather than the first N.
+    pub grouped_by_class: bool,
 }
 
 /// A dataset ready for training: class names, a training set, a validation set and perhaps a test set.
@@ -238,13 +244,36 @@ pub fn detect(path: &Path) -> Result<SourceKind> {
             ))
         };
     }
-    if idx::find(path, "train", "images").is_some() {
-        return Ok(SourceKind::Idx);
+    let files = if idx::find(path, "train", "images").is_some() {
+        Some((SourceKind::Idx, "IDX files"))
+    } else if path.join("train.csv").is_file() {
+        Some((SourceKind::Csv, "train.csv"))
+    } else {
+        None
+    };
+    let Some((kind, what)) = files else {
+        return Ok(SourceKind::Folder);
+    };
+    // Files and class folders side by side: which one is the data is a guess, so ask.
+    let folders: Vec<String> = std::fs::read_dir(path)
+        .map_err(|e| Error::io(path, e))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    if !folders.is_empty() {
+        return Err(Error::format(
+            path,
+            format!(
+                "holds both {what} and folders ({}): point --data at a directory with only one \
+                 of them",
+                folders.join(", ")
+            ),
+        ));
     }
-    if path.join("train.csv").is_file() {
-        return Ok(SourceKind::Csv);
-    }
-    Ok(SourceKind::Folder)
+    Ok(kind)
 }
 
 fn has_ext(path: &Path, ext: &str) -> bool {
@@ -275,23 +304,56 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Dataset> {
 
 /// Validates labels against classes, applies limits and splits off a validation set when needed.
 fn finish(path: &Path, raw: RawDataset, opts: &LoadOptions) -> Result<Dataset> {
-    let max_label = [Some(&raw.train), raw.val.as_ref(), raw.test.as_ref()]
-        .into_iter()
-        .flatten()
-        .flat_map(|s| s.labels().iter().copied())
+    let parts = [
+        ("training", Some(&raw.train)),
+        ("validation", raw.val.as_ref()),
+        ("test", raw.test.as_ref()),
+    ];
+    let max_label = parts
+        .iter()
+        .filter_map(|(name, s)| s.map(|s| (name, s)))
+        .filter_map(|(name, s)| s.labels().iter().max().map(|&m| (m, *name)))
         .max();
+    if let Some((m, part)) = max_label
+        && m as usize >= MAX_CLASSES
+    {
+        return Err(Error::format(
+            path,
+            format!(
+                "label {m} in the {part} set: at most {MAX_CLASSES} classes (labels 0 to {}) are \
+                 supported; is it mistyped?",
+                MAX_CLASSES - 1
+            ),
+        ));
+    }
     let classes = match raw.classes {
         Some(c) => c,
-        None => (0..max_label.map_or(0, |m| m + 1))
+        None => (0..max_label.map_or(0, |(m, _)| m + 1))
             .map(|i| i.to_string())
             .collect(),
     };
-    if let Some(m) = max_label
+    if let Some((m, part)) = max_label
         && m as usize >= classes.len()
     {
         return Err(Error::format(
             path,
-            format!("label {m} is out of range for {} classes", classes.len()),
+            format!(
+                "label {m} in the {part} set is out of range for {} classes",
+                classes.len()
+            ),
+        ));
+    }
+    if let Some((m, _)) = max_label
+        && (m as usize) + 1 < classes.len()
+    {
+        return Err(Error::format(
+            path.join("classes.txt"),
+            format!(
+                "names {} classes but the labels only go up to {m} ({} classes): one name per \
+                 label, in label order",
+                classes.len(),
+                m + 1
+            ),
         ));
     }
     if raw.train.is_empty() {
@@ -306,9 +368,39 @@ fn finish(path: &Path, raw: RawDataset, opts: &LoadOptions) -> Result<Dataset> {
             ),
         ));
     }
+    if opts.limit == Some(0) || opts.test_limit == Some(0) {
+        return Err(Error::invalid(
+            "--limit and --test-limit must be at least 1 (leave them out to use every image)",
+        ));
+    }
     let mut train = raw.train;
     if let Some(n) = opts.limit {
-        train = train.truncate(n);
+        train = if raw.grouped_by_class {
+            train.select(&split::evenly(&train, classes.len(), n))
+        } else {
+            train.truncate(n)
+        };
+    }
+    let empty: Vec<&str> = train
+        .class_counts(classes.len())
+        .iter()
+        .zip(&classes)
+        .filter(|(n, _)| **n == 0)
+        .map(|(_, c)| c.as_str())
+        .collect();
+    if !empty.is_empty() {
+        let shown: Vec<&str> = empty.iter().take(10).copied().collect();
+        eprintln!(
+            "warning: {} of {} classes have no training images: {}{}",
+            empty.len(),
+            classes.len(),
+            shown.join(", "),
+            if empty.len() > shown.len() {
+                ", ..."
+            } else {
+                ""
+            }
+        );
     }
     let (train, val, val_was_split) = match raw.val {
         Some(v) if !v.is_empty() => (train, v, false),
@@ -331,21 +423,55 @@ fn finish(path: &Path, raw: RawDataset, opts: &LoadOptions) -> Result<Dataset> {
     })
 }
 
-/// Reads a class-name file (one name per line), if `dir` has one.
+/// Reads a class-name file (one name per line, in label order), if `dir` has one. Strict,
+/// because a wrong line silently renames classes: a blank line among the names (it would shift
+/// every later name onto the wrong label) and a repeated name are errors; a byte-order mark and
+/// trailing blank lines are ignored.
 pub fn read_class_names(dir: &Path) -> Result<Option<Vec<String>>> {
     let p = dir.join("classes.txt");
     if !p.is_file() {
         return Ok(None);
     }
     let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
-    let names: Vec<String> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(String::from)
-        .collect();
-    if names.is_empty() {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+    let mut lines: Vec<&str> = text.lines().map(str::trim).collect();
+    while lines.last() == Some(&"") {
+        lines.pop();
+    }
+    if lines.is_empty() {
         return Err(Error::format(&p, "no class names"));
+    }
+    if lines.len() > MAX_CLASSES {
+        return Err(Error::format(
+            &p,
+            format!(
+                "{} class names: at most {MAX_CLASSES} are supported",
+                lines.len()
+            ),
+        ));
+    }
+    let mut names: Vec<String> = Vec::with_capacity(lines.len());
+    for (i, name) in lines.iter().enumerate() {
+        if name.is_empty() {
+            return Err(Error::format(
+                &p,
+                format!(
+                    "line {} is blank: every label needs a name, one per line in label order",
+                    i + 1
+                ),
+            ));
+        }
+        if let Some(j) = names.iter().position(|n| n == name) {
+            return Err(Error::format(
+                &p,
+                format!(
+                    "line {} repeats the class name {name:?} of line {}",
+                    i + 1,
+                    j + 1
+                ),
+            ));
+        }
+        names.push(name.to_string());
     }
     Ok(Some(names))
 }
@@ -366,7 +492,11 @@ mod tests {
             ..Default::default()
         };
         let err = finish(Path::new("d"), raw, &LoadOptions::default()).unwrap_err();
-        assert!(err.to_string().contains("label 2 is out of range"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("label 2 in the training set is out of range"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -5,6 +5,31 @@ use crate::error::{Error, Result};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 
+/// The indices of `n` images taken evenly across the classes (round-robin, each class in file
+/// order; a class that runs out leaves its turns to the others), in file order: `--limit` on a
+/// folder sorted by class would otherwise take every image from the first classes.
+pub fn evenly(images: &Images, classes: usize, n: usize) -> Vec<usize> {
+    let mut by_class: Vec<std::collections::VecDeque<usize>> = vec![Default::default(); classes];
+    for (i, &l) in images.labels().iter().enumerate() {
+        if let Some(c) = by_class.get_mut(l as usize) {
+            c.push_back(i);
+        }
+    }
+    let mut out = Vec::with_capacity(n.min(images.len()));
+    while out.len() < n && by_class.iter().any(|c| !c.is_empty()) {
+        for c in &mut by_class {
+            if out.len() == n {
+                break;
+            }
+            if let Some(i) = c.pop_front() {
+                out.push(i);
+            }
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
 /// Holds out `fraction` of each class (rounded, at least one image of every class that has two or
 /// more) for validation. The same seed always picks the same images; both parts keep file order.
 pub fn stratified(
@@ -45,6 +70,20 @@ pub fn stratified(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn evenly_takes_round_robin_across_classes() {
+        let labels = [0u32, 0, 0, 0, 1, 1, 2];
+        let set = Images::new(
+            vec![0; labels.len() * super::super::PIXELS],
+            labels.to_vec(),
+        )
+        .unwrap();
+        assert_eq!(evenly(&set, 3, 3), vec![0, 4, 6]);
+        // Class 2 runs out: its turns go to the others.
+        assert_eq!(evenly(&set, 3, 5), vec![0, 1, 4, 5, 6]);
+        assert_eq!(evenly(&set, 3, 100).len(), 7);
+    }
     use crate::data::PIXELS;
 
     fn set(labels: &[u32]) -> Images {

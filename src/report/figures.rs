@@ -5,7 +5,7 @@
 use super::plot::{Area, draw_err, render_png, render_png_then};
 use crate::augment::{Affine, AugmentConfig};
 use crate::data::{Images, PIXELS, SIDE};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::eval::{Confusion, Predictions};
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -263,8 +263,33 @@ pub fn mistakes_png(images: &Images, mistakes: &[Mistake], title: &str, path: &P
     )
 }
 
+/// Most rows and columns of an augmentation preview (a 100 x 40 grid is already 13,000 pixels
+/// tall; far larger overflows the image size plotters can draw).
+pub const PREVIEW_MAX: (usize, usize) = (100, 40);
+
+/// Checks the size and file name of an augmentation preview before any work is done.
+pub fn check_preview(rows: usize, cols: usize, path: &Path) -> Result<()> {
+    if !(1..=PREVIEW_MAX.0).contains(&rows) || !(1..=PREVIEW_MAX.1).contains(&cols) {
+        return Err(Error::invalid(format!(
+            "an augmentation preview has 1 to {} rows and 1 to {} columns, not {rows} x {cols}",
+            PREVIEW_MAX.0, PREVIEW_MAX.1
+        )));
+    }
+    if !path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("png"))
+    {
+        return Err(Error::format(
+            path,
+            "the preview is written as PNG: give a file name ending in .png",
+        ));
+    }
+    Ok(())
+}
+
 /// Writes the augmentation preview: one row per image in `indices`, the original first, then
-/// `cols` fresh augmentations, each labelled with the parameters drawn for it.
+/// `cols` fresh augmentations, each labelled with the parameters drawn for it. `path` must end
+/// in `.png`.
 pub fn augment_preview_png(
     images: &Images,
     indices: &[usize],
@@ -273,6 +298,7 @@ pub fn augment_preview_png(
     seed: u64,
     path: &Path,
 ) -> Result<Vec<Vec<Affine>>> {
+    check_preview(indices.len(), cols, path)?;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let params: Vec<Vec<Affine>> = indices
         .iter()

@@ -57,19 +57,26 @@ pub fn write_eval(
         &files.confusion_png,
     )?;
     let scores = c.scores();
-    let mut csv = String::from("class,precision,recall,f1,support\n");
+    // The csv crate quotes what needs quoting: class names come from users' folder names and
+    // files, commas, quotes and newlines included.
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let bad = |e: csv::Error| Error::invalid(format!("cannot write per-class scores: {e}"));
+    w.write_record(["class", "precision", "recall", "f1", "support"])
+        .map_err(bad)?;
     for s in &scores {
-        let name = if s.class.contains([',', '"']) {
-            format!("\"{}\"", s.class.replace('"', "\"\""))
-        } else {
-            s.class.clone()
-        };
-        csv.push_str(&format!(
-            "{name},{:.6},{:.6},{:.6},{}\n",
-            s.precision, s.recall, s.f1, s.support
-        ));
+        w.write_record([
+            s.class.clone(),
+            format!("{:.6}", s.precision),
+            format!("{:.6}", s.recall),
+            format!("{:.6}", s.f1),
+            s.support.to_string(),
+        ])
+        .map_err(bad)?;
     }
-    write_atomic(&files.per_class_csv, csv.as_bytes())?;
+    let bytes = w
+        .into_inner()
+        .map_err(|e| Error::invalid(format!("cannot write per-class scores: {e}")))?;
+    write_atomic(&files.per_class_csv, &bytes)?;
     let mistakes = top_mistakes(p, classes, MISTAKES);
     let json = serde_json::json!({
         "set": set_name,

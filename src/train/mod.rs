@@ -302,6 +302,20 @@ fn run_loop(
             val_loss: vp.loss(),
             val_acc: vp.accuracy(),
         };
+        // A finite loss does not make finite weights (a huge --lr can leave batch-norm statistics
+        // NaN): never save a checkpoint that cannot predict.
+        if let Some(name) = checkpoint::non_finite_tensor(&valid) {
+            let last = if last_p.is_file() {
+                format!("the last good checkpoint is {}", last_p.display())
+            } else {
+                "no checkpoint was saved before it".to_string()
+            };
+            return Err(Error::Numerical(format!(
+                "after epoch {} the model's {name} holds NaN or infinite values; training \
+                 stopped: {last} (try a lower --lr)",
+                rec.epoch
+            )));
+        }
         st.history.0.push(rec);
         let meta = Meta::new(
             data.classes.clone(),
