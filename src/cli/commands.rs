@@ -82,9 +82,21 @@ fn setup_runtime(rt: &RuntimeArgs) -> Result<()> {
     Ok(())
 }
 
+fn is_csv(p: &std::path::Path) -> bool {
+    p.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv"))
+}
+
 fn predict(a: &PredictArgs) -> Result<()> {
     let dev = device::make(a.runtime.device, 0)?;
     let (model, meta) = checkpoint::load(&a.model, &dev)?;
+    if let [csv] = a.images.as_slice()
+        && is_csv(csv)
+    {
+        return predict_csv(csv, a.out.as_deref(), &model, &meta.classes, &dev);
+    }
+    if a.out.is_some() || a.images.iter().any(|p| is_csv(p)) {
+        bail!("a CSV file of images is predicted on its own (one CSV, optionally with --out FILE)");
+    }
     let invert = a.invert.unwrap_or(meta.input.invert);
     let mut failed = 0;
     for path in &a.images {
@@ -252,4 +264,50 @@ fn compare(a: &CompareArgs) -> Result<()> {
         out.display()
     );
     Ok(())
+}
+
+/// Predicts every row of a CSV file of images; with `out`, writes a Kaggle submission.
+fn predict_csv(
+    path: &std::path::Path,
+    out: Option<&std::path::Path>,
+    model: &warmstart::model::Net,
+    classes: &[String],
+    dev: &burn::prelude::Device,
+) -> Result<()> {
+    let pixels = warmstart::data::csv::read_unlabelled(path)?;
+    let n = pixels.len() / warmstart::data::PIXELS;
+    let set = warmstart::data::Images::new(pixels, vec![0; n])?;
+    let p = warmstart::eval::predict_set_cancellable(model, &set, dev)?;
+    let mut sub = String::from("ImageId,Label\n");
+    for i in 0..n {
+        let c = p.predicted(i) as usize;
+        match out {
+            Some(_) => sub.push_str(&format!("{},{}\n", i + 1, csv_field(&classes[c]))),
+            None => println!(
+                "{} row {}: {} ({:.4})",
+                path.display(),
+                i + 1,
+                classes[c],
+                p.row(i)[c]
+            ),
+        }
+    }
+    if let Some(out) = out {
+        warmstart::fsutil::write_atomic(out, sub.as_bytes())?;
+        println!(
+            "Wrote {} ({n} predictions of {})",
+            out.display(),
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// A CSV field, quoted when it must be.
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
 }

@@ -266,9 +266,14 @@ pub struct PredictArgs {
     /// Checkpoint: a .safetensors file or a run directory (uses its best.safetensors).
     #[arg(long, default_value = "runs/train")]
     pub model: PathBuf,
-    /// Image files, in any format the `image` crate decodes.
+    /// Image files, in any format the `image` crate decodes, or a CSV file of images (one per
+    /// row, `pixel0,...,pixel783` as Kaggle's test.csv, or with a label column first).
     #[arg(required = true)]
     pub images: Vec<PathBuf>,
+    /// Write the predictions of a CSV file as a Kaggle submission, `ImageId,Label` (ImageId is
+    /// the row number from 1, Label the class name).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
     /// Invert to light-on-dark [default: as in training].
     #[arg(long, value_enum)]
     pub invert: Option<Invert>,

@@ -15,6 +15,24 @@ pub fn read(path: &Path) -> Result<Images> {
 
 /// Parses labelled CSV from any reader; `path` is only used in errors.
 pub fn read_from(path: &Path, input: impl std::io::Read) -> Result<Images> {
+    let (pixels, labels) = read_rows(path, input, true)?;
+    Images::new(pixels, labels.unwrap_or_default())
+}
+
+/// The images of a CSV file to predict: labelled (`label,pixel0,...`) or not (`pixel0,...,
+/// pixel783`, as Kaggle's `test.csv`); labels are ignored. Returns the pixels, 784 per image.
+pub fn read_unlabelled(path: &Path) -> Result<Vec<u8>> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    Ok(read_rows(path, std::io::BufReader::new(file), false)?.0)
+}
+
+/// Pixels and (when the file has a label column) labels of CSV rows; `labels_required` refuses a
+/// file without labels, naming the problem.
+fn read_rows(
+    path: &Path,
+    input: impl std::io::Read,
+    labels_required: bool,
+) -> Result<(Vec<u8>, Option<Vec<u32>>)> {
     let mut rdr = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(true)
@@ -30,7 +48,9 @@ pub fn read_from(path: &Path, input: impl std::io::Read) -> Result<Images> {
             "line 1: expected a header row (label,pixel0,...,pixel783), found data",
         ));
     }
-    if header.len() != PIXELS + 1 {
+    let labelled = header.len() == PIXELS + 1;
+    let width = if labelled { PIXELS + 1 } else { PIXELS };
+    if !labelled && (labels_required || header.len() != PIXELS) {
         return Err(Error::format(
             path,
             format!(
@@ -38,7 +58,8 @@ pub fn read_from(path: &Path, input: impl std::io::Read) -> Result<Images> {
                 header.len(),
                 PIXELS + 1,
                 if header.len() == PIXELS {
-                    "; a file without labels cannot be used for training or evaluation"
+                    "; a file without labels cannot be used for training or evaluation \
+                     (`warmstart predict` takes it)"
                 } else {
                     ""
                 }
@@ -50,14 +71,10 @@ pub fn read_from(path: &Path, input: impl std::io::Read) -> Result<Images> {
     for rec in rdr.records() {
         let rec = rec.map_err(|e| Error::format(path, format!("malformed CSV: {e}")))?;
         let line = rec.position().map_or(0, |p| p.line());
-        if rec.len() != PIXELS + 1 {
+        if rec.len() != width {
             return Err(Error::format(
                 path,
-                format!(
-                    "line {line}: {} columns, expected {}",
-                    rec.len(),
-                    PIXELS + 1
-                ),
+                format!("line {line}: {} columns, expected {width}", rec.len()),
             ));
         }
         for (col, cell) in rec.iter().enumerate() {
@@ -70,7 +87,7 @@ pub fn read_from(path: &Path, input: impl std::io::Read) -> Result<Images> {
                     ),
                 )
             })?;
-            if col == 0 {
+            if col == 0 && labelled {
                 if v as usize >= MAX_CLASSES {
                     return Err(Error::format(
                         path,
@@ -95,7 +112,7 @@ pub fn read_from(path: &Path, input: impl std::io::Read) -> Result<Images> {
             }
         }
     }
-    Images::new(pixels, labels)
+    Ok((pixels, labelled.then_some(labels)))
 }
 
 /// Loads a CSV file, or a directory with `train.csv` [`val.csv`] [`test.csv`].

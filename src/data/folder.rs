@@ -50,7 +50,47 @@ pub fn decode_bytes(path: &Path, bytes: &[u8]) -> Result<DynamicImage> {
             "truncated JPEG: no end-of-image marker after the image data",
         ));
     }
-    decode_reader(path, reader)
+    let tiff = reader.format() == Some(image::ImageFormat::Tiff);
+    match decode_reader(path, reader) {
+        Err(e) if tiff => decode_float_tiff(bytes).unwrap_or(Err(e)),
+        other => other,
+    }
+}
+
+/// A 32-bit float grayscale TIFF (scientific and sensor images), which the `image` crate does not
+/// decode: read with the `tiff` crate (within its default 256 MiB buffer limit and our side
+/// limit). Values in [0, 1] map to 0..255; any other range is stretched from its minimum to its
+/// maximum. `None` when the file is not such a TIFF, so the caller's error stands.
+fn decode_float_tiff(bytes: &[u8]) -> Option<Result<DynamicImage>> {
+    use tiff::decoder::{Decoder, DecodingResult};
+    let mut d = Decoder::new(std::io::Cursor::new(bytes)).ok()?;
+    if d.colortype().ok()? != tiff::ColorType::Gray(32) {
+        return None;
+    }
+    let (w, h) = d.dimensions().ok()?;
+    if w > MAX_SIDE || h > MAX_SIDE {
+        return None;
+    }
+    let DecodingResult::F32(v) = d.read_image().ok()? else {
+        return None;
+    };
+    let finite = || v.iter().copied().filter(|x| x.is_finite());
+    let lo = finite().fold(f32::INFINITY, f32::min);
+    let hi = finite().fold(f32::NEG_INFINITY, f32::max);
+    let (lo, hi) = if lo >= 0.0 && hi <= 1.0 {
+        (0.0, 1.0)
+    } else {
+        (lo, hi)
+    };
+    let span = if hi > lo { hi - lo } else { 1.0 };
+    let px: Vec<u8> = v
+        .iter()
+        .map(|x| {
+            let t = if x.is_finite() { (x - lo) / span } else { 0.0 };
+            (t.clamp(0.0, 1.0) * 255.0).round() as u8
+        })
+        .collect();
+    GrayImage::from_raw(w, h, px).map(|g| Ok(DynamicImage::ImageLuma8(g)))
 }
 
 /// Whether a JPEG's last scan is followed by an end-of-image marker. JPEG decoders fill a cut-off
@@ -329,6 +369,33 @@ mod tests {
             Invert::No,
         );
         assert!(out.iter().all(|&p| p == 255));
+    }
+
+    #[test]
+    fn float_tiff_converts() {
+        use tiff::encoder::{TiffEncoder, colortype::Gray32Float};
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("sensor.tif");
+        // A bright square on a dark background, values in [0, 1].
+        let (w, h) = (40u32, 40u32);
+        let v: Vec<f32> = (0..w * h)
+            .map(|i| {
+                let (x, y) = (i % w, i / w);
+                if (10..30).contains(&x) && (10..30).contains(&y) {
+                    1.0
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let mut f = std::fs::File::create(&p).unwrap();
+        TiffEncoder::new(&mut f)
+            .unwrap()
+            .write_image::<Gray32Float>(w, h, &v)
+            .unwrap();
+        let px = load_image(&p, Invert::No).unwrap();
+        assert_eq!(px[14 * 28 + 14], 255, "centre of the square");
+        assert_eq!(px[28 + 1], 0, "background");
     }
 
     #[test]
