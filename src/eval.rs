@@ -318,4 +318,30 @@ mod tests {
         assert!((s[1].f1 - 2.0 / 3.0).abs() < 1e-12);
         assert!(c.render().contains("confusion matrix"));
     }
+
+    #[test]
+    fn the_text_confusion_matrix_lines_up_whatever_the_class_names() {
+        let names: Vec<String> = ["T-shirt/top", "Ankle boot", "Ümlaut"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let p = Predictions {
+            probs: vec![0.8, 0.1, 0.1, 0.1, 0.8, 0.1, 0.1, 0.1, 0.8],
+            classes: 3,
+            labels: vec![0, 1, 2],
+        };
+        let text = Confusion::new(&p, &names).render();
+        let matrix: Vec<&str> = text
+            .lines()
+            .skip_while(|l| !l.starts_with("confusion matrix"))
+            .skip(1)
+            .collect();
+        assert_eq!(matrix.len(), 4, "{text}");
+        let widths: Vec<usize> = matrix.iter().map(|l| l.chars().count()).collect();
+        assert!(widths.iter().all(|&w| w == widths[0]), "{widths:?}\n{text}");
+        assert!(
+            matrix[1].trim_start().starts_with("0 T-shirt/top"),
+            "{text}"
+        );
+    }
 }

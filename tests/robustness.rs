@@ -189,7 +189,12 @@ fn same_seed_same_bits_and_sigkill_resume_reaches_them() {
 fn sigint_saves_state_and_resume_finishes() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("run");
-    let mut child = spawn(&tiny_args(&dir, 40));
+    let mut child = bin()
+        .args(tiny_args(&dir, 40))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
     // Wait until training has begun (the first epoch's outputs exist), then press Ctrl-C.
     let t0 = std::time::Instant::now();
     while !dir.join("history.csv").exists() {
@@ -209,6 +214,11 @@ fn sigint_saves_state_and_resume_finishes() {
     );
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130), "Ctrl-C should exit with 130");
+    let err = std::io::read_to_string(child.stderr.take().unwrap()).unwrap();
+    assert!(
+        err.contains(&format!("`warmstart pretrain --resume {}`", dir.display())),
+        "the message gives the whole command: {err}"
+    );
     let saved = warmstart::train::resume::load(&dir).unwrap();
     assert!(saved.state.epoch < 40);
     let args = [

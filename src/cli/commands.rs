@@ -168,7 +168,7 @@ fn bench(a: &BenchArgs) -> Result<()> {
         &dir.join("t10k-images-idx3-ubyte.gz"),
         &dir.join("t10k-labels-idx1-ubyte.gz"),
     )?;
-    let threads = a.runtime.threads.unwrap_or_else(rayon::current_num_threads);
+    let threads = rayon::current_num_threads();
     println!(
         "Benchmark of the seed CNN on {} ({threads} threads), data: {} MNIST images",
         match a.runtime.device {

@@ -371,6 +371,55 @@ mod tests {
         assert!(out.iter().all(|&p| p == 255));
     }
 
+    /// A PNG of a vertical bar with an eXIf chunk saying "rotate 90° clockwise to display"
+    /// (EXIF orientation 6), as a phone would store a photo taken sideways.
+    fn sideways_png(path: &Path) {
+        let mut img = GrayImage::from_pixel(28, 28, image::Luma([0]));
+        for y in 0..28 {
+            for x in 12..16 {
+                img.put_pixel(x, y, image::Luma([255]));
+            }
+        }
+        let mut png = Vec::new();
+        img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        // Big-endian TIFF header, one IFD entry: tag 0x0112 (orientation), SHORT, 1, value 6.
+        let exif: Vec<u8> = [
+            &b"MM\0\x2a\0\0\0\x08"[..],
+            &[0, 1],
+            &[0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, 6, 0, 0],
+            &[0, 0, 0, 0],
+        ]
+        .concat();
+        let mut chunk = (exif.len() as u32).to_be_bytes().to_vec();
+        chunk.extend_from_slice(b"eXIf");
+        chunk.extend_from_slice(&exif);
+        let mut crc = flate2::Crc::new();
+        crc.update(&chunk[4..]);
+        chunk.extend_from_slice(&crc.sum().to_be_bytes());
+        // After the signature (8 bytes) and the IHDR chunk (25 bytes).
+        png.splice(33..33, chunk);
+        std::fs::write(path, png).unwrap();
+    }
+
+    #[test]
+    fn exif_orientation_is_applied() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("photo.png");
+        sideways_png(&p);
+        let px = load_image(&p, Invert::No).unwrap();
+        // The vertical bar is shown turned: a horizontal bar across the middle rows.
+        let row = |y: usize| {
+            px[y * 28..(y + 1) * 28]
+                .iter()
+                .map(|&v| u32::from(v))
+                .sum::<u32>()
+        };
+        let col = |x: usize| (0..28).map(|y| u32::from(px[y * 28 + x])).sum::<u32>();
+        assert!(row(14) > 20 * 200, "row 14: {}", row(14));
+        assert!(col(14) < 8 * 255, "column 14: {}", col(14));
+    }
+
     #[test]
     fn float_tiff_converts() {
         use tiff::encoder::{TiffEncoder, colortype::Gray32Float};

@@ -30,17 +30,17 @@ pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
         .map_err(|e| Error::io(path, e))?
         .len();
     if len > MAX_BYTES {
-        return Err(too_big(path, len));
+        return Err(too_big(path, "is", len));
     }
     let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     gunzip_if_needed(path, raw)
 }
 
-fn too_big(path: &Path, bytes: u64) -> Error {
+fn too_big(path: &Path, verb: &str, bytes: u64) -> Error {
     Error::format(
         path,
         format!(
-            "holds {bytes} bytes of IDX data, more than the {} MiB accepted",
+            "{verb} {bytes} bytes of IDX data, more than the {} MiB accepted",
             MAX_BYTES >> 20
         ),
     )
@@ -70,7 +70,7 @@ pub fn gunzip_if_needed(path: &Path, raw: Vec<u8>) -> Result<Vec<u8>> {
                 .try_fold(1u64, |acc, d| acc.checked_mul(d))
                 .unwrap_or(u64::MAX);
             if declared > MAX_BYTES {
-                return Err(too_big(path, declared));
+                return Err(too_big(path, "declares", declared));
             }
             // One byte more than declared, so that `parse` can report extra data.
             (&mut gz)

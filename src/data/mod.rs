@@ -500,6 +500,16 @@ mod tests {
     }
 
     #[test]
+    fn class_names_with_a_bom_and_trailing_blank_lines_are_read() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("classes.txt"), "\u{feff}cat\r\ndog\r\n\r\n").unwrap();
+        assert_eq!(
+            read_class_names(d.path()).unwrap(),
+            Some(vec!["cat".to_string(), "dog".to_string()])
+        );
+    }
+
+    #[test]
     fn single_class_is_rejected() {
         let raw = RawDataset {
             train: imgs(&[0, 0, 0]),

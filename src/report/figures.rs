@@ -52,11 +52,9 @@ fn heat(v: f64) -> RGBColor {
 /// total (so a class's recall is its diagonal cell). Class names label both axes.
 pub fn confusion_png(c: &Confusion, title: &str, path: &Path) -> Result<()> {
     let k = c.classes.len();
-    let cell: i32 = if k <= 12 {
-        64
-    } else {
-        (768 / k as i32).max(14)
-    };
+    // The grid stays about 768 pixels wide whatever the class count (at most 1,000: a cell of
+    // two pixels), so the file stays small; names and counts are drawn only where they fit.
+    let cell: i32 = if k <= 12 { 64 } else { (768 / k as i32).max(2) };
     let font = (cell as u32 / 5).clamp(8, 13);
     let label_chars = 14;
     let left = 130;
@@ -90,11 +88,13 @@ pub fn confusion_png(c: &Confusion, title: &str, path: &Path) -> Result<()> {
                         heat(v).filled(),
                     ))
                     .map_err(draw_err)?;
-                    root.draw(&Rectangle::new(
-                        [(x, y), (x + cell, y + cell)],
-                        RGBColor(220, 220, 220),
-                    ))
-                    .map_err(draw_err)?;
+                    if cell >= 6 {
+                        root.draw(&Rectangle::new(
+                            [(x, y), (x + cell, y + cell)],
+                            RGBColor(220, 220, 220),
+                        ))
+                        .map_err(draw_err)?;
+                    }
                     if cell >= 28 {
                         let s = if normalised {
                             format!("{:.2}", v)
@@ -114,6 +114,9 @@ pub fn confusion_png(c: &Confusion, title: &str, path: &Path) -> Result<()> {
                 }
             }
             for (i, name) in c.classes.iter().enumerate() {
+                if cell < 10 {
+                    break;
+                }
                 let y = top + i as i32 * cell + cell / 2;
                 text(
                     root,
@@ -441,6 +444,26 @@ mod tests {
             (2 * 7 * 28 * 9..2 * 7 * 28 * 9 + 40).contains(&bright),
             "{bright}"
         );
+    }
+
+    #[test]
+    fn a_thousand_class_confusion_matrix_stays_small() {
+        let k = 1000;
+        let names: Vec<String> = (0..k).map(|i| format!("class {i}")).collect();
+        let p = Predictions {
+            probs: (0..k * k)
+                .map(|i| if i % (k + 1) == 0 { 1.0 } else { 0.0 })
+                .collect(),
+            classes: k,
+            labels: (0..k as u32).collect(),
+        };
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("c.png");
+        confusion_png(&Confusion::new(&p, &names), "many", &path).unwrap();
+        let (w, h) = image::image_dimensions(&path).unwrap();
+        assert!(w < 5000 && h < 3000, "{w}x{h}");
+        let bytes = std::fs::metadata(&path).unwrap().len();
+        assert!(bytes < 1 << 20, "{bytes} bytes");
     }
 
     #[test]

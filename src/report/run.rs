@@ -233,3 +233,31 @@ pub fn finish_run(
         report,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::PIXELS;
+
+    #[test]
+    fn per_class_csv_keeps_any_class_name_intact() {
+        let names: Vec<String> = ["plain", "a, b", "say \"hi\"", "two\nlines"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let k = names.len();
+        let images = Images::new(vec![0; k * PIXELS], (0..k as u32).collect()).unwrap();
+        let p = Predictions {
+            probs: (0..k * k)
+                .map(|i| if i % (k + 1) == 0 { 0.9 } else { 0.1 / 3.0 })
+                .collect(),
+            classes: k,
+            labels: (0..k as u32).collect(),
+        };
+        let d = tempfile::tempdir().unwrap();
+        let (_, files) = write_eval(d.path(), &p, &images, &names, "test set").unwrap();
+        let mut r = csv::Reader::from_path(&files.per_class_csv).unwrap();
+        let read: Vec<String> = r.records().map(|rec| rec.unwrap()[0].to_string()).collect();
+        assert_eq!(read, names);
+    }
+}
