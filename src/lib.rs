@@ -27,6 +27,7 @@ pub mod pipeline;
 pub mod plan;
 pub mod record;
 pub mod report;
+pub mod schedule;
 pub mod train;
 
 pub use error::{Error, Result};

@@ -193,10 +193,11 @@ pub fn train_stage(
     verbosity.say(init);
     let run = plan.record;
     verbosity.say(format_args!(
-        "Training {} epochs, batch {}, Adam lr {}, augmentation {}, seed {} -> {}",
+        "Training {} epochs, batch {}, Adam lr {} ({} schedule), augmentation {}, seed {} -> {}",
         run.epochs,
         run.batch_size,
         run.optimizer.lr,
+        run.schedule.describe(),
         run.augment,
         run.seed,
         run.out.display()
@@ -258,7 +259,17 @@ fn finish_stage(
             outcome.best_path.display()
         ));
     }
-    let summary = finish_run(&data, run, &outcome.history, &outcome.best_path, dev)?;
+    if let Some(why) = &outcome.stopped {
+        verbosity.say(format_args!("{}{}", why[..1].to_uppercase(), &why[1..]));
+    }
+    let summary = finish_run(
+        &data,
+        run,
+        &outcome.history,
+        outcome.stopped.as_deref(),
+        &outcome.best_path,
+        dev,
+    )?;
     match &summary.test {
         Some(p) => verbosity.say(format_args!(
             "Test accuracy: {:.4} ({}/{})",

@@ -11,9 +11,9 @@ use crate::device::DeviceKind;
 use crate::error::{Error, Result};
 use crate::model::{ArchConfig, Net};
 use crate::record::{
-    AdamRecord, DataRecord, Fingerprint, InitRecord, Precision, RECORD_VERSION, RunRecord,
-    Schedule, Stage,
+    AdamRecord, DataRecord, Fingerprint, InitRecord, Precision, RECORD_VERSION, RunRecord, Stage,
 };
+use crate::schedule::ScheduleName;
 use burn::prelude::Device;
 use std::path::{Path, PathBuf};
 
@@ -117,6 +117,14 @@ pub struct TrainRequest {
     pub device: DeviceKind,
     /// `--overwrite`: a new run may replace another run's files in its directory.
     pub overwrite: bool,
+    /// `--schedule`.
+    pub schedule: Option<ScheduleName>,
+    /// `--warmup`.
+    pub warmup: Option<f64>,
+    /// `--patience`.
+    pub patience: Option<usize>,
+    /// `--label-smoothing`.
+    pub label_smoothing: Option<f32>,
 }
 
 /// A run resolved except for what needs its data: the fingerprint and the head decision
@@ -168,6 +176,19 @@ pub fn train(stage: Stage, req: &TrainRequest) -> Result<TrainPlan> {
             "--limit and --test-limit must be at least 1 (leave them out to use every image)",
         ));
     }
+    let schedule =
+        crate::schedule::named(req.schedule.unwrap_or(ScheduleName::Constant), req.warmup)
+            .map_err(Error::Invalid)?;
+    if req.patience == Some(0) {
+        return Err(Error::invalid("--patience must be at least 1 epoch"));
+    }
+    if let Some(a) = req.label_smoothing
+        && !(0.0..1.0).contains(&a)
+    {
+        return Err(Error::invalid(format!(
+            "--label-smoothing must be at least 0 and below 1, not {a}"
+        )));
+    }
     let init = match req.init.clone().unwrap_or(d.init) {
         InitRequest::Random => InitRecord::Random,
         InitRequest::From(p) => InitRecord::Checkpoint {
@@ -189,7 +210,9 @@ pub fn train(stage: Stage, req: &TrainRequest) -> Result<TrainPlan> {
         epochs,
         batch_size,
         optimizer: AdamRecord::with_lr(lr),
-        schedule: Schedule::Constant,
+        schedule,
+        patience: req.patience,
+        label_smoothing: req.label_smoothing.filter(|&a| a > 0.0),
         augment: req.augment.unwrap_or(d.augment),
         init,
         precision: Precision::Fp32,
@@ -279,6 +302,10 @@ pub fn resume(
         ("--new-head", req.new_head),
         ("--invert", req.invert.is_some()),
         ("--overwrite", req.overwrite),
+        ("--schedule", req.schedule.is_some()),
+        ("--warmup", req.warmup.is_some()),
+        ("--patience", req.patience.is_some()),
+        ("--label-smoothing", req.label_smoothing.is_some()),
     ];
     Ok(given
         .into_iter()

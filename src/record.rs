@@ -6,6 +6,7 @@
 use crate::augment::AugmentConfig;
 use crate::data::{Dataset, Images, Invert, LoadOptions};
 use crate::device::DeviceKind;
+pub use crate::schedule::Schedule;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
@@ -122,14 +123,6 @@ impl AdamRecord {
     }
 }
 
-/// How the learning rate changes over a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Schedule {
-    /// The same rate throughout.
-    Constant,
-}
-
 /// The arithmetic precision of the matrix multiplies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -187,8 +180,15 @@ pub struct RunRecord {
     pub batch_size: usize,
     /// The optimiser.
     pub optimizer: AdamRecord,
-    /// The learning-rate schedule.
+    /// The learning-rate schedule (its peak is the optimiser's `lr`).
     pub schedule: Schedule,
+    /// Stop when the validation accuracy has not improved for this many epochs (`epochs` is then
+    /// the most); `None`: train every epoch.
+    #[serde(default)]
+    pub patience: Option<usize>,
+    /// Label smoothing of the cross-entropy loss, in [0, 1); `None`: none.
+    #[serde(default)]
+    pub label_smoothing: Option<f32>,
     /// Augmentation of the training images.
     pub augment: AugmentConfig,
     /// Where the initial weights came from.
@@ -304,6 +304,8 @@ mod legacy {
                 batch_size: o.batch_size,
                 optimizer: AdamRecord::with_lr(o.lr),
                 schedule: Schedule::Constant,
+                patience: None,
+                label_smoothing: None,
                 augment: o.augment,
                 init,
                 precision: Precision::Fp32,

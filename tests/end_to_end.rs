@@ -394,12 +394,7 @@ fn training_writes_a_report_that_renders_in_a_browser() {
         "images must be embedded"
     );
 
-    let Some(browser) = chromium() else {
-        assert!(
-            std::env::var_os("WARMSTART_REQUIRE_BROWSER").is_none(),
-            "WARMSTART_REQUIRE_BROWSER is set but no chromium was found"
-        );
-        eprintln!("skipped the browser half: no chromium here (CI installs it)");
+    let Some(browser) = browser_for_test() else {
         return;
     };
     let url = format!("file://{}", run_dir.join("report.html").display());
@@ -515,4 +510,56 @@ fn eval_scores_the_validation_set_the_run_held_out() {
     assert!(out.status.success());
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(figure_after(&stdout, "Accuracy on val"), acc);
+}
+
+/// `--patience N` stops at the first epoch N epochs after the best one, says so, and the
+/// report shows it; `--epochs` stays the maximum.
+#[test]
+fn early_stopping_stops_at_the_right_epoch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run_dir = tmp.path().join("run");
+    let out = ok(&[
+        "train",
+        "--init",
+        "random",
+        "--limit",
+        "256",
+        "--epochs",
+        "25",
+        "--patience",
+        "2",
+        "--lr",
+        "0.01",
+        "--test-limit",
+        "50",
+        "--out",
+        s(&run_dir),
+    ]);
+    let accs: Vec<f64> = std::fs::read_to_string(run_dir.join("history.csv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(5).unwrap().parse().unwrap())
+        .collect();
+    // The epoch it should stop at: the first whose distance to the best so far reaches 2.
+    let mut best = 0;
+    let mut expect = 25;
+    for (i, &a) in accs.iter().enumerate() {
+        if a > accs[best] {
+            best = i;
+        }
+        if i - best >= 2 {
+            expect = i + 1;
+            break;
+        }
+    }
+    assert_eq!(accs.len(), expect, "history: {accs:?}");
+    if expect < 25 {
+        assert!(
+            out.contains(&format!("Stopped early after epoch {expect}")),
+            "{out}"
+        );
+        let html = std::fs::read_to_string(run_dir.join("report.html")).unwrap();
+        assert!(html.contains(&format!("stopped early after epoch {expect}")));
+    }
 }

@@ -9,6 +9,7 @@ use warmstart::data::{Invert, Split};
 use warmstart::device::DeviceKind;
 use warmstart::pipeline::{EvalRequest, RunRequest};
 use warmstart::plan::{InitRequest, TrainRequest};
+use warmstart::schedule::ScheduleName;
 
 pub use commands::dispatch;
 
@@ -169,6 +170,20 @@ pub struct TrainArgs {
     /// [default: auto].
     #[arg(long, value_enum)]
     pub invert: Option<Invert>,
+    /// Learning-rate schedule; `--lr` is its peak [default: constant].
+    #[arg(long, value_enum)]
+    pub schedule: Option<ScheduleName>,
+    /// Fraction of the steps spent warming up (onecycle and cosine) [default: 0.25 for onecycle,
+    /// 0.05 for cosine].
+    #[arg(long)]
+    pub warmup: Option<f64>,
+    /// Stop when the validation accuracy has not improved for N epochs (--epochs is then the
+    /// most).
+    #[arg(long, value_name = "N")]
+    pub patience: Option<usize>,
+    /// Label smoothing of the loss, e.g. 0.1 [default: none].
+    #[arg(long)]
+    pub label_smoothing: Option<f32>,
     /// Start a new run even where --out holds another run's files or an interrupted run (they
     /// are removed first).
     #[arg(long)]
@@ -331,6 +346,10 @@ impl TrainArgs {
             invert: self.invert,
             device: self.runtime.device,
             overwrite: self.overwrite,
+            schedule: self.schedule,
+            warmup: self.warmup,
+            patience: self.patience,
+            label_smoothing: self.label_smoothing,
         }
     }
 }

@@ -175,6 +175,10 @@ fn merged(common: &TrainRequest, v: &TrainRequest) -> TrainRequest {
         device: common.device,
         // A comparison owns its run directories (their settings are checked before a run).
         overwrite: true,
+        schedule: v.schedule.or(common.schedule),
+        warmup: v.warmup.or(common.warmup),
+        patience: v.patience.or(common.patience),
+        label_smoothing: v.label_smoothing.or(common.label_smoothing),
     }
 }
 

@@ -114,6 +114,7 @@ pub fn finish_run(
     data: &Dataset,
     run: &RunRecord,
     history: &History,
+    stopped: Option<&str>,
     best: &Path,
     device: &Device,
 ) -> Result<RunSummary> {
@@ -159,6 +160,9 @@ pub fn finish_run(
                 l.epoch, l.loss, l.acc, l.val_loss, l.val_acc
             ),
         ));
+        if let Some(why) = stopped {
+            metrics.push(("Early stopping".into(), why.to_string()));
+        }
         let secs: f64 = history.0.iter().map(|r| r.seconds).sum();
         metrics.push((
             "Training time".into(),
@@ -174,7 +178,19 @@ pub fn finish_run(
         ("Batch size".into(), run.batch_size.to_string()),
         (
             "Optimizer".into(),
-            format!("Adam, lr {}, {:?} schedule", run.optimizer.lr, run.schedule),
+            format!(
+                "Adam, lr {}, {} schedule{}",
+                run.optimizer.lr,
+                run.schedule.describe(),
+                run.label_smoothing
+                    .map_or(String::new(), |a| format!(", label smoothing {a}"))
+            ),
+        ),
+        (
+            "Early stopping".into(),
+            run.patience.map_or("off".into(), |p| {
+                format!("after {p} epoch(s) without a better validation accuracy")
+            }),
         ),
         ("Augmentation".into(), run.augment.to_string()),
         ("Seed".into(), run.seed.to_string()),

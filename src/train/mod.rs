@@ -36,6 +36,8 @@ use std::time::Instant;
 pub struct Outcome {
     /// Every epoch's figures.
     pub history: History,
+    /// Why training stopped before its last epoch (early stopping), if it did.
+    pub stopped: Option<String>,
     /// Weights of the best validation epoch.
     pub best_path: PathBuf,
 }
@@ -100,6 +102,7 @@ pub fn fit(
         seconds: 0.0,
         history: History::default(),
         best_acc: f64::NEG_INFINITY,
+        stopped: None,
     };
     let optim = new_optimizer(&record.optimizer);
     run_loop(model, optim, state, data, device, observer)
@@ -213,8 +216,26 @@ pub fn training_parts(model: Net, ad: &Device) -> (Net, ModuleOptimizer, CrossEn
     (
         model.fork(ad).train(),
         new_optimizer(&AdamRecord::with_lr(1e-3)),
-        CrossEntropyLossConfig::new().init(ad),
+        loss(None, ad),
     )
+}
+
+/// Cross-entropy, with label smoothing `alpha` when given.
+fn loss(alpha: Option<f32>, ad: &Device) -> CrossEntropyLoss {
+    CrossEntropyLossConfig::new().with_smoothing(alpha).init(ad)
+}
+
+/// Early stopping: the reason to stop after the last epoch of `history`, when the validation
+/// accuracy has not improved for `patience` epochs.
+pub fn stop_reason(history: &History, patience: Option<usize>) -> Option<String> {
+    let (p, best, last) = (patience?, history.best()?, history.0.last()?);
+    (last.epoch - best.epoch >= p).then(|| {
+        format!(
+            "stopped early after epoch {}: the validation accuracy has not improved for {p} \
+             epoch(s) since epoch {} ({:.4})",
+            last.epoch, best.epoch, best.val_acc
+        )
+    })
 }
 
 fn run_loop(
@@ -229,13 +250,14 @@ fn run_loop(
     create_dir(&run.out)?;
     let ad = device.clone().autodiff();
     let mut model = model.fork(&ad).train();
-    let loss_fn = CrossEntropyLossConfig::new().init(&ad);
+    let loss_fn = loss(run.label_smoothing, &ad);
     let train = Arc::new(data.train.clone());
     let n_batches = train.len().div_ceil(run.batch_size);
     let (best_p, last_p) = (best_path(&run.out), last_path(&run.out));
     let show_bar = observer.batch_bar() && std::io::stderr().is_terminal();
 
-    while st.epoch < run.epochs {
+    let total_steps = run.epochs * n_batches;
+    while st.epoch < run.epochs && st.stopped.is_none() {
         let start = Instant::now();
         let bar = progress_bar(show_bar, n_batches, st.epoch, run.epochs);
         bar.set_position(st.batch as u64);
@@ -265,7 +287,10 @@ fn run_loop(
                     b + 1,
                 )));
             }
-            model = optim.step(run.optimizer.lr, model, grads);
+            let lr = run
+                .schedule
+                .lr(run.optimizer.lr, st.epoch * n_batches + b, total_steps);
+            model = optim.step(lr, model, grads);
             st.loss_sum += l * n as f64;
             st.correct += hits;
             st.seen += n;
@@ -336,6 +361,7 @@ fn run_loop(
         checkpoint::save(&valid, &meta, &last_p)?;
         write_atomic(&run.out.join("history.csv"), st.history.to_csv().as_bytes())?;
         observer.epoch_end(&st.history, run.epochs)?;
+        st.stopped = stop_reason(&st.history, run.patience);
         st.epoch += 1;
         st.batch = 0;
         st.loss_sum = 0.0;
@@ -346,6 +372,46 @@ fn run_loop(
     }
     Ok(Outcome {
         history: st.history,
+        stopped: st.stopped,
         best_path: best_p,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn history(val_accs: &[f64]) -> History {
+        History(
+            val_accs
+                .iter()
+                .enumerate()
+                .map(|(i, &val_acc)| EpochRecord {
+                    epoch: i + 1,
+                    seconds: 1.0,
+                    loss: 0.5,
+                    acc: 0.8,
+                    val_loss: 0.4,
+                    val_acc,
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn early_stopping_stops_after_patience_epochs_without_a_better_one() {
+        let accs = [0.5, 0.6, 0.6, 0.58, 0.7, 0.69, 0.65, 0.7];
+        // The epoch each patience stops at: the first whose gap to the best epoch reaches it.
+        for (patience, stops_after) in [(1, Some(3)), (2, Some(4)), (3, Some(8)), (4, None)] {
+            let stop = (1..=accs.len())
+                .find(|&n| stop_reason(&history(&accs[..n]), Some(patience)).is_some());
+            assert_eq!(stop, stops_after, "patience {patience}");
+        }
+        let why = stop_reason(&history(&accs[..4]), Some(2)).unwrap();
+        assert!(
+            why.contains("after epoch 4") && why.contains("since epoch 2"),
+            "{why}"
+        );
+        assert_eq!(stop_reason(&history(&accs), None), None);
+    }
 }

@@ -28,4 +28,7 @@ pub struct LoopState {
     pub history: History,
     /// The best validation accuracy so far (of the best checkpoint).
     pub best_acc: f64,
+    /// Why the run stopped before its last epoch (early stopping), once it has.
+    #[serde(default)]
+    pub stopped: Option<String>,
 }

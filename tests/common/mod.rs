@@ -87,6 +87,20 @@ pub fn chromium() -> Option<PathBuf> {
         })
 }
 
+/// The browser for a test's browser half, or `None` to skip it — an error under
+/// `WARMSTART_REQUIRE_BROWSER` (CI installs Chromium and sets it).
+pub fn browser_for_test() -> Option<PathBuf> {
+    let found = chromium();
+    if found.is_none() {
+        assert!(
+            std::env::var_os("WARMSTART_REQUIRE_BROWSER").is_none(),
+            "WARMSTART_REQUIRE_BROWSER is set but no chromium was found"
+        );
+        eprintln!("skipped the browser half: no chromium here (CI installs it)");
+    }
+    found
+}
+
 pub fn headless(browser: &Path, profile: &Path, extra: &[&str], url: &str) -> Output {
     let mut args = vec![
         "--headless".to_string(),
