@@ -1,7 +1,9 @@
 //! On-the-fly random augmentation with the meaning of Keras' `ImageDataGenerator`
 //! (`rotation_range`, `width_shift_range`/`height_shift_range`, `zoom_range`, `fill_mode="nearest"`,
 //! bilinear interpolation): rotation by up to ±degrees, shift by up to a fraction of the width and
-//! height, and an independent zoom factor per axis in `[1-z, 1+z]`.
+//! height, and an independent zoom factor per axis in `[1-z, 1+z]`; and, with torchvision's
+//! meaning, a horizontal flip (`RandomHorizontalFlip(p)`) and random erasing (`RandomErasing(p)`,
+//! a rectangle of 2–33% of the image with aspect ratio 0.3–3.3 set to 0).
 //!
 //! It runs on the CPU on bytes, in the batch-preparation thread, so it stays off the training
 //! critical path. Parameters are drawn per image per epoch from a seeded RNG.
@@ -20,6 +22,13 @@ pub struct AugmentConfig {
     pub shift: f32,
     /// Maximum zoom: each axis is scaled by a factor in `[1-zoom, 1+zoom]`.
     pub zoom: f32,
+    /// Probability of mirroring an image left to right (a mirrored digit is another glyph: for
+    /// garments, silhouettes and other left-right symmetric classes only).
+    #[serde(default)]
+    pub flip: f32,
+    /// Probability of blanking a random rectangle of an image (random erasing).
+    #[serde(default)]
+    pub erase: f32,
 }
 
 impl AugmentConfig {
@@ -28,12 +37,16 @@ impl AugmentConfig {
         rotation: 10.0,
         shift: 0.1,
         zoom: 0.1,
+        flip: 0.0,
+        erase: 0.0,
     };
     /// No augmentation (`--augment none`).
     pub const NONE: AugmentConfig = AugmentConfig {
         rotation: 0.0,
         shift: 0.0,
         zoom: 0.0,
+        flip: 0.0,
+        erase: 0.0,
     };
 
     /// Whether this is [`AugmentConfig::NONE`].
@@ -56,27 +69,58 @@ impl AugmentConfig {
         let dy = sym(self.shift) * side;
         let zx = 1.0 + sym(self.zoom);
         let zy = 1.0 + sym(self.zoom);
+        // Drawn only when asked for, so the other draws (and older runs) stay as they were.
+        let flip = self.flip > 0.0 && rng.random::<f32>() < self.flip;
+        let erase = (self.erase > 0.0 && rng.random::<f32>() < self.erase)
+            .then(|| erase_rect(rng))
+            .flatten();
         Affine {
             angle_deg: angle,
             dx,
             dy,
             zoom_x: zx,
             zoom_y: zy,
+            flip,
+            erase,
         }
     }
+}
+
+/// A random-erasing rectangle `(x, y, w, h)` as torchvision draws it: area 2–33% of the image,
+/// aspect ratio log-uniform in 0.3–3.3, ten tries to fit; `None` if none fits.
+fn erase_rect(rng: &mut impl Rng) -> Option<(usize, usize, usize, usize)> {
+    let side = SIDE as f32;
+    for _ in 0..10 {
+        let area = side * side * rng.random_range(0.02f32..0.33);
+        let ratio = rng.random_range(0.3f32.ln()..3.3f32.ln()).exp();
+        let h = (area * ratio).sqrt().round() as usize;
+        let w = (area / ratio).sqrt().round() as usize;
+        if (1..SIDE).contains(&h) && (1..SIDE).contains(&w) {
+            let y = rng.random_range(0..=SIDE - h);
+            let x = rng.random_range(0..=SIDE - w);
+            return Some((x, y, w, h));
+        }
+    }
+    None
 }
 
 impl std::fmt::Display for AugmentConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if self.is_none() {
-            write!(f, "none")
-        } else {
-            write!(
-                f,
-                "rotation={},shift={},zoom={}",
-                self.rotation, self.shift, self.zoom
-            )
+            return write!(f, "none");
         }
+        write!(
+            f,
+            "rotation={},shift={},zoom={}",
+            self.rotation, self.shift, self.zoom
+        )?;
+        if self.flip > 0.0 {
+            write!(f, ",flip={}", self.flip)?;
+        }
+        if self.erase > 0.0 {
+            write!(f, ",erase={}", self.erase)?;
+        }
+        Ok(())
     }
 }
 
@@ -110,14 +154,18 @@ impl std::str::FromStr for AugmentConfig {
                 "rotation" if v <= 180.0 => c.rotation = v,
                 "shift" if v < 1.0 => c.shift = v,
                 "zoom" if v < 1.0 => c.zoom = v,
-                "rotation" | "shift" | "zoom" => {
+                "flip" if v <= 1.0 => c.flip = v,
+                "erase" if v <= 1.0 => c.erase = v,
+                "rotation" | "shift" | "zoom" | "flip" | "erase" => {
                     return Err(Error::invalid(format!(
-                        "--augment: {k}={v} is out of range (rotation ≤ 180, shift and zoom < 1)"
+                        "--augment: {k}={v} is out of range (rotation ≤ 180, shift and zoom < 1, \
+                         flip and erase ≤ 1)"
                     )));
                 }
                 other => {
                     return Err(Error::invalid(format!(
-                        "--augment: unknown key {other:?} (expected rotation, shift or zoom)"
+                        "--augment: unknown key {other:?} (expected rotation, shift, zoom, flip \
+                         or erase)"
                     )));
                 }
             }
@@ -141,6 +189,10 @@ pub struct Affine {
     pub zoom_x: f32,
     /// Vertical zoom factor (above 1 enlarges).
     pub zoom_y: f32,
+    /// Mirror the result left to right.
+    pub flip: bool,
+    /// Blank this rectangle of the result, `(x, y, width, height)` in pixels.
+    pub erase: Option<(usize, usize, usize, usize)>,
 }
 
 impl Affine {
@@ -151,6 +203,8 @@ impl Affine {
         dy: 0.0,
         zoom_x: 1.0,
         zoom_y: 1.0,
+        flip: false,
+        erase: None,
     };
 
     /// Where the content at (`x`, `y`) lands (x right, y down, pixel centres at integers).
@@ -185,6 +239,14 @@ impl Affine {
                 let top = p(x0, y0) * (1.0 - fx) + p(x1, y0) * fx;
                 let bot = p(x0, y1) * (1.0 - fx) + p(x1, y1) * fx;
                 out[oy * n + ox] = (top * (1.0 - fy) + bot * fy) / 255.0;
+            }
+        }
+        if self.flip {
+            out[..n * n].chunks_mut(n).for_each(<[f32]>::reverse);
+        }
+        if let Some((x, y, w, h)) = self.erase {
+            for row in out[..n * n].chunks_mut(n).skip(y).take(h) {
+                row[x..x + w].fill(0.0);
             }
         }
     }
@@ -304,6 +366,48 @@ mod tests {
             assert!(a.dx.abs() <= 2.8 + 1e-5 && a.dy.abs() <= 2.8 + 1e-5);
             assert!((0.9..=1.1).contains(&a.zoom_x) && (0.9..=1.1).contains(&a.zoom_y));
         }
+    }
+
+    #[test]
+    fn flip_mirrors_and_erase_blanks_a_rectangle() {
+        let img = blob(6, 14);
+        let mut a = Affine::IDENTITY;
+        a.flip = true;
+        let (cx, cy) = centre_of_mass(&apply(a, &img));
+        assert!(
+            (cx - 21.0).abs() < 0.01 && (cy - 14.0).abs() < 0.01,
+            "{cx},{cy}"
+        );
+        let full = [255u8; PIXELS];
+        a.flip = false;
+        a.erase = Some((3, 4, 5, 6));
+        let out = apply(a, &full);
+        let zeros = out.iter().filter(|&&v| v == 0.0).count();
+        assert_eq!(zeros, 30);
+        assert_eq!(out[4 * SIDE + 3], 0.0);
+        assert_eq!(out[4 * SIDE + 8], 1.0);
+        // Drawn rectangles cover 2-33% of the image and fit inside it.
+        let cfg: AugmentConfig = "erase=1".parse().unwrap();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        for _ in 0..200 {
+            let (x, y, w, h) = cfg.sample(&mut rng).erase.expect("erase=1 always erases");
+            assert!(x + w <= SIDE && y + h <= SIDE);
+            let share = (w * h) as f32 / PIXELS as f32;
+            assert!((0.01..0.36).contains(&share), "{share}");
+        }
+    }
+
+    #[test]
+    fn flip_and_erase_left_off_draw_nothing_more() {
+        // The same draws as before those keys existed: the first five are the affine ones.
+        let mut a = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        let mut b = a.clone();
+        let s = AugmentConfig::STANDARD.sample(&mut a);
+        let mut sym = |r: f32| b.random_range(-r..=r);
+        assert_eq!(s.angle_deg, sym(10.0));
+        let _ = (sym(0.1), sym(0.1), sym(0.1), sym(0.1));
+        assert_eq!(a.random::<u64>(), b.random::<u64>());
+        assert!(!s.flip && s.erase.is_none());
     }
 
     #[test]

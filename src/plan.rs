@@ -125,6 +125,8 @@ pub struct TrainRequest {
     pub patience: Option<usize>,
     /// `--label-smoothing`.
     pub label_smoothing: Option<f32>,
+    /// `--weight-decay`.
+    pub weight_decay: Option<f32>,
 }
 
 /// A run resolved except for what needs its data: the fingerprint and the head decision
@@ -179,6 +181,12 @@ pub fn train(stage: Stage, req: &TrainRequest) -> Result<TrainPlan> {
     let schedule =
         crate::schedule::named(req.schedule.unwrap_or(ScheduleName::Constant), req.warmup)
             .map_err(Error::Invalid)?;
+    let weight_decay = req.weight_decay.unwrap_or(0.0);
+    if !(0.0..1.0).contains(&weight_decay) {
+        return Err(Error::invalid(format!(
+            "--weight-decay must be at least 0 and below 1, not {weight_decay}"
+        )));
+    }
     if req.patience == Some(0) {
         return Err(Error::invalid("--patience must be at least 1 epoch"));
     }
@@ -209,7 +217,10 @@ pub fn train(stage: Stage, req: &TrainRequest) -> Result<TrainPlan> {
         },
         epochs,
         batch_size,
-        optimizer: AdamRecord::with_lr(lr),
+        optimizer: AdamRecord {
+            weight_decay,
+            ..AdamRecord::with_lr(lr)
+        },
         schedule,
         patience: req.patience,
         label_smoothing: req.label_smoothing.filter(|&a| a > 0.0),
@@ -306,6 +317,7 @@ pub fn resume(
         ("--warmup", req.warmup.is_some()),
         ("--patience", req.patience.is_some()),
         ("--label-smoothing", req.label_smoothing.is_some()),
+        ("--weight-decay", req.weight_decay.is_some()),
     ];
     Ok(given
         .into_iter()

@@ -109,6 +109,9 @@ pub struct AdamRecord {
     pub beta_2: f32,
     /// Added to the root of the second moment (Keras' 1e-7).
     pub epsilon: f32,
+    /// Decoupled weight decay (AdamW); 0: none.
+    #[serde(default)]
+    pub weight_decay: f32,
 }
 
 impl AdamRecord {
@@ -119,6 +122,7 @@ impl AdamRecord {
             beta_1: 0.9,
             beta_2: 0.999,
             epsilon: 1e-7,
+            weight_decay: 0.0,
         }
     }
 }

@@ -181,6 +181,9 @@ pub struct TrainArgs {
     /// most).
     #[arg(long, value_name = "N")]
     pub patience: Option<usize>,
+    /// Decoupled weight decay (AdamW), e.g. 0.01 [default: none].
+    #[arg(long)]
+    pub weight_decay: Option<f32>,
     /// Label smoothing of the loss, e.g. 0.1 [default: none].
     #[arg(long)]
     pub label_smoothing: Option<f32>,
@@ -350,6 +353,7 @@ impl TrainArgs {
             warmup: self.warmup,
             patience: self.patience,
             label_smoothing: self.label_smoothing,
+            weight_decay: self.weight_decay,
         }
     }
 }

@@ -179,6 +179,7 @@ fn merged(common: &TrainRequest, v: &TrainRequest) -> TrainRequest {
         warmup: v.warmup.or(common.warmup),
         patience: v.patience.or(common.patience),
         label_smoothing: v.label_smoothing.or(common.label_smoothing),
+        weight_decay: v.weight_decay.or(common.weight_decay),
     }
 }
 

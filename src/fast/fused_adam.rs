@@ -10,18 +10,25 @@ use super::adam::AdamStep;
 use burn::optim::{Adam, AdamConfig, AdamState, AdaptiveMomentumState, LearningRate, Optimizer};
 use burn::prelude::*;
 
-/// Adam without weight decay or AMSGrad (the configuration the training loop uses).
+/// Adam without AMSGrad, with optional decoupled weight decay (as in AdamW, Loshchilov & Hutter:
+/// the parameters are first multiplied by `1 - lr · weight_decay`, then take the Adam step).
 #[derive(Clone)]
 pub struct FusedAdam {
     reference: Adam,
     beta_1: f32,
     beta_2: f32,
     epsilon: f32,
+    weight_decay: f32,
 }
 
 impl FusedAdam {
     /// Adam with these moments' decay rates and epsilon (burn's names and meaning).
     pub fn new(beta_1: f32, beta_2: f32, epsilon: f32) -> Self {
+        Self::with_weight_decay(beta_1, beta_2, epsilon, 0.0)
+    }
+
+    /// [`FusedAdam::new`] with decoupled weight decay `weight_decay` (0: none).
+    pub fn with_weight_decay(beta_1: f32, beta_2: f32, epsilon: f32, weight_decay: f32) -> Self {
         let reference = AdamConfig::new()
             .with_beta_1(beta_1)
             .with_beta_2(beta_2)
@@ -32,6 +39,7 @@ impl FusedAdam {
             beta_1,
             beta_2,
             epsilon,
+            weight_decay,
         }
     }
 }
@@ -46,6 +54,12 @@ impl Optimizer for FusedAdam {
         grad: Tensor<D>,
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>) {
+        let decay = lr * f64::from(self.weight_decay);
+        let tensor = if decay == 0.0 {
+            tensor
+        } else {
+            tensor.mul_scalar(1.0 - decay)
+        };
         if !super::enabled(&tensor.device()) {
             return self.reference.step(lr, tensor, grad, state);
         }

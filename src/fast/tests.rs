@@ -301,6 +301,60 @@ fn adam_step_of(
     optim.step(1e-3, net, grads)
 }
 
+/// The definition of decoupled weight decay the fused optimizer follows: the parameters times
+/// `1 - lr * weight_decay`, then burn's own `Adam` step.
+#[derive(Clone)]
+struct DecayThenAdam(burn::optim::Adam, f32);
+
+impl burn::optim::Optimizer for DecayThenAdam {
+    type State<const D: usize> = burn::optim::AdamState<D>;
+
+    fn step<const D: usize>(
+        &self,
+        lr: burn::optim::LearningRate,
+        tensor: Tensor<D>,
+        grad: Tensor<D>,
+        state: Option<Self::State<D>>,
+    ) -> (Tensor<D>, Option<Self::State<D>>) {
+        let decayed = tensor.mul_scalar(1.0 - lr * f64::from(self.1));
+        self.0.step(lr, decayed, grad, state)
+    }
+
+    fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {
+        burn::optim::Adam::to_device(state, device)
+    }
+}
+
+#[test]
+fn fused_adam_with_weight_decay_is_decay_then_adam_bit_for_bit() {
+    let device = device();
+    let mut net: Net = ArchConfig::standard(5).init(&device).train();
+    net.drop1.prob = 0.0;
+    net.drop2.prob = 0.0;
+    let adam = burn::optim::AdamConfig::new().with_epsilon(1e-7).build();
+    let mut reference = burn::optim::ModuleOptimizer::from(DecayThenAdam(adam, 0.05));
+    let mut fused =
+        burn::optim::ModuleOptimizer::from(FusedAdam::with_weight_decay(0.9, 0.999, 1e-7, 0.05));
+    let mut plain = burn::optim::ModuleOptimizer::from(FusedAdam::new(0.9, 0.999, 1e-7));
+    let (mut a, mut b, mut c) = (net.clone(), net.clone(), net);
+    for step in 0..3 {
+        let x = random([6, 1, 28, 28], &device).abs();
+        let probe = random([6, 5], &device);
+        a = adam_step_of(a, &mut reference, &x, &probe);
+        b = adam_step_of(b, &mut fused, &x, &probe);
+        c = adam_step_of(c, &mut plain, &x, &probe);
+        for (i, (va, vb)) in params(&a).iter().zip(&params(&b)).enumerate() {
+            let differ = va
+                .iter()
+                .zip(vb)
+                .filter(|(x, y)| x.to_bits() != y.to_bits());
+            assert_eq!(differ.count(), 0, "step {step}: parameter {i} differs");
+        }
+    }
+    // And the decay does something: the weights are not plain Adam's.
+    assert_ne!(params(&b), params(&c));
+}
+
 #[test]
 fn fused_adam_matches_burn_adam_bit_for_bit_and_shares_its_records() {
     let device = device();

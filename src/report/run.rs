@@ -179,8 +179,13 @@ pub fn finish_run(
         (
             "Optimizer".into(),
             format!(
-                "Adam, lr {}, {} schedule{}",
+                "Adam, lr {}{}, {} schedule{}",
                 run.optimizer.lr,
+                if run.optimizer.weight_decay > 0.0 {
+                    format!(", weight decay {}", run.optimizer.weight_decay)
+                } else {
+                    String::new()
+                },
                 run.schedule.describe(),
                 run.label_smoothing
                     .map_or(String::new(), |a| format!(", label smoothing {a}"))

@@ -108,9 +108,14 @@ pub fn fit(
     run_loop(model, optim, state, data, device, observer)
 }
 
-/// burn's `Adam` arithmetic, fused into one pass on the CPU.
+/// burn's `Adam` arithmetic (`AdamW` with weight decay), fused into one pass on the CPU.
 fn new_optimizer(a: &AdamRecord) -> ModuleOptimizer {
-    ModuleOptimizer::from(crate::fast::FusedAdam::new(a.beta_1, a.beta_2, a.epsilon))
+    ModuleOptimizer::from(crate::fast::FusedAdam::with_weight_decay(
+        a.beta_1,
+        a.beta_2,
+        a.epsilon,
+        a.weight_decay,
+    ))
 }
 
 /// Continues a run from a saved state (its record's `out` and `epochs` may have been changed by
