@@ -22,6 +22,7 @@ pub mod fast;
 pub mod fsutil;
 pub mod fuzzing;
 pub mod history;
+pub mod lrfind;
 pub mod model;
 pub mod pipeline;
 pub mod plan;

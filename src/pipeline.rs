@@ -484,3 +484,41 @@ pub fn eval(req: &EvalRequest) -> Result<()> {
     );
     Ok(())
 }
+
+/// `warmstart lr-find`: the learning-rate finder on the data and starting weights a `train` with
+/// the same flags would use. Writes `lr_find.png` and `lr_find.csv` into `req.out` (default
+/// `runs/lr-find`) and returns the suggested rate; writes no checkpoint.
+pub fn lr_find(stage: Stage, req: &TrainRequest) -> Result<f64> {
+    let mut req = req.clone();
+    req.out = Some(req.out.unwrap_or_else(|| PathBuf::from("runs/lr-find")));
+    let mut plan = plan::train(stage, &req)?;
+    let dev = device::make(plan.record.device, plan.record.seed)?;
+    let data = load_data(&plan.record.data.path, &plan.record.load_options())?;
+    let (model, init) = plan.initial_model(&data, &dev)?;
+    println!("{init}");
+    let run = plan.record;
+    println!(
+        "Learning-rate finder: batch {}, augmentation {}, rates {:.0e} to {:.0e} over up to {} batches",
+        run.batch_size,
+        run.augment,
+        crate::lrfind::START_LR,
+        crate::lrfind::END_LR,
+        crate::lrfind::STEPS
+    );
+    let found = crate::lrfind::run(model, &data, &run, &dev)?;
+    fsutil::create_dir(&run.out)?;
+    let png = run.out.join("lr_find.png");
+    report::plot::lr_find(&found.lrs, &found.losses, found.suggestion, &png)?;
+    let mut csv = String::from("lr,smoothed_loss\n");
+    for (lr, l) in found.lrs.iter().zip(&found.losses) {
+        csv.push_str(&format!("{lr:e},{l:.6}\n"));
+    }
+    fsutil::write_atomic(&run.out.join("lr_find.csv"), csv.as_bytes())?;
+    println!(
+        "Suggested learning rate: {:.2e} (the valley of the loss over {} batches)\nWrote {} and lr_find.csv",
+        found.suggestion,
+        found.lrs.len(),
+        png.display()
+    );
+    Ok(found.suggestion)
+}

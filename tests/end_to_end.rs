@@ -563,3 +563,57 @@ fn early_stopping_stops_at_the_right_epoch() {
         assert!(html.contains(&format!("stopped early after epoch {expect}")));
     }
 }
+
+/// `lr-find` suggests a rate inside its range, draws its curve, and keeps nothing it trained: the
+/// checkpoint it started from is byte-identical afterwards and it writes no checkpoint.
+#[test]
+fn lr_find_suggests_a_rate_and_changes_no_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pre = tmp.path().join("pre");
+    ok(&[
+        "pretrain",
+        "--limit",
+        "300",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "32",
+        "--test-limit",
+        "10",
+        "--out",
+        s(&pre),
+    ]);
+    let before: Vec<Vec<u8>> = ["best.safetensors", "best.json", "last.safetensors"]
+        .iter()
+        .map(|f| std::fs::read(pre.join(f)).unwrap())
+        .collect();
+    let out_dir = tmp.path().join("lr");
+    let out = ok(&[
+        "lr-find",
+        "--init",
+        s(&pre),
+        "--limit",
+        "200",
+        "--out",
+        s(&out_dir),
+    ]);
+    let lr = figure_after(&out, "Suggested learning rate:");
+    assert!((1e-7..=10.0).contains(&lr), "{lr}");
+    let rows = std::fs::read_to_string(out_dir.join("lr_find.csv")).unwrap();
+    assert!(rows.lines().count() > 10, "{rows}");
+    assert!(out_dir.join("lr_find.png").is_file());
+    let mut written: Vec<String> = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    written.sort();
+    assert_eq!(written, ["lr_find.csv", "lr_find.png"]);
+    let after: Vec<Vec<u8>> = ["best.safetensors", "best.json", "last.safetensors"]
+        .iter()
+        .map(|f| std::fs::read(pre.join(f)).unwrap())
+        .collect();
+    assert_eq!(
+        before, after,
+        "lr-find changed the checkpoint it started from"
+    );
+}

@@ -50,6 +50,13 @@ fn command_on_workers(command: Command) -> Result<()> {
         Command::Predict(a) => predict(&a),
         Command::Run(a) => Ok(pipeline::run(&a.request())?),
         Command::Compare(a) => compare(&a),
+        Command::LrFind(a) => {
+            if a.resume.is_some() {
+                bail!("lr-find has no --resume: it trains nothing it keeps");
+            }
+            pipeline::lr_find(Stage::Train, &a.request())?;
+            Ok(())
+        }
         Command::AugmentPreview(a) => augment_preview(&a),
         Command::Bench(a) => bench(&a),
         Command::MakeFashion1k { from, out } => {

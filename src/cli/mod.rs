@@ -58,6 +58,14 @@ pub enum Command {
     #[command(after_help = "Example:\n  warmstart run --out runs\n  \
                             warmstart run --pretrain-epochs 1 --epochs 2 --limit 2000   # a quick try")]
     Run(RunArgs),
+    /// Find a learning rate: train with a rate growing from 1e-7 to 10 and suggest one from the
+    /// loss (fastai's lr_find). Takes train's flags; writes lr_find.png, no checkpoint.
+    #[command(
+        name = "lr-find",
+        after_help = "Example:\n  warmstart lr-find --data my-images/ --out runs/lr-find\n  \
+                            warmstart train --data my-images/ --lr 0.003 --schedule onecycle   # then"
+    )]
+    LrFind(TrainArgs),
     /// Train several variants over several seeds and show, with error bars, which one is better
     /// on your data (default: pretrained or random start x augmentation or none).
     #[command(
@@ -98,7 +106,7 @@ impl Command {
     /// The CPU/GPU settings of a command that computes with tensors.
     pub fn runtime(&self) -> Option<&RuntimeArgs> {
         match self {
-            Command::Pretrain(a) | Command::Train(a) => Some(&a.runtime),
+            Command::Pretrain(a) | Command::Train(a) | Command::LrFind(a) => Some(&a.runtime),
             Command::Eval(a) => Some(&a.runtime),
             Command::Predict(a) => Some(&a.runtime),
             Command::Run(a) => Some(&a.runtime),

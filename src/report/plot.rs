@@ -143,6 +143,62 @@ pub fn curves(history: &History, path: &Path) -> Result<()> {
     })
 }
 
+/// Writes the learning-rate finder's curve: smoothed loss against the rate (log scale), with the
+/// suggested rate marked.
+pub fn lr_find(lrs: &[f64], losses: &[f64], suggestion: f64, path: &Path) -> Result<()> {
+    let (lo, hi) = (
+        lrs.first().copied().unwrap_or(1e-7),
+        lrs.last().copied().unwrap_or(10.0),
+    );
+    let finite = losses.iter().copied().filter(|v| v.is_finite());
+    let (ymin, ymax) = finite.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+        (a.min(v), b.max(v))
+    });
+    let (ymin, ymax) = if ymin.is_finite() {
+        (ymin, ymax)
+    } else {
+        (0.0, 1.0)
+    };
+    let pad = ((ymax - ymin) * 0.08).max(1e-3);
+    render_png(path, (900, 520), |root| {
+        let mut chart = ChartBuilder::on(root)
+            .caption(
+                format!("Learning-rate finder: suggestion {suggestion:.2e}"),
+                ("sans-serif", 22),
+            )
+            .margin(14)
+            .x_label_area_size(44)
+            .y_label_area_size(64)
+            .build_cartesian_2d(
+                (lo..hi.max(lo * 10.0)).log_scale(),
+                (ymin - pad)..(ymax + pad),
+            )
+            .map_err(draw_err)?;
+        chart
+            .configure_mesh()
+            .x_desc("learning rate (log scale)")
+            .y_desc("smoothed training loss")
+            .x_label_formatter(&|x| format!("{x:.0e}"))
+            .label_style(("sans-serif", 14))
+            .axis_desc_style(("sans-serif", 16))
+            .draw()
+            .map_err(draw_err)?;
+        chart
+            .draw_series(LineSeries::new(
+                lrs.iter().copied().zip(losses.iter().copied()),
+                BLUE.stroke_width(2),
+            ))
+            .map_err(draw_err)?;
+        chart
+            .draw_series([PathElement::new(
+                vec![(suggestion, ymin - pad), (suggestion, ymax + pad)],
+                RED.stroke_width(2),
+            )])
+            .map_err(draw_err)?;
+        Ok(())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
