@@ -131,10 +131,7 @@ fn check_out_dir(dir: &Path, stage: Stage, overwrite: bool) -> Result<Vec<PathBu
     if found.is_empty() || overwrite {
         return Ok(found);
     }
-    let command = match stage {
-        Stage::Pretrain => "pretrain",
-        Stage::Train => "train",
-    };
+    let command = stage.command();
     if dir.join(train::resume::FILE).exists() {
         return Err(Error::invalid(format!(
             "{} holds an interrupted run: continue it with `warmstart {command} --resume {}`, or \

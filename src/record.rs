@@ -24,6 +24,16 @@ pub enum Stage {
     Train,
 }
 
+impl Stage {
+    /// The command that runs (and resumes) a stage: `pretrain` or `train`.
+    pub fn command(self) -> &'static str {
+        match self {
+            Stage::Pretrain => "pretrain",
+            Stage::Train => "train",
+        }
+    }
+}
+
 /// The dataset of a run and how it was loaded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DataRecord {

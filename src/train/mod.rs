@@ -19,7 +19,7 @@ use crate::eval::predict_set;
 use crate::fsutil::{create_dir, write_atomic};
 use crate::history::{EpochRecord, History};
 use crate::model::{ArchConfig, Net, images_tensor};
-use crate::record::{AdamRecord, RunRecord, Stage};
+use crate::record::{AdamRecord, RunRecord};
 use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
 use burn::optim::GradientsParams;
 use burn::optim::ModuleOptimizer;
@@ -311,10 +311,7 @@ fn run_loop(
                 st.seconds += start.elapsed().as_secs_f64();
                 save_state(&st, &model, &model.valid(), &optim)?;
                 return Err(Error::Interrupted {
-                    command: match run.stage {
-                        Stage::Pretrain => "pretrain",
-                        Stage::Train => "train",
-                    },
+                    command: run.stage.command(),
                     dir: run.out.clone(),
                     epoch: st.epoch + 1,
                     batch: st.batch,
