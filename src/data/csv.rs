@@ -115,7 +115,7 @@ fn read_rows(
     Ok((pixels, labelled.then_some(labels)))
 }
 
-/// Loads a CSV file, or a directory with `train.csv` [`val.csv`] [`test.csv`].
+/// Loads a CSV file, or a directory with `train.csv` and optionally `val.csv` and `test.csv`.
 pub fn load(path: &Path) -> Result<RawDataset> {
     if path.is_file() {
         return Ok(RawDataset {
