@@ -731,13 +731,16 @@ fn a_busy_run_directory_is_refused_and_a_fresh_run_never_mixes_with_an_old_one()
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_for(&dir.join("history.csv"));
-    // A second run into the busy folder fails at once, naming the folder and the holder.
+    wait_for(&dir.join("resume.ckpt"));
+    // A second run into the busy folder fails at once, naming the folder and the holder; so does
+    // a resume of it (two resumes of one folder would overwrite each other's state).
     let err = fails(&args("1").iter().map(String::as_str).collect::<Vec<_>>());
     assert!(
         err.contains("in use by another warmstart run") && err.contains(&first.id().to_string()),
         "{err}"
     );
+    let err = fails(&["pretrain", "--resume", s(&dir), "--threads", "1"]);
+    assert!(err.contains("in use by another warmstart run"), "{err}");
     signal(&first, "-INT");
     assert_eq!(first.wait().unwrap().code(), Some(130));
     assert!(dir.join("resume.ckpt").is_file());
