@@ -104,6 +104,20 @@ pub struct Net {
 }
 
 impl Net {
+    /// The network with gradients for everything but the classifier head turned off (`false`)
+    /// or on again (`true`). Batch norm and dropout keep their training behaviour either way.
+    pub fn body_trainable(self, trainable: bool) -> Self {
+        Net {
+            conv1: self.conv1.set_require_grad(trainable),
+            bn1: self.bn1.set_require_grad(trainable),
+            conv2: self.conv2.set_require_grad(trainable),
+            bn2: self.bn2.set_require_grad(trainable),
+            fc1: self.fc1.set_require_grad(trainable),
+            bn3: self.bn3.set_require_grad(trainable),
+            ..self
+        }
+    }
+
     /// Logits `[batch, classes]` for images `[batch, 1, 28, 28]` scaled to `[0, 1]`.
     ///
     /// On the CPU this runs the fused ops of [`crate::fast`]; elsewhere, burn's own layers.

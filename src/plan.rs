@@ -127,6 +127,8 @@ pub struct TrainRequest {
     pub label_smoothing: Option<f32>,
     /// `--weight-decay`.
     pub weight_decay: Option<f32>,
+    /// `--freeze-epochs`.
+    pub freeze_epochs: Option<usize>,
 }
 
 /// A run resolved except for what needs its data: the fingerprint and the head decision
@@ -187,6 +189,13 @@ pub fn train(stage: Stage, req: &TrainRequest) -> Result<TrainPlan> {
             "--weight-decay must be at least 0 and below 1, not {weight_decay}"
         )));
     }
+    if let Some(f) = req.freeze_epochs
+        && f >= epochs
+    {
+        return Err(Error::invalid(format!(
+            "--freeze-epochs {f} leaves no epoch to train the whole network (--epochs {epochs})"
+        )));
+    }
     if req.patience == Some(0) {
         return Err(Error::invalid("--patience must be at least 1 epoch"));
     }
@@ -224,6 +233,7 @@ pub fn train(stage: Stage, req: &TrainRequest) -> Result<TrainPlan> {
         schedule,
         patience: req.patience,
         label_smoothing: req.label_smoothing.filter(|&a| a > 0.0),
+        freeze_epochs: req.freeze_epochs.unwrap_or(0),
         augment: req.augment.unwrap_or(d.augment),
         init,
         precision: Precision::Fp32,
@@ -318,6 +328,7 @@ pub fn resume(
         ("--patience", req.patience.is_some()),
         ("--label-smoothing", req.label_smoothing.is_some()),
         ("--weight-decay", req.weight_decay.is_some()),
+        ("--freeze-epochs", req.freeze_epochs.is_some()),
     ];
     Ok(given
         .into_iter()

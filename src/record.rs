@@ -203,6 +203,11 @@ pub struct RunRecord {
     /// Label smoothing of the cross-entropy loss, in [0, 1); `None`: none.
     #[serde(default)]
     pub label_smoothing: Option<f32>,
+    /// Epochs at the start that train only the classifier head (`fc2`); the rest of the network
+    /// gets no gradient then, while its batch norms keep normalising with batch statistics and
+    /// updating their running averages (fastai's `fine_tune`). 0: none.
+    #[serde(default)]
+    pub freeze_epochs: usize,
     /// Augmentation of the training images.
     pub augment: AugmentConfig,
     /// Where the initial weights came from.
@@ -320,6 +325,7 @@ mod legacy {
                 schedule: Schedule::Constant,
                 patience: None,
                 label_smoothing: None,
+                freeze_epochs: 0,
                 augment: o.augment,
                 init,
                 precision: Precision::Fp32,

@@ -189,6 +189,10 @@ pub struct TrainArgs {
     /// most).
     #[arg(long, value_name = "N")]
     pub patience: Option<usize>,
+    /// Train only the classifier head for the first N epochs, then the whole network (batch norm
+    /// keeps training statistics meanwhile) [default: 0].
+    #[arg(long, value_name = "N")]
+    pub freeze_epochs: Option<usize>,
     /// Decoupled weight decay (AdamW), e.g. 0.01 [default: none].
     #[arg(long)]
     pub weight_decay: Option<f32>,
@@ -362,6 +366,7 @@ impl TrainArgs {
             patience: self.patience,
             label_smoothing: self.label_smoothing,
             weight_decay: self.weight_decay,
+            freeze_epochs: self.freeze_epochs,
         }
     }
 }

@@ -180,6 +180,7 @@ fn merged(common: &TrainRequest, v: &TrainRequest) -> TrainRequest {
         patience: v.patience.or(common.patience),
         label_smoothing: v.label_smoothing.or(common.label_smoothing),
         weight_decay: v.weight_decay.or(common.weight_decay),
+        freeze_epochs: v.freeze_epochs.or(common.freeze_epochs),
     }
 }
 

@@ -411,3 +411,40 @@ fn dropout_mask_is_one_chacha_word_per_value_and_keeps_the_right_share() {
     let share = mask.iter().filter(|&&v| v > 0.0).count() as f64 / n as f64;
     assert!((share - 0.75).abs() < 0.015, "kept share {share}");
 }
+
+/// `--freeze-epochs`: with the body's gradients off, a training step leaves every body parameter
+/// bit-identical and moves only the head; batch norm keeps updating its running statistics.
+#[test]
+fn a_frozen_body_keeps_its_weights_and_the_head_trains() {
+    let device = device();
+    let net: Net = ArchConfig::standard(5).init(&device).train();
+    let before = params(&net);
+    let running = |n: &Net| values(n.bn1.running_mean.value_sync());
+    let running_before = running(&net);
+    let mut optim = burn::optim::ModuleOptimizer::from(FusedAdam::new(0.9, 0.999, 1e-7));
+    let x = random([6, 1, 28, 28], &device).abs();
+    let probe = random([6, 5], &device);
+    let net = adam_step_of(net.body_trainable(false), &mut optim, &x, &probe);
+    let after = params(&net);
+    // The visit order: conv1 (w, b), bn1 (gamma, beta), conv2, bn2, fc1, bn3, then fc2 (w, b).
+    let n = after.len();
+    for i in 0..n - 2 {
+        assert_eq!(
+            before[i], after[i],
+            "body parameter {i} changed while frozen"
+        );
+    }
+    assert_ne!(
+        before[n - 2],
+        after[n - 2],
+        "the head's weight did not train"
+    );
+    assert_ne!(
+        running(&net),
+        running_before,
+        "batch norm stopped updating its statistics"
+    );
+    // Unfrozen again, the body trains.
+    let net = adam_step_of(net.body_trainable(true), &mut optim, &x, &probe);
+    assert_ne!(params(&net)[0], after[0]);
+}

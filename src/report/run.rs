@@ -192,6 +192,13 @@ pub fn finish_run(
             ),
         ),
         (
+            "Frozen body".into(),
+            match run.freeze_epochs {
+                0 => "no".into(),
+                n => format!("the first {n} epoch(s) train only the classifier head"),
+            },
+        ),
+        (
             "Early stopping".into(),
             run.patience.map_or("off".into(), |p| {
                 format!("after {p} epoch(s) without a better validation accuracy")

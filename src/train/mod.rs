@@ -264,6 +264,11 @@ fn run_loop(
     let total_steps = run.epochs * n_batches;
     while st.epoch < run.epochs && st.stopped.is_none() {
         let start = Instant::now();
+        // Only the head trains in the first `freeze_epochs` epochs (decided per epoch, so a
+        // resumed run freezes exactly as an uninterrupted one).
+        if run.freeze_epochs > 0 {
+            model = model.body_trainable(st.epoch >= run.freeze_epochs);
+        }
         let bar = progress_bar(show_bar, n_batches, st.epoch, run.epochs);
         bar.set_position(st.batch as u64);
         let batches = epoch_batches(
