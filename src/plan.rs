@@ -129,6 +129,8 @@ pub struct TrainRequest {
     pub weight_decay: Option<f32>,
     /// `--freeze-epochs`.
     pub freeze_epochs: Option<usize>,
+    /// `--precise-bn`.
+    pub precise_bn: bool,
 }
 
 /// A run resolved except for what needs its data: the fingerprint and the head decision
@@ -234,6 +236,7 @@ pub fn train(stage: Stage, req: &TrainRequest) -> Result<TrainPlan> {
         patience: req.patience,
         label_smoothing: req.label_smoothing.filter(|&a| a > 0.0),
         freeze_epochs: req.freeze_epochs.unwrap_or(0),
+        precise_bn: req.precise_bn,
         augment: req.augment.unwrap_or(d.augment),
         init,
         precision: Precision::Fp32,
@@ -329,6 +332,7 @@ pub fn resume(
         ("--label-smoothing", req.label_smoothing.is_some()),
         ("--weight-decay", req.weight_decay.is_some()),
         ("--freeze-epochs", req.freeze_epochs.is_some()),
+        ("--precise-bn", req.precise_bn),
     ];
     Ok(given
         .into_iter()

@@ -208,6 +208,11 @@ pub struct RunRecord {
     /// updating their running averages (fastai's `fine_tune`). 0: none.
     #[serde(default)]
     pub freeze_epochs: usize,
+    /// Recompute the batch-norm running statistics after every epoch as a plain average over up
+    /// to 200 training batches (PreciseBN), instead of keeping the momentum averages, which lag
+    /// the weights in short runs.
+    #[serde(default)]
+    pub precise_bn: bool,
     /// Augmentation of the training images.
     pub augment: AugmentConfig,
     /// Where the initial weights came from.
@@ -326,6 +331,7 @@ mod legacy {
                 patience: None,
                 label_smoothing: None,
                 freeze_epochs: 0,
+                precise_bn: false,
                 augment: o.augment,
                 init,
                 precision: Precision::Fp32,

@@ -193,6 +193,10 @@ pub struct TrainArgs {
     /// keeps training statistics meanwhile) [default: 0].
     #[arg(long, value_name = "N")]
     pub freeze_epochs: Option<usize>,
+    /// Recompute batch-norm statistics after each epoch as a plain average over the training
+    /// batches (PreciseBN), instead of the momentum averages that lag in short runs.
+    #[arg(long)]
+    pub precise_bn: bool,
     /// Decoupled weight decay (AdamW), e.g. 0.01 [default: none].
     #[arg(long)]
     pub weight_decay: Option<f32>,
@@ -367,6 +371,7 @@ impl TrainArgs {
             label_smoothing: self.label_smoothing,
             weight_decay: self.weight_decay,
             freeze_epochs: self.freeze_epochs,
+            precise_bn: self.precise_bn,
         }
     }
 }

@@ -181,6 +181,7 @@ fn merged(common: &TrainRequest, v: &TrainRequest) -> TrainRequest {
         label_smoothing: v.label_smoothing.or(common.label_smoothing),
         weight_decay: v.weight_decay.or(common.weight_decay),
         freeze_epochs: v.freeze_epochs.or(common.freeze_epochs),
+        precise_bn: v.precise_bn || common.precise_bn,
     }
 }
 

@@ -192,6 +192,14 @@ pub fn finish_run(
             ),
         ),
         (
+            "Batch-norm statistics".into(),
+            if run.precise_bn {
+                "recomputed after every epoch (PreciseBN)".into()
+            } else {
+                "momentum averages".to_string()
+            },
+        ),
+        (
             "Frozen body".into(),
             match run.freeze_epochs {
                 0 => "no".into(),

@@ -10,10 +10,10 @@
 pub mod resume;
 pub mod state;
 
-use crate::batch::{Batch, epoch_batches};
+use crate::batch::{Batch, epoch_batches, plain};
 use crate::cancel;
 use crate::checkpoint::{self, Meta, Metrics};
-use crate::data::Dataset;
+use crate::data::{Dataset, Images};
 use crate::error::{Error, Result};
 use crate::eval::predict_set;
 use crate::fsutil::{create_dir, write_atomic};
@@ -230,6 +230,27 @@ fn loss(alpha: Option<f32>, ad: &Device) -> CrossEntropyLoss {
     CrossEntropyLossConfig::new().with_smoothing(alpha).init(ad)
 }
 
+/// Batches PreciseBN averages over (fvcore's default).
+pub const PRECISE_BN_BATCHES: usize = 200;
+
+/// PreciseBN (fvcore, Detectron2): every batch norm's running mean and variance recomputed as the
+/// plain average of its batch statistics over up to [`PRECISE_BN_BATCHES`] training batches (in
+/// file order, not augmented), by running them forward in training mode with the momentum of
+/// batch k set to 1/(k+1). The weights are unchanged.
+pub fn precise_bn(mut model: Net, images: &Images, batch_size: usize, ad: &Device) -> Net {
+    let batches = images.len().div_ceil(batch_size).min(PRECISE_BN_BATCHES);
+    let momentum = model.bn1.momentum;
+    for k in 0..batches {
+        let m = 1.0 / (k + 1) as f64;
+        (model.bn1.momentum, model.bn2.momentum, model.bn3.momentum) = (m, m, m);
+        let end = ((k + 1) * batch_size).min(images.len());
+        let b = plain(images, k * batch_size..end);
+        let _ = model.forward(images_tensor(b.images, ad));
+    }
+    (model.bn1.momentum, model.bn2.momentum, model.bn3.momentum) = (momentum, momentum, momentum);
+    model
+}
+
 /// Early stopping: the reason to stop after the last epoch of `history`, when the validation
 /// accuracy has not improved for `patience` epochs.
 pub fn stop_reason(history: &History, patience: Option<usize>) -> Option<String> {
@@ -324,6 +345,10 @@ fn run_loop(
             }
         }
         bar.finish_and_clear();
+        if run.precise_bn {
+            ad.seed(batch_seed(run.seed, st.epoch, usize::MAX));
+            model = precise_bn(model, &train, run.batch_size, &ad);
+        }
         let valid = model.valid();
         let vp = predict_set(&valid, &data.val, device);
         let rec = EpochRecord {
