@@ -304,11 +304,12 @@ fn one_run(
     create_dir(&dir)?;
     write_atomic(&settings_path, settings.as_bytes())?;
     let resume = train::resume::path(&dir).is_file().then_some(dir.as_path());
-    let res = pipeline::train_stage(Stage::Train, &r, resume, Verbosity::Quiet).inspect_err(|e| {
-        if e.is_interruption() {
-            eprintln!("(to continue the whole comparison, run the same compare command again)");
-        }
-    })?;
+    let res =
+        pipeline::train_stage(Stage::Train, &r, resume, Verbosity::Quiet).inspect_err(|e| {
+            if e.is_interruption() {
+                eprintln!("(to continue the whole comparison, run the same compare command again)");
+            }
+        })?;
     let best = res.history.best().ok_or_else(|| {
         Error::invalid(format!(
             "{}: the run finished without an epoch",
