@@ -9,23 +9,6 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-/// A 1-epoch pretraining to start the "pretrained" variants from.
-fn pretrained(dir: &Path) {
-    ok(&[
-        "pretrain",
-        "--limit",
-        "300",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "32",
-        "--test-limit",
-        "10",
-        "--out",
-        s(dir),
-    ]);
-}
-
 fn compare_args<'a>(init: &'a Path, out: &'a Path, epochs: &'a str) -> Vec<&'a str> {
     vec![
         "compare",
@@ -67,7 +50,7 @@ fn csv_without_seconds(dir: &Path) -> Vec<String> {
 fn outputs_agree_with_each_runs_own_evaluation() {
     let tmp = tempfile::tempdir().unwrap();
     let pre = tmp.path().join("pre");
-    pretrained(&pre);
+    tiny_pretrain(&pre);
     let out_dir = tmp.path().join("cmp");
     let out = ok(&compare_args(&pre, &out_dir, "1"));
     let csv = std::fs::read_to_string(out_dir.join("compare.csv")).unwrap();
@@ -173,7 +156,7 @@ fn acc_exact(json: &serde_json::Value, i: usize) -> f64 {
 fn an_interrupted_comparison_finishes_with_the_same_numbers() {
     let tmp = tempfile::tempdir().unwrap();
     let pre = tmp.path().join("pre");
-    pretrained(&pre);
+    tiny_pretrain(&pre);
     let whole = tmp.path().join("whole");
     ok(&compare_args(&pre, &whole, "6"));
 

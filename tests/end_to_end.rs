@@ -570,19 +570,7 @@ fn early_stopping_stops_at_the_right_epoch() {
 fn lr_find_suggests_a_rate_and_changes_no_checkpoint() {
     let tmp = tempfile::tempdir().unwrap();
     let pre = tmp.path().join("pre");
-    ok(&[
-        "pretrain",
-        "--limit",
-        "300",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "32",
-        "--test-limit",
-        "10",
-        "--out",
-        s(&pre),
-    ]);
+    tiny_pretrain(&pre);
     let before: Vec<Vec<u8>> = ["best.safetensors", "best.json", "last.safetensors"]
         .iter()
         .map(|f| std::fs::read(pre.join(f)).unwrap())

@@ -71,6 +71,23 @@ pub fn figure_after(text: &str, key: &str) -> f64 {
     rest.split_whitespace().next().unwrap().parse().unwrap()
 }
 
+/// A 1-epoch pretraining on 300 MNIST images into `dir`: a checkpoint to start from, in seconds.
+pub fn tiny_pretrain(dir: &Path) {
+    ok(&[
+        "pretrain",
+        "--limit",
+        "300",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "32",
+        "--test-limit",
+        "10",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+}
+
 /// A headless Chromium, if one is installed (`WARMSTART_CHROMIUM` overrides the search).
 pub fn chromium() -> Option<PathBuf> {
     if let Ok(p) = std::env::var("WARMSTART_CHROMIUM") {
