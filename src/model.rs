@@ -104,6 +104,29 @@ pub struct Net {
 }
 
 impl Net {
+    /// The parameter ids of the four blocks from the input to the head (conv1 + bn1, conv2 +
+    /// bn2, fc1 + bn3, fc2), with each parameter's rank, for per-block learning rates.
+    pub fn block_params(&self) -> [Vec<(burn::module::ParamId, usize)>; 4] {
+        let conv = |c: &Conv2d, bn: &BatchNorm| {
+            let mut v = vec![(c.weight.id, 4), (bn.gamma.id, 1), (bn.beta.id, 1)];
+            v.extend(c.bias.as_ref().map(|b| (b.id, 1)));
+            v
+        };
+        let dense = |l: &Linear| {
+            let mut v = vec![(l.weight.id, 2)];
+            v.extend(l.bias.as_ref().map(|b| (b.id, 1)));
+            v
+        };
+        let mut fc1 = dense(&self.fc1);
+        fc1.extend([(self.bn3.gamma.id, 1), (self.bn3.beta.id, 1)]);
+        [
+            conv(&self.conv1, &self.bn1),
+            conv(&self.conv2, &self.bn2),
+            fc1,
+            dense(&self.fc2),
+        ]
+    }
+
     /// The network with gradients for everything but the classifier head turned off (`false`)
     /// or on again (`true`). Batch norm and dropout keep their training behaviour either way.
     pub fn body_trainable(self, trainable: bool) -> Self {

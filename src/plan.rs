@@ -131,6 +131,8 @@ pub struct TrainRequest {
     pub freeze_epochs: Option<usize>,
     /// `--precise-bn`.
     pub precise_bn: bool,
+    /// `--lr-ratio`.
+    pub lr_ratio: Option<f64>,
 }
 
 /// A run resolved except for what needs its data: the fingerprint and the head decision
@@ -198,6 +200,13 @@ pub fn train(stage: Stage, req: &TrainRequest) -> Result<TrainPlan> {
             "--freeze-epochs {f} leaves no epoch to train the whole network (--epochs {epochs})"
         )));
     }
+    if let Some(r) = req.lr_ratio
+        && !(r > 0.0 && r <= 1.0)
+    {
+        return Err(Error::invalid(format!(
+            "--lr-ratio must be above 0 and at most 1 (earlier layers train slower), not {r}"
+        )));
+    }
     if req.patience == Some(0) {
         return Err(Error::invalid("--patience must be at least 1 epoch"));
     }
@@ -237,6 +246,7 @@ pub fn train(stage: Stage, req: &TrainRequest) -> Result<TrainPlan> {
         label_smoothing: req.label_smoothing.filter(|&a| a > 0.0),
         freeze_epochs: req.freeze_epochs.unwrap_or(0),
         precise_bn: req.precise_bn,
+        lr_ratio: req.lr_ratio.filter(|&r| r != 1.0),
         augment: req.augment.unwrap_or(d.augment),
         init,
         precision: Precision::Fp32,
@@ -333,6 +343,7 @@ pub fn resume(
         ("--weight-decay", req.weight_decay.is_some()),
         ("--freeze-epochs", req.freeze_epochs.is_some()),
         ("--precise-bn", req.precise_bn),
+        ("--lr-ratio", req.lr_ratio.is_some()),
     ];
     Ok(given
         .into_iter()

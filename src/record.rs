@@ -208,6 +208,11 @@ pub struct RunRecord {
     /// updating their running averages (fastai's `fine_tune`). 0: none.
     #[serde(default)]
     pub freeze_epochs: usize,
+    /// Discriminative learning rates: each block nearer the input trains at this fraction of the
+    /// rate of the block after it (the head at `lr`, `fc1` at `lr·r`, `conv2` at `lr·r²`, `conv1`
+    /// at `lr·r³`, each with its batch norm); `None`: one rate for all.
+    #[serde(default)]
+    pub lr_ratio: Option<f64>,
     /// Recompute the batch-norm running statistics after every epoch as a plain average over up
     /// to 200 training batches (PreciseBN), instead of keeping the momentum averages, which lag
     /// the weights in short runs.
@@ -331,6 +336,7 @@ mod legacy {
                 patience: None,
                 label_smoothing: None,
                 freeze_epochs: 0,
+                lr_ratio: None,
                 precise_bn: false,
                 augment: o.augment,
                 init,

@@ -193,6 +193,11 @@ pub struct TrainArgs {
     /// keeps training statistics meanwhile) [default: 0].
     #[arg(long, value_name = "N")]
     pub freeze_epochs: Option<usize>,
+    /// Discriminative rates: each block nearer the input trains at this fraction of the next
+    /// one's rate (head at --lr, fc1 at lr·r, conv2 at lr·r², conv1 at lr·r³), e.g. 0.3
+    /// [default: 1, one rate].
+    #[arg(long, value_name = "R")]
+    pub lr_ratio: Option<f64>,
     /// Recompute batch-norm statistics after each epoch as a plain average over the training
     /// batches (PreciseBN), instead of the momentum averages that lag in short runs.
     #[arg(long)]
@@ -372,6 +377,7 @@ impl TrainArgs {
             weight_decay: self.weight_decay,
             freeze_epochs: self.freeze_epochs,
             precise_bn: self.precise_bn,
+            lr_ratio: self.lr_ratio,
         }
     }
 }

@@ -187,7 +187,10 @@ pub fn finish_run(
                     String::new()
                 },
                 run.schedule.describe(),
-                run.label_smoothing
+                run.lr_ratio.map_or(String::new(), |r| format!(
+                    ", rates x{r} per block towards the input"
+                )) + &run
+                    .label_smoothing
                     .map_or(String::new(), |a| format!(", label smoothing {a}"))
             ),
         ),

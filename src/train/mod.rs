@@ -230,6 +230,44 @@ fn loss(alpha: Option<f32>, ad: &Device) -> CrossEntropyLoss {
     CrossEntropyLossConfig::new().with_smoothing(alpha).init(ad)
 }
 
+/// One optimizer step with discriminative rates: the head at `lr`, each block before it at
+/// `ratio` times the next one's rate (the gradients are split by block; Adam's state is kept per
+/// parameter, so four partial steps equal one step at four rates).
+fn step_by_block(
+    model: Net,
+    optim: &mut ModuleOptimizer,
+    mut grads: GradientsParams,
+    lr: f64,
+    ratio: f64,
+) -> Net {
+    let blocks = model.block_params();
+    let mut model = model;
+    for (depth, params) in blocks.into_iter().rev().enumerate() {
+        let mut part = GradientsParams::new();
+        for (id, rank) in params {
+            match rank {
+                4 => move_grad::<4>(&mut grads, &mut part, id),
+                2 => move_grad::<2>(&mut grads, &mut part, id),
+                _ => move_grad::<1>(&mut grads, &mut part, id),
+            }
+        }
+        if !part.is_empty() {
+            model = optim.step(lr * ratio.powi(depth as i32), model, part);
+        }
+    }
+    model
+}
+
+fn move_grad<const D: usize>(
+    from: &mut GradientsParams,
+    to: &mut GradientsParams,
+    id: burn::module::ParamId,
+) {
+    if let Some(g) = from.remove::<D>(id) {
+        to.register(id, g);
+    }
+}
+
 /// Batches PreciseBN averages over (fvcore's default).
 pub const PRECISE_BN_BATCHES: usize = 200;
 
@@ -321,7 +359,10 @@ fn run_loop(
             let lr = run
                 .schedule
                 .lr(run.optimizer.lr, st.epoch * n_batches + b, total_steps);
-            model = optim.step(lr, model, grads);
+            model = match run.lr_ratio {
+                None => optim.step(lr, model, grads),
+                Some(r) => step_by_block(model, &mut optim, grads, lr, r),
+            };
             st.loss_sum += l * n as f64;
             st.correct += hits;
             st.seen += n;
@@ -428,6 +469,65 @@ mod tests {
                 })
                 .collect(),
         )
+    }
+
+    /// Weights of a 1-step-trained copy of `net` (dropout off), for comparing optimizer steps.
+    fn stepped(
+        net: &Net,
+        ad: &Device,
+        step: impl FnOnce(Net, GradientsParams) -> Net,
+    ) -> Vec<Vec<f32>> {
+        let loss_fn = loss(None, ad);
+        let batch = Batch {
+            images: (0..4 * 784).map(|i| (i % 97) as f32 / 97.0).collect(),
+            labels: vec![0, 1, 2, 3],
+        };
+        let (grads, _, _) = forward_backward(net, &loss_fn, batch, ad);
+        let m = step(net.clone(), grads);
+        let w = |t: Tensor<4>| t.into_data().iter::<f32>().collect::<Vec<f32>>();
+        let v = |t: Tensor<2>| t.into_data().iter::<f32>().collect::<Vec<f32>>();
+        vec![
+            w(m.conv1.weight.val()),
+            w(m.conv2.weight.val()),
+            v(m.fc1.weight.val()),
+            v(m.fc2.weight.val()),
+        ]
+    }
+
+    #[test]
+    fn block_rates_are_one_step_at_four_rates() {
+        let ad = Device::flex().autodiff();
+        ad.seed(3);
+        let mut net = ArchConfig::standard(4).init(&ad).train();
+        net.drop1.prob = 0.0;
+        net.drop2.prob = 0.0;
+        let lr = 1e-3;
+        let single = |lr: f64| {
+            move |m: Net, g: GradientsParams| new_optimizer(&AdamRecord::with_lr(lr)).step(lr, m, g)
+        };
+        let by_block = |ratio: f64| {
+            move |m: Net, g: GradientsParams| {
+                step_by_block(
+                    m,
+                    &mut new_optimizer(&AdamRecord::with_lr(lr)),
+                    g,
+                    lr,
+                    ratio,
+                )
+            }
+        };
+        // Ratio 1: exactly one step at one rate.
+        assert_eq!(
+            stepped(&net, &ad, by_block(1.0)),
+            stepped(&net, &ad, single(lr))
+        );
+        // Ratio 0.5: the head as at lr, fc1 as at lr/2, conv2 at lr/4, conv1 at lr/8.
+        let split = stepped(&net, &ad, by_block(0.5));
+        for (block, depth) in [(3, 0), (2, 1), (1, 2), (0, 3)] {
+            let alone = stepped(&net, &ad, single(lr * 0.5f64.powi(depth)));
+            assert_eq!(split[block], alone[block], "block {block}");
+        }
+        assert_ne!(split[0], stepped(&net, &ad, single(lr))[0]);
     }
 
     #[test]
