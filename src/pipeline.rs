@@ -174,6 +174,8 @@ pub fn train_stage(
     verbosity: Verbosity,
 ) -> Result<StageResult> {
     if let Some(dir) = resume {
+        // Before locking, which would create a mistyped directory.
+        train::resume::check_exists(dir)?;
         let _lock = fsutil::lock_dir(dir)?;
         let res = resume_stage(dir, req, verbosity)?;
         remove_resume_state(dir)?;

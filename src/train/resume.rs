@@ -50,13 +50,24 @@ pub fn save(dir: &Path, saved: &Saved) -> Result<()> {
     write_atomic(&path(dir), &out)
 }
 
+/// What a missing resume file means to the user.
+const NOTHING: &str =
+    "nothing to resume here (no resumable state has been saved in this directory)";
+
+/// Checks that run directory `dir` holds a resume file, without reading it.
+pub fn check_exists(dir: &Path) -> Result<()> {
+    let p = path(dir);
+    if p.is_file() {
+        Ok(())
+    } else {
+        Err(Error::format(&p, NOTHING))
+    }
+}
+
 /// Reads the resume file of run directory `dir`.
 pub fn load(dir: &Path) -> Result<Saved> {
     let p = path(dir);
-    let bytes = crate::fsutil::read(
-        &p,
-        "nothing to resume here (no resumable state has been saved in this directory)",
-    )?;
+    let bytes = crate::fsutil::read(&p, NOTHING)?;
     parse(&p, &bytes)
 }
 
