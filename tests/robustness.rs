@@ -61,6 +61,28 @@ fn tiny_args(out: &Path, epochs: usize) -> Vec<String> {
     .collect()
 }
 
+/// Waits until the run in `dir` has finished an epoch (its history exists), presses Ctrl-C
+/// (SIGINT) and returns how the process ended.
+fn ctrl_c_after_the_first_epoch(child: &mut Child, dir: &Path) -> std::process::ExitStatus {
+    let t0 = std::time::Instant::now();
+    while !dir.join("history.csv").exists() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "training never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    child.wait().unwrap()
+}
+
 fn history_without_seconds(dir: &Path) -> Vec<String> {
     std::fs::read_to_string(dir.join("history.csv"))
         .unwrap()
@@ -195,24 +217,7 @@ fn sigint_saves_state_and_resume_finishes() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("the binary starts");
-    // Wait until training has begun (the first epoch's outputs exist), then press Ctrl-C.
-    let t0 = std::time::Instant::now();
-    while !dir.join("history.csv").exists() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(120),
-            "training never started"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let status = child.wait().unwrap();
+    let status = ctrl_c_after_the_first_epoch(&mut child, &dir);
     assert_eq!(status.code(), Some(130), "Ctrl-C should exit with 130");
     let err = std::io::read_to_string(child.stderr.take().unwrap()).unwrap();
     assert!(
@@ -353,23 +358,7 @@ fn a_resumed_run_with_a_schedule_ends_bit_identical() {
     let mut a = tiny_args(&cut, 6);
     a.extend(extra.iter().map(|s| s.to_string()));
     let mut child = spawn(&a);
-    let t0 = std::time::Instant::now();
-    while !cut.join("history.csv").exists() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(120),
-            "training never started"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let status = child.wait().unwrap();
+    let status = ctrl_c_after_the_first_epoch(&mut child, &cut);
     if status.code() == Some(130) {
         let out = run(&[
             "pretrain",
