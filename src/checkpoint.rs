@@ -3,7 +3,7 @@
 //! Both files are written atomically; the sidecar is written last, so a checkpoint with a sidecar
 //! is always complete.
 
-use crate::data::{Invert, SIDE};
+use crate::data::{Fit, Invert, SIDE};
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
 use crate::model::{ARCHITECTURE, ArchConfig, Net};
@@ -29,11 +29,15 @@ pub struct InputSpec {
     pub polarity: String,
     /// How image files were inverted to that polarity during training.
     pub invert: Invert,
+    /// How new images are fitted into 28x28 for this model (as its training images were, or for
+    /// bundled/IDX data the stage's default); `box` in sidecars written before the choice existed.
+    #[serde(default)]
+    pub fit: Fit,
 }
 
 impl InputSpec {
     /// warmstart's input convention, with the inversion rule used in training.
-    pub fn new(invert: Invert) -> Self {
+    pub fn new(invert: Invert, fit: Fit) -> Self {
         InputSpec {
             height: SIDE,
             width: SIDE,
@@ -41,6 +45,7 @@ impl InputSpec {
             scale_divisor: 255.0,
             polarity: "light-on-dark".into(),
             invert,
+            fit,
         }
     }
 }
@@ -91,7 +96,7 @@ impl Meta {
             architecture: ARCHITECTURE.into(),
             arch: ArchConfig::standard(classes.len()),
             classes,
-            input: InputSpec::new(training.data.invert),
+            input: InputSpec::new(training.data.invert, training.data.fit),
             training,
             metrics,
         }

@@ -18,6 +18,7 @@ pub mod data;
 pub mod device;
 pub mod error;
 pub mod eval;
+pub mod export;
 pub mod fast;
 pub mod fsutil;
 pub mod fuzzing;
@@ -29,6 +30,7 @@ pub mod plan;
 pub mod record;
 pub mod report;
 pub mod schedule;
+pub mod serve;
 pub mod train;
 
 pub use error::{Error, Result};

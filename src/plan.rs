@@ -6,7 +6,7 @@
 use crate::augment::AugmentConfig;
 use crate::bundled;
 use crate::checkpoint::{self, Meta};
-use crate::data::{Dataset, Invert, LoadOptions};
+use crate::data::{Dataset, Fit, Invert, LoadOptions};
 use crate::device::DeviceKind;
 use crate::error::{Error, Result};
 use crate::model::{ArchConfig, Net};
@@ -59,6 +59,10 @@ pub struct StageDefaults {
     pub augment: AugmentConfig,
     /// Initial weights.
     pub init: InitRequest,
+    /// How image files are fitted into 28x28, and so how new images are prepared for the model:
+    /// MNIST's rule for pretraining (MNIST's digits were centred by mass), the box for training
+    /// (the bundled Fashion-MNIST and most photographed sets were boxed).
+    pub fit: Fit,
 }
 
 /// The defaults of `stage`: pretraining on the bundled MNIST from random weights without
@@ -72,6 +76,7 @@ pub fn defaults(stage: Stage) -> StageDefaults {
             batch_size: 128,
             augment: AugmentConfig::NONE,
             init: InitRequest::Random,
+            fit: Fit::Mnist,
         },
         Stage::Train => StageDefaults {
             data: bundled::dir("fashion-1k"),
@@ -80,6 +85,7 @@ pub fn defaults(stage: Stage) -> StageDefaults {
             batch_size: 32,
             augment: AugmentConfig::STANDARD,
             init: InitRequest::From(PathBuf::from("runs/pretrain")),
+            fit: Fit::Box,
         },
     }
 }
@@ -113,6 +119,8 @@ pub struct TrainRequest {
     pub new_head: bool,
     /// `--invert`.
     pub invert: Option<Invert>,
+    /// `--fit`.
+    pub fit: Option<Fit>,
     /// `--device`.
     pub device: DeviceKind,
     /// `--overwrite`: a new run may replace another run's files in its directory.
@@ -233,6 +241,7 @@ pub fn train(stage: Stage, req: &TrainRequest) -> Result<TrainPlan> {
             limit: req.limit,
             test_limit: req.test_limit,
             invert: req.invert.unwrap_or(Invert::Auto),
+            fit: req.fit.unwrap_or(d.fit),
             fingerprint: None,
         },
         epochs,
@@ -335,6 +344,7 @@ pub fn resume(
         ("--init", req.init.is_some()),
         ("--new-head", req.new_head),
         ("--invert", req.invert.is_some()),
+        ("--fit", req.fit.is_some()),
         ("--overwrite", req.overwrite),
         ("--schedule", req.schedule.is_some()),
         ("--warmup", req.warmup.is_some()),

@@ -4,7 +4,7 @@
 //! back typed (never by string keys), so what was recorded is what is used.
 
 use crate::augment::AugmentConfig;
-use crate::data::{Dataset, Images, Invert, LoadOptions};
+use crate::data::{Dataset, Fit, Images, Invert, LoadOptions};
 use crate::device::DeviceKind;
 pub use crate::schedule::Schedule;
 use serde::{Deserialize, Serialize};
@@ -47,6 +47,10 @@ pub struct DataRecord {
     pub test_limit: Option<usize>,
     /// How image files were inverted to light-on-dark.
     pub invert: Invert,
+    /// How image files were fitted into 28x28 (and how new images are prepared for the model);
+    /// `box` in records written before the choice existed.
+    #[serde(default)]
+    pub fit: Fit,
     /// What was loaded; `None` in records written before fingerprints existed.
     pub fingerprint: Option<Fingerprint>,
 }
@@ -242,6 +246,7 @@ impl RunRecord {
             val_split: self.data.val_split,
             seed: self.seed,
             invert: self.data.invert,
+            fit: self.data.fit,
             limit: self.data.limit,
             test_limit: self.data.test_limit,
         }
@@ -327,6 +332,7 @@ mod legacy {
                     limit: o.load.limit,
                     test_limit: o.load.test_limit,
                     invert: o.load.invert,
+                    fit: Fit::Box,
                     fingerprint: None,
                 },
                 epochs: o.epochs,

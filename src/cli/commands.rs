@@ -1,7 +1,8 @@
 //! What each subcommand does, in terms of the library.
 
 use super::{
-    BenchArgs, Cli, Command, CompareArgs, PredictArgs, PreviewArgs, RuntimeArgs, TrainArgs,
+    BenchArgs, Cli, Command, CompareArgs, ExportArgs, PredictArgs, PreviewArgs, RuntimeArgs,
+    ServeArgs, TrainArgs,
 };
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{ArgMatches, Args, FromArgMatches};
@@ -58,6 +59,8 @@ fn command_on_workers(command: Command) -> Result<()> {
             Ok(())
         }
         Command::AugmentPreview(a) => augment_preview(&a),
+        Command::Export(a) => export(&a),
+        Command::Serve(a) => serve(&a),
         Command::Bench(a) => bench(&a),
         Command::MakeFashion1k { from, out } => {
             warmstart::bundled::build_fashion_1k(&from, &out)?;
@@ -69,6 +72,44 @@ fn command_on_workers(command: Command) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn export(a: &ExportArgs) -> Result<()> {
+    let (model, meta) = checkpoint::load(&a.model, &burn::prelude::Device::flex())?;
+    warmstart::export::save(&model, &meta, &a.out)?;
+    println!(
+        "wrote {} (ONNX opset 18; input `images` [N,1,28,28] float32 = pixel/255, light on dark; \
+         outputs `logits`, `probabilities` over {} classes)",
+        a.out.display(),
+        meta.classes.len()
+    );
+    Ok(())
+}
+
+fn serve(a: &ServeArgs) -> Result<()> {
+    if a.runtime.device != device::DeviceKind::Cpu {
+        bail!("serve runs on the CPU only");
+    }
+    let workers = a
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    if workers == 0 {
+        bail!("--workers must be at least 1");
+    }
+    let req = warmstart::serve::ServeRequest {
+        model: a.model.clone(),
+        host: a.host.clone(),
+        port: a.port,
+        workers,
+    };
+    warmstart::serve::serve(&req, |addr| {
+        println!(
+            "Serving {} at http://{addr}/ (Ctrl-C stops)",
+            a.model.display()
+        );
+    })?;
+    println!("stopped");
+    Ok(())
 }
 
 fn setup_runtime(rt: &RuntimeArgs) -> Result<()> {
@@ -105,10 +146,11 @@ fn predict(a: &PredictArgs) -> Result<()> {
         bail!("a CSV file of images is predicted on its own (one CSV, optionally with --out FILE)");
     }
     let invert = a.invert.unwrap_or(meta.input.invert);
+    let fit = a.fit.unwrap_or(meta.input.fit);
     let mut failed = 0;
     for path in &a.images {
         warmstart::cancel::check("predicting")?;
-        let px = match folder::load_image(path, invert) {
+        let px = match folder::load_image(path, invert, fit) {
             Ok(px) => px,
             Err(e) => {
                 eprintln!("error: {e}");

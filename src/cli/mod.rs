@@ -5,7 +5,7 @@ mod commands;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use warmstart::augment::AugmentConfig;
-use warmstart::data::{Invert, Split};
+use warmstart::data::{Fit, Invert, Split};
 use warmstart::device::DeviceKind;
 use warmstart::pipeline::{EvalRequest, RunRequest};
 use warmstart::plan::{InitRequest, TrainRequest};
@@ -81,6 +81,21 @@ pub enum Command {
                             The last lines are machine-readable: train_b128, train_b32_aug, infer_b1000 (images/s), \
                             latency_b1 (ms), peak_rss (MiB).")]
     Bench(BenchArgs),
+    /// Export a trained model to ONNX (opset 18, dynamic batch; outputs logits and
+    /// probabilities; class names and input preparation in its metadata).
+    #[command(
+        after_help = "Example:\n  warmstart export --model runs/train --out model.onnx\n\n\
+                            The input is `images`, [N, 1, 28, 28] float32: 28x28 grayscale pixels divided by 255, \
+                            light strokes on a dark background. See README.md for loading it with onnxruntime."
+    )]
+    Export(ExportArgs),
+    /// Serve a local web page to draw or drop an image and see what the model says, with a JSON
+    /// API (POST /api/predict, GET /api/model).
+    #[command(
+        after_help = "Example:\n  warmstart serve --model runs/pretrain   # then open http://127.0.0.1:8080/\n  \
+                            curl --data-binary @digit.png http://127.0.0.1:8080/api/predict"
+    )]
+    Serve(ServeArgs),
     /// Draw a grid of random augmentations of training images, to check the settings look right.
     #[command(
         name = "augment-preview",
@@ -112,7 +127,8 @@ impl Command {
             Command::Run(a) => Some(&a.runtime),
             Command::Compare(a) => Some(&a.train.runtime),
             Command::Bench(a) => Some(&a.runtime),
-            Command::AugmentPreview(_) | Command::MakeFashion1k { .. } => None,
+            Command::Serve(a) => Some(&a.runtime),
+            Command::AugmentPreview(_) | Command::MakeFashion1k { .. } | Command::Export(_) => None,
         }
     }
 }
@@ -178,6 +194,11 @@ pub struct TrainArgs {
     /// [default: auto].
     #[arg(long, value_enum)]
     pub invert: Option<Invert>,
+    /// How image-folder images are fitted into 28x28, recorded as how new images are prepared
+    /// for the model: `box` (longer side to 28, centred) or `mnist` (cropped to the ink, longer
+    /// side to 20, centre of mass at the centre) [default: mnist for pretrain, box for train].
+    #[arg(long, value_enum)]
+    pub fit: Option<Fit>,
     /// Learning-rate schedule; `--lr` is its peak [default: constant].
     #[arg(long, value_enum)]
     pub schedule: Option<ScheduleName>,
@@ -316,9 +337,42 @@ pub struct PredictArgs {
     /// Invert to light-on-dark [default: as in training].
     #[arg(long, value_enum)]
     pub invert: Option<Invert>,
+    /// Fit image files into 28x28: `box` (longer side to 28, centred) or `mnist` (cropped to the
+    /// ink, longer side to 20, centre of mass at the centre) [default: the model's, from its
+    /// training].
+    #[arg(long, value_enum)]
+    pub fit: Option<Fit>,
     /// Show the K most likely classes.
     #[arg(long, default_value_t = 1)]
     pub top: usize,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ExportArgs {
+    /// Checkpoint: a .safetensors file or a run directory (uses its best.safetensors).
+    #[arg(long, default_value = "runs/train")]
+    pub model: PathBuf,
+    /// The ONNX file to write.
+    #[arg(long, default_value = "model.onnx")]
+    pub out: PathBuf,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Checkpoint: a .safetensors file or a run directory (uses its best.safetensors).
+    #[arg(long, default_value = "runs/train")]
+    pub model: PathBuf,
+    /// Address to listen on; anything but 127.0.0.1 (this machine only) opens the page to others.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to listen on (0: any free port, printed at start).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Request workers, each with its own copy of the network [default: the number of cores].
+    #[arg(long)]
+    pub workers: Option<usize>,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
 }
@@ -368,6 +422,7 @@ impl TrainArgs {
             init: self.init.clone(),
             new_head: self.new_head,
             invert: self.invert,
+            fit: self.fit,
             device: self.runtime.device,
             overwrite: self.overwrite,
             schedule: self.schedule,

@@ -172,6 +172,7 @@ fn merged(common: &TrainRequest, v: &TrainRequest) -> TrainRequest {
         init: v.init.clone().or_else(|| common.init.clone()),
         new_head: v.new_head || common.new_head,
         invert: v.invert.or(common.invert),
+        fit: v.fit.or(common.fit),
         device: common.device,
         // A comparison owns its run directories (their settings are checked before a run).
         overwrite: true,

@@ -6,8 +6,12 @@
 //! 2. composite any alpha channel over white, then convert to 8-bit luminance;
 //! 3. invert when the image is dark-on-light (`--invert yes`, or `auto` when the mean of its border
 //!    pixels is above mid-grey), so that strokes are light on a dark background as in MNIST;
-//! 4. resize so the longer side is 28 pixels, keeping the aspect ratio (Catmull-Rom filter);
-//! 5. centre it on a black 28x28 canvas.
+//! 4. fit it into 28x28 by one of two rules ([`Fit`]):
+//!    - `box`: resize so the longer side is 28 pixels, keeping the aspect ratio (Catmull-Rom
+//!      filter), and centre the box on a black canvas — how Fashion-MNIST was made;
+//!    - `mnist`: crop to the ink, resize so the longer side is 20 pixels (aspect kept), and place
+//!      it so that its centre of mass is the canvas' centre — how MNIST's digits were made, and
+//!      what a digit drawn small, high or in a corner needs to look like MNIST.
 
 use super::{Images, PIXELS, RawDataset, SIDE};
 use crate::error::{Error, Result};
@@ -31,6 +35,37 @@ pub enum Invert {
     Yes,
     /// Never invert (already light on dark).
     No,
+}
+
+/// How an image is fitted into 28x28 (see the module documentation).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Fit {
+    /// Longer side to 28 pixels, centred (Fashion-MNIST's preparation).
+    #[default]
+    Box,
+    /// Cropped to the ink, longer side to 20 pixels, centre of mass at the centre (MNIST's).
+    Mnist,
+}
+
+impl Fit {
+    /// The name used on the command line and in records.
+    pub fn name(self) -> &'static str {
+        match self {
+            Fit::Box => "box",
+            Fit::Mnist => "mnist",
+        }
+    }
 }
 
 /// Decodes an image file with limits that stop decompression bombs.
@@ -129,8 +164,8 @@ fn decode_reader<R: std::io::BufRead + std::io::Seek>(
 }
 
 /// Reads an image file and converts it to a 28x28 light-on-dark image by the rule above.
-pub fn load_image(path: &Path, invert: Invert) -> Result<[u8; PIXELS]> {
-    Ok(to_mnist(&decode(path)?, invert))
+pub fn load_image(path: &Path, invert: Invert, fit: Fit) -> Result<[u8; PIXELS]> {
+    Ok(prepare(&decode(path)?, invert, fit))
 }
 
 /// Images with a side above this are first shrunk to it (keeping the aspect ratio), so the
@@ -138,8 +173,13 @@ pub fn load_image(path: &Path, invert: Invert) -> Result<[u8; PIXELS]> {
 /// square took 4.5 GB. The result is 28 pixels a side anyway.
 const PRESHRINK: u32 = 1024;
 
-/// Converts any decoded image to 28x28 light-on-dark bytes.
+/// Converts any decoded image to 28x28 light-on-dark bytes with the `box` fit.
 pub fn to_mnist(img: &DynamicImage, invert: Invert) -> [u8; PIXELS] {
+    prepare(img, invert, Fit::Box)
+}
+
+/// Converts any decoded image to 28x28 light-on-dark bytes by the rule above.
+pub fn prepare(img: &DynamicImage, invert: Invert, fit: Fit) -> [u8; PIXELS] {
     let shrunk;
     let img = if img.width().max(img.height()) > PRESHRINK {
         shrunk = img.resize(PRESHRINK, PRESHRINK, image::imageops::FilterType::Triangle);
@@ -168,6 +208,14 @@ pub fn to_mnist(img: &DynamicImage, invert: Invert) -> [u8; PIXELS] {
     if flip {
         image::imageops::invert(&mut gray);
     }
+    match fit {
+        Fit::Box => fit_box(gray),
+        Fit::Mnist => fit_mnist(gray),
+    }
+}
+
+fn fit_box(gray: GrayImage) -> [u8; PIXELS] {
+    let (w, h) = gray.dimensions();
     let side = SIDE as u32;
     let scale = side as f32 / w.max(h) as f32;
     let nw = ((w as f32 * scale).round() as u32).clamp(1, side);
@@ -179,6 +227,63 @@ pub fn to_mnist(img: &DynamicImage, invert: Invert) -> [u8; PIXELS] {
     };
     let mut out = [0u8; PIXELS];
     let (ox, oy) = ((side - nw) / 2, (side - nh) / 2);
+    for (x, y, p) in small.enumerate_pixels() {
+        out[((y + oy) * side + x + ox) as usize] = p.0[0];
+    }
+    out
+}
+
+/// Side of the box MNIST fitted its digits into.
+const MNIST_BOX: u32 = 20;
+
+/// Pixels at or below this fraction of the brightest one are background when cropping to the
+/// ink, so a photograph's faint paper texture does not widen the crop.
+const INK_FRACTION: f32 = 0.1;
+
+fn fit_mnist(gray: GrayImage) -> [u8; PIXELS] {
+    let mut out = [0u8; PIXELS];
+    let peak = gray.pixels().map(|p| p.0[0]).max().unwrap_or(0);
+    if peak == 0 {
+        return out; // no ink: an empty canvas stays empty
+    }
+    let cut = (f32::from(peak) * INK_FRACTION) as u8;
+    let (w, h) = gray.dimensions();
+    let (mut x0, mut y0, mut x1, mut y1) = (w, h, 0, 0);
+    for (x, y, p) in gray.enumerate_pixels() {
+        if p.0[0] > cut {
+            (x0, y0, x1, y1) = (x0.min(x), y0.min(y), x1.max(x), y1.max(y));
+        }
+    }
+    let ink = image::imageops::crop_imm(&gray, x0, y0, x1 - x0 + 1, y1 - y0 + 1).to_image();
+    let (cw, ch) = ink.dimensions();
+    let scale = MNIST_BOX as f32 / cw.max(ch) as f32;
+    let nw = ((cw as f32 * scale).round() as u32).clamp(1, MNIST_BOX);
+    let nh = ((ch as f32 * scale).round() as u32).clamp(1, MNIST_BOX);
+    let small = if (nw, nh) == (cw, ch) {
+        ink
+    } else {
+        image::imageops::resize(&ink, nw, nh, image::imageops::FilterType::CatmullRom)
+    };
+    // Centre of mass in pixel-centre coordinates, moved to the canvas' centre (14, 14) by a
+    // whole-pixel shift, kept inside the canvas.
+    let (mut mass, mut mx, mut my) = (0f64, 0f64, 0f64);
+    for (x, y, p) in small.enumerate_pixels() {
+        let v = f64::from(p.0[0]);
+        mass += v;
+        mx += v * (f64::from(x) + 0.5);
+        my += v * (f64::from(y) + 0.5);
+    }
+    let side = SIDE as u32;
+    let centre = f64::from(side) / 2.0;
+    let offset = |m: f64, len: u32| -> u32 {
+        let o = if mass > 0.0 {
+            (centre - m / mass).round()
+        } else {
+            f64::from((side - len) / 2)
+        };
+        o.clamp(0.0, f64::from(side - len)) as u32
+    };
+    let (ox, oy) = (offset(mx, nw), offset(my, nh));
     for (x, y, p) in small.enumerate_pixels() {
         out[((y + oy) * side + x + ox) as usize] = p.0[0];
     }
@@ -237,6 +342,7 @@ fn read_split(
     dir: &Path,
     classes: &[String],
     invert: Invert,
+    fit: Fit,
     skipped: &mut Vec<(PathBuf, String)>,
 ) -> Result<Images> {
     let mut pixels = Vec::new();
@@ -264,7 +370,7 @@ fn read_split(
                 }
                 Ok(_) => {}
             }
-            match load_image(&f, invert) {
+            match load_image(&f, invert, fit) {
                 Ok(px) => {
                     pixels.extend_from_slice(&px);
                     labels.push(label as u32);
@@ -288,7 +394,7 @@ fn read_split(
 }
 
 /// Loads an image-folder dataset.
-pub fn load(root: &Path, invert: Invert) -> Result<RawDataset> {
+pub fn load(root: &Path, invert: Invert, fit: Fit) -> Result<RawDataset> {
     let dirs = subdirs(root)?;
     if dirs.is_empty() {
         return Err(Error::format(
@@ -317,10 +423,12 @@ pub fn load(root: &Path, invert: Invert) -> Result<RawDataset> {
         return Err(Error::format(&train_dir, "no class folders"));
     }
     let mut skipped = Vec::new();
-    let train = read_split(&train_dir, &classes, invert, &mut skipped)?;
+    let train = read_split(&train_dir, &classes, invert, fit, &mut skipped)?;
     let mut opt = |name: &str| -> Result<Option<Images>> {
         match part(name) {
-            Some(d) if split_layout => read_split(&d, &classes, invert, &mut skipped).map(Some),
+            Some(d) if split_layout => {
+                read_split(&d, &classes, invert, fit, &mut skipped).map(Some)
+            }
             _ => Ok(None),
         }
     };
@@ -407,7 +515,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("photo.png");
         sideways_png(&p);
-        let px = load_image(&p, Invert::No).unwrap();
+        let px = load_image(&p, Invert::No, Fit::Box).unwrap();
         // The vertical bar is shown turned: a horizontal bar across the middle rows.
         let row = |y: usize| {
             px[y * 28..(y + 1) * 28]
@@ -442,7 +550,7 @@ mod tests {
             .unwrap()
             .write_image::<Gray32Float>(w, h, &v)
             .unwrap();
-        let px = load_image(&p, Invert::No).unwrap();
+        let px = load_image(&p, Invert::No, Fit::Box).unwrap();
         assert_eq!(px[14 * 28 + 14], 255, "centre of the square");
         assert_eq!(px[28 + 1], 0, "background");
     }
@@ -469,7 +577,7 @@ mod tests {
         save(&d.path().join("a/1.png"), 20);
         save(&d.path().join("a/2.png"), 30);
         std::fs::write(d.path().join("a/notes.txt"), "hello").unwrap();
-        let raw = load(d.path(), Invert::No).unwrap();
+        let raw = load(d.path(), Invert::No, Fit::Box).unwrap();
         assert_eq!(raw.classes.unwrap(), vec!["a", "b"]);
         assert_eq!(raw.train.labels(), &[0, 0, 1]);
         assert_eq!(raw.skipped.len(), 1);
@@ -483,7 +591,7 @@ mod tests {
         save(&d.path().join("b/1.png"), 10);
         let bytes = std::fs::read(d.path().join("a/1.png")).unwrap();
         std::fs::write(d.path().join("a/2.png"), &bytes[..bytes.len() / 2]).unwrap();
-        let raw = load(d.path(), Invert::No).unwrap();
+        let raw = load(d.path(), Invert::No, Fit::Box).unwrap();
         assert_eq!(raw.train.len(), 2);
         assert_eq!(raw.skipped.len(), 1);
         assert!(raw.skipped[0].1.contains("decode"), "{}", raw.skipped[0].1);
@@ -494,7 +602,9 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         save(&d.path().join("a/1.png"), 10);
         std::fs::create_dir_all(d.path().join("b")).unwrap();
-        let e = load(d.path(), Invert::No).unwrap_err().to_string();
+        let e = load(d.path(), Invert::No, Fit::Box)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no readable images") && e.contains("/b"), "{e}");
     }
 
@@ -505,7 +615,7 @@ mod tests {
             save(&d.path().join(s).join("x/1.png"), 1);
             save(&d.path().join(s).join("y/1.png"), 2);
         }
-        let raw = load(d.path(), Invert::No).unwrap();
+        let raw = load(d.path(), Invert::No, Fit::Box).unwrap();
         assert_eq!(raw.classes.unwrap(), vec!["x", "y"]);
         assert_eq!(raw.test.unwrap().len(), 2);
         assert!(raw.val.is_none());
@@ -530,7 +640,7 @@ mod tests {
         }
         w.write_image_data(&data).unwrap();
         drop(w);
-        let out = load_image(&p, Invert::Auto).unwrap();
+        let out = load_image(&p, Invert::Auto, Fit::Box).unwrap();
         assert_eq!(out[14 * 28 + 14], 255);
         assert_eq!(out[0], 0);
     }
@@ -544,7 +654,9 @@ mod tests {
             .unwrap();
         let b = std::fs::read(&p).unwrap();
         std::fs::write(&p, &b[..b.len() / 3]).unwrap();
-        let e = load_image(&p, Invert::No).unwrap_err().to_string();
+        let e = load_image(&p, Invert::No, Fit::Box)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("photo.jpg"), "{e}");
     }
 
@@ -572,13 +684,17 @@ mod tests {
         let p = d.path().join("big.png");
         for (w, h) in [(MAX_SIDE + 1, 1), (1, MAX_SIDE + 1), (100_000, 100_000)] {
             std::fs::write(&p, png_declaring(w, h)).unwrap();
-            let e = load_image(&p, Invert::No).unwrap_err().to_string();
+            let e = load_image(&p, Invert::No, Fit::Box)
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("big.png") && e.contains("limit"), "{w}x{h}: {e}");
             assert!(!e.to_lowercase().contains("crc"), "{w}x{h}: {e}");
         }
         // At the limit the size is accepted (the 1x1 pixel data then does not fill it).
         std::fs::write(&p, png_declaring(MAX_SIDE, 1)).unwrap();
-        let e = load_image(&p, Invert::No).unwrap_err().to_string();
+        let e = load_image(&p, Invert::No, Fit::Box)
+            .unwrap_err()
+            .to_string();
         assert!(!e.contains("limit"), "{e}");
     }
 }

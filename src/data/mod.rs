@@ -11,7 +11,7 @@ pub mod split;
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
 
-pub use folder::Invert;
+pub use folder::{Fit, Invert};
 
 /// Image side in pixels; every image is converted to `SIDE x SIDE`.
 pub const SIDE: usize = 28;
@@ -202,6 +202,8 @@ pub struct LoadOptions {
     pub seed: u64,
     /// How image files are inverted to light-on-dark.
     pub invert: Invert,
+    /// How image files are fitted into 28x28.
+    pub fit: Fit,
     /// Use only the first N training images.
     pub limit: Option<usize>,
     /// Use only the first N test images.
@@ -214,6 +216,7 @@ impl Default for LoadOptions {
             val_split: 0.1,
             seed: 42,
             invert: Invert::Auto,
+            fit: Fit::Box,
             limit: None,
             test_limit: None,
         }
@@ -286,7 +289,7 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Dataset> {
     let raw = match detect(path)? {
         SourceKind::Idx => idx::load_dir(path)?,
         SourceKind::Csv => csv::load(path)?,
-        SourceKind::Folder => folder::load(path, opts.invert)?,
+        SourceKind::Folder => folder::load(path, opts.invert, opts.fit)?,
     };
     crate::cancel::check("loading data")?;
     if !raw.skipped.is_empty() {
