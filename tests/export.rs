@@ -30,7 +30,9 @@ fn python_with_onnxruntime() -> Option<PathBuf> {
         "WARMSTART_REQUIRE_ONNXRUNTIME is set but {} cannot import onnx, onnxruntime and numpy",
         python.display()
     );
-    eprintln!("skipped the onnxruntime half: no Python with onnx and onnxruntime (CI installs them)");
+    eprintln!(
+        "skipped the onnxruntime half: no Python with onnx and onnxruntime (CI installs them)"
+    );
     None
 }
 

@@ -6,6 +6,7 @@ use super::{
 };
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{ArgMatches, Args, FromArgMatches};
+use std::io::Write;
 use std::path::PathBuf;
 use warmstart::checkpoint;
 use warmstart::compare::{self, CompareRequest, Variant};
@@ -108,7 +109,8 @@ fn serve(a: &ServeArgs) -> Result<()> {
             a.model.display()
         );
     })?;
-    println!("stopped");
+    // stdout may be gone by now (a closed pipe): stopping cleanly matters more than this line.
+    let _ = writeln!(std::io::stdout(), "stopped");
     Ok(())
 }
 
