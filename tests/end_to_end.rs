@@ -612,8 +612,8 @@ fn lr_find_suggests_a_rate_and_changes_no_checkpoint() {
 #[test]
 fn precise_batch_norm_statistics_fix_short_runs() {
     let tmp = tempfile::tempdir().unwrap();
-    let run = |precise: bool| -> (f64, f64) {
-        let dir = tmp.path().join(format!("p{precise}"));
+    let run = |name: &str, extra: &[&str]| -> (f64, f64) {
+        let dir = tmp.path().join(name);
         let mut args = vec![
             "pretrain",
             "--limit",
@@ -625,20 +625,33 @@ fn precise_batch_norm_statistics_fix_short_runs() {
             "--out",
             s(&dir),
         ];
-        if precise {
-            args.push("--precise-bn");
-        }
+        args.extend(extra);
         let out = ok(&args);
         let line = out.lines().find(|l| l.starts_with("Epoch 1/1")).unwrap();
         let train_acc: f64 = line.split(" - acc: ").nth(1).unwrap()[..6].parse().unwrap();
         (train_acc, figure_after(&out, "Test accuracy:"))
     };
-    let (train_acc, test_acc) = run(true);
+    // The defaults (PreciseBN on): test accuracy no more than 5 points below training accuracy.
+    let (train_acc, test_acc) = run("defaults", &[]);
     assert!(
         test_acc >= train_acc - 0.05,
         "train {train_acc}, test {test_acc}"
     );
-    let (_, lagging) = run(false);
+    // The homework's recipe with and without PreciseBN: the momentum averages lag.
+    let old = [
+        "--schedule",
+        "constant",
+        "--lr",
+        "0.001",
+        "--augment",
+        "none",
+    ];
+    let (train_acc, test_acc) = run("precise", &[&old[..], &["--precise-bn"]].concat());
+    assert!(
+        test_acc >= train_acc - 0.05,
+        "train {train_acc}, test {test_acc}"
+    );
+    let (_, lagging) = run("momentum", &[&old[..], &["--precise-bn", "false"]].concat());
     assert!(
         test_acc > lagging + 0.2,
         "precise {test_acc}, momentum {lagging}"

@@ -155,13 +155,13 @@ pub struct TrainArgs {
     /// Output directory for checkpoints, history and plots [default: runs/pretrain or runs/train].
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Epochs [default: 15 for pretrain, 30 for train].
+    /// Epochs [default: 15 for pretrain, 100 for train].
     #[arg(long)]
     pub epochs: Option<usize>,
     /// Batch size [default: 128 for pretrain, 32 for train].
     #[arg(long)]
     pub batch_size: Option<usize>,
-    /// Adam learning rate [default: 0.001].
+    /// Adam's (peak) learning rate [default: 0.003 for pretrain, 0.002 for train].
     #[arg(long)]
     pub lr: Option<f64>,
     /// Random seed: validation split, shuffling, augmentation, initial weights and dropout
@@ -178,8 +178,8 @@ pub struct TrainArgs {
     /// [default: 0.1].
     #[arg(long)]
     pub val_split: Option<f64>,
-    /// Augmentation, e.g. `rotation=10,shift=0.1,zoom=0.1`, or `none` [default: none for
-    /// pretrain, rotation=10,shift=0.1,zoom=0.1 for train].
+    /// Augmentation, e.g. `rotation=10,shift=0.1,zoom=0.1`, or `none` [default:
+    /// rotation=10,shift=0.1,zoom=0.1].
     #[arg(long)]
     pub augment: Option<AugmentConfig>,
     /// Initial weights: a checkpoint (file or run directory) or `random` [default: random for
@@ -199,7 +199,8 @@ pub struct TrainArgs {
     /// side to 20, centre of mass at the centre) [default: mnist for pretrain, box for train].
     #[arg(long, value_enum)]
     pub fit: Option<Fit>,
-    /// Learning-rate schedule; `--lr` is its peak [default: constant].
+    /// Learning-rate schedule; `--lr` is its peak [default: onecycle for pretrain, cosine for
+    /// train].
     #[arg(long, value_enum)]
     pub schedule: Option<ScheduleName>,
     /// Fraction of the steps spent warming up (onecycle and cosine) [default: 0.25 for onecycle,
@@ -220,9 +221,10 @@ pub struct TrainArgs {
     #[arg(long, value_name = "R")]
     pub lr_ratio: Option<f64>,
     /// Recompute batch-norm statistics after each epoch as a plain average over the training
-    /// batches (PreciseBN), instead of the momentum averages that lag in short runs.
-    #[arg(long)]
-    pub precise_bn: bool,
+    /// batches (PreciseBN), instead of the momentum averages that lag in short runs; `--precise-bn
+    /// false` turns it off [default: on].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub precise_bn: Option<bool>,
     /// Decoupled weight decay (AdamW), e.g. 0.01 [default: none].
     #[arg(long)]
     pub weight_decay: Option<f32>,
@@ -385,7 +387,7 @@ pub struct RunArgs {
     /// Pretraining epochs on MNIST [default: 15, as `pretrain`].
     #[arg(long)]
     pub pretrain_epochs: Option<usize>,
-    /// Training epochs on fashion-1k [default: 30, as `train`].
+    /// Training epochs on fashion-1k [default: 100, as `train`].
     #[arg(long)]
     pub epochs: Option<usize>,
     /// Random seed: validation split, shuffling, augmentation, initial weights and dropout

@@ -202,7 +202,8 @@ pub struct LoadOptions {
     pub seed: u64,
     /// How image files are inverted to light-on-dark.
     pub invert: Invert,
-    /// How image files are fitted into 28x28.
+    /// How image files are fitted into 28x28 (`box` when an older record does not say).
+    #[serde(default)]
     pub fit: Fit,
     /// Use only the first N training images.
     pub limit: Option<usize>,
