@@ -275,17 +275,26 @@ pub const PRECISE_BN_BATCHES: usize = 200;
 /// plain average of its batch statistics over up to [`PRECISE_BN_BATCHES`] training batches (in
 /// file order, not augmented), by running them forward in training mode with the momentum of
 /// batch k set to 1/(k+1). The weights are unchanged.
+///
+/// The passes run on a copy whose parameters do not require gradients: the autodiff backend
+/// keeps the graph of every tracked forward pass that no backward pass consumes, which made a
+/// PreciseBN pass over 200 batches of 128 hold about 4 GB (11 GB over a pretraining).
 pub fn precise_bn(mut model: Net, images: &Images, batch_size: usize, ad: &Device) -> Net {
     let batches = images.len().div_ceil(batch_size).min(PRECISE_BN_BATCHES);
-    let momentum = model.bn1.momentum;
+    let mut probe = model.clone().no_grad();
     for k in 0..batches {
         let m = 1.0 / (k + 1) as f64;
-        (model.bn1.momentum, model.bn2.momentum, model.bn3.momentum) = (m, m, m);
+        (probe.bn1.momentum, probe.bn2.momentum, probe.bn3.momentum) = (m, m, m);
         let end = ((k + 1) * batch_size).min(images.len());
         let b = plain(images, k * batch_size..end);
-        let _ = model.forward(images_tensor(b.images, ad));
+        let _ = probe.forward(images_tensor(b.images, ad));
     }
-    (model.bn1.momentum, model.bn2.momentum, model.bn3.momentum) = (momentum, momentum, momentum);
+    (model.bn1.running_mean, model.bn1.running_var) =
+        (probe.bn1.running_mean, probe.bn1.running_var);
+    (model.bn2.running_mean, model.bn2.running_var) =
+        (probe.bn2.running_mean, probe.bn2.running_var);
+    (model.bn3.running_mean, model.bn3.running_var) =
+        (probe.bn3.running_mean, probe.bn3.running_var);
     model
 }
 
