@@ -214,17 +214,23 @@ pub fn prepare(img: &DynamicImage, invert: Invert, fit: Fit) -> [u8; PIXELS] {
     }
 }
 
-fn fit_box(gray: GrayImage) -> [u8; PIXELS] {
-    let (w, h) = gray.dimensions();
-    let side = SIDE as u32;
+/// `img` resized so its longer side is `side` pixels, keeping the aspect ratio (Catmull-Rom).
+fn longer_side_to(img: GrayImage, side: u32) -> GrayImage {
+    let (w, h) = img.dimensions();
     let scale = side as f32 / w.max(h) as f32;
     let nw = ((w as f32 * scale).round() as u32).clamp(1, side);
     let nh = ((h as f32 * scale).round() as u32).clamp(1, side);
-    let small = if (nw, nh) == (w, h) {
-        gray
+    if (nw, nh) == (w, h) {
+        img
     } else {
-        image::imageops::resize(&gray, nw, nh, image::imageops::FilterType::CatmullRom)
-    };
+        image::imageops::resize(&img, nw, nh, image::imageops::FilterType::CatmullRom)
+    }
+}
+
+fn fit_box(gray: GrayImage) -> [u8; PIXELS] {
+    let side = SIDE as u32;
+    let small = longer_side_to(gray, side);
+    let (nw, nh) = small.dimensions();
     let mut out = [0u8; PIXELS];
     let (ox, oy) = ((side - nw) / 2, (side - nh) / 2);
     for (x, y, p) in small.enumerate_pixels() {
@@ -255,15 +261,8 @@ fn fit_mnist(gray: GrayImage) -> [u8; PIXELS] {
         }
     }
     let ink = image::imageops::crop_imm(&gray, x0, y0, x1 - x0 + 1, y1 - y0 + 1).to_image();
-    let (cw, ch) = ink.dimensions();
-    let scale = MNIST_BOX as f32 / cw.max(ch) as f32;
-    let nw = ((cw as f32 * scale).round() as u32).clamp(1, MNIST_BOX);
-    let nh = ((ch as f32 * scale).round() as u32).clamp(1, MNIST_BOX);
-    let small = if (nw, nh) == (cw, ch) {
-        ink
-    } else {
-        image::imageops::resize(&ink, nw, nh, image::imageops::FilterType::CatmullRom)
-    };
+    let small = longer_side_to(ink, MNIST_BOX);
+    let (nw, nh) = small.dimensions();
     // Centre of mass in pixel-centre coordinates, moved to the canvas' centre (14, 14) by a
     // whole-pixel shift, kept inside the canvas.
     let (mut mass, mut mx, mut my) = (0f64, 0f64, 0f64);
@@ -465,6 +464,61 @@ mod tests {
         // The square is now bright; the former white background is dark.
         assert!(out[14 * 28 + 14] > 200, "{}", out[14 * 28 + 14]);
         assert!(out[10 * 28 + 2] < 30);
+    }
+
+    /// Bounding box `(x0, y0, x1, y1)` of the pixels above `cut` and the centre of mass.
+    fn ink_geometry(px: &[u8; PIXELS], cut: u8) -> ((usize, usize, usize, usize), (f64, f64)) {
+        let (mut b, mut m, mut mx, mut my) = ((SIDE, SIDE, 0, 0), 0.0, 0.0, 0.0);
+        for (i, &v) in px.iter().enumerate() {
+            let (x, y) = (i % SIDE, i / SIDE);
+            if v > cut {
+                b = (b.0.min(x), b.1.min(y), b.2.max(x), b.3.max(y));
+            }
+            m += f64::from(v);
+            mx += f64::from(v) * (x as f64 + 0.5);
+            my += f64::from(v) * (y as f64 + 0.5);
+        }
+        (b, (mx / m, my / m))
+    }
+
+    #[test]
+    fn mnist_fit_boxes_the_ink_in_20_pixels_centred_by_mass() {
+        // A dark "L" drawn small in the top-left corner of a white 300x200 page.
+        let mut page = image::GrayImage::from_pixel(300, 200, image::Luma([255]));
+        for y in 10..70 {
+            for x in 20..28 {
+                page.put_pixel(x, y, image::Luma([0]));
+            }
+        }
+        for x in 20..50 {
+            for y in 62..70 {
+                page.put_pixel(x, y, image::Luma([0]));
+            }
+        }
+        let img = DynamicImage::ImageLuma8(page);
+        let px = prepare(&img, Invert::Auto, Fit::Mnist);
+        let ((x0, y0, x1, y1), (cx, cy)) = ink_geometry(&px, 64);
+        assert_eq!(y1 - y0 + 1, 20, "the longer side (60 px tall) becomes 20");
+        assert!(
+            (9..=11).contains(&(x1 - x0 + 1)),
+            "30 px wide becomes 10: {x0}..{x1}"
+        );
+        assert!(
+            (cx - 14.0).abs() <= 0.75 && (cy - 14.0).abs() <= 0.75,
+            "{cx}, {cy}"
+        );
+        // The box fit keeps it small and where the page's aspect puts it.
+        let boxed = prepare(&img, Invert::Auto, Fit::Box);
+        let ((_, by0, _, by1), _) = ink_geometry(&boxed, 64);
+        assert!(by1 - by0 + 1 < 10, "{by0}..{by1}");
+        // No ink at all: an empty image, not a crash.
+        let blank =
+            DynamicImage::ImageLuma8(image::GrayImage::from_pixel(50, 50, image::Luma([255])));
+        assert!(
+            prepare(&blank, Invert::Auto, Fit::Mnist)
+                .iter()
+                .all(|&v| v == 0)
+        );
     }
 
     #[test]
