@@ -88,6 +88,14 @@ pub fn probabilities(model: &Net, pixels: Vec<f32>, device: &Device) -> Vec<f32>
         .collect()
 }
 
+/// Class probabilities of one prepared image (28x28 bytes, light on dark), as `predict` and
+/// `serve` need them.
+pub fn image_probabilities(model: &Net, px: &[u8], device: &Device) -> Vec<f32> {
+    let mut pixels = vec![0.0; px.len()];
+    crate::batch::to_unit(px, &mut pixels);
+    probabilities(model, pixels, device)
+}
+
 /// Runs the model over a whole set in batches. Not cancellable: the training loop validates with
 /// it between its own safe points.
 pub fn predict_set(model: &Net, images: &Images, device: &Device) -> Predictions {

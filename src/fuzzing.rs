@@ -31,7 +31,7 @@ pub fn csv(data: &[u8]) -> Result<()> {
 /// The image-folder loader's decoding and conversion of one file.
 pub fn image(data: &[u8]) -> Result<()> {
     let img = folder::decode_bytes(Path::new(P), data)?;
-    let _ = folder::to_mnist(&img, Invert::Auto);
+    let _ = folder::prepare(&img, Invert::Auto, folder::Fit::Box);
     Ok(())
 }
 

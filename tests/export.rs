@@ -40,20 +40,7 @@ fn python_with_onnxruntime() -> Option<PathBuf> {
 fn onnxruntime_agrees_with_warmstart_on_1000_test_images() {
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("run");
-    ok(&[
-        "pretrain",
-        "--limit",
-        "3000",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "64",
-        "--precise-bn",
-        "--test-limit",
-        "1000",
-        "--out",
-        s(&run),
-    ]);
+    quick_pretrain(&run, "3000", "1000");
     let onnx = tmp.path().join("model.onnx");
     let out = ok(&["export", "--model", s(&run), "--out", s(&onnx)]);
     assert!(out.contains("model.onnx"), "{out}");

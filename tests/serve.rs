@@ -121,20 +121,7 @@ fn predicted_class(model: &Path, file: &Path) -> String {
 
 fn model(tmp: &Path) -> PathBuf {
     let run = tmp.join("run");
-    ok(&[
-        "pretrain",
-        "--limit",
-        "2000",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "64",
-        "--precise-bn",
-        "--test-limit",
-        "200",
-        "--out",
-        s(&run),
-    ]);
+    quick_pretrain(&run, "2000", "200");
     run
 }
 

@@ -12,7 +12,7 @@ use warmstart::checkpoint;
 use warmstart::compare::{self, CompareRequest, Variant};
 use warmstart::data::{LoadOptions, folder};
 use warmstart::device;
-use warmstart::eval::probabilities;
+use warmstart::eval::image_probabilities;
 use warmstart::pipeline::{self, Verbosity, load_data};
 use warmstart::record::Stage;
 use warmstart::report::figures::{augment_preview_png, check_preview, one_per_class};
@@ -160,9 +160,7 @@ fn predict(a: &PredictArgs) -> Result<()> {
                 continue;
             }
         };
-        let mut pixels = vec![0.0; px.len()];
-        warmstart::batch::to_unit(&px, &mut pixels);
-        let probs = probabilities(&model, pixels, &dev);
+        let probs = image_probabilities(&model, &px, &dev);
         let mut order: Vec<usize> = (0..probs.len()).collect();
         order.sort_by(|&i, &j| probs[j].total_cmp(&probs[i]));
         let shown: Vec<String> = order

@@ -1,7 +1,7 @@
 //! Image folders: `PATH/<class>/*` or `PATH/{train,val,test}/<class>/*`, in any format the `image`
 //! crate decodes, any size and channel count.
 //!
-//! The conversion rule to a 28x28 MNIST-like image ([`to_mnist`]):
+//! The conversion rule to a 28x28 MNIST-like image ([`prepare`]):
 //! 1. decode with memory limits (a decompression bomb is refused, not decoded);
 //! 2. composite any alpha channel over white, then convert to 8-bit luminance;
 //! 3. invert when the image is dark-on-light (`--invert yes`, or `auto` when the mean of its border
@@ -172,11 +172,6 @@ pub fn load_image(path: &Path, invert: Invert, fit: Fit) -> Result<[u8; PIXELS]>
 /// conversion to floats below never holds a large image four bytes per channel: a 16,000-pixel
 /// square took 4.5 GB. The result is 28 pixels a side anyway.
 const PRESHRINK: u32 = 1024;
-
-/// Converts any decoded image to 28x28 light-on-dark bytes with the `box` fit.
-pub fn to_mnist(img: &DynamicImage, invert: Invert) -> [u8; PIXELS] {
-    prepare(img, invert, Fit::Box)
-}
 
 /// Converts any decoded image to 28x28 light-on-dark bytes by the rule above.
 pub fn prepare(img: &DynamicImage, invert: Invert, fit: Fit) -> [u8; PIXELS] {
@@ -457,7 +452,7 @@ mod tests {
                 img.put_pixel(x, y, Rgba([0, 0, 0, 255]));
             }
         }
-        let out = to_mnist(&DynamicImage::ImageRgba8(img), Invert::Auto);
+        let out = prepare(&DynamicImage::ImageRgba8(img), Invert::Auto, Fit::Box);
         // Scaled to 28x14, centred vertically: rows 0..7 and 21..28 are padding (black).
         assert_eq!(out[0], 0);
         assert_eq!(out[27 * 28 + 27], 0);
@@ -524,11 +519,12 @@ mod tests {
     #[test]
     fn transparent_background_counts_as_white() {
         let img = RgbaImage::from_pixel(28, 28, Rgba([0, 0, 0, 0]));
-        let out = to_mnist(&DynamicImage::ImageRgba8(img), Invert::Auto);
+        let out = prepare(&DynamicImage::ImageRgba8(img), Invert::Auto, Fit::Box);
         assert!(out.iter().all(|&p| p == 0));
-        let out = to_mnist(
+        let out = prepare(
             &DynamicImage::ImageRgba8(RgbaImage::from_pixel(28, 28, Rgba([0, 0, 0, 0]))),
             Invert::No,
+            Fit::Box,
         );
         assert!(out.iter().all(|&p| p == 255));
     }
@@ -613,7 +609,7 @@ mod tests {
     fn sixteen_bit_images_convert() {
         let img =
             image::ImageBuffer::<image::Luma<u16>, _>::from_pixel(28, 28, image::Luma([65535u16]));
-        let out = to_mnist(&DynamicImage::ImageLuma16(img), Invert::No);
+        let out = prepare(&DynamicImage::ImageLuma16(img), Invert::No, Fit::Box);
         assert!(out.iter().all(|&p| p == 255));
     }
 

@@ -4,7 +4,7 @@
 use crate::checkpoint::Meta;
 use crate::data::PIXELS;
 use crate::data::folder::{self, Fit, Invert};
-use crate::eval::{argmax, probabilities};
+use crate::eval::{argmax, image_probabilities};
 use crate::model::Net;
 use burn::prelude::Device;
 use serde::Serialize;
@@ -92,9 +92,7 @@ pub fn classify(
     px: &[u8; PIXELS],
     fit: Fit,
 ) -> Prediction {
-    let mut pixels = vec![0.0; PIXELS];
-    crate::batch::to_unit(px, &mut pixels);
-    let probs = probabilities(net, pixels, device);
+    let probs = image_probabilities(net, px, device);
     let index = argmax(&probs);
     let probabilities = meta
         .classes
