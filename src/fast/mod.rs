@@ -27,6 +27,7 @@
 mod adam;
 mod autodiff;
 mod batchnorm;
+mod bf16;
 mod conv;
 mod dense;
 mod dropout;
