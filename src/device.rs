@@ -25,6 +25,94 @@ pub enum DeviceKind {
     Gpu,
 }
 
+/// The arithmetic of the matrix multiplies, as a run resolved it (`--precision`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// f32 everywhere.
+    #[default]
+    Fp32,
+    /// The convolution and dense multiplies (forward and backward) with bf16 operands and f32
+    /// sums; batch norm, loss, softmax, Adam and the weights stay f32.
+    Bf16,
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Precision::Fp32 => "fp32",
+            Precision::Bf16 => "bf16",
+        })
+    }
+}
+
+/// What `--precision` asks for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum PrecisionRequest {
+    /// bf16 where the CPU has bf16 dot products (AVX512_BF16) and the fused CPU path runs; fp32
+    /// otherwise.
+    #[default]
+    Auto,
+    /// f32 everywhere.
+    Fp32,
+    /// bf16 multiplies; an error where the CPU lacks them.
+    Bf16,
+}
+
+/// Whether this CPU has the bf16 dot-product instructions the bf16 kernels use (AVX512_BF16,
+/// with AVX512F/BW for the packing). CPUs with only AMX-BF16 also have AVX512_BF16.
+pub fn cpu_has_bf16() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *HAS.get_or_init(|| {
+            std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+                && std::arch::is_x86_feature_detected!("avx512bf16")
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The precision a run on `kind` computes in. bf16 runs only in warmstart's fused CPU kernels:
+/// burn's own ops (the GPU, or the CPU with `WARMSTART_REFERENCE_OPS` set) stay f32.
+pub fn resolve_precision(req: PrecisionRequest, kind: DeviceKind) -> Result<Precision> {
+    let fused_cpu = kind == DeviceKind::Cpu && std::env::var_os(REFERENCE_OPS_ENV).is_none();
+    match req {
+        PrecisionRequest::Fp32 => Ok(Precision::Fp32),
+        PrecisionRequest::Auto if fused_cpu && cpu_has_bf16() => Ok(Precision::Bf16),
+        PrecisionRequest::Auto => Ok(Precision::Fp32),
+        PrecisionRequest::Bf16 => check_bf16(kind).map(|()| Precision::Bf16),
+    }
+}
+
+/// Whether bf16 can run on `kind` here; the error says why not.
+pub fn check_bf16(kind: DeviceKind) -> Result<()> {
+    if kind != DeviceKind::Cpu {
+        return Err(Error::invalid(
+            "--precision bf16 runs on the CPU only (the GPU path computes in fp32); use              --precision fp32 or auto",
+        ));
+    }
+    if std::env::var_os(REFERENCE_OPS_ENV).is_some() {
+        return Err(Error::invalid(format!(
+            "--precision bf16 needs warmstart's fused CPU kernels, which {REFERENCE_OPS_ENV}              turns off"
+        )));
+    }
+    if !cpu_has_bf16() {
+        return Err(Error::invalid(
+            "--precision bf16: this CPU has no bf16 dot-product instructions (AVX512_BF16);              use --precision fp32 or auto",
+        ));
+    }
+    Ok(())
+}
+
+/// Set to any value to run the model on burn's reference ops instead of the fused ones (A/B
+/// benchmarks, debugging).
+pub const REFERENCE_OPS_ENV: &str = "WARMSTART_REFERENCE_OPS";
+
 /// The device for `kind`, seeded so that initialisation and dropout are reproducible.
 pub fn make(kind: DeviceKind, seed: u64) -> Result<Device> {
     let device = match kind {

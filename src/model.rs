@@ -6,7 +6,7 @@
 //! the fused ops of [`crate::fast`] and elsewhere burn's layers ([`Net::forward_reference`]).
 
 use crate::data::SIDE;
-use crate::fast::{self, BatchStats, BnMode};
+use crate::fast::{self, BatchStats, BnMode, Precision};
 use burn::module::Param;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
@@ -69,6 +69,7 @@ impl ArchConfig {
             bn3: BatchNormConfig::new(self.dense).init(device),
             drop2: DropoutConfig::new(0.5).init(),
             fc2: self.head(device),
+            precision: Precision::Fp32,
         }
     }
 
@@ -101,6 +102,11 @@ pub struct Net {
     pub drop2: Dropout,
     /// The classifier head, 128 → classes.
     pub fc2: Linear,
+    /// The arithmetic of the fused CPU path's multiplies. Not a weight (checkpoints stay f32 and
+    /// do not store it): whoever runs the network sets it from the run's resolved `--precision`
+    /// ([`Net::with_precision`]); a freshly built or loaded network computes in f32.
+    #[module(skip)]
+    pub precision: Precision,
 }
 
 impl Net {
@@ -125,6 +131,11 @@ impl Net {
             fc1,
             dense(&self.fc2),
         ]
+    }
+
+    /// The same network computing in `precision` (the fused CPU path; burn's layers stay f32).
+    pub fn with_precision(self, precision: Precision) -> Self {
+        Net { precision, ..self }
     }
 
     /// The network with gradients for everything but the classifier head turned off (`false`)
@@ -168,17 +179,18 @@ impl Net {
     }
 
     fn forward_fast(&self, x: Tensor<4>, train: bool) -> Tensor<2> {
-        let x = conv_block(&self.conv1, &self.bn1, x, train);
+        let prec = self.precision;
+        let x = conv_block(&self.conv1, &self.bn1, x, train, prec);
         let x = if train {
             fast::dropout(
                 &self.drop1,
-                fast::max_pool2(conv_block(&self.conv2, &self.bn2, x, true)),
+                fast::max_pool2(conv_block(&self.conv2, &self.bn2, x, true, prec)),
             )
         } else {
-            conv_pool_eval(&self.conv2, &self.bn2, x)
+            conv_pool_eval(&self.conv2, &self.bn2, x, prec)
         };
         let x: Tensor<2> = x.flatten(1, 3);
-        let x = dense_block(&self.fc1, &self.bn3, x, train);
+        let x = dense_block(&self.fc1, &self.bn3, x, train, prec);
         self.fc2.forward(fast::dropout(&self.drop2, x))
     }
 
@@ -193,17 +205,23 @@ impl Net {
     }
 }
 
-fn conv_block(conv: &Conv2d, bn: &BatchNorm, x: Tensor<4>, train: bool) -> Tensor<4> {
+fn conv_block(
+    conv: &Conv2d,
+    bn: &BatchNorm,
+    x: Tensor<4>,
+    train: bool,
+    prec: Precision,
+) -> Tensor<4> {
     let device = x.device();
     let (mode, stats) = bn_mode(bn, train);
     let w = conv.weight.val();
     let b = bias_or_zeros(conv.bias.as_ref(), w.dims()[0], &device);
-    let y = fast::conv_bn_relu(x, w, b, bn.gamma.val(), bn.beta.val(), mode);
+    let y = fast::conv_bn_relu(x, w, b, bn.gamma.val(), bn.beta.val(), mode, prec);
     update_running(bn, stats, &device);
     y
 }
 
-fn conv_pool_eval(conv: &Conv2d, bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
+fn conv_pool_eval(conv: &Conv2d, bn: &BatchNorm, x: Tensor<4>, prec: Precision) -> Tensor<4> {
     let w = conv.weight.val();
     let b = bias_or_zeros(conv.bias.as_ref(), w.dims()[0], &x.device());
     let running = (host(bn.running_mean.value()), host(bn.running_var.value()));
@@ -215,15 +233,22 @@ fn conv_pool_eval(conv: &Conv2d, bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
         bn.beta.val(),
         bn.epsilon as f32,
         running,
+        prec,
     )
 }
 
-fn dense_block(fc: &Linear, bn: &BatchNorm, x: Tensor<2>, train: bool) -> Tensor<2> {
+fn dense_block(
+    fc: &Linear,
+    bn: &BatchNorm,
+    x: Tensor<2>,
+    train: bool,
+    prec: Precision,
+) -> Tensor<2> {
     let device = x.device();
     let (mode, stats) = bn_mode(bn, train);
     let w = fc.weight.val();
     let b = bias_or_zeros(fc.bias.as_ref(), w.dims()[1], &device);
-    let y = fast::dense_bn_relu(x, w, b, bn.gamma.val(), bn.beta.val(), mode);
+    let y = fast::dense_bn_relu(x, w, b, bn.gamma.val(), bn.beta.val(), mode, prec);
     update_running(bn, stats, &device);
     y
 }

@@ -5,6 +5,7 @@
 
 use crate::augment::AugmentConfig;
 use crate::data::{Dataset, Fit, Images, Invert, LoadOptions};
+pub use crate::device::Precision;
 use crate::device::DeviceKind;
 pub use crate::schedule::Schedule;
 use serde::{Deserialize, Serialize};
@@ -139,14 +140,6 @@ impl AdamRecord {
             weight_decay: 0.0,
         }
     }
-}
-
-/// The arithmetic precision of the matrix multiplies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Precision {
-    /// f32 everywhere.
-    Fp32,
 }
 
 /// Where the initial weights came from.

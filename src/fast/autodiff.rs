@@ -11,6 +11,7 @@ use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use crate::device::Precision;
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Flex};
@@ -21,6 +22,8 @@ use std::sync::Arc;
 #[derive(Debug)]
 struct BlockState<G> {
     geom: G,
+    /// The forward pass's arithmetic, which the backward pass keeps.
+    prec: Precision,
     x: FlexTensor,
     w: FlexTensor,
     gamma: FlexTensor,
@@ -63,6 +66,7 @@ impl<G: Block> Backward<Flex, 5> for BlockBackward<G> {
         let s = ops.state;
         let g = s.geom;
         let r = g.backward(
+            s.prec,
             &host(&s.x),
             &host(&s.w),
             &host(&s.gamma),
@@ -84,6 +88,7 @@ fn block_forward_autodiff<G: Block, C: CheckpointStrategy>(
     gamma: FloatTensor<Autodiff<Flex, C>>,
     beta: FloatTensor<Autodiff<Flex, C>>,
     bn: BnMode,
+    prec: Precision,
 ) -> FloatTensor<Autodiff<Flex, C>> {
     let nodes = [x.node(), w.node(), b.node(), gamma.node(), beta.node()];
     let backward = BlockBackward::<G>(PhantomData);
@@ -95,10 +100,11 @@ fn block_forward_autodiff<G: Block, C: CheckpointStrategy>(
             let (x, w) = (x.primitive().clone(), w.primitive().clone());
             let geom = G::of(&x, &w);
             let params = [&w, b.primitive(), gamma.primitive(), beta.primitive()];
-            let (y, saved) = block_train(geom, &x, params, eps, &sink);
+            let (y, saved) = block_train(prec, geom, &x, params, eps, &sink);
             let y = tensor(y, geom.out_shape());
             let state = BlockState {
                 geom,
+                prec,
                 x,
                 w,
                 gamma: gamma.primitive().clone(),
@@ -113,6 +119,7 @@ fn block_forward_autodiff<G: Block, C: CheckpointStrategy>(
             gamma.into_primitive(),
             beta.into_primitive(),
             bn,
+            prec,
         )),
     }
 }
@@ -146,8 +153,9 @@ impl<C: CheckpointStrategy> FastOps for Autodiff<Flex, C> {
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         bn: BnMode,
+        prec: Precision,
     ) -> FloatTensor<Self> {
-        block_forward_autodiff::<Conv3x3, C>(x, w, b, gamma, beta, bn)
+        block_forward_autodiff::<Conv3x3, C>(x, w, b, gamma, beta, bn, prec)
     }
 
     fn dense_bn_relu(
@@ -157,8 +165,9 @@ impl<C: CheckpointStrategy> FastOps for Autodiff<Flex, C> {
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         bn: BnMode,
+        prec: Precision,
     ) -> FloatTensor<Self> {
-        block_forward_autodiff::<Dense, C>(x, w, b, gamma, beta, bn)
+        block_forward_autodiff::<Dense, C>(x, w, b, gamma, beta, bn, prec)
     }
 
     fn max_pool2(x: FloatTensor<Self>) -> FloatTensor<Self> {
@@ -187,6 +196,7 @@ impl<C: CheckpointStrategy> FastOps for Autodiff<Flex, C> {
         beta: FloatTensor<Self>,
         eps: f32,
         running: (Vec<f32>, Vec<f32>),
+        prec: Precision,
     ) -> FloatTensor<Self> {
         let nodes = [x.node(), w.node(), b.node(), gamma.node(), beta.node()];
         // An op without a backward pass: only its untracked use is allowed.
@@ -201,6 +211,7 @@ impl<C: CheckpointStrategy> FastOps for Autodiff<Flex, C> {
                 beta.into_primitive(),
                 eps,
                 running,
+                prec,
             )),
         }
     }

@@ -32,19 +32,7 @@ const L2_BYTES: usize = 512 * 1024;
 
 /// Whether this CPU has the bf16 dot-product instructions (checked once).
 pub(crate) fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *HAS.get_or_init(|| {
-            std::arch::is_x86_feature_detected!("avx512f")
-                && std::arch::is_x86_feature_detected!("avx512bw")
-                && std::arch::is_x86_feature_detected!("avx512bf16")
-        })
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    crate::device::cpu_has_bf16()
 }
 
 /// `x` rounded to bf16 (round to nearest, ties to even), as its 16 bits; NaN stays NaN.

@@ -6,7 +6,8 @@ use super::batchnorm::{
     BlockGrads, BnSaved, bias_and_sums, bn_coefs, bn_dz_img, bn_param_grads, bn_relu_train,
     scale_shift_relu_inplace,
 };
-use super::gemm::{matmul, with_scratch};
+use super::gemm::{matmul_in, with_scratch};
+use crate::device::Precision;
 use super::im2col::{Conv3x3, col2im};
 use super::pool::pool_plane;
 use super::winograd::Plan;
@@ -30,16 +31,17 @@ enum Output {
 /// fill whole vectors and at least 8 images share the filter transform (for fewer, the transform
 /// and 16 small multiplies per image cost more than they save: latency at batch 1 was 0.20 ms
 /// against 0.16 ms with im2col); im2col otherwise.
-fn winograd_plan(g: Conv3x3, w: &[f32], output: Output) -> Option<Plan> {
+fn winograd_plan(g: Conv3x3, w: &[f32], output: Output, prec: Precision) -> Option<Plan> {
     let covered = match output {
         Output::Full => g.oh().is_multiple_of(2) && g.ow().is_multiple_of(2),
         Output::Pooled => true,
     };
-    (Plan::supports(g) && covered && g.n >= 8).then(|| Plan::new(g, w))
+    (Plan::supports(g) && covered && g.n >= 8).then(|| Plan::new(g, w, prec))
 }
 
 /// Convolution `z = conv(x, w) + bias` per image, with per-image channel sums when `sums` is given.
 fn conv_forward(
+    prec: Precision,
     g: Conv3x3,
     x: &[f32],
     w: &[f32],
@@ -48,13 +50,13 @@ fn conv_forward(
 ) -> Vec<f32> {
     let (p, k, c) = (g.p(), g.k(), g.cout);
     let mut z = vec![0f32; g.n * g.out_len()];
-    let plan = winograd_plan(g, w, Output::Full);
+    let plan = winograd_plan(g, w, Output::Full, prec);
     let body = |zi: &mut [f32], xi: &[f32], acc: Option<&mut [f64]>| {
         match &plan {
             Some(plan) => plan.conv_image(xi, zi),
             None => with_scratch(k * p, |col| {
                 g.im2col(xi, col);
-                matmul(zi, (c, p, k), w, false, col, false, false, false);
+                matmul_in(prec, zi, (c, p, k), w, false, col, false, false, false);
             }),
         }
         bias_and_sums(zi, bias, c, p, acc);
@@ -72,6 +74,7 @@ fn conv_forward(
 /// Training forward of conv 3x3 → batch norm (batch statistics) → ReLU: the output, and what
 /// the backward pass needs.
 pub(crate) fn conv_bn_relu_train(
+    prec: Precision,
     g: Conv3x3,
     x: &[f32],
     w: &[f32],
@@ -82,12 +85,13 @@ pub(crate) fn conv_bn_relu_train(
 ) -> (Vec<f32>, BnSaved) {
     let c = g.cout;
     let mut sums = vec![0f64; g.n * 2 * c];
-    let z = conv_forward(g, x, w, bias, Some(&mut sums));
+    let z = conv_forward(prec, g, x, w, bias, Some(&mut sums));
     bn_relu_train(z, &sums, c, g.p(), (gamma, beta, eps))
 }
 
 /// Inference forward of conv 3x3 → batch norm (running statistics, folded) → ReLU.
 pub(crate) fn conv_bn_relu_infer(
+    prec: Precision,
     g: Conv3x3,
     x: &[f32],
     w: &[f32],
@@ -95,7 +99,7 @@ pub(crate) fn conv_bn_relu_infer(
     scale: &[f32],
     shift: &[f32],
 ) -> Vec<f32> {
-    let z = conv_forward(g, x, w, bias, None);
+    let z = conv_forward(prec, g, x, w, bias, None);
     let mut y = z;
     let (c, p) = (g.cout, g.p());
     y.par_chunks_mut(c * p)
@@ -106,6 +110,7 @@ pub(crate) fn conv_bn_relu_infer(
 /// Backward of [`conv_bn_relu_train`]; `dx` only when `need_dx`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn conv_bn_relu_backward(
+    prec: Precision,
     g: Conv3x3,
     x: &[f32],
     w: &[f32],
@@ -144,9 +149,9 @@ pub(crate) fn conv_bn_relu_backward(
                     bn_dz_img(dz, zi, di, s, &inv_std, &coef, c, p, &mut db);
                     let xi = &x[i * g.in_len()..][..g.in_len()];
                     g.im2col(xi, col);
-                    matmul(&mut dw, (c, k, p), dz, false, col, true, true, false);
+                    matmul_in(prec, &mut dw, (c, k, p), dz, false, col, true, true, false);
                     if need_dx {
-                        matmul(col, (k, p, c), w, true, dz, false, false, false);
+                        matmul_in(prec, col, (k, p, c), w, true, dz, false, false, false);
                         let j = i - ci * per;
                         col2im(g, col, &mut dxc[j * g.in_len()..][..g.in_len()]);
                     }
@@ -172,21 +177,29 @@ pub(crate) fn conv_bn_relu_backward(
 /// Inference of conv 3x3 (bias folded into `shift`) → `relu(·scale + shift)` → 2x2 max pool
 /// (floor), per image: no batch-sized unpooled tensor. Returns `[n, cout, oh/2, ow/2]`.
 pub(crate) fn conv_bn_relu_pool_infer(
+    prec: Precision,
     g: Conv3x3,
     x: &[f32],
     w: &[f32],
     scale: &[f32],
     shift: &[f32],
 ) -> Vec<f32> {
-    match winograd_plan(g, w, Output::Pooled) {
+    match winograd_plan(g, w, Output::Pooled, prec) {
         Some(plan) => plan.conv_bn_relu_pool(x, scale, shift),
-        None => im2col_pool_infer(g, x, w, scale, shift),
+        None => im2col_pool_infer(prec, g, x, w, scale, shift),
     }
 }
 
 /// [`conv_bn_relu_pool_infer`] by im2col: the unpooled activations of one image stay in a
 /// per-thread scratch buffer.
-fn im2col_pool_infer(g: Conv3x3, x: &[f32], w: &[f32], scale: &[f32], shift: &[f32]) -> Vec<f32> {
+fn im2col_pool_infer(
+    prec: Precision,
+    g: Conv3x3,
+    x: &[f32],
+    w: &[f32],
+    scale: &[f32],
+    shift: &[f32],
+) -> Vec<f32> {
     let (c, p, k) = (g.cout, g.p(), g.k());
     let (oh, ow) = (g.oh(), g.ow());
     let pooled = (oh / 2) * (ow / 2);
@@ -197,7 +210,7 @@ fn im2col_pool_infer(g: Conv3x3, x: &[f32], w: &[f32], scale: &[f32], shift: &[f
             with_scratch(k * p + c * p, |buf| {
                 let (col, z) = buf.split_at_mut(k * p);
                 g.im2col(xi, col);
-                matmul(z, (c, p, k), w, false, col, false, false, false);
+                matmul_in(prec, z, (c, p, k), w, false, col, false, false, false);
                 scale_shift_relu_inplace(z, c, p, scale, shift);
                 for ch in 0..c {
                     pool_plane(
@@ -216,7 +229,9 @@ fn im2col_pool_infer(g: Conv3x3, x: &[f32], w: &[f32], scale: &[f32], shift: &[f
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fast::gemm::matmul;
     use crate::fast::tests::{assert_close, noise};
+    const F32: Precision = Precision::Fp32;
 
     fn shape(n: usize, cin: usize, side: usize, cout: usize) -> Conv3x3 {
         Conv3x3 {
@@ -232,16 +247,16 @@ mod tests {
     fn winograd_is_chosen_only_where_it_pays_and_covers_the_output() {
         let w = noise(64 * 32 * 9, 1);
         let conv2 = shape(8, 32, 26, 64);
-        assert!(winograd_plan(conv2, &w, Output::Full).is_some());
-        assert!(winograd_plan(conv2, &w, Output::Pooled).is_some());
+        assert!(winograd_plan(conv2, &w, Output::Full, F32).is_some());
+        assert!(winograd_plan(conv2, &w, Output::Pooled, F32).is_some());
         // Fewer than 8 images: im2col.
-        assert!(winograd_plan(shape(7, 32, 26, 64), &w, Output::Pooled).is_none());
+        assert!(winograd_plan(shape(7, 32, 26, 64), &w, Output::Pooled, F32).is_none());
         // Odd outputs: the pooled path floors them, a full output needs im2col.
         let odd = shape(8, 8, 9, 8);
-        assert!(winograd_plan(odd, &w, Output::Full).is_none());
-        assert!(winograd_plan(odd, &w, Output::Pooled).is_some());
+        assert!(winograd_plan(odd, &w, Output::Full, F32).is_none());
+        assert!(winograd_plan(odd, &w, Output::Pooled, F32).is_some());
         // conv1 has one input channel: not a whole vector.
-        assert!(winograd_plan(shape(64, 1, 28, 32), &w, Output::Full).is_none());
+        assert!(winograd_plan(shape(64, 1, 28, 32), &w, Output::Full, F32).is_none());
     }
 
     #[test]
@@ -249,7 +264,7 @@ mod tests {
         for (n, cin, side, cout) in [(8, 32, 26, 64), (9, 8, 10, 16)] {
             let g = shape(n, cin, side, cout);
             let w = noise(cout * cin * 9, 7);
-            let plan = Plan::new(g, &w);
+            let plan = Plan::new(g, &w, F32);
             let x = noise(g.in_len(), 8);
             let mut fast = vec![0f32; g.out_len()];
             plan.conv_image(&x, &mut fast);
@@ -283,9 +298,48 @@ mod tests {
             let x = noise(g.n * g.in_len(), 1);
             let w = noise(cout * cin * 9, 2);
             let (s, t) = (noise(cout, 4), noise(cout, 5));
-            let fast = Plan::new(g, &w).conv_bn_relu_pool(&x, &s, &t);
-            let direct = im2col_pool_infer(g, &x, &w, &s, &t);
+            let fast = Plan::new(g, &w, F32).conv_bn_relu_pool(&x, &s, &t);
+            let direct = im2col_pool_infer(F32, g, &x, &w, &s, &t);
             assert_close(&format!("{n}x{cin}x{side}x{cout}"), fast, direct, 1e-5);
+        }
+    }
+
+    /// bf16 against f32 with the same forward state (so the same ReLU mask): the convolution's
+    /// output, weight and input gradients each within 2·2^-8 of the f32 ones as a whole (each
+    /// product's operands are rounded to 8 significant bits; errors of random sign average out
+    /// to about 2^-8 of the result's scale).
+    #[test]
+    fn bf16_conv_forward_and_backward_are_within_bf16_rounding_of_f32() {
+        use crate::fast::tests::relative_error;
+        if !crate::device::cpu_has_bf16() {
+            eprintln!("skipped: this CPU has no AVX512_BF16");
+            return;
+        }
+        const BF16: Precision = Precision::Bf16;
+        for (n, cin, side, cout) in [(8, 32, 26, 64), (3, 32, 12, 64)] {
+            let g = shape(n, cin, side, cout);
+            let (x, w) = (noise(n * g.in_len(), 1), noise(cout * g.k(), 2));
+            let (b, gamma, beta) = (noise(cout, 3), noise(cout, 4), noise(cout, 5));
+            let (y32, saved) = conv_bn_relu_train(F32, g, &x, &w, &b, &gamma, &beta, 1e-5);
+            let (y16, _) = conv_bn_relu_train(BF16, g, &x, &w, &b, &gamma, &beta, 1e-5);
+            let tol = 2.0 / 256.0;
+            let what = format!("{n}x{cin}x{side}x{cout}");
+            let e = relative_error(&y16, &y32);
+            assert!(e <= tol && e > 0.0, "{what} forward: {e}");
+            let dy = noise(y32.len(), 6);
+            let r32 = conv_bn_relu_backward(F32, g, &x, &w, &gamma, &saved, &dy, true);
+            let r16 = conv_bn_relu_backward(BF16, g, &x, &w, &gamma, &saved, &dy, true);
+            let e = relative_error(&r16.dw, &r32.dw);
+            assert!(e <= tol && e > 0.0, "{what} dw: {e}");
+            let (dx16, dx32) = (r16.dx.expect("dx"), r32.dx.expect("dx"));
+            let e = relative_error(&dx16, &dx32);
+            assert!(e <= tol && e > 0.0, "{what} dx: {e}");
+            // Inference (Winograd's products in bf16) likewise.
+            let (s, t) = (noise(cout, 7), noise(cout, 8));
+            let p32 = conv_bn_relu_pool_infer(F32, g, &x, &w, &s, &t);
+            let p16 = conv_bn_relu_pool_infer(BF16, g, &x, &w, &s, &t);
+            let e = relative_error(&p16, &p32);
+            assert!(e <= tol && e > 0.0, "{what} pooled inference: {e}");
         }
     }
 }

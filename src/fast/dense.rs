@@ -4,7 +4,8 @@
 use super::batchnorm::{
     BlockGrads, BnSaved, bn_coefs, bn_dz_img, bn_param_grads, bn_relu_train, channel_sums,
 };
-use super::gemm::matmul;
+use super::gemm::matmul_in;
+use crate::device::Precision;
 
 /// Shape of a dense layer over `n` rows: `[n, inp] · [inp, out]` (burn's `Linear` weight layout).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,17 +15,18 @@ pub(crate) struct Dense {
     pub out: usize,
 }
 
-fn dense_forward(d: Dense, x: &[f32], w: &[f32], bias: &[f32]) -> Vec<f32> {
+fn dense_forward(prec: Precision, d: Dense, x: &[f32], w: &[f32], bias: &[f32]) -> Vec<f32> {
     let mut z = vec![0f32; d.n * d.out];
     for row in z.chunks_mut(d.out) {
         row.copy_from_slice(bias);
     }
-    matmul(&mut z, (d.n, d.out, d.inp), x, false, w, false, true, true);
+    matmul_in(prec, &mut z, (d.n, d.out, d.inp), x, false, w, false, true, true);
     z
 }
 
 /// Training forward of dense → batch norm (batch statistics) → ReLU.
 pub(crate) fn dense_bn_relu_train(
+    prec: Precision,
     d: Dense,
     x: &[f32],
     w: &[f32],
@@ -33,7 +35,7 @@ pub(crate) fn dense_bn_relu_train(
     beta: &[f32],
     eps: f32,
 ) -> (Vec<f32>, BnSaved) {
-    let z = dense_forward(d, x, w, bias);
+    let z = dense_forward(prec, d, x, w, bias);
     // A dense output is the `p = 1` case of the convolution layout `[n, c, p]`.
     let mut sums = vec![0f64; d.n * 2 * d.out];
     for (zi, acc) in z.chunks(d.out).zip(sums.chunks_mut(2 * d.out)) {
@@ -44,6 +46,7 @@ pub(crate) fn dense_bn_relu_train(
 
 /// Inference forward of dense → batch norm (folded running statistics) → ReLU.
 pub(crate) fn dense_bn_relu_infer(
+    prec: Precision,
     d: Dense,
     x: &[f32],
     w: &[f32],
@@ -51,7 +54,7 @@ pub(crate) fn dense_bn_relu_infer(
     scale: &[f32],
     shift: &[f32],
 ) -> Vec<f32> {
-    let mut y = dense_forward(d, x, w, bias);
+    let mut y = dense_forward(prec, d, x, w, bias);
     for row in y.chunks_mut(d.out) {
         for ((v, s), t) in row.iter_mut().zip(scale).zip(shift) {
             *v = (*v * s + t).max(0.0);
@@ -63,6 +66,7 @@ pub(crate) fn dense_bn_relu_infer(
 /// Backward of [`dense_bn_relu_train`].
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn dense_bn_relu_backward(
+    prec: Precision,
     d: Dense,
     x: &[f32],
     w: &[f32],
@@ -83,10 +87,10 @@ pub(crate) fn dense_bn_relu_backward(
         bn_dz_img(&mut dz[r], zi, di, s, &inv_std, &coef, c, 1, &mut db);
     }
     let mut dw = vec![0f32; d.inp * c];
-    matmul(&mut dw, (d.inp, c, d.n), x, true, &dz, false, false, true);
+    matmul_in(prec, &mut dw, (d.inp, c, d.n), x, true, &dz, false, false, true);
     let dx = need_dx.then(|| {
         let mut dx = vec![0f32; d.n * d.inp];
-        matmul(&mut dx, (d.n, d.inp, c), &dz, false, w, true, false, true);
+        matmul_in(prec, &mut dx, (d.n, d.inp, c), &dz, false, w, true, false, true);
         dx
     });
     BlockGrads {
@@ -95,5 +99,41 @@ pub(crate) fn dense_bn_relu_backward(
         db,
         dgamma,
         dbeta,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fast::tests::{noise, relative_error};
+
+    /// As for the convolution (`conv.rs`): the same forward state, f32 against bf16, within
+    /// 2·2^-8 as a whole, at the network's sizes (9216 → 128, batch 32).
+    #[test]
+    fn bf16_dense_forward_and_backward_are_within_bf16_rounding_of_f32() {
+        if !crate::device::cpu_has_bf16() {
+            eprintln!("skipped: this CPU has no AVX512_BF16");
+            return;
+        }
+        let (f32p, bf16p) = (Precision::Fp32, Precision::Bf16);
+        let d = Dense {
+            n: 32,
+            inp: 9216,
+            out: 128,
+        };
+        let (x, w) = (noise(d.n * d.inp, 1), noise(d.inp * d.out, 2));
+        let (b, gamma, beta) = (noise(d.out, 3), noise(d.out, 4), noise(d.out, 5));
+        let (y32, saved) = dense_bn_relu_train(f32p, d, &x, &w, &b, &gamma, &beta, 1e-5);
+        let (y16, _) = dense_bn_relu_train(bf16p, d, &x, &w, &b, &gamma, &beta, 1e-5);
+        let tol = 2.0 / 256.0;
+        let e = relative_error(&y16, &y32);
+        assert!(e <= tol && e > 0.0, "forward: {e}");
+        let dy = noise(y32.len(), 6);
+        let r32 = dense_bn_relu_backward(f32p, d, &x, &w, &gamma, &saved, &dy, true);
+        let r16 = dense_bn_relu_backward(bf16p, d, &x, &w, &gamma, &saved, &dy, true);
+        let e = relative_error(&r16.dw, &r32.dw);
+        assert!(e <= tol && e > 0.0, "dw: {e}");
+        let e = relative_error(&r16.dx.expect("dx"), &r32.dx.expect("dx"));
+        assert!(e <= tol && e > 0.0, "dx: {e}");
     }
 }

@@ -1,6 +1,7 @@
 //! Matrix multiplication (the `gemm` crate, with its packing tuned for our shapes) and the
 //! per-thread scratch buffers the kernels multiply in.
 
+use crate::device::Precision;
 use gemm::Parallelism;
 use std::cell::RefCell;
 
@@ -59,6 +60,36 @@ pub(crate) fn matmul(
             false,
             par,
         );
+    }
+}
+
+/// [`matmul`] in `prec`: bf16 operands with f32 sums ([`super::bf16::matmul_bf16`]) where the
+/// product is large enough on both of its inner and output sides for the 32-column bf16 panels
+/// and pair-wise sums to pay (conv1's 9-long patches and 9-wide weight gradient stay f32).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matmul_in(
+    prec: Precision,
+    dst: &mut [f32],
+    (m, n, k): (usize, usize, usize),
+    lhs: &[f32],
+    lhs_t: bool,
+    rhs: &[f32],
+    rhs_t: bool,
+    accumulate: bool,
+    parallel: bool,
+) {
+    match prec {
+        Precision::Bf16 if k >= 16 && n >= 16 => super::bf16::matmul_bf16(
+            dst,
+            (m, n, k),
+            lhs,
+            lhs_t,
+            rhs,
+            rhs_t,
+            accumulate,
+            parallel,
+        ),
+        _ => matmul(dst, (m, n, k), lhs, lhs_t, rhs, rhs_t, accumulate, parallel),
     }
 }
 

@@ -13,7 +13,9 @@
 //! multiply and scratch buffers), `im2col`, `conv` (which also decides between im2col and
 //! `winograd`), `batchnorm`, `dense`, `pool`, `dropout`, `adam`; `transpose` serves Winograd.
 //! They are written by hand because no crate offers fused conv + batch-norm + ReLU training
-//! kernels for the CPU; the arithmetic-heavy part, matrix multiplication, is the `gemm` crate's.
+//! kernels for the CPU; the arithmetic-heavy part, matrix multiplication, is the `gemm` crate's
+//! in f32, and `bf16`'s (hand-written: no crate multiplies in bf16 on the CPU) for
+//! `--precision bf16`, chosen per multiply by [`gemm::matmul_in`].
 //!
 //! Reproducibility: batch reductions are summed per image, then across images in image order (or
 //! in a fixed number of chunks in chunk order), so a run gives the same bits for the same seed and
@@ -40,12 +42,13 @@ mod transpose;
 mod winograd;
 
 pub use fused_adam::FusedAdam;
+pub use crate::device::Precision;
 pub use ops::{BatchStats, BnMode, FastOps};
 
 use burn::prelude::*;
 
 /// Set to any value to run the model on burn's reference ops instead (A/B benchmarks, debugging).
-pub const REFERENCE_ENV: &str = "WARMSTART_REFERENCE_OPS";
+pub const REFERENCE_ENV: &str = crate::device::REFERENCE_OPS_ENV;
 
 /// Whether the fused ops serve tensors on `device`: only burn's `flex` CPU backend has them.
 pub fn enabled(device: &Device) -> bool {
@@ -60,6 +63,7 @@ pub fn conv_bn_relu(
     gamma: Tensor<1>,
     beta: Tensor<1>,
     bn: BnMode,
+    prec: Precision,
 ) -> Tensor<4> {
     Tensor::from_dispatch(<burn::backend::Dispatch as FastOps>::conv_bn_relu(
         x.into_dispatch(),
@@ -68,6 +72,7 @@ pub fn conv_bn_relu(
         gamma.into_dispatch(),
         beta.into_dispatch(),
         bn,
+        prec,
     ))
 }
 
@@ -79,6 +84,7 @@ pub fn dense_bn_relu(
     gamma: Tensor<1>,
     beta: Tensor<1>,
     bn: BnMode,
+    prec: Precision,
 ) -> Tensor<2> {
     Tensor::from_dispatch(<burn::backend::Dispatch as FastOps>::dense_bn_relu(
         x.into_dispatch(),
@@ -87,6 +93,7 @@ pub fn dense_bn_relu(
         gamma.into_dispatch(),
         beta.into_dispatch(),
         bn,
+        prec,
     ))
 }
 
@@ -100,6 +107,7 @@ pub fn conv_bn_relu_pool_eval(
     beta: Tensor<1>,
     eps: f32,
     running: (Vec<f32>, Vec<f32>),
+    prec: Precision,
 ) -> Tensor<4> {
     Tensor::from_dispatch(
         <burn::backend::Dispatch as FastOps>::conv_bn_relu_pool_eval(
@@ -110,6 +118,7 @@ pub fn conv_bn_relu_pool_eval(
             beta.into_dispatch(),
             eps,
             running,
+            prec,
         ),
     )
 }

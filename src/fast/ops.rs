@@ -10,6 +10,7 @@ use super::conv::{
 use super::dense::{Dense, dense_bn_relu_backward, dense_bn_relu_infer, dense_bn_relu_train};
 use super::im2col::Conv3x3;
 use super::pool::max_pool2;
+use crate::device::Precision;
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Flex, backend_extension};
@@ -68,6 +69,7 @@ pub trait FastOps: Backend {
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         bn: BnMode,
+        prec: Precision,
     ) -> FloatTensor<Self>;
 
     /// `relu(batch_norm(x · w + b))`.
@@ -78,6 +80,7 @@ pub trait FastOps: Backend {
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         bn: BnMode,
+        prec: Precision,
     ) -> FloatTensor<Self>;
 
     /// 2x2 max pooling with stride 2.
@@ -92,6 +95,7 @@ pub trait FastOps: Backend {
         beta: FloatTensor<Self>,
         eps: f32,
         running: (Vec<f32>, Vec<f32>),
+        prec: Precision,
     ) -> FloatTensor<Self>;
 
     /// One Adam step on a parameter and its two moments; returns them updated, in that order.
@@ -172,6 +176,7 @@ pub(super) trait Block: Copy + Send + Sync + std::fmt::Debug + 'static {
     #[allow(clippy::too_many_arguments)]
     fn train(
         &self,
+        prec: Precision,
         x: &[f32],
         w: &[f32],
         b: &[f32],
@@ -179,10 +184,20 @@ pub(super) trait Block: Copy + Send + Sync + std::fmt::Debug + 'static {
         beta: &[f32],
         eps: f32,
     ) -> (Vec<f32>, BnSaved);
-    fn infer(&self, x: &[f32], w: &[f32], b: &[f32], scale: &[f32], shift: &[f32]) -> Vec<f32>;
+    #[allow(clippy::too_many_arguments)]
+    fn infer(
+        &self,
+        prec: Precision,
+        x: &[f32],
+        w: &[f32],
+        b: &[f32],
+        scale: &[f32],
+        shift: &[f32],
+    ) -> Vec<f32>;
     #[allow(clippy::too_many_arguments)]
     fn backward(
         &self,
+        prec: Precision,
         x: &[f32],
         w: &[f32],
         gamma: &[f32],
@@ -207,6 +222,7 @@ impl Block for Conv3x3 {
     }
     fn train(
         &self,
+        prec: Precision,
         x: &[f32],
         w: &[f32],
         b: &[f32],
@@ -214,13 +230,22 @@ impl Block for Conv3x3 {
         beta: &[f32],
         eps: f32,
     ) -> (Vec<f32>, BnSaved) {
-        conv_bn_relu_train(*self, x, w, b, gamma, beta, eps)
+        conv_bn_relu_train(prec, *self, x, w, b, gamma, beta, eps)
     }
-    fn infer(&self, x: &[f32], w: &[f32], b: &[f32], scale: &[f32], shift: &[f32]) -> Vec<f32> {
-        conv_bn_relu_infer(*self, x, w, b, scale, shift)
+    fn infer(
+        &self,
+        prec: Precision,
+        x: &[f32],
+        w: &[f32],
+        b: &[f32],
+        scale: &[f32],
+        shift: &[f32],
+    ) -> Vec<f32> {
+        conv_bn_relu_infer(prec, *self, x, w, b, scale, shift)
     }
     fn backward(
         &self,
+        prec: Precision,
         x: &[f32],
         w: &[f32],
         gamma: &[f32],
@@ -228,7 +253,7 @@ impl Block for Conv3x3 {
         dy: &[f32],
         need_dx: bool,
     ) -> BlockGrads {
-        conv_bn_relu_backward(*self, x, w, gamma, s, dy, need_dx)
+        conv_bn_relu_backward(prec, *self, x, w, gamma, s, dy, need_dx)
     }
 }
 
@@ -247,6 +272,7 @@ impl Block for Dense {
     }
     fn train(
         &self,
+        prec: Precision,
         x: &[f32],
         w: &[f32],
         b: &[f32],
@@ -254,13 +280,22 @@ impl Block for Dense {
         beta: &[f32],
         eps: f32,
     ) -> (Vec<f32>, BnSaved) {
-        dense_bn_relu_train(*self, x, w, b, gamma, beta, eps)
+        dense_bn_relu_train(prec, *self, x, w, b, gamma, beta, eps)
     }
-    fn infer(&self, x: &[f32], w: &[f32], b: &[f32], scale: &[f32], shift: &[f32]) -> Vec<f32> {
-        dense_bn_relu_infer(*self, x, w, b, scale, shift)
+    fn infer(
+        &self,
+        prec: Precision,
+        x: &[f32],
+        w: &[f32],
+        b: &[f32],
+        scale: &[f32],
+        shift: &[f32],
+    ) -> Vec<f32> {
+        dense_bn_relu_infer(prec, *self, x, w, b, scale, shift)
     }
     fn backward(
         &self,
+        prec: Precision,
         x: &[f32],
         w: &[f32],
         gamma: &[f32],
@@ -268,7 +303,7 @@ impl Block for Dense {
         dy: &[f32],
         need_dx: bool,
     ) -> BlockGrads {
-        dense_bn_relu_backward(*self, x, w, gamma, s, dy, need_dx)
+        dense_bn_relu_backward(prec, *self, x, w, gamma, s, dy, need_dx)
     }
 }
 
@@ -278,6 +313,7 @@ pub(super) fn tensor(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
 
 /// Training forward of a block on host slices; reports the batch statistics.
 pub(super) fn block_train<G: Block>(
+    prec: Precision,
     g: G,
     x: &FlexTensor,
     p: [&FlexTensor; 4],
@@ -285,7 +321,7 @@ pub(super) fn block_train<G: Block>(
     sink: &BatchStats,
 ) -> (Vec<f32>, BnSaved) {
     let [w, b, gamma, beta] = p.map(host);
-    let (y, saved) = g.train(&host(x), &w, &b, &gamma, &beta, eps);
+    let (y, saved) = g.train(prec, &host(x), &w, &b, &gamma, &beta, eps);
     sink.put(saved.mean.clone(), saved.var.clone());
     (y, saved)
 }
@@ -298,13 +334,16 @@ pub(super) fn block_forward<G: Block>(
     gamma: FlexTensor,
     beta: FlexTensor,
     bn: BnMode,
+    prec: Precision,
 ) -> FlexTensor {
     let g = G::of(&x, &w);
     let y = match bn {
-        BnMode::Train { eps, sink } => block_train(g, &x, [&w, &b, &gamma, &beta], eps, &sink).0,
+        BnMode::Train { eps, sink } => {
+            block_train(prec, g, &x, [&w, &b, &gamma, &beta], eps, &sink).0
+        }
         BnMode::Eval { eps, mean, var } => {
             let (scale, shift) = bn_fold(&host(&gamma), &host(&beta), &mean, &var, eps);
-            g.infer(&host(&x), &host(&w), &host(&b), &scale, &shift)
+            g.infer(prec, &host(&x), &host(&w), &host(&b), &scale, &shift)
         }
     };
     tensor(y, g.out_shape())
@@ -318,8 +357,9 @@ impl FastOps for Flex {
         gamma: FlexTensor,
         beta: FlexTensor,
         bn: BnMode,
+        prec: Precision,
     ) -> FlexTensor {
-        block_forward::<Conv3x3>(x, w, b, gamma, beta, bn)
+        block_forward::<Conv3x3>(x, w, b, gamma, beta, bn, prec)
     }
 
     fn dense_bn_relu(
@@ -329,8 +369,9 @@ impl FastOps for Flex {
         gamma: FlexTensor,
         beta: FlexTensor,
         bn: BnMode,
+        prec: Precision,
     ) -> FlexTensor {
-        block_forward::<Dense>(x, w, b, gamma, beta, bn)
+        block_forward::<Dense>(x, w, b, gamma, beta, bn, prec)
     }
 
     fn max_pool2(x: FlexTensor) -> FlexTensor {
@@ -347,6 +388,7 @@ impl FastOps for Flex {
         beta: FlexTensor,
         eps: f32,
         (mean, var): (Vec<f32>, Vec<f32>),
+        prec: Precision,
     ) -> FlexTensor {
         let g = conv_geom(&x, &w);
         let (scale, shift) = bn_fold(&host(&gamma), &host(&beta), &mean, &var, eps);
@@ -354,7 +396,7 @@ impl FastOps for Flex {
         let shift: Vec<f32> = (host(&b).iter().zip(&scale).zip(&shift))
             .map(|((b, s), t)| b * s + t)
             .collect();
-        let y = conv_bn_relu_pool_infer(g, &host(&x), &host(&w), &scale, &shift);
+        let y = conv_bn_relu_pool_infer(prec, g, &host(&x), &host(&w), &scale, &shift);
         flex(y, [g.n, g.cout, g.oh() / 2, g.ow() / 2])
     }
 

@@ -9,7 +9,8 @@
 //! the transforms are a few dozen additions each, written over 8-channel arrays so that they
 //! compile to vector instructions.
 
-use super::gemm::{matmul, with_scratch};
+use super::gemm::{matmul_in, with_scratch};
+use crate::device::Precision;
 use super::im2col::Conv3x3;
 use super::transpose::transpose;
 use multiversion::multiversion;
@@ -172,6 +173,8 @@ fn output_full(m: &[f32], th: usize, tw: usize, cout: usize, out: &mut [f32]) {
 /// The filters of one convolution, transformed once for all its images.
 pub(crate) struct Plan {
     g: Conv3x3,
+    /// The arithmetic of the 16 products (the transforms stay f32).
+    prec: Precision,
     u: Vec<f32>,
     /// Output blocks per side: `oh / 2` by `ow / 2` (an odd last row or column is not covered).
     th: usize,
@@ -186,9 +189,10 @@ impl Plan {
     }
 
     /// Transforms the filters `w` of a convolution [`Plan::supports`].
-    pub(crate) fn new(g: Conv3x3, w: &[f32]) -> Plan {
+    pub(crate) fn new(g: Conv3x3, w: &[f32], prec: Precision) -> Plan {
         Plan {
             g,
+            prec,
             u: filter_transform(w, g.cin, g.cout),
             th: g.oh() / 2,
             tw: g.ow() / 2,
@@ -203,7 +207,13 @@ impl Plan {
         extra: usize,
         finish: impl FnOnce(&[f32], &mut [f32]) -> R,
     ) -> R {
-        let Plan { g, ref u, th, tw } = *self;
+        let Plan {
+            g,
+            prec,
+            ref u,
+            th,
+            tw,
+        } = *self;
         let (cin, cout, hw, tiles) = (g.cin, g.cout, g.h * g.w, th * tw);
         let (nv, nm) = (16 * tiles * cin, 16 * tiles * cout);
         with_scratch(hw * cin + nv + nm + extra, |buf| {
@@ -212,7 +222,7 @@ impl Plan {
             let (m, extra) = rest.split_at_mut(nm);
             transpose(xi, cin, hw, hwc);
             input_transform(hwc, g.w, cin, th, tw, v);
-            multiply(v, u, tiles, cin, cout, m);
+            multiply(prec, v, u, tiles, cin, cout, m);
             finish(m, extra)
         })
     }
@@ -246,9 +256,18 @@ impl Plan {
 }
 
 /// The 16 products `m[ξ] = v[ξ] · u[ξ]`, `[tiles x cin] · [cin x cout]`.
-fn multiply(v: &[f32], u: &[f32], tiles: usize, cin: usize, cout: usize, m: &mut [f32]) {
+fn multiply(
+    prec: Precision,
+    v: &[f32],
+    u: &[f32],
+    tiles: usize,
+    cin: usize,
+    cout: usize,
+    m: &mut [f32],
+) {
     for x in 0..16 {
-        matmul(
+        matmul_in(
+            prec,
             &mut m[x * tiles * cout..][..tiles * cout],
             (tiles, cout, cin),
             &v[x * tiles * cin..][..tiles * cin],
