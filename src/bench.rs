@@ -6,6 +6,7 @@ use crate::augment::AugmentConfig;
 use crate::batch::{epoch_batches, plain};
 use crate::cancel;
 use crate::data::Images;
+use crate::device::Precision;
 use crate::error::{Error, Result};
 use crate::eval::probabilities;
 use crate::model::ArchConfig;
@@ -27,6 +28,8 @@ pub struct BenchConfig {
     pub infer_repeats: usize,
     /// Single-image predictions timed for the latency figure.
     pub latency_repeats: usize,
+    /// The arithmetic of the network's multiplies.
+    pub precision: Precision,
 }
 
 impl Default for BenchConfig {
@@ -37,6 +40,7 @@ impl Default for BenchConfig {
             warmup: 5,
             infer_repeats: 5,
             latency_repeats: 100,
+            precision: Precision::Fp32,
         }
     }
 }
@@ -82,11 +86,13 @@ fn train_throughput(
     augment: AugmentConfig,
     warmup: usize,
     timed: usize,
+    precision: Precision,
     device: &Device,
 ) -> Result<f64> {
     let ad = device.clone().autodiff();
-    let (mut model, mut optim, loss_fn) =
-        training_parts(ArchConfig::standard(10).init(device), &ad);
+    let net = ArchConfig::standard(10).init(device);
+    let (model, mut optim, loss_fn) = training_parts(net, &ad);
+    let mut model = model.with_precision(precision);
     let mut stream =
         (0..).flat_map(|epoch| epoch_batches(images.clone(), batch, augment, 1, epoch));
     let mut t0 = Instant::now();
@@ -133,6 +139,7 @@ pub fn run(
         AugmentConfig::NONE,
         cfg.warmup,
         cfg.batches_b128,
+        cfg.precision,
         device,
     )?;
     log(&format!("  {train_b128:.1} images/s"));
@@ -143,11 +150,15 @@ pub fn run(
         AugmentConfig::STANDARD,
         cfg.warmup,
         cfg.batches_b32,
+        cfg.precision,
         device,
     )?;
     log(&format!("  {train_b32_aug:.1} images/s"));
 
-    let model = ArchConfig::standard(10).init(device).valid();
+    let model = ArchConfig::standard(10)
+        .init(device)
+        .valid()
+        .with_precision(cfg.precision);
     let n = images.len().min(1000);
     log(&format!("inference, batch {n}..."));
     let batch = plain(&images, 0..n);

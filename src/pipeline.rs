@@ -6,7 +6,7 @@ use crate::augment::AugmentConfig;
 use crate::bundled;
 use crate::checkpoint;
 use crate::data::{self, Dataset, LoadOptions, Split};
-use crate::device::{self, DeviceKind};
+use crate::device::{self, DeviceKind, PrecisionRequest};
 use crate::error::{Error, Result};
 use crate::eval::{Confusion, Predictions, predict_set_cancellable, with_tta};
 use crate::fsutil;
@@ -192,13 +192,15 @@ pub fn train_stage(
     verbosity.say(init);
     let run = plan.record;
     verbosity.say(format_args!(
-        "Training {} epochs, batch {}, Adam lr {} ({} schedule), augmentation {}, seed {} -> {}",
+        "Training {} epochs, batch {}, Adam lr {} ({} schedule), augmentation {}, seed {}, {} \
+         multiplies -> {}",
         run.epochs,
         run.batch_size,
         run.optimizer.lr,
         run.schedule.describe(),
         run.augment,
         run.seed,
+        run.precision,
         run.out.display()
     ));
     let outcome = train::fit(model, &data, &run, &dev, &mut verbosity.observer(&run.out))?;
@@ -314,6 +316,8 @@ pub struct RunRequest {
     pub fresh: bool,
     /// Where to compute.
     pub device: DeviceKind,
+    /// `--precision`.
+    pub precision: PrecisionRequest,
 }
 
 /// Pretrains on the bundled MNIST (reusing `out/pretrain` unless `fresh`), trains fashion-1k from
@@ -337,6 +341,7 @@ pub fn run(req: &RunRequest) -> Result<()> {
         limit: req.limit,
         test_limit: req.test_limit,
         device: req.device,
+        precision: req.precision,
         // `run` owns these directories: running it again replaces what it wrote before.
         overwrite: true,
         ..Default::default()
@@ -390,6 +395,8 @@ pub struct EvalRequest {
     pub augment: Option<AugmentConfig>,
     /// Where to compute.
     pub device: DeviceKind,
+    /// `--precision`.
+    pub precision: PrecisionRequest,
 }
 
 /// Scores a checkpoint on a part of a dataset, prints accuracy, loss and the confusion matrix,
@@ -404,7 +411,9 @@ pub fn eval(req: &EvalRequest) -> Result<()> {
     let record = &plan.meta.training;
     let seed = record.seed;
     let dev = device::make(req.device, seed)?;
+    let precision = device::resolve_precision(req.precision, req.device)?;
     let (model, meta) = checkpoint::load(&plan.weights, &dev)?;
+    let model = model.with_precision(precision);
     let d = load_data(&plan.data, &plan.load)?;
     if plan.own_data && plan::check_fingerprint(record, &d).is_err() {
         eprintln!(
@@ -494,6 +503,7 @@ pub fn lr_find(stage: Stage, req: &TrainRequest) -> Result<f64> {
     let dev = device::make(plan.record.device, plan.record.seed)?;
     let data = load_data(&plan.record.data.path, &plan.record.load_options())?;
     let (model, init) = plan.initial_model(&data, &dev)?;
+    let model = model.with_precision(plan.record.precision);
     println!("{init}");
     let run = plan.record;
     println!(

@@ -7,11 +7,11 @@ use crate::augment::AugmentConfig;
 use crate::bundled;
 use crate::checkpoint::{self, Meta};
 use crate::data::{Dataset, Fit, Invert, LoadOptions};
-use crate::device::DeviceKind;
+use crate::device::{DeviceKind, PrecisionRequest};
 use crate::error::{Error, Result};
 use crate::model::{ArchConfig, Net};
 use crate::record::{
-    AdamRecord, DataRecord, Fingerprint, InitRecord, Precision, RECORD_VERSION, RunRecord, Stage,
+    AdamRecord, DataRecord, Fingerprint, InitRecord, RECORD_VERSION, RunRecord, Stage,
 };
 use crate::schedule::ScheduleName;
 use burn::prelude::Device;
@@ -136,6 +136,8 @@ pub struct TrainRequest {
     pub fit: Option<Fit>,
     /// `--device`.
     pub device: DeviceKind,
+    /// `--precision`.
+    pub precision: PrecisionRequest,
     /// `--overwrite`: a new run may replace another run's files in its directory.
     pub overwrite: bool,
     /// `--schedule`.
@@ -270,7 +272,7 @@ pub fn train(stage: Stage, req: &TrainRequest) -> Result<TrainPlan> {
         lr_ratio: req.lr_ratio.filter(|&r| r != 1.0),
         augment: req.augment.unwrap_or(d.augment),
         init,
-        precision: Precision::Fp32,
+        precision: crate::device::resolve_precision(req.precision, req.device)?,
         device: req.device,
         threads: Some(rayon::current_num_threads()),
         seed: req.seed.unwrap_or(DEFAULT_SEED),
@@ -366,6 +368,8 @@ pub fn resume(
         ("--freeze-epochs", req.freeze_epochs.is_some()),
         ("--precise-bn", req.precise_bn.is_some()),
         ("--lr-ratio", req.lr_ratio.is_some()),
+        // The run's arithmetic is part of its setup: a resumed run keeps its precision.
+        ("--precision", req.precision != PrecisionRequest::Auto),
     ];
     Ok(given
         .into_iter()

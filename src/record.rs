@@ -5,8 +5,8 @@
 
 use crate::augment::AugmentConfig;
 use crate::data::{Dataset, Fit, Images, Invert, LoadOptions};
-pub use crate::device::Precision;
 use crate::device::DeviceKind;
+pub use crate::device::Precision;
 pub use crate::schedule::Schedule;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};

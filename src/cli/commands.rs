@@ -102,6 +102,7 @@ fn serve(a: &ServeArgs) -> Result<()> {
         host: a.host.clone(),
         port: a.port,
         workers,
+        precision: device::resolve_precision(a.runtime.precision, a.runtime.device)?,
     };
     warmstart::serve::serve(&req, |addr| {
         println!(
@@ -139,6 +140,10 @@ fn is_csv(p: &std::path::Path) -> bool {
 fn predict(a: &PredictArgs) -> Result<()> {
     let dev = device::make(a.runtime.device, 0)?;
     let (model, meta) = checkpoint::load(&a.model, &dev)?;
+    let model = model.with_precision(device::resolve_precision(
+        a.runtime.precision,
+        a.runtime.device,
+    )?);
     if let [csv] = a.images.as_slice()
         && is_csv(csv)
     {
@@ -226,14 +231,36 @@ fn bench(a: &BenchArgs) -> Result<()> {
         },
         t.len()
     );
-    let cfg = warmstart::bench::BenchConfig {
-        batches_b128: a.batches_b128,
-        batches_b32: a.batches_b32,
-        warmup: a.warmup,
-        ..Default::default()
+    // `auto` measures both precisions where bf16 runs (fp32 first: the reference figures).
+    let precisions = match device::resolve_precision(a.runtime.precision, a.runtime.device)? {
+        device::Precision::Bf16 if a.runtime.precision == device::PrecisionRequest::Auto => {
+            vec![device::Precision::Fp32, device::Precision::Bf16]
+        }
+        p => vec![p],
     };
-    let r = warmstart::bench::run(&t, &cfg, &dev, |s| eprintln!("{s}"))?;
-    print!("{}", r.lines());
+    for precision in precisions {
+        let cfg = warmstart::bench::BenchConfig {
+            batches_b128: a.batches_b128,
+            batches_b32: a.batches_b32,
+            warmup: a.warmup,
+            precision,
+            ..Default::default()
+        };
+        eprintln!("precision {precision}:");
+        let r = warmstart::bench::run(&t, &cfg, &dev, |s| eprintln!("{s}"))?;
+        // fp32's lines keep their names (scripts read them); bf16's get a `_bf16` suffix.
+        let lines = r.lines();
+        match precision {
+            device::Precision::Fp32 => print!("{lines}"),
+            device::Precision::Bf16 => {
+                for l in lines.lines() {
+                    if let Some((k, v)) = l.split_once(':') {
+                        println!("{k}_bf16:{v}");
+                    }
+                }
+            }
+        }
+    }
     Ok(())
 }
 

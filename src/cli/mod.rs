@@ -6,7 +6,7 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use warmstart::augment::AugmentConfig;
 use warmstart::data::{Fit, Invert, Split};
-use warmstart::device::DeviceKind;
+use warmstart::device::{DeviceKind, PrecisionRequest};
 use warmstart::pipeline::{EvalRequest, RunRequest};
 use warmstart::plan::{InitRequest, TrainRequest};
 use warmstart::schedule::ScheduleName;
@@ -142,6 +142,11 @@ pub struct RuntimeArgs {
     /// CPU threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Arithmetic of the matrix multiplies: `bf16` (bf16 operands, f32 sums; weights, batch
+    /// norm, loss and Adam stay f32), `fp32`, or `auto` (bf16 where the CPU has AVX512_BF16,
+    /// fp32 elsewhere).
+    #[arg(long, value_enum, default_value_t = PrecisionRequest::Auto)]
+    pub precision: PrecisionRequest,
 }
 
 /// Flags of `pretrain` and `train`; defaults differ between the two and are filled in per command.
@@ -426,6 +431,7 @@ impl TrainArgs {
             invert: self.invert,
             fit: self.fit,
             device: self.runtime.device,
+            precision: self.runtime.precision,
             overwrite: self.overwrite,
             schedule: self.schedule,
             warmup: self.warmup,
@@ -451,6 +457,7 @@ impl RunArgs {
             test_limit: self.test_limit,
             fresh: self.fresh,
             device: self.runtime.device,
+            precision: self.runtime.precision,
         }
     }
 }
@@ -467,6 +474,7 @@ impl EvalArgs {
             tta: self.tta,
             augment: self.augment,
             device: self.runtime.device,
+            precision: self.runtime.precision,
         }
     }
 }

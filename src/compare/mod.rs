@@ -174,6 +174,7 @@ fn merged(common: &TrainRequest, v: &TrainRequest) -> TrainRequest {
         invert: v.invert.or(common.invert),
         fit: v.fit.or(common.fit),
         device: common.device,
+        precision: common.precision,
         // A comparison owns its run directories (their settings are checked before a run).
         overwrite: true,
         schedule: v.schedule.or(common.schedule),

@@ -46,11 +46,13 @@ pub(crate) fn to_bf16(x: f32) -> u16 {
 }
 
 /// The f32 value of bf16 bits.
+#[cfg(test)]
 pub(crate) fn from_bf16(h: u16) -> f32 {
     f32::from_bits(u32::from(h) << 16)
 }
 
 /// `x` rounded through bf16.
+#[cfg(test)]
 pub(crate) fn round_bf16(x: f32) -> f32 {
     from_bf16(to_bf16(x))
 }
@@ -92,7 +94,10 @@ pub(crate) fn matmul_bf16(
     parallel: bool,
 ) {
     assert!(dst.len() >= m * n && lhs.len() >= m * k && rhs.len() >= k * n);
-    assert!(available(), "bf16 matrix multiply on a CPU without AVX512_BF16");
+    assert!(
+        available(),
+        "bf16 matrix multiply on a CPU without AVX512_BF16"
+    );
     if m == 0 || n == 0 {
         return;
     }
@@ -261,17 +266,34 @@ fn multiply(
             b.pack_panel(q, out);
         }
     }
-    let packed: &[u32] = if whole { &bbuf[..panels * kp * NR] } else { &[] };
+    let packed: &[u32] = if whole {
+        &bbuf[..panels * kp * NR]
+    } else {
+        &[]
+    };
     // One kernel call: rows `r0..` of `rows` (row `first_row + r0` of the operand), panel `q`
     // from `panel` (its `kp` pairs), pairs `kb..kb + kc`.
-    let one = |rows: &mut [f32], first_row: usize, r0: usize, q: usize, panel: &[u32], kb: usize| {
-        let m_here = rows.len() / n;
-        let (mr, nc, kc) = (MR.min(m_here - r0), NR.min(n - q * NR), KC.min(kp - kb));
-        let aw = &a.words[(first_row + r0) * a.rs + kb * a.ps..];
-        let bw = &panel[kb * NR..];
-        let c = &mut rows[r0 * n + q * NR..];
-        simd::kernel(mr, kc, aw, a.rs, a.ps, bw, NR, c, n, nc, accumulate || kb > 0);
-    };
+    let one =
+        |rows: &mut [f32], first_row: usize, r0: usize, q: usize, panel: &[u32], kb: usize| {
+            let m_here = rows.len() / n;
+            let (mr, nc, kc) = (MR.min(m_here - r0), NR.min(n - q * NR), KC.min(kp - kb));
+            let aw = &a.words[(first_row + r0) * a.rs + kb * a.ps..];
+            let bw = &panel[kb * NR..];
+            let c = &mut rows[r0 * n + q * NR..];
+            simd::kernel(
+                mr,
+                kc,
+                aw,
+                a.rs,
+                a.ps,
+                bw,
+                NR,
+                c,
+                n,
+                nc,
+                accumulate || kb > 0,
+            );
+        };
     let tiles = |first_row: usize, rows: &mut [f32]| {
         let m_here = rows.len() / n;
         if whole {
@@ -313,6 +335,7 @@ fn multiply(
 /// The definition: operands rounded to bf16, products and sums in f32, pairs in order (the
 /// hardware adds each pair's two products before the running sum; the difference is within
 /// f32 rounding, which the tests allow for).
+#[cfg(test)]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn matmul_reference(
     dst: &mut [f32],
@@ -323,8 +346,20 @@ pub(crate) fn matmul_reference(
     rhs_t: bool,
     accumulate: bool,
 ) {
-    let at = |i: usize, p: usize| round_bf16(if lhs_t { lhs[p * m + i] } else { lhs[i * k + p] });
-    let bt = |p: usize, j: usize| round_bf16(if rhs_t { rhs[j * k + p] } else { rhs[p * n + j] });
+    let at = |i: usize, p: usize| {
+        round_bf16(if lhs_t {
+            lhs[p * m + i]
+        } else {
+            lhs[i * k + p]
+        })
+    };
+    let bt = |p: usize, j: usize| {
+        round_bf16(if rhs_t {
+            rhs[j * k + p]
+        } else {
+            rhs[p * n + j]
+        })
+    };
     for i in 0..m {
         for j in 0..n {
             let mut s = 0f32;
@@ -365,7 +400,10 @@ mod simd {
                 let hi = _mm512_loadu_ps(v.as_ptr().add(16));
                 // Lower 16 halves from `lo`, upper from `hi`: the values in order.
                 let h = _mm512_cvtne2ps_pbh(hi, lo);
-                _mm512_storeu_si512(o.as_mut_ptr().cast(), std::mem::transmute::<__m512bh, __m512i>(h));
+                _mm512_storeu_si512(
+                    o.as_mut_ptr().cast(),
+                    std::mem::transmute::<__m512bh, __m512i>(h),
+                );
             }
         }
         steps * 16
@@ -392,7 +430,8 @@ mod simd {
             let o = &mut out[16 * s..][..16];
             // SAFETY: 16 floats in each of `l` and `h`, 16 words in `o`.
             unsafe {
-                let v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(h.as_ptr()), _mm512_loadu_ps(l.as_ptr()));
+                let v =
+                    _mm512_cvtne2ps_pbh(_mm512_loadu_ps(h.as_ptr()), _mm512_loadu_ps(l.as_ptr()));
                 let v = std::mem::transmute::<__m512bh, __m512i>(v);
                 let w = _mm512_permutexvar_epi16(idx, v);
                 _mm512_storeu_si512(o.as_mut_ptr().cast(), w);
@@ -403,7 +442,13 @@ mod simd {
 
     /// `b[p * ldb + j] = t[j * kp + p]` for the first multiple of 16 of the `n` columns (16
     /// columns' words gathered per store); returns how many columns.
-    pub(super) fn transpose_words(t: &[u32], n: usize, kp: usize, b: &mut [u32], ldb: usize) -> usize {
+    pub(super) fn transpose_words(
+        t: &[u32],
+        n: usize,
+        kp: usize,
+        b: &mut [u32],
+        ldb: usize,
+    ) -> usize {
         if !super::available() {
             return 0;
         }
@@ -492,9 +537,8 @@ mod simd {
             for p in 0..kc {
                 let bp = b.add(p * ldb);
                 let b0 = std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(bp.cast()));
-                let b1 = std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(
-                    bp.add(16).cast(),
-                ));
+                let b1 =
+                    std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(bp.add(16).cast()));
                 let ap = a.add(p * ps);
                 for (r, acc) in acc.iter_mut().enumerate() {
                     let w = _mm512_set1_epi32(*ap.add(r * rs) as i32);
@@ -503,7 +547,11 @@ mod simd {
                     acc[1] = _mm512_dpbf16_ps(acc[1], w, b1);
                 }
             }
-            let m0: __mmask16 = if nc >= 16 { 0xFFFF } else { (1u32 << nc) as u16 - 1 };
+            let m0: __mmask16 = if nc >= 16 {
+                0xFFFF
+            } else {
+                (1u32 << nc) as u16 - 1
+            };
             let m1: __mmask16 = if nc >= 32 {
                 0xFFFF
             } else if nc > 16 {
@@ -619,10 +667,7 @@ mod tests {
                     .zip(&slow)
                     .map(|(a, b)| (a - b).abs())
                     .fold(0f32, f32::max);
-                assert!(
-                    worst <= tol,
-                    "{m}x{n}x{k} lt={lt} rt={rt}: off by {worst}"
-                );
+                assert!(worst <= tol, "{m}x{n}x{k} lt={lt} rt={rt}: off by {worst}");
             }
         }
     }
@@ -649,7 +694,10 @@ mod tests {
             .fold(0f32, f32::max);
         let bound = 4.0 * (k as f32).sqrt() * 2f32.powi(-8);
         assert!(worst <= bound, "off by {worst}, bound {bound}");
-        assert!(worst > 0.0, "bf16 gave exactly the f32 result: not rounding?");
+        assert!(
+            worst > 0.0,
+            "bf16 gave exactly the f32 result: not rounding?"
+        );
     }
 
     #[test]
@@ -700,11 +748,13 @@ mod speed {
                 }
                 flop * reps as f64 / t.elapsed().as_secs_f64() / 1e9
             };
-            let f32_rate =
-                time(&mut |d| matmul(d, (m, n, k), &lhs, lt, &rhs, rt, false, false));
+            let f32_rate = time(&mut |d| matmul(d, (m, n, k), &lhs, lt, &rhs, rt, false, false));
             let bf16_rate =
                 time(&mut |d| matmul_bf16(d, (m, n, k), &lhs, lt, &rhs, rt, false, false));
-            println!("{what:20} f32 {f32_rate:6.1} GFLOP/s  bf16 {bf16_rate:6.1} GFLOP/s  x{:.2}", bf16_rate / f32_rate);
+            println!(
+                "{what:20} f32 {f32_rate:6.1} GFLOP/s  bf16 {bf16_rate:6.1} GFLOP/s  x{:.2}",
+                bf16_rate / f32_rate
+            );
         }
     }
 }

@@ -7,10 +7,10 @@ use super::batchnorm::{
     scale_shift_relu_inplace,
 };
 use super::gemm::{matmul_in, with_scratch};
-use crate::device::Precision;
 use super::im2col::{Conv3x3, col2im};
 use super::pool::pool_plane;
 use super::winograd::Plan;
+use crate::device::Precision;
 use rayon::prelude::*;
 
 /// Fixed number of work chunks for the backward pass's weight-gradient sums: partial sums are

@@ -20,7 +20,17 @@ fn dense_forward(prec: Precision, d: Dense, x: &[f32], w: &[f32], bias: &[f32]) 
     for row in z.chunks_mut(d.out) {
         row.copy_from_slice(bias);
     }
-    matmul_in(prec, &mut z, (d.n, d.out, d.inp), x, false, w, false, true, true);
+    matmul_in(
+        prec,
+        &mut z,
+        (d.n, d.out, d.inp),
+        x,
+        false,
+        w,
+        false,
+        true,
+        true,
+    );
     z
 }
 
@@ -87,10 +97,30 @@ pub(crate) fn dense_bn_relu_backward(
         bn_dz_img(&mut dz[r], zi, di, s, &inv_std, &coef, c, 1, &mut db);
     }
     let mut dw = vec![0f32; d.inp * c];
-    matmul_in(prec, &mut dw, (d.inp, c, d.n), x, true, &dz, false, false, true);
+    matmul_in(
+        prec,
+        &mut dw,
+        (d.inp, c, d.n),
+        x,
+        true,
+        &dz,
+        false,
+        false,
+        true,
+    );
     let dx = need_dx.then(|| {
         let mut dx = vec![0f32; d.n * d.inp];
-        matmul_in(prec, &mut dx, (d.n, d.inp, c), &dz, false, w, true, false, true);
+        matmul_in(
+            prec,
+            &mut dx,
+            (d.n, d.inp, c),
+            &dz,
+            false,
+            w,
+            true,
+            false,
+            true,
+        );
         dx
     });
     BlockGrads {

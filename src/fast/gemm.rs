@@ -64,8 +64,10 @@ pub(crate) fn matmul(
 }
 
 /// [`matmul`] in `prec`: bf16 operands with f32 sums ([`super::bf16::matmul_bf16`]) where the
-/// product is large enough on both of its inner and output sides for the 32-column bf16 panels
-/// and pair-wise sums to pay (conv1's 9-long patches and 9-wide weight gradient stay f32).
+/// product is large enough on every side for it to pay: the 32-column panels and pair-wise sums
+/// need `n` and `k` of 16 or more (conv1's 9-long patches and 9-wide weight gradient stay f32),
+/// and the right operand is converted on every call, which only 16 or more rows repay (a batch
+/// of one image through the dense layer would convert all 1.2 M weights to multiply them once).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn matmul_in(
     prec: Precision,
@@ -79,16 +81,9 @@ pub(crate) fn matmul_in(
     parallel: bool,
 ) {
     match prec {
-        Precision::Bf16 if k >= 16 && n >= 16 => super::bf16::matmul_bf16(
-            dst,
-            (m, n, k),
-            lhs,
-            lhs_t,
-            rhs,
-            rhs_t,
-            accumulate,
-            parallel,
-        ),
+        Precision::Bf16 if m >= 16 && k >= 16 && n >= 16 => {
+            super::bf16::matmul_bf16(dst, (m, n, k), lhs, lhs_t, rhs, rhs_t, accumulate, parallel)
+        }
         _ => matmul(dst, (m, n, k), lhs, lhs_t, rhs, rhs_t, accumulate, parallel),
     }
 }

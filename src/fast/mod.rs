@@ -41,8 +41,8 @@ mod pool;
 mod transpose;
 mod winograd;
 
-pub use fused_adam::FusedAdam;
 pub use crate::device::Precision;
+pub use fused_adam::FusedAdam;
 pub use ops::{BatchStats, BnMode, FastOps};
 
 use burn::prelude::*;

@@ -10,9 +10,9 @@
 //! compile to vector instructions.
 
 use super::gemm::{matmul_in, with_scratch};
-use crate::device::Precision;
 use super::im2col::Conv3x3;
 use super::transpose::transpose;
+use crate::device::Precision;
 use multiversion::multiversion;
 use rayon::prelude::*;
 

@@ -120,6 +120,7 @@ pub fn finish_run(
 ) -> Result<RunSummary> {
     let out = &run.out;
     let (model, meta) = checkpoint::load(best, device)?;
+    let model = model.with_precision(run.precision);
     let (set, set_name) = match &data.test {
         Some(t) => (t, "test set"),
         None => (&data.val, "validation set"),
@@ -220,7 +221,7 @@ pub fn finish_run(
         (
             "Computed on".into(),
             format!(
-                "{:?}, {:?}, {} threads",
+                "{:?}, {} multiplies, {} threads",
                 run.device,
                 run.precision,
                 run.threads.map_or("?".into(), |t| t.to_string())

@@ -35,6 +35,8 @@ pub struct ServeRequest {
     pub port: u16,
     /// Request workers (each holds a copy of the network).
     pub workers: usize,
+    /// The arithmetic of the network's multiplies.
+    pub precision: crate::device::Precision,
 }
 
 #[derive(Template)]
@@ -55,6 +57,7 @@ struct Shared {
 pub fn serve(req: &ServeRequest, on_ready: impl FnOnce(SocketAddr)) -> Result<()> {
     let device = Device::flex();
     let (net, meta) = checkpoint::load(&req.model, &device)?;
+    let net = net.with_precision(req.precision);
     let name = model_name(&req.model);
     let page = Page {
         name: &name,

@@ -320,9 +320,14 @@ fn run_loop(
     observer: &mut dyn Observer,
 ) -> Result<Outcome> {
     let run = st.record.clone();
+    if run.precision == crate::device::Precision::Bf16 {
+        // A run set up (or resumed) on another machine may ask for what this CPU lacks.
+        crate::device::check_bf16(run.device)
+            .map_err(|e| Error::invalid(format!("the run computes in bf16: {e}")))?;
+    }
     create_dir(&run.out)?;
     let ad = device.clone().autodiff();
-    let mut model = model.fork(&ad).train();
+    let mut model = model.fork(&ad).train().with_precision(run.precision);
     let loss_fn = loss(run.label_smoothing, &ad);
     let train = Arc::new(data.train.clone());
     let n_batches = train.len().div_ceil(run.batch_size);

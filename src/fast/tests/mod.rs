@@ -43,7 +43,9 @@ pub(crate) fn assert_close_in(what: &str, fast: Vec<f32>, reference: Vec<f32>, t
         return assert_close(what, fast, reference, tol);
     }
     assert_eq!(fast.len(), reference.len(), "{what}: lengths differ");
-    let norm = |v: &mut dyn Iterator<Item = f32>| v.map(|x| f64::from(x) * f64::from(x)).sum::<f64>().sqrt();
+    let norm = |v: &mut dyn Iterator<Item = f32>| {
+        v.map(|x| f64::from(x) * f64::from(x)).sum::<f64>().sqrt()
+    };
     let diff = norm(&mut fast.iter().zip(&reference).map(|(a, b)| a - b));
     // The floor: as in `assert_close`, for gradients that are zero in exact arithmetic.
     let scale = norm(&mut reference.iter().copied()).max(1e-2 * (reference.len() as f64).sqrt());
@@ -106,59 +108,65 @@ pub(crate) fn precisions() -> Vec<(Precision, f32, f32)> {
 fn conv_bn_relu_matches_burn_forward_and_backward() {
     let device = device();
     for (prec, tol, gtol) in precisions() {
-    for (n, cin, side, cout) in [(1, 1, 5, 3), (3, 2, 7, 4), (5, 32, 9, 8), (2, 1, 28, 32), (8, 32, 12, 64)] {
-        let conv = Conv2dConfig::new([cin, cout], [3, 3])
-            .with_padding(PaddingConfig2d::Valid)
-            .init(&device);
-        let mut bn = BatchNormConfig::new(cout).init(&device);
-        bn.gamma = bn.gamma.map(|g| {
-            (g + random([cout], &device).mul_scalar(0.3))
-                .detach()
-                .require_grad()
-        });
-        bn.beta = bn.beta.map(|b| {
-            (b + random([cout], &device).mul_scalar(0.3))
-                .detach()
-                .require_grad()
-        });
-        let x = random([n, cin, side, side], &device).require_grad();
-        let probe = random([n, cout, side - 2, side - 2], &device);
+        for (n, cin, side, cout) in [
+            (1, 1, 5, 3),
+            (3, 2, 7, 4),
+            (5, 32, 9, 8),
+            (2, 1, 28, 32),
+            (8, 32, 12, 64),
+        ] {
+            let conv = Conv2dConfig::new([cin, cout], [3, 3])
+                .with_padding(PaddingConfig2d::Valid)
+                .init(&device);
+            let mut bn = BatchNormConfig::new(cout).init(&device);
+            bn.gamma = bn.gamma.map(|g| {
+                (g + random([cout], &device).mul_scalar(0.3))
+                    .detach()
+                    .require_grad()
+            });
+            bn.beta = bn.beta.map(|b| {
+                (b + random([cout], &device).mul_scalar(0.3))
+                    .detach()
+                    .require_grad()
+            });
+            let x = random([n, cin, side, side], &device).require_grad();
+            let probe = random([n, cout, side - 2, side - 2], &device);
 
-        let reference = relu(bn.forward(conv.forward(x.clone())));
-        let sink = BatchStats::default();
-        let mode = BnMode::Train {
-            eps: bn.epsilon as f32,
-            sink: sink.clone(),
-        };
-        let bias = conv.bias.as_ref().map(|b| b.val()).expect("bias");
-        let fast = conv_bn_relu(
-            x.clone(),
-            conv.weight.val(),
-            bias,
-            bn.gamma.val(),
-            bn.beta.val(),
-            mode,
-            prec,
-        );
-        let what = format!("{prec} conv n={n} cin={cin} side={side} cout={cout}");
-        assert_close_in(&what, values(fast.clone()), values(reference.clone()), tol);
-        let (mean, _) = sink.take().expect("batch statistics reported");
-        // burn's running mean after one step from zero is momentum x batch mean.
-        let running = values(bn.running_mean.value_sync());
-        let expected: Vec<f32> = mean.iter().map(|m| m * bn.momentum as f32).collect();
-        assert_close_in(&format!("{what} mean"), expected, running, tol);
+            let reference = relu(bn.forward(conv.forward(x.clone())));
+            let sink = BatchStats::default();
+            let mode = BnMode::Train {
+                eps: bn.epsilon as f32,
+                sink: sink.clone(),
+            };
+            let bias = conv.bias.as_ref().map(|b| b.val()).expect("bias");
+            let fast = conv_bn_relu(
+                x.clone(),
+                conv.weight.val(),
+                bias,
+                bn.gamma.val(),
+                bn.beta.val(),
+                mode,
+                prec,
+            );
+            let what = format!("{prec} conv n={n} cin={cin} side={side} cout={cout}");
+            assert_close_in(&what, values(fast.clone()), values(reference.clone()), tol);
+            let (mean, _) = sink.take().expect("batch statistics reported");
+            // burn's running mean after one step from zero is momentum x batch mean.
+            let running = values(bn.running_mean.value_sync());
+            let expected: Vec<f32> = mean.iter().map(|m| m * bn.momentum as f32).collect();
+            assert_close_in(&format!("{what} mean"), expected, running, tol);
 
-        let gf = (fast * probe.clone()).sum().backward();
-        let gr = (reference * probe).sum().backward();
-        let grad = |t: &Tensor<4>, g| values(t.grad(g).expect("gradient"));
-        assert_close_in(&format!("{what} dx"), grad(&x, &gf), grad(&x, &gr), gtol);
-        let w = conv.weight.val();
-        assert_close_in(&format!("{what} dw"), grad(&w, &gf), grad(&w, &gr), gtol);
-        for (name, p) in [("gamma", bn.gamma.val()), ("beta", bn.beta.val())] {
-            let (a, b) = (p.grad(&gf).expect("grad"), p.grad(&gr).expect("grad"));
-            assert_close_in(&format!("{what} d{name}"), values(a), values(b), gtol);
+            let gf = (fast * probe.clone()).sum().backward();
+            let gr = (reference * probe).sum().backward();
+            let grad = |t: &Tensor<4>, g| values(t.grad(g).expect("gradient"));
+            assert_close_in(&format!("{what} dx"), grad(&x, &gf), grad(&x, &gr), gtol);
+            let w = conv.weight.val();
+            assert_close_in(&format!("{what} dw"), grad(&w, &gf), grad(&w, &gr), gtol);
+            for (name, p) in [("gamma", bn.gamma.val()), ("beta", bn.beta.val())] {
+                let (a, b) = (p.grad(&gf).expect("grad"), p.grad(&gr).expect("grad"));
+                assert_close_in(&format!("{what} d{name}"), values(a), values(b), gtol);
+            }
         }
-    }
     }
 }
 
@@ -166,50 +174,50 @@ fn conv_bn_relu_matches_burn_forward_and_backward() {
 fn dense_bn_relu_matches_burn_forward_and_backward() {
     let device = device();
     for (prec, tol, gtol) in precisions() {
-    for (n, inp, out) in [(2, 3, 4), (7, 50, 9), (33, 300, 128)] {
-        let fc = LinearConfig::new(inp, out).init(&device);
-        let bn = BatchNormConfig::new(out).init(&device);
-        let x = random([n, inp], &device).require_grad();
-        let probe = random([n, out], &device);
-        let reference = relu(bn.forward(fc.forward(x.clone())));
-        let mode = BnMode::Train {
-            eps: bn.epsilon as f32,
-            sink: BatchStats::default(),
-        };
-        let bias = fc.bias.as_ref().map(|b| b.val()).expect("bias");
-        let fast = dense_bn_relu(
-            x.clone(),
-            fc.weight.val(),
-            bias.clone(),
-            bn.gamma.val(),
-            bn.beta.val(),
-            mode,
-            prec,
-        );
-        let what = format!("{prec} dense n={n} in={inp} out={out}");
-        assert_close_in(&what, values(fast.clone()), values(reference.clone()), tol);
-        let gf = (fast * probe.clone()).sum().backward();
-        let gr = (reference * probe).sum().backward();
-        assert_close_in(
-            &format!("{what} dx"),
-            values(x.grad(&gf).expect("grad")),
-            values(x.grad(&gr).expect("grad")),
-            gtol,
-        );
-        let w = fc.weight.val();
-        assert_close_in(
-            &format!("{what} dw"),
-            values(w.grad(&gf).expect("grad")),
-            values(w.grad(&gr).expect("grad")),
-            gtol,
-        );
-        assert_close_in(
-            &format!("{what} dgamma"),
-            values(bn.gamma.val().grad(&gf).expect("grad")),
-            values(bn.gamma.val().grad(&gr).expect("grad")),
-            gtol,
-        );
-    }
+        for (n, inp, out) in [(2, 3, 4), (7, 50, 9), (33, 300, 128)] {
+            let fc = LinearConfig::new(inp, out).init(&device);
+            let bn = BatchNormConfig::new(out).init(&device);
+            let x = random([n, inp], &device).require_grad();
+            let probe = random([n, out], &device);
+            let reference = relu(bn.forward(fc.forward(x.clone())));
+            let mode = BnMode::Train {
+                eps: bn.epsilon as f32,
+                sink: BatchStats::default(),
+            };
+            let bias = fc.bias.as_ref().map(|b| b.val()).expect("bias");
+            let fast = dense_bn_relu(
+                x.clone(),
+                fc.weight.val(),
+                bias.clone(),
+                bn.gamma.val(),
+                bn.beta.val(),
+                mode,
+                prec,
+            );
+            let what = format!("{prec} dense n={n} in={inp} out={out}");
+            assert_close_in(&what, values(fast.clone()), values(reference.clone()), tol);
+            let gf = (fast * probe.clone()).sum().backward();
+            let gr = (reference * probe).sum().backward();
+            assert_close_in(
+                &format!("{what} dx"),
+                values(x.grad(&gf).expect("grad")),
+                values(x.grad(&gr).expect("grad")),
+                gtol,
+            );
+            let w = fc.weight.val();
+            assert_close_in(
+                &format!("{what} dw"),
+                values(w.grad(&gf).expect("grad")),
+                values(w.grad(&gr).expect("grad")),
+                gtol,
+            );
+            assert_close_in(
+                &format!("{what} dgamma"),
+                values(bn.gamma.val().grad(&gf).expect("grad")),
+                values(bn.gamma.val().grad(&gr).expect("grad")),
+                gtol,
+            );
+        }
     }
 }
 
@@ -246,86 +254,127 @@ fn max_pool_matches_burn_forward_and_backward() {
 /// draw from.
 #[test]
 fn net_fast_path_matches_reference_in_training_and_evaluation() {
-    let device = device();
-    let mut net: Net = ArchConfig::standard(5).init(&device).train();
-    net.drop1.prob = 0.0;
-    net.drop2.prob = 0.0;
-    let x = random([9, 1, 28, 28], &device).abs();
-    let probe = random([9, 5], &device);
+    for (prec, tol, gtol) in precisions() {
+        let device = device();
+        let mut net: Net = ArchConfig::standard(5).init(&device).train();
+        net.drop1.prob = 0.0;
+        net.drop2.prob = 0.0;
+        // 20 images: every multiply of conv2 and the dense layer is large enough for bf16.
+        let x = random([20, 1, 28, 28], &device).abs();
+        let probe = random([20, 5], &device);
 
-    let (fast_net, ref_net) = (net.clone(), net.clone());
-    let fast = fast_net.forward(x.clone());
-    let reference = ref_net.forward_reference(x.clone());
-    assert_close(
-        "logits",
-        values(fast.clone()),
-        values(reference.clone()),
-        1e-3,
-    );
+        let (fast_net, ref_net) = (net.clone().with_precision(prec), net.clone());
+        let fast = fast_net.forward(x.clone());
+        let reference = ref_net.forward_reference(x.clone());
+        assert_close_in(
+            &format!("{prec} logits"),
+            values(fast.clone()),
+            values(reference.clone()),
+            tol.max(1e-3),
+        );
 
-    let gf = burn::optim::GradientsParams::from_grads(
-        (fast * probe.clone()).sum().backward(),
-        &fast_net,
-    );
-    let gr =
-        burn::optim::GradientsParams::from_grads((reference * probe).sum().backward(), &ref_net);
-    let ids = |n: &Net| {
-        let mut v = Vec::new();
-        n.visit(&mut IdCollector(&mut v));
-        v
-    };
-    let grad = |g: &burn::optim::GradientsParams, id, rank| match rank {
-        1 => g.get::<1>(id).map(values),
-        2 => g.get::<2>(id).map(values),
-        _ => g.get::<4>(id).map(values),
-    };
-    let mut compared = 0;
-    for (id, rank, name) in ids(&fast_net) {
-        match (grad(&gf, id, rank), grad(&gr, id, rank)) {
-            (Some(a), Some(b)) => assert_close(&format!("gradient of {name}"), a, b, 2e-3),
-            (None, None) => continue, // running statistics
-            (a, b) => panic!(
-                "{name}: fast has gradient {}, reference {}",
-                a.is_some(),
-                b.is_some()
-            ),
+        let gf = burn::optim::GradientsParams::from_grads(
+            (fast * probe.clone()).sum().backward(),
+            &fast_net,
+        );
+        let gr = burn::optim::GradientsParams::from_grads(
+            (reference * probe).sum().backward(),
+            &ref_net,
+        );
+        let ids = |n: &Net| {
+            let mut v = Vec::new();
+            n.visit(&mut IdCollector(&mut v));
+            v
+        };
+        let grad = |g: &burn::optim::GradientsParams, id, rank| match rank {
+            1 => g.get::<1>(id).map(values),
+            2 => g.get::<2>(id).map(values),
+            _ => g.get::<4>(id).map(values),
+        };
+        let pre_bn: Vec<_> = [
+            &fast_net.conv1.bias,
+            &fast_net.conv2.bias,
+            &fast_net.fc1.bias,
+        ]
+        .iter()
+        .filter_map(|b| b.as_ref().map(|b| b.id))
+        .collect();
+        let mut compared = 0;
+        for (id, rank, name) in ids(&fast_net) {
+            match (grad(&gf, id, rank), grad(&gr, id, rank)) {
+                // A bias right before batch norm has no gradient in exact arithmetic: both paths
+                // compute rounding noise, bf16's near its own 2^-8 scale, so only its size is
+                // checked.
+                (Some(a), Some(_)) if prec == Precision::Bf16 && pre_bn.contains(&id) => {
+                    assert!(
+                        a.iter().all(|v| v.abs() < 1e-2),
+                        "{name}: a bias before batch norm got a real gradient in bf16"
+                    );
+                }
+                // Three layers of flipped ReLU masks compound: measured up to 0.14 for bn2's
+                // shift with bf16 (each element a sum over a channel's pixels, where a flip
+                // weighs as much as any other term), so twice the single-layer tolerance.
+                (Some(a), Some(b)) => {
+                    let t = if prec == Precision::Bf16 {
+                        2.0 * gtol
+                    } else {
+                        2e-3
+                    };
+                    assert_close_in(&format!("{prec} gradient of {name}"), a, b, t)
+                }
+                (None, None) => continue, // running statistics
+                (a, b) => panic!(
+                    "{name}: fast has gradient {}, reference {}",
+                    a.is_some(),
+                    b.is_some()
+                ),
+            }
+            compared += 1;
         }
-        compared += 1;
-    }
-    assert_eq!(compared, 14, "conv/bn/fc weights, biases, gammas and betas");
-    for (name, a, b) in [
-        ("bn1", &fast_net.bn1, &ref_net.bn1),
-        ("bn2", &fast_net.bn2, &ref_net.bn2),
-        ("bn3", &fast_net.bn3, &ref_net.bn3),
-    ] {
-        assert_close(
-            &format!("{name} running mean"),
-            values(a.running_mean.value_sync()),
-            values(b.running_mean.value_sync()),
-            1e-4,
+        assert_eq!(compared, 14, "conv/bn/fc weights, biases, gammas and betas");
+        for (name, a, b) in [
+            ("bn1", &fast_net.bn1, &ref_net.bn1),
+            ("bn2", &fast_net.bn2, &ref_net.bn2),
+            ("bn3", &fast_net.bn3, &ref_net.bn3),
+        ] {
+            assert_close_in(
+                &format!("{prec} {name} running mean"),
+                values(a.running_mean.value_sync()),
+                values(b.running_mean.value_sync()),
+                tol,
+            );
+            assert_close_in(
+                &format!("{prec} {name} running var"),
+                values(a.running_var.value_sync()),
+                values(b.running_var.value_sync()),
+                tol,
+            );
+        }
+        let (fe, re) = (fast_net.valid(), ref_net.valid());
+        assert_eq!(fe.precision, prec, "valid() keeps the precision");
+        let xi = x.inner();
+        let fast_eval = values(fe.forward(xi.clone()));
+        assert_close_in(
+            &format!("{prec} evaluation logits"),
+            fast_eval.clone(),
+            values(re.forward_reference(xi.clone())),
+            tol.max(1e-3),
         );
-        assert_close(
-            &format!("{name} running var"),
-            values(a.running_var.value_sync()),
-            values(b.running_var.value_sync()),
-            1e-4,
-        );
+        if prec == Precision::Bf16 {
+            let f32_eval = values(fe.with_precision(Precision::Fp32).forward(xi));
+            assert_ne!(
+                fast_eval, f32_eval,
+                "bf16 evaluation computed exactly as f32"
+            );
+        }
     }
-    let (fe, re) = (fast_net.valid(), ref_net.valid());
-    let xi = x.inner();
-    assert_close(
-        "evaluation logits",
-        values(fe.forward(xi.clone())),
-        values(re.forward_reference(xi)),
-        1e-3,
-    );
 }
 
 struct IdCollector<'a>(&'a mut Vec<(burn::module::ParamId, usize, String)>);
 
 impl burn::module::ModuleVisitor for IdCollector<'_> {
     fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
-        let name = format!("{D}-d parameter {}", self.0.len());
+        let name = format!("parameter {} {:?}", self.0.len(), param.val().dims());
         self.0.push((param.id, D, name));
     }
 }
