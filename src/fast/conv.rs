@@ -9,6 +9,7 @@ use super::batchnorm::{
 use super::gemm::{matmul_in, with_scratch};
 use super::im2col::{Conv3x3, col2im};
 use super::pool::pool_plane;
+use super::transpose::transpose;
 use super::winograd::Plan;
 use crate::device::Precision;
 use rayon::prelude::*;
@@ -30,10 +31,15 @@ enum Output {
 /// The one place that chooses the convolution algorithm: Winograd F(2x2, 3x3) when its channels
 /// fill whole vectors and at least 8 images share the filter transform (for fewer, the transform
 /// and 16 small multiplies per image cost more than they save: latency at batch 1 was 0.20 ms
-/// against 0.16 ms with im2col); im2col otherwise.
+/// against 0.16 ms with im2col); im2col otherwise. In bf16, training's full output takes im2col:
+/// as fast there (conv2's forward at batch 128, 2 threads: 6.4–6.5 ms either way, as Winograd's
+/// 16 products are only 16 bf16 pairs deep) and rounded once instead of after the transforms,
+/// which magnify the inputs; inference keeps Winograd (4.3 ms against 5.2 ms).
 fn winograd_plan(g: Conv3x3, w: &[f32], output: Output, prec: Precision) -> Option<Plan> {
     let covered = match output {
-        Output::Full => g.oh().is_multiple_of(2) && g.ow().is_multiple_of(2),
+        Output::Full => {
+            prec == Precision::Fp32 && g.oh().is_multiple_of(2) && g.ow().is_multiple_of(2)
+        }
         Output::Pooled => true,
     };
     (Plan::supports(g) && covered && g.n >= 8).then(|| Plan::new(g, w, prec))
@@ -149,7 +155,17 @@ pub(crate) fn conv_bn_relu_backward(
                     bn_dz_img(dz, zi, di, s, &inv_std, &coef, c, p, &mut db);
                     let xi = &x[i * g.in_len()..][..g.in_len()];
                     g.im2col(xi, col);
-                    matmul_in(prec, &mut dw, (c, k, p), dz, false, col, true, true, false);
+                    match prec {
+                        Precision::Fp32 => {
+                            matmul_in(prec, &mut dw, (c, k, p), dz, false, col, true, true, false)
+                        }
+                        // The transposed product `dwᵀ = col · dzᵀ`: bf16 pairs run along the
+                        // pixels, which `col` holds contiguously, and the one operand to
+                        // transpose while packing is `dz` (64 rows) instead of `col` (288).
+                        Precision::Bf16 => {
+                            matmul_in(prec, &mut dw, (k, c, p), col, false, dz, true, true, false)
+                        }
+                    }
                     if need_dx {
                         matmul_in(prec, col, (k, p, c), w, true, dz, false, false, false);
                         let j = i - ci * per;
@@ -164,6 +180,11 @@ pub(crate) fn conv_bn_relu_backward(
     for (pw, pb) in &parts {
         dw.iter_mut().zip(pw).for_each(|(a, b)| *a += b);
         db.iter_mut().zip(pb).for_each(|(a, b)| *a += b);
+    }
+    if prec == Precision::Bf16 {
+        // Summed as `[k, c]` (see above); the weight layout is `[c, k]`.
+        let t = dw.clone();
+        transpose(&t, k, c, &mut dw);
     }
     BlockGrads {
         dx: need_dx.then_some(dx),
@@ -340,6 +361,80 @@ mod tests {
             let p16 = conv_bn_relu_pool_infer(BF16, g, &x, &w, &s, &t);
             let e = relative_error(&p16, &p32);
             assert!(e <= tol && e > 0.0, "{what} pooled inference: {e}");
+        }
+    }
+}
+
+/// Speed of conv2's training forward and backward at batch 128 in both precisions, and of the
+/// bf16 forward without Winograd: `cargo test --release --lib conv_speed -- --ignored
+/// --nocapture` (a measurement, not a check).
+#[cfg(test)]
+mod speed {
+    use super::*;
+    use crate::fast::tests::noise;
+    use std::time::Instant;
+
+    #[test]
+    #[ignore]
+    fn conv_speed() {
+        let g = Conv3x3 {
+            n: 128,
+            cin: 32,
+            h: 26,
+            w: 26,
+            cout: 64,
+        };
+        let (x, w) = (noise(g.n * g.in_len(), 1), noise(g.cout * g.k(), 2));
+        let (b, gamma, beta) = (noise(64, 3), noise(64, 4), noise(64, 5));
+        let dy = noise(g.n * g.out_len(), 6);
+        let time = |f: &mut dyn FnMut()| {
+            f();
+            let t = Instant::now();
+            for _ in 0..5 {
+                f();
+            }
+            t.elapsed().as_secs_f64() / 5.0 * 1e3
+        };
+        for prec in [Precision::Fp32, Precision::Bf16] {
+            let fwd = time(&mut || {
+                conv_bn_relu_train(prec, g, &x, &w, &b, &gamma, &beta, 1e-5);
+            });
+            let direct = time(&mut || {
+                let mut z = vec![0f32; g.n * g.out_len()];
+                z.par_chunks_mut(g.out_len())
+                    .zip(x.par_chunks(g.in_len()))
+                    .for_each(|(zi, xi)| {
+                        with_scratch(g.k() * g.p(), |col| {
+                            g.im2col(xi, col);
+                            matmul_in(
+                                prec,
+                                zi,
+                                (64, g.p(), g.k()),
+                                &w,
+                                false,
+                                col,
+                                false,
+                                false,
+                                false,
+                            );
+                        })
+                    });
+            });
+            let (_, saved) = conv_bn_relu_train(prec, g, &x, &w, &b, &gamma, &beta, 1e-5);
+            let bwd = time(&mut || {
+                conv_bn_relu_backward(prec, g, &x, &w, &gamma, &saved, &dy, true);
+            });
+            let (s, t) = (noise(64, 7), noise(64, 8));
+            let pool = time(&mut || {
+                conv_bn_relu_pool_infer(prec, g, &x, &w, &s, &t);
+            });
+            let pool_direct = time(&mut || {
+                im2col_pool_infer(prec, g, &x, &w, &s, &t);
+            });
+            println!(
+                "{prec}: forward {fwd:.1} ms (im2col multiply alone {direct:.1}), backward {bwd:.1} ms, \
+                 inference {pool:.1} ms (im2col {pool_direct:.1})"
+            );
         }
     }
 }
