@@ -451,22 +451,31 @@ fn bench_ends_with_machine_readable_figures() {
         "--threads",
         "1",
     ]);
-    let tail: Vec<&str> = out.lines().rev().take(5).collect();
+    // fp32's five lines, then (where the CPU has bf16 and `--precision` is `auto`) bf16's.
+    let figures: Vec<(&str, f64)> = out
+        .lines()
+        .filter(|l| !l.starts_with("Benchmark of"))
+        .map(|line| {
+            let (k, v) = line
+                .split_once(": ")
+                .unwrap_or_else(|| panic!("bad line {line:?}"));
+            (k, v.split_whitespace().next().unwrap().parse().unwrap())
+        })
+        .collect();
     let keys = [
-        "peak_rss",
-        "latency_b1",
-        "infer_b1000",
-        "train_b32_aug",
         "train_b128",
+        "train_b32_aug",
+        "infer_b1000",
+        "latency_b1",
+        "peak_rss",
     ];
-    for (line, key) in tail.iter().zip(keys) {
-        let (k, v) = line
-            .split_once(": ")
-            .unwrap_or_else(|| panic!("bad line {line:?}"));
-        assert_eq!(k, key);
-        let n: f64 = v.split_whitespace().next().unwrap().parse().unwrap();
-        assert!(n > 0.0, "{line}");
+    let mut expected: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+    if warmstart::device::cpu_has_bf16() {
+        expected.extend(keys.iter().map(|k| format!("{k}_bf16")));
     }
+    let got: Vec<String> = figures.iter().map(|(k, _)| k.to_string()).collect();
+    assert_eq!(got, expected, "{out}");
+    assert!(figures.iter().all(|&(_, v)| v > 0.0), "{out}");
     assert!(out.contains(" images/s\n") && out.contains(" ms\n") && out.contains(" MiB"));
 }
 

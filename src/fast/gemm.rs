@@ -68,6 +68,9 @@ pub(crate) fn matmul(
 /// need `n` and `k` of 16 or more (conv1's 9-long patches and 9-wide weight gradient stay f32),
 /// and the right operand is converted on every call, which only 16 or more rows repay (a batch
 /// of one image through the dense layer would convert all 1.2 M weights to multiply them once).
+/// A CPU without AVX512_BF16 computes in f32 (runs resolve `--precision` with an error there
+/// first; this keeps a library caller's `Net::with_precision` from reaching a missing
+/// instruction).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn matmul_in(
     prec: Precision,
@@ -81,7 +84,7 @@ pub(crate) fn matmul_in(
     parallel: bool,
 ) {
     match prec {
-        Precision::Bf16 if m >= 16 && k >= 16 && n >= 16 => {
+        Precision::Bf16 if m >= 16 && k >= 16 && n >= 16 && super::bf16::available() => {
             super::bf16::matmul_bf16(dst, (m, n, k), lhs, lhs_t, rhs, rhs_t, accumulate, parallel)
         }
         _ => matmul(dst, (m, n, k), lhs, lhs_t, rhs, rhs_t, accumulate, parallel),
