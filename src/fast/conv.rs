@@ -79,6 +79,7 @@ fn conv_forward(
 
 /// Training forward of conv 3x3 → batch norm (batch statistics) → ReLU: the output, and what
 /// the backward pass needs.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn conv_bn_relu_train(
     prec: Precision,
     g: Conv3x3,

@@ -35,6 +35,7 @@ fn dense_forward(prec: Precision, d: Dense, x: &[f32], w: &[f32], bias: &[f32]) 
 }
 
 /// Training forward of dense → batch norm (batch statistics) → ReLU.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn dense_bn_relu_train(
     prec: Precision,
     d: Dense,

@@ -99,6 +99,7 @@ pub fn dense_bn_relu(
 
 /// Evaluation-mode `max_pool2(relu(batch_norm(conv3x3(x, w) + b)))` with the running statistics
 /// `(mean, var)`, fused per image (no batch-sized unpooled tensor).
+#[allow(clippy::too_many_arguments)]
 pub fn conv_bn_relu_pool_eval(
     x: Tensor<4>,
     w: Tensor<4>,

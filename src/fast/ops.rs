@@ -87,6 +87,7 @@ pub trait FastOps: Backend {
     fn max_pool2(x: FloatTensor<Self>) -> FloatTensor<Self>;
 
     /// Evaluation only: conv 3x3 → batch norm (running statistics) → ReLU → 2x2 max pool.
+    #[allow(clippy::too_many_arguments)]
     fn conv_bn_relu_pool_eval(
         x: FloatTensor<Self>,
         w: FloatTensor<Self>,
