@@ -12,6 +12,7 @@ mod page;
 pub mod stats;
 
 use crate::augment::AugmentConfig;
+use crate::device::PrecisionRequest;
 use crate::error::{Error, Result};
 use crate::fsutil::{create_dir, write_atomic};
 use crate::pipeline::{self, Verbosity};
@@ -174,7 +175,12 @@ fn merged(common: &TrainRequest, v: &TrainRequest) -> TrainRequest {
         invert: v.invert.or(common.invert),
         fit: v.fit.or(common.fit),
         device: common.device,
-        precision: common.precision,
+        // Per variant, so that a comparison can set fp32 against bf16 (`auto` is the default).
+        precision: if v.precision == PrecisionRequest::Auto {
+            common.precision
+        } else {
+            v.precision
+        },
         // A comparison owns its run directories (their settings are checked before a run).
         overwrite: true,
         schedule: v.schedule.or(common.schedule),
