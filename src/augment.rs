@@ -40,16 +40,6 @@ impl AugmentConfig {
         flip: 0.0,
         erase: 0.0,
     };
-    /// Half the homework's, `pretrain`'s default: `rotation=5,shift=0.05,zoom=0.05`. MNIST's
-    /// digits are centred and sized alike, and 15 epochs fit them better with milder changes
-    /// (docs/accuracy.md, study 5).
-    pub const LIGHT: AugmentConfig = AugmentConfig {
-        rotation: 5.0,
-        shift: 0.05,
-        zoom: 0.05,
-        flip: 0.0,
-        erase: 0.0,
-    };
     /// No augmentation (`--augment none`).
     pub const NONE: AugmentConfig = AugmentConfig {
         rotation: 0.0,

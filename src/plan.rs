@@ -71,7 +71,7 @@ pub struct StageDefaults {
 
 /// The defaults of `stage`, chosen by the study in docs/accuracy.md (on fashion-1k and two other
 /// scarce sets, three seeds each): pretraining on the bundled MNIST from random weights with
-/// light augmentation, a one-cycle schedule peaking at 3e-3 and PreciseBN; training the bundled
+/// augmentation, a one-cycle schedule peaking at 3e-3 and PreciseBN; training the bundled
 /// fashion-1k from `runs/pretrain` with augmentation, a cosine schedule from 2e-3 over 100 epochs
 /// and PreciseBN.
 pub fn defaults(stage: Stage) -> StageDefaults {
@@ -81,7 +81,7 @@ pub fn defaults(stage: Stage) -> StageDefaults {
             out: PathBuf::from("runs/pretrain"),
             epochs: 15,
             batch_size: 128,
-            augment: AugmentConfig::LIGHT,
+            augment: AugmentConfig::STANDARD,
             init: InitRequest::Random,
             fit: Fit::Mnist,
             lr: 0.003,
@@ -482,7 +482,7 @@ mod tests {
         let p = train(Stage::Pretrain, &TrainRequest::default()).unwrap();
         let r = &p.record;
         assert_eq!((r.epochs, r.batch_size, r.seed), (15, 128, DEFAULT_SEED));
-        assert_eq!(r.augment, AugmentConfig::LIGHT);
+        assert_eq!(r.augment, AugmentConfig::STANDARD);
         assert_eq!(r.init, InitRecord::Random);
         assert_eq!(r.optimizer.lr, 0.003);
         assert!(r.precise_bn && matches!(r.schedule, crate::schedule::Schedule::OneCycle { .. }));

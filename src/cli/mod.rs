@@ -184,7 +184,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub val_split: Option<f64>,
     /// Augmentation, e.g. `rotation=10,shift=0.1,zoom=0.1`, or `none` [default:
-    /// rotation=5,shift=0.05,zoom=0.05 for pretrain, rotation=10,shift=0.1,zoom=0.1 for train].
+    /// rotation=10,shift=0.1,zoom=0.1].
     #[arg(long)]
     pub augment: Option<AugmentConfig>,
     /// Initial weights: a checkpoint (file or run directory) or `random` [default: random for
