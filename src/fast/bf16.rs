@@ -17,6 +17,7 @@
 //! the same bits on the same CPU. [`matmul_reference`] is the scalar definition the tests compare
 //! against (bf16-rounded operands, f32 sums).
 
+use super::gemm::nothing_to_multiply;
 use rayon::prelude::*;
 use std::cell::RefCell;
 
@@ -93,18 +94,11 @@ pub(crate) fn matmul_bf16(
     accumulate: bool,
     parallel: bool,
 ) {
-    assert!(dst.len() >= m * n && lhs.len() >= m * k && rhs.len() >= k * n);
     assert!(
         available(),
         "bf16 matrix multiply on a CPU without AVX512_BF16"
     );
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        if !accumulate {
-            dst[..m * n].fill(0.0);
-        }
+    if nothing_to_multiply(dst, (m, n, k), lhs, rhs, accumulate) {
         return;
     }
     let kp = k.div_ceil(2);
@@ -113,7 +107,7 @@ pub(crate) fn matmul_bf16(
         let a = grow(abuf, m * kp);
         let a = if lhs_t {
             // Stored [k][m]: interleaving rows 2p and 2p+1 gives the words pair-major.
-            pack_rows_interleaved(lhs, k, m, m, a);
+            pack_rows_interleaved(lhs, k, (m, m), m, a);
             PackedA {
                 words: a,
                 rs: 1,
@@ -176,22 +170,7 @@ impl Rhs<'_> {
                 }
             });
         } else {
-            for p in 0..kp {
-                let o = &mut out[p * NR..][..NR];
-                let lo = &self.src[2 * p * n + j0..][..nc];
-                if 2 * p + 1 < k {
-                    let hi = &self.src[(2 * p + 1) * n + j0..][..nc];
-                    let done = simd::pack_interleaved(lo, hi, o);
-                    for j in done..nc {
-                        o[j] = pair(lo[j], hi[j]);
-                    }
-                } else {
-                    for j in 0..nc {
-                        o[j] = pair(lo[j], 0.0);
-                    }
-                }
-                o[nc..].fill(0);
-            }
+            pack_rows_interleaved(&self.src[j0..], k, (n, nc), NR, out);
         }
     }
 }
@@ -218,15 +197,22 @@ fn pack_rows_paired(src: &[f32], rows: usize, k: usize, out: &mut [u32]) {
     }
 }
 
-/// `src[k][width]` as words `out[p * stride + j] = (src[2p][j], src[2p+1][j])`; columns from
-/// `width` to `stride` are zero, as is the partner of an odd last row.
-fn pack_rows_interleaved(src: &[f32], k: usize, width: usize, stride: usize, out: &mut [u32]) {
+/// Rows of `src` (`k` of them, `row_stride` apart, the first `width` values of each) as words
+/// `out[p * out_stride + j] = (row 2p [j], row 2p+1 [j])`; columns from `width` to `out_stride`
+/// are zero, as is the partner of an odd last row.
+fn pack_rows_interleaved(
+    src: &[f32],
+    k: usize,
+    (row_stride, width): (usize, usize),
+    out_stride: usize,
+    out: &mut [u32],
+) {
     let kp = k.div_ceil(2);
     for p in 0..kp {
-        let o = &mut out[p * stride..][..stride];
-        let lo = &src[2 * p * width..][..width];
+        let o = &mut out[p * out_stride..][..out_stride];
+        let lo = &src[2 * p * row_stride..][..width];
         if 2 * p + 1 < k {
-            let hi = &src[(2 * p + 1) * width..][..width];
+            let hi = &src[(2 * p + 1) * row_stride..][..width];
             let done = simd::pack_interleaved(lo, hi, o);
             for j in done..width {
                 o[j] = pair(lo[j], hi[j]);

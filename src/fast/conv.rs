@@ -6,8 +6,9 @@ use super::batchnorm::{
     BlockGrads, BnSaved, bias_and_sums, bn_coefs, bn_dz_img, bn_param_grads, bn_relu_train,
     scale_shift_relu_inplace,
 };
-use super::gemm::{matmul_in, with_scratch};
+use super::gemm::with_scratch;
 use super::im2col::{Conv3x3, col2im};
+use super::multiply::matmul_in;
 use super::pool::pool_plane;
 use super::transpose::transpose;
 use super::winograd::Plan;

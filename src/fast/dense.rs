@@ -4,7 +4,7 @@
 use super::batchnorm::{
     BlockGrads, BnSaved, bn_coefs, bn_dz_img, bn_param_grads, bn_relu_train, channel_sums,
 };
-use super::gemm::matmul_in;
+use super::multiply::matmul_in;
 use crate::device::Precision;
 
 /// Shape of a dense layer over `n` rows: `[n, inp] · [inp, out]` (burn's `Linear` weight layout).

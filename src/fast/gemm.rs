@@ -1,7 +1,6 @@
 //! Matrix multiplication (the `gemm` crate, with its packing tuned for our shapes) and the
 //! per-thread scratch buffers the kernels multiply in.
 
-use crate::device::Precision;
 use gemm::Parallelism;
 use std::cell::RefCell;
 
@@ -18,14 +17,7 @@ pub(crate) fn matmul(
     accumulate: bool,
     parallel: bool,
 ) {
-    assert!(dst.len() >= m * n && lhs.len() >= m * k && rhs.len() >= k * n);
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        if !accumulate {
-            dst[..m * n].fill(0.0);
-        }
+    if nothing_to_multiply(dst, (m, n, k), lhs, rhs, accumulate) {
         return;
     }
     tune_gemm();
@@ -63,32 +55,21 @@ pub(crate) fn matmul(
     }
 }
 
-/// [`matmul`] in `prec`: bf16 operands with f32 sums ([`super::bf16::matmul_bf16`]) where the
-/// product is large enough on every side for it to pay: the 32-column panels and pair-wise sums
-/// need `n` and `k` of 16 or more (conv1's 9-long patches and 9-wide weight gradient stay f32),
-/// and the right operand is converted on every call, which only 16 or more rows repay (a batch
-/// of one image through the dense layer would convert all 1.2 M weights to multiply them once).
-/// A CPU without AVX512_BF16 computes in f32 (runs resolve `--precision` with an error there
-/// first; this keeps a library caller's `Net::with_precision` from reaching a missing
-/// instruction).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn matmul_in(
-    prec: Precision,
+/// The operands' sizes checked (a multiply must not read or write outside them), and the empty
+/// products done: `true` when nothing is left to multiply (`k == 0` leaves zeros unless
+/// accumulating).
+pub(crate) fn nothing_to_multiply(
     dst: &mut [f32],
     (m, n, k): (usize, usize, usize),
     lhs: &[f32],
-    lhs_t: bool,
     rhs: &[f32],
-    rhs_t: bool,
     accumulate: bool,
-    parallel: bool,
-) {
-    match prec {
-        Precision::Bf16 if m >= 16 && k >= 16 && n >= 16 && super::bf16::available() => {
-            super::bf16::matmul_bf16(dst, (m, n, k), lhs, lhs_t, rhs, rhs_t, accumulate, parallel)
-        }
-        _ => matmul(dst, (m, n, k), lhs, lhs_t, rhs, rhs_t, accumulate, parallel),
+) -> bool {
+    assert!(dst.len() >= m * n && lhs.len() >= m * k && rhs.len() >= k * n);
+    if k == 0 && !accumulate {
+        dst[..m * n].fill(0.0);
     }
+    m == 0 || n == 0 || k == 0
 }
 
 /// gemm copies ("packs") an operand it reads column-contiguously once the other side is wider

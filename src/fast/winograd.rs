@@ -9,8 +9,9 @@
 //! the transforms are a few dozen additions each, written over 8-channel arrays so that they
 //! compile to vector instructions.
 
-use super::gemm::{matmul_in, with_scratch};
+use super::gemm::with_scratch;
 use super::im2col::Conv3x3;
+use super::multiply::matmul_in;
 use super::transpose::transpose;
 use crate::device::Precision;
 use multiversion::multiversion;
