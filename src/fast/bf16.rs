@@ -102,9 +102,12 @@ pub(crate) fn matmul_bf16(
         return;
     }
     let kp = k.div_ceil(2);
-    PACK.with(|bufs| {
-        let (abuf, bbuf) = &mut *bufs.borrow_mut();
-        let a = grow(abuf, m * kp);
+    // The buffers leave the thread-local for the call: a parallel multiply's thread may pick up
+    // another multiply while it waits (rayon work-stealing), which then finds them empty and
+    // allocates its own instead of meeting a borrowed cell.
+    let (mut abuf, mut bbuf) = PACK.with(|bufs| std::mem::take(&mut *bufs.borrow_mut()));
+    {
+        let a = grow(&mut abuf, m * kp);
         let a = if lhs_t {
             // Stored [k][m]: interleaving rows 2p and 2p+1 gives the words pair-major.
             pack_rows_interleaved(lhs, k, (m, m), m, a);
@@ -127,8 +130,9 @@ pub(crate) fn matmul_bf16(
             k,
             n,
         };
-        multiply(dst, m, &a, &b, bbuf, accumulate, parallel);
-    });
+        multiply(dst, m, &a, &b, &mut bbuf, accumulate, parallel);
+    }
+    PACK.with(|bufs| *bufs.borrow_mut() = (abuf, bbuf));
 }
 
 /// The right operand as given: `[k][n]`, or `[n][k]` when `t`.
