@@ -5,8 +5,7 @@ mod common;
 
 use common::*;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
 
 fn record_precision(run: &Path) -> String {
     let meta: serde_json::Value =
@@ -198,23 +197,8 @@ fn a_resumed_run_keeps_its_precision() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let start = Instant::now();
-    while !run.join("resume.ckpt").exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "no resume state"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    assert_eq!(child.wait().unwrap().code(), Some(130));
+    let status = ctrl_c_after_the_first_epoch(&mut child, &run);
+    assert_eq!(status.code(), Some(130));
     let out = run_in(
         Path::new(env!("CARGO_MANIFEST_DIR")),
         &[

@@ -1,6 +1,8 @@
 //! Robustness of the real binary: interruptions (SIGINT, SIGKILL) and resume, determinism,
 //! numerical faults and a full disk. Training runs are tiny (a few batches per epoch).
 
+mod common;
+use common::ctrl_c_after_the_first_epoch;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
@@ -59,28 +61,6 @@ fn tiny_args(out: &Path, epochs: usize) -> Vec<String> {
     .iter()
     .map(|s| s.to_string())
     .collect()
-}
-
-/// Waits until the run in `dir` has finished an epoch (its history exists), presses Ctrl-C
-/// (SIGINT) and returns how the process ended.
-fn ctrl_c_after_the_first_epoch(child: &mut Child, dir: &Path) -> std::process::ExitStatus {
-    let t0 = std::time::Instant::now();
-    while !dir.join("history.csv").exists() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(120),
-            "training never started"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    child.wait().unwrap()
 }
 
 fn history_without_seconds(dir: &Path) -> Vec<String> {

@@ -156,3 +156,28 @@ pub fn headless(browser: &Path, profile: &Path, extra: &[&str], url: &str) -> Ou
         .output()
         .expect("chromium runs")
 }
+
+/// Waits until the run in `dir` has finished an epoch (its history exists), presses Ctrl-C
+/// (SIGINT) and returns how the process ended.
+pub fn ctrl_c_after_the_first_epoch(
+    child: &mut std::process::Child,
+    dir: &Path,
+) -> std::process::ExitStatus {
+    let t0 = std::time::Instant::now();
+    while !dir.join("history.csv").exists() {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(120),
+            "training never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    child.wait().unwrap()
+}
