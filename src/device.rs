@@ -93,17 +93,17 @@ pub fn resolve_precision(req: PrecisionRequest, kind: DeviceKind) -> Result<Prec
 pub fn check_bf16(kind: DeviceKind) -> Result<()> {
     if kind != DeviceKind::Cpu {
         return Err(Error::invalid(
-            "--precision bf16 runs on the CPU only (the GPU path computes in fp32); use              --precision fp32 or auto",
+            "--precision bf16 runs on the CPU only (the GPU path computes in fp32); use --precision fp32 or auto",
         ));
     }
     if std::env::var_os(REFERENCE_OPS_ENV).is_some() {
         return Err(Error::invalid(format!(
-            "--precision bf16 needs warmstart's fused CPU kernels, which {REFERENCE_OPS_ENV}              turns off"
+            "--precision bf16 needs warmstart's fused CPU kernels, which {REFERENCE_OPS_ENV} turns off"
         )));
     }
     if !cpu_has_bf16() {
         return Err(Error::invalid(
-            "--precision bf16: this CPU has no bf16 dot-product instructions (AVX512_BF16);              use --precision fp32 or auto",
+            "--precision bf16: this CPU has no bf16 dot-product instructions (AVX512_BF16); use --precision fp32 or auto",
         ));
     }
     Ok(())
