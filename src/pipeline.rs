@@ -198,7 +198,7 @@ pub fn train_stage(
         run.batch_size,
         run.optimizer.lr,
         run.schedule.describe(),
-        run.augment,
+        run.augment_description(),
         run.seed,
         run.precision,
         run.out.display()

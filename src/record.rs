@@ -217,6 +217,11 @@ pub struct RunRecord {
     pub precise_bn: bool,
     /// Augmentation of the training images.
     pub augment: AugmentConfig,
+    /// The last epochs (of `epochs`) that train on the images as they are, without `augment`:
+    /// the augmented epochs teach invariance, the clean ones fit the images the model will be
+    /// given. 0: every epoch augmented (and records written before it existed).
+    #[serde(default)]
+    pub clean_epochs: usize,
     /// Where the initial weights came from.
     pub init: InitRecord,
     /// Arithmetic precision.
@@ -233,6 +238,25 @@ pub struct RunRecord {
 }
 
 impl RunRecord {
+    /// The augmentation as the console and the report name it, with the clean epochs.
+    pub fn augment_description(&self) -> String {
+        match self.clean_epochs {
+            0 => self.augment.to_string(),
+            n if n >= self.epochs => "none (every epoch clean)".into(),
+            n => format!("{} (none in the last {n} epoch(s))", self.augment),
+        }
+    }
+
+    /// The augmentation of epoch `epoch` (from 0): none in the last [`RunRecord::clean_epochs`].
+    /// Decided per epoch, so a resumed run augments exactly as an uninterrupted one.
+    pub fn augment_at(&self, epoch: usize) -> AugmentConfig {
+        if epoch + self.clean_epochs >= self.epochs {
+            AugmentConfig::NONE
+        } else {
+            self.augment
+        }
+    }
+
     /// How to load the run's data again exactly as it was loaded for training.
     pub fn load_options(&self) -> LoadOptions {
         LoadOptions {
@@ -338,6 +362,7 @@ mod legacy {
                 lr_ratio: None,
                 precise_bn: false,
                 augment: o.augment,
+                clean_epochs: 0,
                 init,
                 precision: Precision::Fp32,
                 device: o.args.device.unwrap_or(DeviceKind::Cpu),
@@ -381,6 +406,26 @@ mod tests {
             }
         );
         assert_eq!(r.load_options().limit, Some(5000));
+    }
+
+    #[test]
+    fn the_last_clean_epochs_are_not_augmented() {
+        let mut r = checkpoint::parse_meta(Path::new("best.json"), LEGACY_SIDECAR.as_bytes())
+            .unwrap()
+            .training;
+        // A record from before clean epochs augments every epoch.
+        assert_eq!(r.clean_epochs, 0);
+        assert_eq!(r.augment_description(), "rotation=10,shift=0.1,zoom=0.1");
+        (r.epochs, r.clean_epochs) = (5, 2);
+        let per_epoch: Vec<bool> = (0..5).map(|e| r.augment_at(e).is_none()).collect();
+        assert_eq!(per_epoch, [false, false, false, true, true]);
+        assert_eq!(
+            r.augment_description(),
+            "rotation=10,shift=0.1,zoom=0.1 (none in the last 2 epoch(s))"
+        );
+        // A resumed run extended to 8 epochs keeps its 2 clean ones at the new end.
+        r.epochs = 8;
+        assert!(!r.augment_at(4).is_none() && r.augment_at(6).is_none());
     }
 
     #[test]

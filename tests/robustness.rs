@@ -315,9 +315,10 @@ fn unwritable_output_directory_is_a_clear_error() {
     assert!(err.contains("a-file") && !err.contains("panicked"), "{err}");
 }
 
-/// A run with a schedule, label smoothing and early stopping, interrupted with Ctrl-C and
-/// resumed, ends with the bits of an uninterrupted one (the per-step rates are a function of the
-/// step, and the stop decision is saved with the state).
+/// A run with a schedule, label smoothing, early stopping and clean last epochs, interrupted with
+/// Ctrl-C and resumed, ends with the bits of an uninterrupted one (the per-step rates and the
+/// augmentation are functions of the step and the epoch, and the stop decision is saved with the
+/// state).
 #[test]
 fn a_resumed_run_with_a_schedule_ends_bit_identical() {
     let tmp = tempfile::tempdir().unwrap();
@@ -328,6 +329,8 @@ fn a_resumed_run_with_a_schedule_ends_bit_identical() {
         "0.1",
         "--patience",
         "3",
+        "--clean-epochs",
+        "2",
     ];
     let whole = tmp.path().join("whole");
     let mut a = tiny_args(&whole, 6);

@@ -220,6 +220,11 @@ pub struct TrainArgs {
     /// keeps training statistics meanwhile) [default: 0].
     #[arg(long, value_name = "N")]
     pub freeze_epochs: Option<usize>,
+    /// Train the last N epochs on the images as they are, without augmentation (the augmented
+    /// epochs teach invariance; the clean ones fit the images the model will be given)
+    /// [default: the last fifth of --epochs for pretrain (3 of 15), 0 for train].
+    #[arg(long, value_name = "N")]
+    pub clean_epochs: Option<usize>,
     /// Discriminative rates: each block nearer the input trains at this fraction of the next
     /// one's rate (head at --lr, fc1 at lr·r, conv2 at lr·r², conv1 at lr·r³), e.g. 0.3
     /// [default: 1, one rate].
@@ -439,6 +444,7 @@ impl TrainArgs {
             label_smoothing: self.label_smoothing,
             weight_decay: self.weight_decay,
             freeze_epochs: self.freeze_epochs,
+            clean_epochs: self.clean_epochs,
             precise_bn: self.precise_bn,
             lr_ratio: self.lr_ratio,
         }

@@ -189,6 +189,7 @@ fn merged(common: &TrainRequest, v: &TrainRequest) -> TrainRequest {
         label_smoothing: v.label_smoothing.or(common.label_smoothing),
         weight_decay: v.weight_decay.or(common.weight_decay),
         freeze_epochs: v.freeze_epochs.or(common.freeze_epochs),
+        clean_epochs: v.clean_epochs.or(common.clean_epochs),
         precise_bn: v.precise_bn.or(common.precise_bn),
         lr_ratio: v.lr_ratio.or(common.lr_ratio),
     }

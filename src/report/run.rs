@@ -216,7 +216,7 @@ pub fn finish_run(
                 format!("after {p} epoch(s) without a better validation accuracy")
             }),
         ),
-        ("Augmentation".into(), run.augment.to_string()),
+        ("Augmentation".into(), run.augment_description()),
         ("Seed".into(), run.seed.to_string()),
         (
             "Computed on".into(),

@@ -347,7 +347,7 @@ fn run_loop(
         let batches = epoch_batches(
             train.clone(),
             run.batch_size,
-            run.augment,
+            run.augment_at(st.epoch),
             run.seed,
             st.epoch,
         );
