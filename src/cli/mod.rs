@@ -222,7 +222,7 @@ pub struct TrainArgs {
     pub freeze_epochs: Option<usize>,
     /// Train the last N epochs on the images as they are, without augmentation (the augmented
     /// epochs teach invariance; the clean ones fit the images the model will be given)
-    /// [default: the last fifth of --epochs for pretrain (3 of 15), 0 for train].
+    /// [default: the last fifth of --epochs: 3 of 15 for pretrain, 20 of 100 for train].
     #[arg(long, value_name = "N")]
     pub clean_epochs: Option<usize>,
     /// Discriminative rates: each block nearer the input trains at this fraction of the next
