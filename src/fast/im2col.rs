@@ -38,12 +38,6 @@ impl Conv3x3 {
     /// `col[k, p]`: row `ci*9 + ky*3 + kx` holds the input shifted by `(ky, kx)`.
     pub(crate) fn im2col(&self, x: &[f32], col: &mut [f32]) {
         let (ow, p) = (self.ow(), self.p());
-        #[cfg(target_arch = "x86_64")]
-        if ow >= 8 && std::arch::is_x86_feature_detected!("avx") {
-            // SAFETY: AVX is present (checked here); the function checks its own bounds.
-            unsafe { avx_rows::im2col(*self, x, col) };
-            return;
-        }
         for ci in 0..self.cin {
             for ky in 0..3 {
                 for kx in 0..3 {
@@ -77,57 +71,12 @@ pub(crate) fn col2im(g: Conv3x3, col: &[f32], dx: &mut [f32]) {
         }
     }
 }
-
-/// im2col's copies with AVX moves. Each copy is one output row (24 floats for conv2), and
-/// `copy_from_slice` (or a loop, which the compiler turns back into one) called `memcpy` for each:
-/// ~7,000 calls per image, 3.6% of a bf16 training step.
-#[cfg(target_arch = "x86_64")]
-mod avx_rows {
-    use super::Conv3x3;
-    use std::arch::x86_64::*;
-
-    /// [`Conv3x3::im2col`] for rows of at least 8 floats: 8 at a time, the last 8 overlapping the
-    /// ones before where the row is not a multiple of 8 (the same values, so the same result).
-    ///
-    /// # Safety
-    /// AVX must be available.
-    #[target_feature(enable = "avx")]
-    pub unsafe fn im2col(g: Conv3x3, x: &[f32], col: &mut [f32]) {
-        let (ow, p) = (g.ow(), g.p());
-        assert!(ow >= 8);
-        for ci in 0..g.cin {
-            for ky in 0..3 {
-                for kx in 0..3 {
-                    let row = &mut col[(ci * 9 + ky * 3 + kx) * p..][..p];
-                    for oy in 0..g.oh() {
-                        let src = &x[ci * g.h * g.w + (oy + ky) * g.w + kx..][..ow];
-                        let dst = &mut row[oy * ow..][..ow];
-                        let mut at = 0;
-                        loop {
-                            let a = at.min(ow - 8);
-                            // SAFETY: a + 8 <= ow, the length of both slices.
-                            unsafe {
-                                let v = _mm256_loadu_ps(src.as_ptr().add(a));
-                                _mm256_storeu_ps(dst.as_mut_ptr().add(a), v);
-                            }
-                            if a == ow - 8 {
-                                break;
-                            }
-                            at += 8;
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::Conv3x3;
 
-    /// Every column entry is the input pixel it names, for rows that are a multiple of 8 floats
-    /// (conv2: 24), rows that are not (conv1: 26; 11) and rows shorter than a vector (5).
+    /// Every column entry is the input pixel it names, for this network's rows (conv2: 24 floats,
+    /// conv1: 26) and other widths (11, 5).
     #[test]
     fn im2col_copies_each_shifted_pixel() {
         for (cin, side) in [(2, 26), (1, 28), (3, 13), (2, 7)] {
