@@ -666,3 +666,68 @@ fn precise_batch_norm_statistics_fix_short_runs() {
         "precise {test_acc}, momentum {lagging}"
     );
 }
+
+/// Clean epochs train on exactly the batches an unaugmented run trains on: a run whose every
+/// epoch is clean ends with the bits of an `--augment none` run, and the console, the record and
+/// the report say which epochs were clean.
+#[test]
+fn clean_epochs_train_on_the_images_as_they_are() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |name: &str, epochs: &str, extra: &[&str]| {
+        let dir = tmp.path().join(name);
+        let mut args = vec![
+            "train",
+            "--init",
+            "random",
+            "--limit",
+            "200",
+            "--epochs",
+            epochs,
+            "--test-limit",
+            "50",
+            "--out",
+        ];
+        args.push(s(&dir));
+        args.extend_from_slice(extra);
+        (ok(&args), dir)
+    };
+    let (out, clean) = run("clean", "2", &["--clean-epochs", "2"]);
+    assert!(
+        out.contains("augmentation none (every epoch clean)"),
+        "{out}"
+    );
+    let (_, plain) = run("plain", "2", &["--augment", "none"]);
+    let (_, augmented) = run("augmented", "2", &["--clean-epochs", "0"]);
+    let bytes = |d: &Path| std::fs::read(d.join("last.safetensors")).unwrap();
+    assert_eq!(
+        bytes(&clean),
+        bytes(&plain),
+        "clean epochs are not plain epochs"
+    );
+    assert_ne!(
+        bytes(&clean),
+        bytes(&augmented),
+        "augmentation made no difference"
+    );
+    let record = |d: &Path| {
+        let meta: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(d.join("last.json")).unwrap()).unwrap();
+        meta["training"]["clean_epochs"].as_u64().unwrap()
+    };
+    assert_eq!((record(&clean), record(&plain)), (2, 0));
+
+    let (out, last) = run("last", "5", &[]);
+    let said = "rotation=10,shift=0.1,zoom=0.1 (none in the last 1 epoch(s))";
+    assert!(out.contains(said), "{out}");
+    assert_eq!(record(&last), 1);
+    let html = std::fs::read_to_string(last.join("report.html")).unwrap();
+    assert!(
+        html.contains(said),
+        "the report does not name the clean epoch"
+    );
+    let err = fails(&["train", "--epochs", "3", "--clean-epochs", "4"]);
+    assert!(
+        err.contains("--clean-epochs 4 is more than --epochs 3"),
+        "{err}"
+    );
+}
