@@ -243,6 +243,7 @@ fn bench(a: &BenchArgs) -> Result<()> {
             batches_b128: a.batches_b128,
             batches_b32: a.batches_b32,
             warmup: a.warmup,
+            infer_repeats: a.infer_repeats,
             precision,
             ..Default::default()
         };

@@ -305,6 +305,9 @@ pub struct BenchArgs {
     /// Untimed batches before each training measurement.
     #[arg(long, default_value_t = 5)]
     pub warmup: usize,
+    /// Timed inference passes at batch 1000 (the median is reported; one untimed pass first).
+    #[arg(long, default_value_t = 5)]
+    pub infer_repeats: usize,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
 }

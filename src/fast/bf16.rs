@@ -135,6 +135,71 @@ pub(crate) fn matmul_bf16(
     PACK.with(|bufs| *bufs.borrow_mut() = (abuf, bbuf));
 }
 
+/// A right operand `[k][n]` packed once as bf16 panels, for a product repeated with many left
+/// operands (Winograd's transformed filters, multiplied once per image): packing them per image
+/// cost more than the rounding of the images' own values.
+pub(crate) struct PackedRhs {
+    words: Vec<u32>,
+    k: usize,
+    n: usize,
+}
+
+impl PackedRhs {
+    /// Packs `rhs[k][n]` (rounded to bf16).
+    pub(crate) fn new(rhs: &[f32], k: usize, n: usize) -> PackedRhs {
+        assert!(rhs.len() >= k * n);
+        let b = Rhs {
+            src: rhs,
+            t: false,
+            k,
+            n,
+        };
+        let mut words = vec![0u32; b.panels() * b.kp() * NR];
+        for (q, out) in words.chunks_exact_mut(b.kp() * NR).enumerate() {
+            b.pack_panel(q, out);
+        }
+        PackedRhs { words, k, n }
+    }
+}
+
+/// `dst[m,n] = a · b` on the calling thread, `a` already packed as `m` rows of `k.div_ceil(2)`
+/// pair words (what `pack_rows_paired` writes): the kernel calls of [`matmul_bf16`] for a right
+/// operand that fits in L2, in the same order, so the same bits.
+pub(crate) fn matmul_packed(dst: &mut [f32], m: usize, a: &[u32], b: &PackedRhs) {
+    assert!(
+        available(),
+        "bf16 matrix multiply on a CPU without AVX512_BF16"
+    );
+    let (n, kp) = (b.n, b.k.div_ceil(2));
+    assert!(dst.len() >= m * n && a.len() >= m * kp);
+    if b.k == 0 {
+        dst[..m * n].fill(0.0);
+    }
+    if m == 0 || n == 0 || b.k == 0 {
+        return;
+    }
+    for kb in (0..kp).step_by(KC) {
+        for r0 in (0..m).step_by(MR) {
+            for (q, panel) in b.words.chunks_exact(kp * NR).enumerate() {
+                let (mr, nc, kc) = (MR.min(m - r0), NR.min(n - q * NR), KC.min(kp - kb));
+                simd::kernel(
+                    mr,
+                    kc,
+                    &a[r0 * kp + kb..],
+                    kp,
+                    1,
+                    &panel[kb * NR..],
+                    NR,
+                    &mut dst[r0 * n + q * NR..],
+                    n,
+                    nc,
+                    kb > 0,
+                );
+            }
+        }
+    }
+}
+
 /// The right operand as given: `[k][n]`, or `[n][k]` when `t`.
 struct Rhs<'a> {
     src: &'a [f32],

@@ -9,6 +9,7 @@
 //! the transforms are a few dozen additions each, written over 8-channel arrays so that they
 //! compile to vector instructions.
 
+use super::bf16::{self, PackedRhs};
 use super::gemm::with_scratch;
 use super::im2col::Conv3x3;
 use super::multiply::matmul_in;
@@ -16,6 +17,7 @@ use super::transpose::transpose;
 use crate::device::Precision;
 use multiversion::multiversion;
 use rayon::prelude::*;
+use std::cell::RefCell;
 
 /// Channels per vector: the transforms work on 8 channels at once (one AVX2 register).
 const L: usize = 8;
@@ -294,6 +296,66 @@ mod avx512 {
         }
     }
 
+    /// [`input_transform`] writing each value as bf16 (round to nearest even, as the bf16
+    /// multiply packs), two channels to a word: `v[((ξ * tiles + t) * cin + c) / 2]` holds
+    /// channels `c` and `c + 1` (`c` even), the rows of pair words the bf16 kernel reads.
+    #[allow(clippy::needless_range_loop)] // `i` picks an element of each of four arrays
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub(super) fn input_transform_bf16(
+        hwc: &[f32],
+        w: usize,
+        cin: usize,
+        th: usize,
+        tw: usize,
+        v: &mut [u32],
+    ) {
+        let tiles = th * tw;
+        assert!(cin.is_multiple_of(L) && th > 0 && tw > 0);
+        assert!(hwc.len() >= ((2 * th + 1) * w + 2 * tw + 2) * cin);
+        assert!(v.len() >= 16 * tiles * cin / 2);
+        let (src, dst) = (hwc.as_ptr(), v.as_mut_ptr());
+        for ty in 0..th {
+            for tx in 0..tw {
+                let t = ty * tw + tx;
+                for cb in (0..cin).step_by(L) {
+                    // SAFETY: the loads as in `input_transform`; each store of 8 words ends by
+                    // (((i * 4 + j) * tiles + t) * cin + cb + 16) / 2 <= 16 * tiles * cin / 2.
+                    unsafe {
+                        let ld = |i: usize, j: usize| {
+                            _mm512_loadu_ps(src.add(((2 * ty + i) * w + 2 * tx + j) * cin + cb))
+                        };
+                        let mut r = [[_mm512_setzero_ps(); 4]; 4];
+                        for (j, rj) in r.iter_mut().enumerate() {
+                            let (d0, d1, d2, d3) = (ld(0, j), ld(1, j), ld(2, j), ld(3, j));
+                            *rj = [
+                                _mm512_sub_ps(d0, d2),
+                                _mm512_add_ps(d1, d2),
+                                _mm512_sub_ps(d2, d1),
+                                _mm512_sub_ps(d1, d3),
+                            ];
+                        }
+                        for i in 0..4 {
+                            let out = [
+                                _mm512_sub_ps(r[0][i], r[2][i]),
+                                _mm512_add_ps(r[1][i], r[2][i]),
+                                _mm512_sub_ps(r[2][i], r[1][i]),
+                                _mm512_sub_ps(r[1][i], r[3][i]),
+                            ];
+                            for (j, o) in out.into_iter().enumerate() {
+                                let h = _mm512_cvtneps_pbh(o);
+                                let at = dst.add((((i * 4 + j) * tiles + t) * cin + cb) / 2);
+                                _mm256_storeu_si256(
+                                    at.cast(),
+                                    std::mem::transmute::<__m256bh, __m256i>(h),
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// Block `t`'s 2x2 outputs for channels `cb..cb + 16`: `Aᵀ m A`, as `[[y00, y01], [y10, y11]]`.
     ///
     /// # Safety
@@ -399,9 +461,18 @@ pub(crate) struct Plan {
     /// The arithmetic of the 16 products (the transforms stay f32).
     prec: Precision,
     u: Vec<f32>,
+    /// bf16 only, where the CPU has AVX512_BF16 and `cin` fills whole 16-channel vectors: the
+    /// 16 transformed filters packed once, and the input transform writes bf16 pairs directly
+    /// (the same words and kernel calls as packing both per image, so the same bits).
+    packed: Vec<PackedRhs>,
     /// Output blocks per side: `oh / 2` by `ow / 2` (an odd last row or column is not covered).
     th: usize,
     tw: usize,
+}
+
+thread_local! {
+    /// An image's transformed input as bf16 pair words (the bf16 path of [`Plan::products_hwc`]).
+    static WORDS: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
 }
 
 impl Plan {
@@ -413,56 +484,139 @@ impl Plan {
 
     /// Transforms the filters `w` of a convolution [`Plan::supports`].
     pub(crate) fn new(g: Conv3x3, w: &[f32], prec: Precision) -> Plan {
+        let u = filter_transform(w, g.cin, g.cout);
+        let direct = prec == Precision::Bf16 && bf16::available() && wide(g.cin);
+        let packed = if direct {
+            u.chunks_exact(g.cin * g.cout)
+                .map(|ux| PackedRhs::new(ux, g.cin, g.cout))
+                .collect()
+        } else {
+            Vec::new()
+        };
         Plan {
             g,
             prec,
-            u: filter_transform(w, g.cin, g.cout),
+            u,
+            packed,
             th: g.oh() / 2,
             tw: g.ow() / 2,
         }
     }
 
-    /// One image's 16 products `m[ξ]` (`[blocks x cout]` each), handed to `finish` with `extra`
-    /// more floats of scratch.
+    fn tiles(&self) -> usize {
+        self.th * self.tw
+    }
+
+    /// Floats of f32 scratch for the transformed input (none when it is written as bf16) and
+    /// the 16 products.
+    fn products_len(&self) -> usize {
+        let (cin, cout, tiles) = (self.g.cin, self.g.cout, self.tiles());
+        let v = if self.packed.is_empty() {
+            16 * tiles * cin
+        } else {
+            0
+        };
+        v + 16 * tiles * cout
+    }
+
+    /// One image's 16 products `m[ξ]` (`[blocks x cout]` each) from its channel-last pixels
+    /// `hwc`, in the first `16 * blocks * cout` floats of `buf` (of [`Plan::products_len`]).
+    fn products_hwc<'b>(&self, hwc: &[f32], buf: &'b mut [f32]) -> &'b [f32] {
+        let Plan {
+            g,
+            prec,
+            ref u,
+            ref packed,
+            th,
+            tw,
+        } = *self;
+        let (cin, cout, tiles) = (g.cin, g.cout, th * tw);
+        let nm = 16 * tiles * cout;
+        if !packed.is_empty() {
+            let m = &mut buf[..nm];
+            WORDS.with(|words| {
+                let mut words = words.borrow_mut();
+                let half = 16 * tiles * cin / 2;
+                if words.len() < half {
+                    words.resize(half, 0);
+                }
+                // SAFETY: `packed` is only built where the CPU has AVX-512 with AVX512_BF16 and
+                // `cin` is a multiple of 16; the function asserts its bounds.
+                #[cfg(target_arch = "x86_64")]
+                unsafe {
+                    avx512::input_transform_bf16(hwc, g.w, cin, th, tw, &mut words[..half])
+                };
+                for (x, ux) in packed.iter().enumerate() {
+                    let a = &words[x * tiles * cin / 2..][..tiles * cin / 2];
+                    bf16::matmul_packed(&mut m[x * tiles * cout..][..tiles * cout], tiles, a, ux);
+                }
+            });
+            return m;
+        }
+        let (v, rest) = buf.split_at_mut(16 * tiles * cin);
+        let m = &mut rest[..nm];
+        input_transform(hwc, g.w, cin, th, tw, v);
+        multiply(prec, v, u, tiles, cin, cout, m);
+        m
+    }
+
+    /// One image's 16 products from its NCHW pixels `xi`, handed to `finish` with `extra` more
+    /// floats of scratch.
     fn products<R>(
         &self,
         xi: &[f32],
         extra: usize,
         finish: impl FnOnce(&[f32], &mut [f32]) -> R,
     ) -> R {
-        let Plan {
-            g,
-            prec,
-            ref u,
-            th,
-            tw,
-        } = *self;
-        let (cin, cout, hw, tiles) = (g.cin, g.cout, g.h * g.w, th * tw);
-        let (nv, nm) = (16 * tiles * cin, 16 * tiles * cout);
-        with_scratch(hw * cin + nv + nm + extra, |buf| {
-            let (hwc, rest) = buf.split_at_mut(hw * cin);
-            let (v, rest) = rest.split_at_mut(nv);
-            let (m, extra) = rest.split_at_mut(nm);
-            transpose(xi, cin, hw, hwc);
-            input_transform(hwc, g.w, cin, th, tw, v);
-            multiply(prec, v, u, tiles, cin, cout, m);
+        let (g, nm) = (self.g, self.products_len());
+        let hw = g.h * g.w;
+        with_scratch(hw * g.cin + nm + extra, |buf| {
+            let (hwc, rest) = buf.split_at_mut(hw * g.cin);
+            let (pbuf, extra) = rest.split_at_mut(nm);
+            transpose(xi, g.cin, hw, hwc);
+            let m = self.products_hwc(hwc, pbuf);
             finish(m, extra)
         })
+    }
+
+    /// Floats of scratch [`Plan::pool_hwc`] needs.
+    pub(crate) fn pool_scratch_len(&self) -> usize {
+        self.products_len() + self.tiles() * self.g.cout
+    }
+
+    /// One image's `relu(conv·scale + shift)` max-pooled 2x2 (floor) into `oi`
+    /// (`[cout, oh/2, ow/2]`), from its channel-last pixels `hwc`; `scratch` of
+    /// [`Plan::pool_scratch_len`] floats.
+    pub(crate) fn pool_hwc(
+        &self,
+        hwc: &[f32],
+        scale: &[f32],
+        shift: &[f32],
+        scratch: &mut [f32],
+        oi: &mut [f32],
+    ) {
+        let (tiles, cout) = (self.tiles(), self.g.cout);
+        let (pbuf, pooled) = scratch.split_at_mut(self.products_len());
+        let m = self.products_hwc(hwc, pbuf);
+        output_pool(m, tiles, cout, scale, shift, pooled);
+        // The blocks are the pooled pixels, in order.
+        transpose(pooled, tiles, cout, oi);
     }
 
     /// `relu(conv·scale + shift)` max-pooled 2x2 (floor) for all images `x`, with the conv bias
     /// folded into `shift`: `[n, cout, oh/2, ow/2]`.
     pub(crate) fn conv_bn_relu_pool(&self, x: &[f32], scale: &[f32], shift: &[f32]) -> Vec<f32> {
-        let (g, tiles) = (self.g, self.th * self.tw);
+        let (g, tiles) = (self.g, self.tiles());
         let cout = g.cout;
         let mut out = vec![0f32; g.n * cout * tiles];
+        let hw = g.h * g.w;
         out.par_chunks_mut(cout * tiles)
             .zip(x.par_chunks(g.in_len()))
             .for_each(|(oi, xi)| {
-                self.products(xi, tiles * cout, |m, pooled| {
-                    output_pool(m, tiles, cout, scale, shift, pooled);
-                    // The blocks are the pooled pixels, in order.
-                    transpose(pooled, tiles, cout, oi);
+                with_scratch(hw * g.cin + self.pool_scratch_len(), |buf| {
+                    let (hwc, rest) = buf.split_at_mut(hw * g.cin);
+                    transpose(xi, g.cin, hw, hwc);
+                    self.pool_hwc(hwc, scale, shift, rest, oi);
                 })
             });
         out
@@ -536,6 +690,37 @@ mod tests {
             output_full(&m, th, tw, cout, &mut a);
             output_full_portable(&m, th, tw, cout, &mut b);
             assert_eq!(a, b, "full output, {cout} channels");
+        }
+    }
+
+    /// bf16 with the transformed filters packed once and the input transformed straight to bf16
+    /// gives the bits of packing both per image through `matmul_bf16` (at least 16 blocks, so
+    /// that the per-image path multiplies in bf16 too).
+    #[test]
+    fn prepacked_bf16_products_give_the_per_image_packing_bits() {
+        if !(crate::device::cpu_has_bf16() && wide(16)) {
+            eprintln!("skipped: this CPU has no AVX512_BF16");
+            return;
+        }
+        for (n, cin, side, cout) in [(2, 32, 26, 64), (3, 16, 12, 48)] {
+            let g = Conv3x3 {
+                n,
+                cin,
+                h: side,
+                w: side,
+                cout,
+            };
+            let (x, w) = (noise(n * g.in_len(), 1), noise(cout * cin * 9, 2));
+            let (s, t) = (noise(cout, 3), noise(cout, 4));
+            let direct = Plan::new(g, &w, Precision::Bf16);
+            assert!(!direct.packed.is_empty());
+            let mut per_image = Plan::new(g, &w, Precision::Bf16);
+            per_image.packed.clear();
+            assert_eq!(
+                direct.conv_bn_relu_pool(&x, &s, &t),
+                per_image.conv_bn_relu_pool(&x, &s, &t),
+                "{n}x{cin}x{side}x{cout}"
+            );
         }
     }
 }
