@@ -6,7 +6,7 @@
 //! the fused ops of [`crate::fast`] and elsewhere burn's layers ([`Net::forward_reference`]).
 
 use crate::data::SIDE;
-use crate::fast::{self, BatchStats, BnMode, Precision};
+use crate::fast::{self, BatchStats, BnMode, FoldedConv, Precision};
 use burn::module::Param;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
@@ -180,14 +180,16 @@ impl Net {
 
     fn forward_fast(&self, x: Tensor<4>, train: bool) -> Tensor<2> {
         let prec = self.precision;
-        let x = conv_block(&self.conv1, &self.bn1, x, train, prec);
         let x = if train {
-            fast::dropout(
-                &self.drop1,
-                fast::max_pool2(conv_block(&self.conv2, &self.bn2, x, true, prec)),
-            )
+            let x = conv_block_train(&self.conv1, &self.bn1, x, prec);
+            let x = conv_block_train(&self.conv2, &self.bn2, x, prec);
+            fast::dropout(&self.drop1, fast::max_pool2(x))
         } else {
-            conv_pool_eval(&self.conv2, &self.bn2, x, prec)
+            let (first, second) = (
+                folded(&self.conv1, &self.bn1),
+                folded(&self.conv2, &self.bn2),
+            );
+            fast::conv_blocks_pool_eval(x, first, second, prec)
         };
         let x: Tensor<2> = x.flatten(1, 3);
         let x = dense_block(&self.fc1, &self.bn3, x, train, prec);
@@ -205,15 +207,10 @@ impl Net {
     }
 }
 
-fn conv_block(
-    conv: &Conv2d,
-    bn: &BatchNorm,
-    x: Tensor<4>,
-    train: bool,
-    prec: Precision,
-) -> Tensor<4> {
+/// A conv block's training forward (batch statistics, which update the running ones).
+fn conv_block_train(conv: &Conv2d, bn: &BatchNorm, x: Tensor<4>, prec: Precision) -> Tensor<4> {
     let device = x.device();
-    let (mode, stats) = bn_mode(bn, train);
+    let (mode, stats) = bn_mode(bn, true);
     let w = conv.weight.val();
     let b = bias_or_zeros(conv.bias.as_ref(), w.dims()[0], &device);
     let y = fast::conv_bn_relu(x, w, b, bn.gamma.val(), bn.beta.val(), mode, prec);
@@ -221,19 +218,24 @@ fn conv_block(
     y
 }
 
-fn conv_pool_eval(conv: &Conv2d, bn: &BatchNorm, x: Tensor<4>, prec: Precision) -> Tensor<4> {
+/// A conv block for evaluation: bias and running statistics folded into the weights' scale and
+/// shift.
+fn folded(conv: &Conv2d, bn: &BatchNorm) -> FoldedConv {
     let w = conv.weight.val();
-    let b = bias_or_zeros(conv.bias.as_ref(), w.dims()[0], &x.device());
-    let running = (host(bn.running_mean.value()), host(bn.running_var.value()));
-    fast::conv_bn_relu_pool_eval(
-        x,
-        w,
-        b,
-        bn.gamma.val(),
-        bn.beta.val(),
+    let cout = w.dims()[0];
+    let bias = conv
+        .bias
+        .as_ref()
+        .map(|b| host(b.val()))
+        .unwrap_or_else(|| vec![0.0; cout]);
+    let (gamma, beta) = (host(bn.gamma.val()), host(bn.beta.val()));
+    let (mean, var) = (host(bn.running_mean.value()), host(bn.running_var.value()));
+    FoldedConv::new(
+        host(w),
+        &bias,
+        (&gamma, &beta),
+        (&mean, &var),
         bn.epsilon as f32,
-        running,
-        prec,
     )
 }
 
@@ -258,8 +260,11 @@ fn bias_or_zeros(bias: Option<&Param<Tensor<1>>>, len: usize, device: &Device) -
         .unwrap_or_else(|| Tensor::zeros([len], device))
 }
 
-fn host(t: Tensor<1>) -> Vec<f32> {
-    t.into_data().iter::<f32>().collect()
+/// The tensor's values on the host (a plain copy for f32 data; `iter` converts value by value).
+fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    let data = t.into_data();
+    data.try_to_vec::<f32>()
+        .unwrap_or_else(|_| data.iter::<f32>().collect())
 }
 
 fn bn_mode(bn: &BatchNorm, train: bool) -> (BnMode, Option<BatchStats>) {

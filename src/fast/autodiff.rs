@@ -3,6 +3,7 @@
 
 use super::adam::AdamStep;
 use super::batchnorm::{BlockGrads, BnSaved};
+use super::conv::FoldedConv;
 use super::dense::Dense;
 use super::im2col::Conv3x3;
 use super::ops::{Block, BnMode, FastOps, block_forward, block_train, dims, flex, host, tensor};
@@ -142,6 +143,18 @@ impl Backward<Flex, 1> for PoolBackward {
     }
 }
 
+/// An evaluation-only op's backward pass: never registered, as only its untracked use is allowed.
+#[derive(Debug)]
+struct EvalOnly;
+
+impl Backward<Flex, 1> for EvalOnly {
+    type State = ();
+
+    fn backward(self, _: Ops<(), 1>, _: &mut Gradients, _: &mut Checkpointer) {
+        unreachable!("{TRACKED_EVAL}")
+    }
+}
+
 const TRACKED_EVAL: &str = "fused batch norm in evaluation mode cannot be differentiated; \
      Net::forward uses burn's reference ops for that case";
 
@@ -188,29 +201,18 @@ impl<C: CheckpointStrategy> FastOps for Autodiff<Flex, C> {
         }
     }
 
-    fn conv_bn_relu_pool_eval(
+    fn conv_blocks_pool_eval(
         x: FloatTensor<Self>,
-        w: FloatTensor<Self>,
-        b: FloatTensor<Self>,
-        gamma: FloatTensor<Self>,
-        beta: FloatTensor<Self>,
-        eps: f32,
-        running: (Vec<f32>, Vec<f32>),
+        first: FoldedConv,
+        second: FoldedConv,
         prec: Precision,
     ) -> FloatTensor<Self> {
-        let nodes = [x.node(), w.node(), b.node(), gamma.node(), beta.node()];
-        // An op without a backward pass: only its untracked use is allowed.
-        let backward = BlockBackward::<Conv3x3>(PhantomData);
-        match backward.prepare::<C>(nodes).compute_bound().stateful() {
+        match EvalOnly.prepare::<C>([x.node()]).compute_bound().stateful() {
             OpsKind::Tracked(_) => panic!("{TRACKED_EVAL}"),
-            OpsKind::UnTracked(prep) => prep.finish(<Flex as FastOps>::conv_bn_relu_pool_eval(
+            OpsKind::UnTracked(prep) => prep.finish(<Flex as FastOps>::conv_blocks_pool_eval(
                 x.into_primitive(),
-                w.into_primitive(),
-                b.into_primitive(),
-                gamma.into_primitive(),
-                beta.into_primitive(),
-                eps,
-                running,
+                first,
+                second,
                 prec,
             )),
         }

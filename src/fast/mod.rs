@@ -11,7 +11,8 @@
 //!
 //! The kernels work on plain `f32` slices (NCHW, row-major), one file per idea: `gemm` (matrix
 //! multiply and scratch buffers), `im2col`, `conv` (which also decides between im2col and
-//! `winograd`), `batchnorm`, `dense`, `pool`, `dropout`, `adam`; `transpose` serves Winograd.
+//! `winograd`), `direct` (evaluation's first convolution, straight into Winograd's layout),
+//! `batchnorm`, `dense`, `pool`, `dropout`, `adam`; `transpose` serves Winograd.
 //! They are written by hand because no crate offers fused conv + batch-norm + ReLU training
 //! kernels for the CPU; the arithmetic-heavy part, matrix multiplication, is the `gemm` crate's
 //! in f32, and `bf16`'s (hand-written: no crate multiplies in bf16 on the CPU) for
@@ -32,6 +33,7 @@ mod batchnorm;
 mod bf16;
 mod conv;
 mod dense;
+mod direct;
 mod dropout;
 mod fused_adam;
 mod gemm;
@@ -43,6 +45,7 @@ mod transpose;
 mod winograd;
 
 pub use crate::device::Precision;
+pub use conv::FoldedConv;
 pub use fused_adam::FusedAdam;
 pub use ops::{BatchStats, BnMode, FastOps};
 
@@ -98,31 +101,21 @@ pub fn dense_bn_relu(
     ))
 }
 
-/// Evaluation-mode `max_pool2(relu(batch_norm(conv3x3(x, w) + b)))` with the running statistics
-/// `(mean, var)`, fused per image (no batch-sized unpooled tensor).
-#[allow(clippy::too_many_arguments)]
-pub fn conv_bn_relu_pool_eval(
+/// Evaluation-mode `max_pool2(second(first(x)))` for two conv blocks with their bias and
+/// running statistics folded ([`FoldedConv::new`]), fused per image (no batch-sized activation
+/// between the blocks, nor an unpooled one).
+pub fn conv_blocks_pool_eval(
     x: Tensor<4>,
-    w: Tensor<4>,
-    b: Tensor<1>,
-    gamma: Tensor<1>,
-    beta: Tensor<1>,
-    eps: f32,
-    running: (Vec<f32>, Vec<f32>),
+    first: FoldedConv,
+    second: FoldedConv,
     prec: Precision,
 ) -> Tensor<4> {
-    Tensor::from_dispatch(
-        <burn::backend::Dispatch as FastOps>::conv_bn_relu_pool_eval(
-            x.into_dispatch(),
-            w.into_dispatch(),
-            b.into_dispatch(),
-            gamma.into_dispatch(),
-            beta.into_dispatch(),
-            eps,
-            running,
-            prec,
-        ),
-    )
+    Tensor::from_dispatch(<burn::backend::Dispatch as FastOps>::conv_blocks_pool_eval(
+        x.into_dispatch(),
+        first,
+        second,
+        prec,
+    ))
 }
 
 /// 2x2 max pooling with stride 2 over `[n, c, h, w]` (even `h`, `w`).

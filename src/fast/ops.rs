@@ -5,7 +5,8 @@
 use super::adam::{AdamStep, adam_step};
 use super::batchnorm::{BlockGrads, BnSaved, bn_fold};
 use super::conv::{
-    conv_bn_relu_backward, conv_bn_relu_infer, conv_bn_relu_pool_infer, conv_bn_relu_train,
+    FoldedConv, conv_bn_relu_backward, conv_bn_relu_infer, conv_bn_relu_train,
+    two_blocks_pool_infer,
 };
 use super::dense::{Dense, dense_bn_relu_backward, dense_bn_relu_infer, dense_bn_relu_train};
 use super::im2col::Conv3x3;
@@ -86,16 +87,12 @@ pub trait FastOps: Backend {
     /// 2x2 max pooling with stride 2.
     fn max_pool2(x: FloatTensor<Self>) -> FloatTensor<Self>;
 
-    /// Evaluation only: conv 3x3 → batch norm (running statistics) → ReLU → 2x2 max pool.
-    #[allow(clippy::too_many_arguments)]
-    fn conv_bn_relu_pool_eval(
+    /// Evaluation only: two folded conv blocks (conv 3x3 → batch norm with running statistics
+    /// → ReLU), then a 2x2 max pool.
+    fn conv_blocks_pool_eval(
         x: FloatTensor<Self>,
-        w: FloatTensor<Self>,
-        b: FloatTensor<Self>,
-        gamma: FloatTensor<Self>,
-        beta: FloatTensor<Self>,
-        eps: f32,
-        running: (Vec<f32>, Vec<f32>),
+        first: FoldedConv,
+        second: FoldedConv,
         prec: Precision,
     ) -> FloatTensor<Self>;
 
@@ -381,24 +378,38 @@ impl FastOps for Flex {
         flex(y, [n, c, h / 2, w / 2])
     }
 
-    fn conv_bn_relu_pool_eval(
+    fn conv_blocks_pool_eval(
         x: FlexTensor,
-        w: FlexTensor,
-        b: FlexTensor,
-        gamma: FlexTensor,
-        beta: FlexTensor,
-        eps: f32,
-        (mean, var): (Vec<f32>, Vec<f32>),
+        first: FoldedConv,
+        second: FoldedConv,
         prec: Precision,
     ) -> FlexTensor {
-        let g = conv_geom(&x, &w);
-        let (scale, shift) = bn_fold(&host(&gamma), &host(&beta), &mean, &var, eps);
-        // relu((z + b)·s + t) = relu(z·s + (b·s + t)): the bias joins the shift once, here.
-        let shift: Vec<f32> = (host(&b).iter().zip(&scale).zip(&shift))
-            .map(|((b, s), t)| b * s + t)
-            .collect();
-        let y = conv_bn_relu_pool_infer(prec, g, &host(&x), &host(&w), &scale, &shift);
-        flex(y, [g.n, g.cout, g.oh() / 2, g.ow() / 2])
+        let [n, cin, h, w] = dims::<4>(&x);
+        assert!(
+            h >= 6
+                && w >= 6
+                && first.w.len() == first.cout * cin * 9
+                && second.w.len() == second.cout * first.cout * 9
+                && [&first.scale, &first.shift]
+                    .iter()
+                    .all(|v| v.len() == first.cout)
+                && [&second.scale, &second.shift]
+                    .iter()
+                    .all(|v| v.len() == second.cout),
+            "fused conv blocks: input {:?} and folded blocks of {} and {} channels do not fit",
+            [n, cin, h, w],
+            first.cout,
+            second.cout
+        );
+        let g1 = Conv3x3 {
+            n,
+            cin,
+            h,
+            w,
+            cout: first.cout,
+        };
+        let y = two_blocks_pool_infer(prec, g1, &host(&x), &first, &second);
+        flex(y, [n, second.cout, (h - 4) / 2, (w - 4) / 2])
     }
 
     fn adam_step(

@@ -5,9 +5,11 @@
 //! Why: conv2's matrix multiply already runs near the CPU's peak; F(2x2, 3x3) needs 2.25x fewer
 //! multiplications. Each 4x4 input tile gives a 2x2 output block — exactly one pooling window —
 //! so in evaluation the output transform, batch norm, ReLU and pooling run together and no
-//! unpooled activation is stored. No crate offers a CPU Winograd convolution over plain slices;
-//! the transforms are a few dozen additions each, written over 8-channel arrays so that they
-//! compile to vector instructions.
+//! unpooled activation is stored; evaluation hands in the input channel-last, as the first
+//! block writes it ([`Plan::pool_hwc`]). No crate offers a CPU Winograd convolution over plain
+//! slices; the transforms are a few dozen additions each, over 16-channel AVX-512 registers
+//! (`avx512`), with portable 8-channel versions elsewhere. In bf16 the products' operands are
+//! packed once (filters) or written as bf16 by the input transform.
 
 use super::bf16::{self, PackedRhs};
 use super::gemm::with_scratch;
