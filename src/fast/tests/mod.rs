@@ -361,7 +361,7 @@ fn net_fast_path_matches_reference_in_training_and_evaluation() {
             tol.max(1e-3),
         );
         // Fewer than 8 images take the blocks one at a time (no Winograd) instead of fused.
-        let few = xi.clone().slice([0..3]);
+        let few = xi.clone().narrow(0, 0, 3);
         assert_close_in(
             &format!("{prec} evaluation logits of 3 images"),
             values(fe.forward(few.clone())),
