@@ -18,6 +18,7 @@
 //! against (bf16-rounded operands, f32 sums).
 
 use super::gemm::nothing_to_multiply;
+use super::im2col::Conv3x3;
 use rayon::prelude::*;
 use std::cell::RefCell;
 
@@ -133,6 +134,62 @@ pub(crate) fn matmul_bf16(
         multiply(dst, m, &a, &b, &mut bbuf, accumulate, parallel);
     }
     PACK.with(|bufs| *bufs.borrow_mut() = (abuf, bbuf));
+}
+
+/// [`matmul_bf16`] with the left operand (`[m][k]`, not transposed) already packed as `m` rows
+/// of `k.div_ceil(2)` pair words, as [`im2col_paired`] writes them.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matmul_bf16_words(
+    dst: &mut [f32],
+    (m, n, k): (usize, usize, usize),
+    a: &[u32],
+    rhs: &[f32],
+    rhs_t: bool,
+    accumulate: bool,
+    parallel: bool,
+) {
+    assert!(
+        available(),
+        "bf16 matrix multiply on a CPU without AVX512_BF16"
+    );
+    let kp = k.div_ceil(2);
+    assert!(dst.len() >= m * n && a.len() >= m * kp && rhs.len() >= k * n);
+    if k == 0 && !accumulate {
+        dst[..m * n].fill(0.0);
+    }
+    if m == 0 || n == 0 || k == 0 {
+        return;
+    }
+    // The right operand's buffer leaves the thread-local for the call, as in `matmul_bf16`.
+    let mut bbuf = PACK.with(|bufs| std::mem::take(&mut bufs.borrow_mut().1));
+    let a = PackedA {
+        words: a,
+        rs: kp,
+        ps: 1,
+    };
+    let b = Rhs {
+        src: rhs,
+        t: rhs_t,
+        k,
+        n,
+    };
+    multiply(dst, m, &a, &b, &mut bbuf, accumulate, parallel);
+    PACK.with(|bufs| bufs.borrow_mut().1 = bbuf);
+}
+
+/// The im2col matrix of one image (`[cin * 9][pixels]`, see [`Conv3x3::im2col`]) written
+/// straight as bf16 pair words, `pixels / 2` per row: the words `pack_rows_paired` makes of it,
+/// without the f32 copy in between (for conv2, a 663 KB write and read per image in the weight
+/// gradient). Needs an even output width, so that no pair straddles two output rows, and
+/// AVX512_BF16; returns `false`, writing nothing, otherwise.
+pub(crate) fn im2col_paired(g: Conv3x3, x: &[f32], out: &mut [u32]) -> bool {
+    if !available() || !g.ow().is_multiple_of(2) {
+        return false;
+    }
+    assert!(x.len() >= g.in_len() && out.len() >= g.k() * g.p() / 2);
+    // SAFETY: the CPU has AVX512F/BW/BF16 (checked above); the lengths are asserted above.
+    unsafe { simd::im2col_paired_512(g, x, out) };
+    true
 }
 
 /// A right operand `[k][n]` packed once as bf16 panels, for a product repeated with many left
@@ -464,6 +521,58 @@ mod simd {
         steps * 16
     }
 
+    /// [`super::im2col_paired`]'s copy: each output row's `ow` values (even) of each shifted
+    /// input row converted 32 at a time, the rest with masked loads and a masked store (the
+    /// words `pack_paired_512` writes for the same values).
+    ///
+    /// # Safety
+    /// AVX512F/BW/BF16; `x` holds the image (`g.in_len()`), `out` `g.k() * g.p() / 2` words.
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    pub(super) unsafe fn im2col_paired_512(g: super::Conv3x3, x: &[f32], out: &mut [u32]) {
+        let (ow, half) = (g.ow(), g.p() / 2);
+        let whole = ow / 32;
+        let rest = ow % 32;
+        let lo_mask = ((1u32 << rest.min(16)) - 1) as u16;
+        let hi_mask = ((1u32 << rest.saturating_sub(16)) - 1) as u16;
+        let word_mask = ((1u32 << (rest / 2)) - 1) as u16;
+        for ci in 0..g.cin {
+            for ky in 0..3 {
+                for kx in 0..3 {
+                    let row = (ci * 9 + ky * 3 + kx) * half;
+                    for oy in 0..g.oh() {
+                        // SAFETY: the source row `ow` values from pixel (oy + ky, kx) of channel
+                        // ci lie inside the image; the `ow / 2` words at `row + oy * ow / 2`
+                        // inside `out`; masked-off lanes are neither read nor written.
+                        unsafe {
+                            let src = x.as_ptr().add(ci * g.h * g.w + (oy + ky) * g.w + kx);
+                            let dst = out.as_mut_ptr().add(row + oy * ow / 2);
+                            for b in 0..whole {
+                                let lo = _mm512_loadu_ps(src.add(32 * b));
+                                let hi = _mm512_loadu_ps(src.add(32 * b + 16));
+                                let h = _mm512_cvtne2ps_pbh(hi, lo);
+                                _mm512_storeu_si512(
+                                    dst.add(16 * b).cast(),
+                                    std::mem::transmute::<__m512bh, __m512i>(h),
+                                );
+                            }
+                            if rest > 0 {
+                                let (src, dst) = (src.add(32 * whole), dst.add(16 * whole));
+                                let lo = _mm512_maskz_loadu_ps(lo_mask, src);
+                                let hi = _mm512_maskz_loadu_ps(hi_mask, src.add(16.min(rest)));
+                                let h = _mm512_cvtne2ps_pbh(hi, lo);
+                                _mm512_mask_storeu_epi32(
+                                    dst.cast(),
+                                    word_mask,
+                                    std::mem::transmute::<__m512bh, __m512i>(h),
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// Words `(lo[j], hi[j])` for the first multiple of 16 columns; returns how many.
     pub(super) fn pack_interleaved(lo: &[f32], hi: &[f32], out: &mut [u32]) -> usize {
         if !super::available() {
@@ -638,6 +747,9 @@ mod simd {
     pub(super) fn pack_paired(_: &[f32], _: &mut [u32]) -> usize {
         0
     }
+    pub(super) unsafe fn im2col_paired_512(_: super::Conv3x3, _: &[f32], _: &mut [u32]) {
+        unreachable!("im2col_paired checks `available()`, which is false off x86-64")
+    }
     pub(super) fn pack_interleaved(_: &[f32], _: &[f32], _: &mut [u32]) -> usize {
         0
     }
@@ -667,6 +779,41 @@ mod tests {
     use super::*;
     use crate::fast::gemm::matmul;
     use crate::fast::tests::noise;
+
+    /// im2col straight to bf16 words gives the words of packing the f32 im2col matrix, for
+    /// output widths below, at and above one 32-value step (24, 32, 40) and an odd one refused.
+    #[test]
+    fn im2col_paired_gives_the_packed_im2col_words() {
+        if !available() {
+            eprintln!("skipped: this CPU has no AVX512_BF16");
+            return;
+        }
+        for (cin, side) in [(32, 26), (2, 34), (3, 42)] {
+            let g = Conv3x3 {
+                n: 1,
+                cin,
+                h: side,
+                w: side,
+                cout: 1,
+            };
+            let x = noise(g.in_len(), 5);
+            let mut col = vec![0f32; g.k() * g.p()];
+            g.im2col(&x, &mut col);
+            let mut packed = vec![0u32; g.k() * g.p() / 2];
+            pack_rows_paired(&col, g.k(), g.p(), &mut packed);
+            let mut direct = vec![u32::MAX; g.k() * g.p() / 2];
+            assert!(im2col_paired(g, &x, &mut direct));
+            assert_eq!(direct, packed, "{cin}x{side}");
+        }
+        let odd = Conv3x3 {
+            n: 1,
+            cin: 1,
+            h: 9,
+            w: 9,
+            cout: 1,
+        };
+        assert!(!im2col_paired(odd, &noise(81, 1), &mut [0; 7 * 7 * 9]));
+    }
 
     #[test]
     fn rounding_is_to_nearest_even() {

@@ -6,10 +6,11 @@ use super::batchnorm::{
     BlockGrads, BnSaved, bias_and_sums, bn_coefs, bn_dz_img, bn_fold, bn_param_grads,
     bn_relu_train, scale_shift_relu_inplace,
 };
+use super::bf16::{im2col_paired, matmul_bf16_words};
 use super::direct::{conv_bn_relu_hwc, taps_channel_last};
 use super::gemm::with_scratch;
 use super::im2col::{Conv3x3, col2im};
-use super::multiply::matmul_in;
+use super::multiply::{in_bf16, matmul_in};
 use super::pool::pool_plane;
 use super::transpose::transpose;
 use super::winograd::Plan;
@@ -33,15 +34,12 @@ enum Output {
 /// The one place that chooses the convolution algorithm: Winograd F(2x2, 3x3) when its channels
 /// fill whole vectors and at least 8 images share the filter transform (for fewer, the transform
 /// and 16 small multiplies per image cost more than they save: latency at batch 1 was 0.20 ms
-/// against 0.16 ms with im2col); im2col otherwise. In bf16, training's full output takes im2col:
-/// as fast there (conv2's forward at batch 128, 2 threads: 6.4–6.5 ms either way, as Winograd's
-/// 16 products are only 16 bf16 pairs deep) and rounded once instead of after the transforms,
-/// which magnify the inputs; inference keeps Winograd (4.3 ms against 5.2 ms).
+/// against 0.16 ms with im2col); im2col otherwise. Both precisions: in bf16, once the transforms
+/// ran in AVX-512 and wrote bf16 directly, conv2's training forward at batch 128 (2 threads)
+/// took 4.8 ms against im2col's 6.7 ms, and inference 2.8 ms against 5.4 ms.
 fn winograd_plan(g: Conv3x3, w: &[f32], output: Output, prec: Precision) -> Option<Plan> {
     let covered = match output {
-        Output::Full => {
-            prec == Precision::Fp32 && g.oh().is_multiple_of(2) && g.ow().is_multiple_of(2)
-        }
+        Output::Full => g.oh().is_multiple_of(2) && g.ow().is_multiple_of(2),
         Output::Pooled => true,
     };
     (Plan::supports(g) && covered && g.n >= 8).then(|| Plan::new(g, w, prec))
@@ -144,12 +142,17 @@ pub(crate) fn conv_bn_relu_backward(
     } else {
         (0..chunks).map(|_| <&mut [f32]>::default()).collect()
     };
+    // bf16's weight gradient takes the im2col matrix as bf16 words written straight from the
+    // image (the words packing an f32 copy would give); the f32 `col` then only holds the
+    // input gradient's product.
+    let paired = in_bf16(prec, (k, c, p)) && g.ow().is_multiple_of(2);
     let parts: Vec<(Vec<f32>, Vec<f32>)> = dx_chunks
         .par_iter_mut()
         .enumerate()
         .map(|(ci, dxc)| {
             let mut dw = vec![0f32; c * k];
             let mut db = vec![0f32; c];
+            let mut words = vec![0u32; if paired { k * p / 2 } else { 0 }];
             with_scratch(c * p + k * p, |buf| {
                 let (dz, col) = buf.split_at_mut(c * p);
                 for i in ci * per..((ci + 1) * per).min(g.n) {
@@ -157,16 +160,38 @@ pub(crate) fn conv_bn_relu_backward(
                     let (zi, di) = (&s.z[o..][..c * p], &dy[o..][..c * p]);
                     bn_dz_img(dz, zi, di, s, &inv_std, &coef, c, p, &mut db);
                     let xi = &x[i * g.in_len()..][..g.in_len()];
-                    g.im2col(xi, col);
-                    match prec {
-                        Precision::Fp32 => {
-                            matmul_in(prec, &mut dw, (c, k, p), dz, false, col, true, true, false)
-                        }
-                        // The transposed product `dwᵀ = col · dzᵀ`: bf16 pairs run along the
-                        // pixels, which `col` holds contiguously, and the one operand to
-                        // transpose while packing is `dz` (64 rows) instead of `col` (288).
-                        Precision::Bf16 => {
-                            matmul_in(prec, &mut dw, (k, c, p), col, false, dz, true, true, false)
+                    if paired && im2col_paired(g, xi, &mut words) {
+                        // The transposed product `dwᵀ = col · dzᵀ` (see below).
+                        matmul_bf16_words(&mut dw, (k, c, p), &words, dz, true, true, false);
+                    } else {
+                        g.im2col(xi, col);
+                        match prec {
+                            Precision::Fp32 => matmul_in(
+                                prec,
+                                &mut dw,
+                                (c, k, p),
+                                dz,
+                                false,
+                                col,
+                                true,
+                                true,
+                                false,
+                            ),
+                            // The transposed product `dwᵀ = col · dzᵀ`: bf16 pairs run along
+                            // the pixels, which `col` holds contiguously, and the one operand
+                            // to transpose while packing is `dz` (64 rows) instead of `col`
+                            // (288).
+                            Precision::Bf16 => matmul_in(
+                                prec,
+                                &mut dw,
+                                (k, c, p),
+                                col,
+                                false,
+                                dz,
+                                true,
+                                true,
+                                false,
+                            ),
                         }
                     }
                     if need_dx {

@@ -24,10 +24,15 @@ pub(crate) fn matmul_in(
     accumulate: bool,
     parallel: bool,
 ) {
-    match prec {
-        Precision::Bf16 if m >= 16 && k >= 16 && n >= 16 && available() => {
-            matmul_bf16(dst, (m, n, k), lhs, lhs_t, rhs, rhs_t, accumulate, parallel)
-        }
-        _ => matmul(dst, (m, n, k), lhs, lhs_t, rhs, rhs_t, accumulate, parallel),
+    if in_bf16(prec, (m, n, k)) {
+        matmul_bf16(dst, (m, n, k), lhs, lhs_t, rhs, rhs_t, accumulate, parallel)
+    } else {
+        matmul(dst, (m, n, k), lhs, lhs_t, rhs, rhs_t, accumulate, parallel)
     }
+}
+
+/// Whether [`matmul_in`] multiplies this shape in bf16 (for callers that pack an operand
+/// themselves).
+pub(crate) fn in_bf16(prec: Precision, (m, n, k): (usize, usize, usize)) -> bool {
+    prec == Precision::Bf16 && m >= 16 && k >= 16 && n >= 16 && available()
 }
