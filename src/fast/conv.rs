@@ -44,11 +44,80 @@ enum Output {
 /// ran in AVX-512 and wrote bf16 directly, conv2's training forward at batch 128 (2 threads)
 /// took 4.8 ms against im2col's 6.7 ms, and inference 2.8 ms against 5.4 ms.
 fn winograd_plan(g: Conv3x3, w: &[f32], output: Output, prec: Precision) -> Option<Plan> {
+    winograd_fits(g, output).then(|| Plan::new(g, w, prec))
+}
+
+/// [`winograd_plan`]'s decision, without transforming the filters.
+fn winograd_fits(g: Conv3x3, output: Output) -> bool {
     let covered = match output {
         Output::Full => g.oh().is_multiple_of(2) && g.ow().is_multiple_of(2),
         Output::Pooled => true,
     };
-    (Plan::supports(g) && covered && g.n >= 8).then(|| Plan::new(g, w, prec))
+    Plan::supports(g) && covered && g.n >= 8
+}
+
+/// The input gradient of convolution `g` as a convolution of its own, for Winograd: the output
+/// gradient padded by 2 on every side, convolved with the filters turned 180° and their input
+/// and output channels swapped (`dx[ci] = Σ_co full_conv(dz[co], w[co][ci])`). In bf16 only
+/// (f32 keeps its bits: im2col and col2im), where [`winograd_plan`] would take the forward
+/// convolution: its 16 products are half the multiply-adds of `wᵀ · dz`, and col2im goes (6% of
+/// a bf16 training step). Returns the plan and the padded convolution's shape.
+fn input_grad_plan(g: Conv3x3, w: &[f32], prec: Precision) -> Option<(Plan, Conv3x3)> {
+    let gp = input_grad_shape(g);
+    let wanted = prec == Precision::Bf16 && in_bf16(prec, (g.k(), g.p(), g.cout));
+    (wanted && winograd_fits(gp, Output::Full))
+        .then(|| (Plan::new(gp, &flipped_filters(w, g.cin, g.cout), prec), gp))
+}
+
+/// The shape of [`input_grad_plan`]'s convolution: `cout` channels padded by 2 to `h + 2` by
+/// `w + 2`, giving `cin` channels of `h` by `w` (Winograd covers them when those are even).
+fn input_grad_shape(g: Conv3x3) -> Conv3x3 {
+    Conv3x3 {
+        n: g.n,
+        cin: g.cout,
+        h: g.h + 2,
+        w: g.w + 2,
+        cout: g.cin,
+    }
+}
+
+/// `w[co][ci]` turned 180° as `f[ci][co]`: the filters of [`input_grad_plan`]'s convolution.
+fn flipped_filters(w: &[f32], cin: usize, cout: usize) -> Vec<f32> {
+    let mut f = vec![0f32; cin * cout * 9];
+    for co in 0..cout {
+        for ci in 0..cin {
+            for t in 0..9 {
+                f[(ci * cout + co) * 9 + t] = w[(co * cin + ci) * 9 + 8 - t];
+            }
+        }
+    }
+    f
+}
+
+/// One image's input gradient `dxi` (`[cin, h, w]`) from its output gradient `dz`
+/// (`[cout, oh, ow]`) by [`input_grad_plan`]'s convolution; `scratch` of
+/// [`input_grad_scratch_len`] floats.
+fn input_grad_image(plan: &Plan, gp: Conv3x3, dz: &[f32], scratch: &mut [f32], dxi: &mut [f32]) {
+    let (c, oh, ow) = (gp.cin, gp.h - 4, gp.w - 4);
+    let (padded, rest) = scratch.split_at_mut(gp.in_len());
+    let (t, rest) = rest.split_at_mut(c * oh * ow);
+    transpose(dz, c, oh * ow, t);
+    // Channel-last with a border of 2 zero pixels.
+    let row = gp.w * c;
+    padded[..2 * row].fill(0.0);
+    padded[(gp.h - 2) * row..].fill(0.0);
+    for y in 0..oh {
+        let r = &mut padded[(y + 2) * row..][..row];
+        r[..2 * c].fill(0.0);
+        r[2 * c..(2 + ow) * c].copy_from_slice(&t[y * ow * c..][..ow * c]);
+        r[(2 + ow) * c..].fill(0.0);
+    }
+    plan.conv_hwc(padded, rest, dxi);
+}
+
+/// Scratch floats of [`input_grad_image`].
+fn input_grad_scratch_len(plan: &Plan, gp: Conv3x3) -> usize {
+    gp.in_len() + gp.cin * (gp.h - 4) * (gp.w - 4) + plan.conv_scratch_len()
 }
 
 /// Convolution `z = conv(x, w) + bias` per image, with per-image channel sums when `sums` is given.
@@ -152,13 +221,21 @@ pub(crate) fn conv_bn_relu_backward(
     // image (the words packing an f32 copy would give); the f32 `col` then only holds the
     // input gradient's product.
     let paired = in_bf16(prec, (k, c, p)) && g.ow().is_multiple_of(2);
+    let dx_plan = if need_dx {
+        input_grad_plan(g, w, prec)
+    } else {
+        None
+    };
+    let dx_len = dx_plan
+        .as_ref()
+        .map_or(0, |(plan, gp)| input_grad_scratch_len(plan, *gp));
     let parts: Vec<(Vec<f32>, Vec<f32>)> = dx_chunks
         .par_iter_mut()
         .enumerate()
         .map(|(ci, dxc)| {
             let mut dw = vec![0f32; c * k];
             let mut db = vec![0f32; c];
-            with_scratch(c * p + k * p, |buf| {
+            with_scratch(c * p + (k * p).max(dx_len), |buf| {
                 let mut words = WORDS.with(|w| std::mem::take(&mut *w.borrow_mut()));
                 words.resize(if paired { k * p / 2 } else { 0 }, 0);
                 let (dz, col) = buf.split_at_mut(c * p);
@@ -202,9 +279,15 @@ pub(crate) fn conv_bn_relu_backward(
                         }
                     }
                     if need_dx {
-                        matmul_in(prec, col, (k, p, c), w, true, dz, false, false, false);
                         let j = i - ci * per;
-                        col2im(g, col, &mut dxc[j * g.in_len()..][..g.in_len()]);
+                        let dxi = &mut dxc[j * g.in_len()..][..g.in_len()];
+                        match &dx_plan {
+                            Some((plan, gp)) => input_grad_image(plan, *gp, dz, col, dxi),
+                            None => {
+                                matmul_in(prec, col, (k, p, c), w, true, dz, false, false, false);
+                                col2im(g, col, dxi);
+                            }
+                        }
                     }
                 }
                 WORDS.with(|w| *w.borrow_mut() = words);
@@ -437,6 +520,37 @@ mod tests {
             let fast = Plan::new(g, &w, F32).conv_bn_relu_pool(&x, &s, &t);
             let direct = im2col_pool_infer(F32, g, &x, &w, &s, &t);
             assert_close(&format!("{n}x{cin}x{side}x{cout}"), fast, direct, 1e-5);
+        }
+    }
+
+    /// The input gradient as a convolution of the padded output gradient with the turned
+    /// filters ([`input_grad_image`], here with f32 products) against `wᵀ · dz` and col2im.
+    #[test]
+    fn input_gradient_by_winograd_matches_col2im() {
+        for (n, cin, side, cout) in [(8, 32, 26, 64), (8, 16, 10, 8)] {
+            let g = shape(n, cin, side, cout);
+            let gp = input_grad_shape(g);
+            assert!(winograd_fits(gp, Output::Full));
+            let w = noise(cout * g.k(), 3);
+            let plan = Plan::new(gp, &flipped_filters(&w, cin, cout), F32);
+            let dz = noise(g.out_len(), 4);
+            let mut scratch = vec![f32::NAN; input_grad_scratch_len(&plan, gp)];
+            let mut fast = vec![f32::NAN; g.in_len()];
+            input_grad_image(&plan, gp, &dz, &mut scratch, &mut fast);
+            let mut col = vec![0f32; g.k() * g.p()];
+            matmul(
+                &mut col,
+                (g.k(), g.p(), cout),
+                &w,
+                true,
+                &dz,
+                false,
+                false,
+                false,
+            );
+            let mut direct = vec![0f32; g.in_len()];
+            col2im(g, &col, &mut direct);
+            assert_close(&format!("{cin}x{side}x{cout}"), fast, direct, 1e-4);
         }
     }
 

@@ -632,6 +632,21 @@ impl Plan {
             transpose(zt, p, cout, zi);
         });
     }
+
+    /// Floats of scratch [`Plan::conv_hwc`] needs.
+    pub(crate) fn conv_scratch_len(&self) -> usize {
+        self.products_len() + self.g.p() * self.g.cout
+    }
+
+    /// `z[co][pixel]` of one image (no bias) from its channel-last pixels `hwc`; `scratch` of
+    /// [`Plan::conv_scratch_len`] floats.
+    pub(crate) fn conv_hwc(&self, hwc: &[f32], scratch: &mut [f32], zi: &mut [f32]) {
+        let (p, cout) = (self.g.p(), self.g.cout);
+        let (pbuf, zt) = scratch.split_at_mut(self.products_len());
+        let m = self.products_hwc(hwc, pbuf);
+        output_full(m, self.th, self.tw, cout, &mut zt[..p * cout]);
+        transpose(zt, p, cout, zi);
+    }
 }
 
 /// The 16 products `m[ξ] = v[ξ] · u[ξ]`, `[tiles x cin] · [cin x cout]`.
