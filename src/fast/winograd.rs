@@ -223,14 +223,25 @@ fn output_pool(
     output_pool_portable(m, tiles, cout, scale, shift, out)
 }
 
-/// [`output_full_portable`], 16 channels per instruction where [`wide`] allows.
-fn output_full(m: &[f32], th: usize, tw: usize, cout: usize, out: &mut [f32]) {
+/// [`output_full_portable`] for the `nt` blocks from `t0` whose products `m` holds, 16 channels
+/// per instruction where [`wide`] allows; the portable version takes only all blocks at once.
+fn output_full_blocks(
+    m: &[f32],
+    (t0, nt): (usize, usize),
+    tw: usize,
+    cout: usize,
+    out: &mut [f32],
+) {
     #[cfg(target_arch = "x86_64")]
     if wide(cout) {
         // SAFETY: as in `input_transform`.
-        return unsafe { avx512::output_full(m, th, tw, cout, out) };
+        return unsafe { avx512::output_full(m, (t0, nt), tw, cout, out) };
     }
-    output_full_portable(m, th, tw, cout, out)
+    assert!(
+        t0 == 0 && nt.is_multiple_of(tw),
+        "runs of blocks need AVX-512"
+    );
+    output_full_portable(m, nt / tw, tw, cout, out)
 }
 
 /// The three transforms over 16 channels per AVX-512 register, with the portable versions'
@@ -298,59 +309,59 @@ mod avx512 {
         }
     }
 
-    /// [`input_transform`] writing each value as bf16 (round to nearest even, as the bf16
-    /// multiply packs), two channels to a word: `v[((ξ * tiles + t) * cin + c) / 2]` holds
-    /// channels `c` and `c + 1` (`c` even), the rows of pair words the bf16 kernel reads.
+    /// [`input_transform`] of the `nt` blocks from `t0`, writing each value as bf16 (round to
+    /// nearest even, as the bf16 multiply packs), two channels to a word:
+    /// `v[((ξ * nt + b) * cin + c) / 2]` holds channels `c` and `c + 1` (`c` even) of block
+    /// `t0 + b`, the rows of pair words the bf16 kernel reads.
     #[allow(clippy::needless_range_loop)] // `i` picks an element of each of four arrays
     #[target_feature(enable = "avx512f,avx512bf16")]
     pub(super) fn input_transform_bf16(
         hwc: &[f32],
         w: usize,
         cin: usize,
-        th: usize,
         tw: usize,
+        (t0, nt): (usize, usize),
         v: &mut [u32],
     ) {
-        let tiles = th * tw;
-        assert!(cin.is_multiple_of(L) && th > 0 && tw > 0);
-        assert!(hwc.len() >= ((2 * th + 1) * w + 2 * tw + 2) * cin);
-        assert!(v.len() >= 16 * tiles * cin / 2);
+        assert!(cin.is_multiple_of(L) && tw > 0 && nt > 0);
+        let last_row = (t0 + nt - 1) / tw;
+        assert!(hwc.len() >= ((2 * last_row + 3) * w + 2 * tw + 2) * cin);
+        assert!(v.len() >= 16 * nt * cin / 2);
         let (src, dst) = (hwc.as_ptr(), v.as_mut_ptr());
-        for ty in 0..th {
-            for tx in 0..tw {
-                let t = ty * tw + tx;
-                for cb in (0..cin).step_by(L) {
-                    // SAFETY: the loads as in `input_transform`; each store of 8 words ends by
-                    // (((i * 4 + j) * tiles + t) * cin + cb + 16) / 2 <= 16 * tiles * cin / 2.
-                    unsafe {
-                        let ld = |i: usize, j: usize| {
-                            _mm512_loadu_ps(src.add(((2 * ty + i) * w + 2 * tx + j) * cin + cb))
-                        };
-                        let mut r = [[_mm512_setzero_ps(); 4]; 4];
-                        for (j, rj) in r.iter_mut().enumerate() {
-                            let (d0, d1, d2, d3) = (ld(0, j), ld(1, j), ld(2, j), ld(3, j));
-                            *rj = [
-                                _mm512_sub_ps(d0, d2),
-                                _mm512_add_ps(d1, d2),
-                                _mm512_sub_ps(d2, d1),
-                                _mm512_sub_ps(d1, d3),
-                            ];
-                        }
-                        for i in 0..4 {
-                            let out = [
-                                _mm512_sub_ps(r[0][i], r[2][i]),
-                                _mm512_add_ps(r[1][i], r[2][i]),
-                                _mm512_sub_ps(r[2][i], r[1][i]),
-                                _mm512_sub_ps(r[1][i], r[3][i]),
-                            ];
-                            for (j, o) in out.into_iter().enumerate() {
-                                let h = _mm512_cvtneps_pbh(o);
-                                let at = dst.add((((i * 4 + j) * tiles + t) * cin + cb) / 2);
-                                _mm256_storeu_si256(
-                                    at.cast(),
-                                    std::mem::transmute::<__m256bh, __m256i>(h),
-                                );
-                            }
+        for b in 0..nt {
+            let (ty, tx) = ((t0 + b) / tw, (t0 + b) % tw);
+            for cb in (0..cin).step_by(L) {
+                // SAFETY: the loads as in `input_transform` (tile rows up to `last_row`); each
+                // store of 8 words ends by (((i * 4 + j) * nt + b) * cin + cb + 16) / 2 <=
+                // 16 * nt * cin / 2.
+                unsafe {
+                    let ld = |i: usize, j: usize| {
+                        _mm512_loadu_ps(src.add(((2 * ty + i) * w + 2 * tx + j) * cin + cb))
+                    };
+                    let mut r = [[_mm512_setzero_ps(); 4]; 4];
+                    for (j, rj) in r.iter_mut().enumerate() {
+                        let (d0, d1, d2, d3) = (ld(0, j), ld(1, j), ld(2, j), ld(3, j));
+                        *rj = [
+                            _mm512_sub_ps(d0, d2),
+                            _mm512_add_ps(d1, d2),
+                            _mm512_sub_ps(d2, d1),
+                            _mm512_sub_ps(d1, d3),
+                        ];
+                    }
+                    for i in 0..4 {
+                        let out = [
+                            _mm512_sub_ps(r[0][i], r[2][i]),
+                            _mm512_add_ps(r[1][i], r[2][i]),
+                            _mm512_sub_ps(r[2][i], r[1][i]),
+                            _mm512_sub_ps(r[1][i], r[3][i]),
+                        ];
+                        for (j, o) in out.into_iter().enumerate() {
+                            let h = _mm512_cvtneps_pbh(o);
+                            let at = dst.add((((i * 4 + j) * nt + b) * cin + cb) / 2);
+                            _mm256_storeu_si256(
+                                at.cast(),
+                                std::mem::transmute::<__m256bh, __m256i>(h),
+                            );
                         }
                     }
                 }
@@ -433,18 +444,27 @@ mod avx512 {
         }
     }
 
-    /// See [`super::output_full_portable`]; `cout` a multiple of 16.
+    /// See [`super::output_full_portable`], for the `nt` blocks from `t0` (`m` holds theirs:
+    /// `[16][nt][cout]`); `cout` a multiple of 16.
     #[target_feature(enable = "avx512f")]
-    pub(super) fn output_full(m: &[f32], th: usize, tw: usize, cout: usize, out: &mut [f32]) {
-        let (tiles, ow) = (th * tw, 2 * tw);
-        assert!(cout.is_multiple_of(L));
-        assert!(m.len() >= 16 * tiles * cout && out.len() >= 4 * tiles * cout);
-        for t in 0..tiles {
-            let (ty, tx) = (t / tw, t % tw);
+    pub(super) fn output_full(
+        m: &[f32],
+        (t0, nt): (usize, usize),
+        tw: usize,
+        cout: usize,
+        out: &mut [f32],
+    ) {
+        let ow = 2 * tw;
+        assert!(cout.is_multiple_of(L) && tw > 0);
+        let last_row = (t0 + nt).div_ceil(tw);
+        assert!(m.len() >= 16 * nt * cout && out.len() >= 2 * last_row * ow * cout);
+        for b in 0..nt {
+            let (ty, tx) = ((t0 + b) / tw, (t0 + b) % tw);
             for cb in (0..cout).step_by(L) {
-                // SAFETY: the bounds asserted above; pixel (2ty + i, 2tx + j) < 4 * tiles.
+                // SAFETY: the bounds asserted above; pixel (2ty + i, 2tx + j) is in the first
+                // 2 * last_row rows.
                 unsafe {
-                    let y = block(m.as_ptr(), tiles, cout, t, cb);
+                    let y = block(m.as_ptr(), nt, cout, b, cb);
                     for (i, yr) in y.iter().enumerate() {
                         for (j, v) in yr.iter().enumerate() {
                             let px = (2 * ty + i) * ow + 2 * tx + j;
@@ -472,8 +492,13 @@ pub(crate) struct Plan {
     tw: usize,
 }
 
+/// Output blocks per run of the bf16 path ([`Plan::products_hwc`]): their transformed input
+/// (16 KB of words for 32 channels), 16 products (64 KB for 64 channels) and outputs stay in
+/// cache from one step to the next; for a whole image at once the products were 590 KB.
+const BLOCK: usize = 16;
+
 thread_local! {
-    /// An image's transformed input as bf16 pair words (the bf16 path of [`Plan::products_hwc`]).
+    /// A run of blocks' transformed input as bf16 pair words (the bf16 path of [`Plan::products_hwc`]).
     static WORDS: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -487,7 +512,7 @@ impl Plan {
     /// Transforms the filters `w` of a convolution [`Plan::supports`].
     pub(crate) fn new(g: Conv3x3, w: &[f32], prec: Precision) -> Plan {
         let u = filter_transform(w, g.cin, g.cout);
-        let direct = prec == Precision::Bf16 && bf16::available() && wide(g.cin);
+        let direct = prec == Precision::Bf16 && bf16::available() && wide(g.cin) && wide(g.cout);
         let packed = if direct {
             u.chunks_exact(g.cin * g.cout)
                 .map(|ux| PackedRhs::new(ux, g.cin, g.cout))
@@ -509,21 +534,28 @@ impl Plan {
         self.th * self.tw
     }
 
-    /// Floats of f32 scratch for the transformed input (none when it is written as bf16) and
-    /// the 16 products.
+    /// Floats of f32 scratch for the transformed input and the 16 products (bf16: no
+    /// transformed input, which is written as bf16 words, and the products of one block).
     fn products_len(&self) -> usize {
         let (cin, cout, tiles) = (self.g.cin, self.g.cout, self.tiles());
-        let v = if self.packed.is_empty() {
-            16 * tiles * cin
+        if self.packed.is_empty() {
+            16 * tiles * (cin + cout)
         } else {
-            0
-        };
-        v + 16 * tiles * cout
+            16 * BLOCK.min(tiles) * cout
+        }
     }
 
-    /// One image's 16 products `m[ξ]` (`[blocks x cout]` each) from its channel-last pixels
-    /// `hwc`, in the first `16 * blocks * cout` floats of `buf` (of [`Plan::products_len`]).
-    fn products_hwc<'b>(&self, hwc: &[f32], buf: &'b mut [f32]) -> &'b [f32] {
+    /// One image's 16 products from its channel-last pixels `hwc`, handed to
+    /// `finish(t0, nt, m)` for consecutive runs of output blocks: `m[ξ][b][co]` for the `nt`
+    /// blocks from `t0`. In f32 one run of all blocks; in bf16 [`BLOCK`] at a time, each run
+    /// transformed, multiplied and finished while it is in cache (the same sums as for the
+    /// whole image at once). `buf`: [`Plan::products_len`] floats.
+    fn products_hwc(
+        &self,
+        hwc: &[f32],
+        buf: &mut [f32],
+        mut finish: impl FnMut(usize, usize, &[f32]),
+    ) {
         let Plan {
             g,
             prec,
@@ -533,52 +565,37 @@ impl Plan {
             tw,
         } = *self;
         let (cin, cout, tiles) = (g.cin, g.cout, th * tw);
-        let nm = 16 * tiles * cout;
         if !packed.is_empty() {
-            let m = &mut buf[..nm];
             WORDS.with(|words| {
                 let mut words = words.borrow_mut();
-                let half = 16 * tiles * cin / 2;
+                let half = 16 * BLOCK * cin / 2;
                 if words.len() < half {
                     words.resize(half, 0);
                 }
-                // SAFETY: `packed` is only built where the CPU has AVX-512 with AVX512_BF16 and
-                // `cin` is a multiple of 16; the function asserts its bounds.
-                #[cfg(target_arch = "x86_64")]
-                unsafe {
-                    avx512::input_transform_bf16(hwc, g.w, cin, th, tw, &mut words[..half])
-                };
-                for (x, ux) in packed.iter().enumerate() {
-                    let a = &words[x * tiles * cin / 2..][..tiles * cin / 2];
-                    bf16::matmul_packed(&mut m[x * tiles * cout..][..tiles * cout], tiles, a, ux);
+                for t0 in (0..tiles).step_by(BLOCK) {
+                    let nt = BLOCK.min(tiles - t0);
+                    let (v, m) = (&mut words[..16 * nt * cin / 2], &mut buf[..16 * nt * cout]);
+                    // SAFETY: `packed` is only built where the CPU has AVX-512 with AVX512_BF16
+                    // and both channel counts are multiples of 16; the function asserts its
+                    // bounds.
+                    #[cfg(target_arch = "x86_64")]
+                    unsafe {
+                        avx512::input_transform_bf16(hwc, g.w, cin, tw, (t0, nt), v)
+                    };
+                    for (x, ux) in packed.iter().enumerate() {
+                        let a = &v[x * nt * cin / 2..][..nt * cin / 2];
+                        bf16::matmul_packed(&mut m[x * nt * cout..][..nt * cout], nt, a, ux);
+                    }
+                    finish(t0, nt, m);
                 }
             });
-            return m;
+            return;
         }
         let (v, rest) = buf.split_at_mut(16 * tiles * cin);
-        let m = &mut rest[..nm];
+        let m = &mut rest[..16 * tiles * cout];
         input_transform(hwc, g.w, cin, th, tw, v);
         multiply(prec, v, u, tiles, cin, cout, m);
-        m
-    }
-
-    /// One image's 16 products from its NCHW pixels `xi`, handed to `finish` with `extra` more
-    /// floats of scratch.
-    fn products<R>(
-        &self,
-        xi: &[f32],
-        extra: usize,
-        finish: impl FnOnce(&[f32], &mut [f32]) -> R,
-    ) -> R {
-        let (g, nm) = (self.g, self.products_len());
-        let hw = g.h * g.w;
-        with_scratch(hw * g.cin + nm + extra, |buf| {
-            let (hwc, rest) = buf.split_at_mut(hw * g.cin);
-            let (pbuf, extra) = rest.split_at_mut(nm);
-            transpose(xi, g.cin, hw, hwc);
-            let m = self.products_hwc(hwc, pbuf);
-            finish(m, extra)
-        })
+        finish(0, tiles, m)
     }
 
     /// Floats of scratch [`Plan::pool_hwc`] needs.
@@ -599,8 +616,10 @@ impl Plan {
     ) {
         let (tiles, cout) = (self.tiles(), self.g.cout);
         let (pbuf, pooled) = scratch.split_at_mut(self.products_len());
-        let m = self.products_hwc(hwc, pbuf);
-        output_pool(m, tiles, cout, scale, shift, pooled);
+        self.products_hwc(hwc, pbuf, |t0, nt, m| {
+            let out = &mut pooled[t0 * cout..][..nt * cout];
+            output_pool(m, nt, cout, scale, shift, out);
+        });
         // The blocks are the pooled pixels, in order.
         transpose(pooled, tiles, cout, oi);
     }
@@ -626,11 +645,12 @@ impl Plan {
 
     /// `z[co][pixel]` of one image (no bias).
     pub(crate) fn conv_image(&self, xi: &[f32], zi: &mut [f32]) {
-        let (p, cout) = (self.g.p(), self.g.cout);
-        self.products(xi, p * cout, |m, zt| {
-            output_full(m, self.th, self.tw, cout, zt);
-            transpose(zt, p, cout, zi);
-        });
+        let (g, hw) = (self.g, self.g.h * self.g.w);
+        with_scratch(hw * g.cin + self.conv_scratch_len(), |buf| {
+            let (hwc, rest) = buf.split_at_mut(hw * g.cin);
+            transpose(xi, g.cin, hw, hwc);
+            self.conv_hwc(hwc, rest, zi);
+        })
     }
 
     /// Floats of scratch [`Plan::conv_hwc`] needs.
@@ -641,10 +661,12 @@ impl Plan {
     /// `z[co][pixel]` of one image (no bias) from its channel-last pixels `hwc`; `scratch` of
     /// [`Plan::conv_scratch_len`] floats.
     pub(crate) fn conv_hwc(&self, hwc: &[f32], scratch: &mut [f32], zi: &mut [f32]) {
-        let (p, cout) = (self.g.p(), self.g.cout);
+        let (p, cout, tw) = (self.g.p(), self.g.cout, self.tw);
         let (pbuf, zt) = scratch.split_at_mut(self.products_len());
-        let m = self.products_hwc(hwc, pbuf);
-        output_full(m, self.th, self.tw, cout, &mut zt[..p * cout]);
+        let zt = &mut zt[..p * cout];
+        self.products_hwc(hwc, pbuf, |t0, nt, m| {
+            output_full_blocks(m, (t0, nt), tw, cout, zt)
+        });
         transpose(zt, p, cout, zi);
     }
 }
@@ -704,7 +726,7 @@ mod tests {
             output_pool_portable(&m, tiles, cout, &s, &t, &mut b);
             assert_eq!(a, b, "pooled output, {cout} channels");
             let (mut a, mut b) = (vec![0f32; 4 * tiles * cout], vec![0f32; 4 * tiles * cout]);
-            output_full(&m, th, tw, cout, &mut a);
+            output_full_blocks(&m, (0, tiles), tw, cout, &mut a);
             output_full_portable(&m, th, tw, cout, &mut b);
             assert_eq!(a, b, "full output, {cout} channels");
         }
