@@ -24,7 +24,7 @@ pub(crate) fn taps_channel_last(w: &[f32], cin: usize, cout: usize) -> Vec<f32> 
 
 /// `hwc[(oy * ow + ox) * cout + c] = relu(conv(x, w)[c, oy, ox] · scale[c] + shift[c])` for one
 /// image `x` (`[cin, h, w]`), with `taps` from [`taps_channel_last`]; each sum runs over
-/// (input channel, row, column) in that order, a multiply then an add per tap.
+/// (input channel, row, column) in that order, one fused multiply-add per tap.
 pub(crate) fn conv_bn_relu_hwc(
     g: Conv3x3,
     x: &[f32],
@@ -36,8 +36,11 @@ pub(crate) fn conv_bn_relu_hwc(
     assert!(x.len() >= g.in_len() && taps.len() >= g.k() * g.cout);
     assert!(scale.len() >= g.cout && shift.len() >= g.cout && hwc.len() >= g.out_len());
     #[cfg(target_arch = "x86_64")]
-    if g.cout.is_multiple_of(16) && std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: AVX-512F is present (checked above); the bounds are asserted above.
+    if g.cout.is_multiple_of(16)
+        && std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("fma")
+    {
+        // SAFETY: AVX-512F and FMA are present (checked above); the bounds are asserted above.
         return unsafe { avx512::conv_bn_relu_hwc(g, x, taps, scale, shift, hwc) };
     }
     conv_bn_relu_hwc_portable(g, x, taps, scale, shift, hwc)
@@ -62,7 +65,9 @@ fn conv_bn_relu_hwc_portable(
                     for kx in 0..3 {
                         let xv = x[ci * g.h * g.w + (oy + ky) * g.w + ox + kx];
                         let t = &taps[(ci * 9 + ky * 3 + kx) * c..][..c];
-                        out.iter_mut().zip(t).for_each(|(o, w)| *o += xv * w);
+                        out.iter_mut()
+                            .zip(t)
+                            .for_each(|(o, w)| *o = xv.mul_add(*w, *o));
                     }
                 }
             }
@@ -79,8 +84,9 @@ mod avx512 {
     use std::arch::x86_64::*;
 
     /// See [`super::conv_bn_relu_hwc_portable`] (the same operations in the same order);
-    /// `cout` a multiple of 16, bounds asserted by the caller.
-    #[target_feature(enable = "avx512f")]
+    /// `cout` a multiple of 16, bounds asserted by the caller. Why by hand: vectorised along the
+    /// channels, one broadcast pixel per tap, which the compiler does not find on its own.
+    #[target_feature(enable = "avx512f,fma")]
     pub(super) fn conv_bn_relu_hwc(
         g: Conv3x3,
         x: &[f32],
@@ -91,6 +97,35 @@ mod avx512 {
     ) {
         let (c, ow) = (g.cout, g.ow());
         let zero = _mm512_setzero_ps();
+        if g.cin == 1 {
+            // One input channel: a block's 9 tap vectors stay in registers over all pixels.
+            for cb in (0..c).step_by(16) {
+                // SAFETY: tap k's channels cb..cb + 16 are inside `taps`, pixel
+                // (oy + ky, ox + kx) inside `x`, the store inside `hwc` (lengths asserted by
+                // the caller).
+                unsafe {
+                    let t: [__m512; 9] =
+                        std::array::from_fn(|k| _mm512_loadu_ps(taps.as_ptr().add(k * c + cb)));
+                    let s = _mm512_loadu_ps(scale.as_ptr().add(cb));
+                    let b = _mm512_loadu_ps(shift.as_ptr().add(cb));
+                    for oy in 0..g.oh() {
+                        for ox in 0..ow {
+                            let xp = x.as_ptr().add(oy * g.w + ox);
+                            let mut acc = zero;
+                            for ky in 0..3 {
+                                for kx in 0..3 {
+                                    let xv = _mm512_set1_ps(*xp.add(ky * g.w + kx));
+                                    acc = _mm512_fmadd_ps(xv, t[ky * 3 + kx], acc);
+                                }
+                            }
+                            let y = _mm512_max_ps(_mm512_add_ps(_mm512_mul_ps(acc, s), b), zero);
+                            _mm512_storeu_ps(hwc.as_mut_ptr().add((oy * ow + ox) * c + cb), y);
+                        }
+                    }
+                }
+            }
+            return;
+        }
         for oy in 0..g.oh() {
             for ox in 0..ow {
                 for cb in (0..c).step_by(16) {
@@ -107,7 +142,7 @@ mod avx512 {
                                     let t = _mm512_loadu_ps(
                                         taps.as_ptr().add((ci * 9 + ky * 3 + kx) * c + cb),
                                     );
-                                    acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_set1_ps(xv), t));
+                                    acc = _mm512_fmadd_ps(_mm512_set1_ps(xv), t, acc);
                                 }
                             }
                         }
