@@ -255,8 +255,39 @@ mod avx512 {
     /// Channels per register.
     pub(super) const L: usize = 16;
 
+    /// `Bᵀ d B` of one 4x4 input tile for channels `cb..cb + 16`: `[i][j]` is position
+    /// `i * 4 + j`; the tile's top-left pixel is `at` (channel-last rows of `w` pixels).
+    ///
+    /// # Safety
+    /// AVX-512F; the 4x4 pixels from `at`, channels `cb..cb + 16`, must be inside the image.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn tile_transform(at: *const f32, w: usize, cin: usize) -> [[__m512; 4]; 4] {
+        // SAFETY: the caller's bounds.
+        unsafe {
+            let ld = |i: usize, j: usize| _mm512_loadu_ps(at.add((i * w + j) * cin));
+            let mut r = [[_mm512_setzero_ps(); 4]; 4];
+            for (j, rj) in r.iter_mut().enumerate() {
+                let (d0, d1, d2, d3) = (ld(0, j), ld(1, j), ld(2, j), ld(3, j));
+                *rj = [
+                    _mm512_sub_ps(d0, d2),
+                    _mm512_add_ps(d1, d2),
+                    _mm512_sub_ps(d2, d1),
+                    _mm512_sub_ps(d1, d3),
+                ];
+            }
+            std::array::from_fn(|i| {
+                [
+                    _mm512_sub_ps(r[0][i], r[2][i]),
+                    _mm512_add_ps(r[1][i], r[2][i]),
+                    _mm512_sub_ps(r[2][i], r[1][i]),
+                    _mm512_sub_ps(r[1][i], r[3][i]),
+                ]
+            })
+        }
+    }
+
     /// See [`super::input_transform_portable`]; `cin` a multiple of 16.
-    #[allow(clippy::needless_range_loop)] // `i` picks an element of each of four arrays
     #[target_feature(enable = "avx512f")]
     pub(super) fn input_transform(
         hwc: &[f32],
@@ -275,31 +306,13 @@ mod avx512 {
             for tx in 0..tw {
                 let t = ty * tw + tx;
                 for cb in (0..cin).step_by(L) {
-                    // SAFETY: every load is at pixel (2ty + i, 2tx + j) with i, j < 4, inside
-                    // the image (asserted above), channels cb..cb+16 < cin; every store at
+                    // SAFETY: the tile's pixels (2ty + i, 2tx + j), i, j < 4, are inside the
+                    // image (asserted above), channels cb..cb + 16 < cin; every store at
                     // ((i * 4 + j) * tiles + t) * cin + cb + 16 <= 16 * tiles * cin.
                     unsafe {
-                        let ld = |i: usize, j: usize| {
-                            _mm512_loadu_ps(src.add(((2 * ty + i) * w + 2 * tx + j) * cin + cb))
-                        };
-                        let mut r = [[_mm512_setzero_ps(); 4]; 4];
-                        for (j, rj) in r.iter_mut().enumerate() {
-                            let (d0, d1, d2, d3) = (ld(0, j), ld(1, j), ld(2, j), ld(3, j));
-                            *rj = [
-                                _mm512_sub_ps(d0, d2),
-                                _mm512_add_ps(d1, d2),
-                                _mm512_sub_ps(d2, d1),
-                                _mm512_sub_ps(d1, d3),
-                            ];
-                        }
-                        for i in 0..4 {
-                            let out = [
-                                _mm512_sub_ps(r[0][i], r[2][i]),
-                                _mm512_add_ps(r[1][i], r[2][i]),
-                                _mm512_sub_ps(r[2][i], r[1][i]),
-                                _mm512_sub_ps(r[1][i], r[3][i]),
-                            ];
-                            for (j, o) in out.into_iter().enumerate() {
+                        let at = src.add(((2 * ty) * w + 2 * tx) * cin + cb);
+                        for (i, row) in tile_transform(at, w, cin).into_iter().enumerate() {
+                            for (j, o) in row.into_iter().enumerate() {
                                 _mm512_storeu_ps(dst.add(((i * 4 + j) * tiles + t) * cin + cb), o);
                             }
                         }
@@ -313,7 +326,6 @@ mod avx512 {
     /// nearest even, as the bf16 multiply packs), two channels to a word:
     /// `v[((ξ * nt + b) * cin + c) / 2]` holds channels `c` and `c + 1` (`c` even) of block
     /// `t0 + b`, the rows of pair words the bf16 kernel reads.
-    #[allow(clippy::needless_range_loop)] // `i` picks an element of each of four arrays
     #[target_feature(enable = "avx512f,avx512bf16")]
     pub(super) fn input_transform_bf16(
         hwc: &[f32],
@@ -335,27 +347,9 @@ mod avx512 {
                 // store of 8 words ends by (((i * 4 + j) * nt + b) * cin + cb + 16) / 2 <=
                 // 16 * nt * cin / 2.
                 unsafe {
-                    let ld = |i: usize, j: usize| {
-                        _mm512_loadu_ps(src.add(((2 * ty + i) * w + 2 * tx + j) * cin + cb))
-                    };
-                    let mut r = [[_mm512_setzero_ps(); 4]; 4];
-                    for (j, rj) in r.iter_mut().enumerate() {
-                        let (d0, d1, d2, d3) = (ld(0, j), ld(1, j), ld(2, j), ld(3, j));
-                        *rj = [
-                            _mm512_sub_ps(d0, d2),
-                            _mm512_add_ps(d1, d2),
-                            _mm512_sub_ps(d2, d1),
-                            _mm512_sub_ps(d1, d3),
-                        ];
-                    }
-                    for i in 0..4 {
-                        let out = [
-                            _mm512_sub_ps(r[0][i], r[2][i]),
-                            _mm512_add_ps(r[1][i], r[2][i]),
-                            _mm512_sub_ps(r[2][i], r[1][i]),
-                            _mm512_sub_ps(r[1][i], r[3][i]),
-                        ];
-                        for (j, o) in out.into_iter().enumerate() {
+                    let at = src.add(((2 * ty) * w + 2 * tx) * cin + cb);
+                    for (i, row) in tile_transform(at, w, cin).into_iter().enumerate() {
+                        for (j, o) in row.into_iter().enumerate() {
                             let h = _mm512_cvtneps_pbh(o);
                             let at = dst.add((((i * 4 + j) * nt + b) * cin + cb) / 2);
                             _mm256_storeu_si256(
