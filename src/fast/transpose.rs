@@ -11,8 +11,29 @@ pub(crate) fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) 
     let avx = std::arch::is_x86_feature_detected!("avx");
     #[cfg(not(target_arch = "x86_64"))]
     let avx = false;
+    // 16x16 blocks first where AVX-512 has them (a quarter fewer shuffles per value), then 8x8.
+    #[cfg(target_arch = "x86_64")]
+    let (r16, c16) = if std::arch::is_x86_feature_detected!("avx512f") {
+        (rows / 16 * 16, cols / 16 * 16)
+    } else {
+        (0, 0)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let (r16, c16) = (0, 0);
+    #[cfg(target_arch = "x86_64")]
+    for rb in (0..r16).step_by(16) {
+        for cb in (0..c16).step_by(16) {
+            let (s0, d0) = (rb * cols + cb, cb * rows + rb);
+            // SAFETY: AVX-512F is present (r16 > 0 only then); the 16x16 block lies inside both
+            // slices (rb + 16 <= rows, cb + 16 <= cols, lengths asserted above).
+            unsafe { avx_block::transpose16(&src[s0..], cols, &mut dst[d0..], rows) };
+        }
+    }
     for rb in (0..rw).step_by(B) {
         for cb in (0..cw).step_by(B) {
+            if rb < r16 && cb < c16 {
+                continue;
+            }
             let (s0, d0) = (rb * cols + cb, cb * rows + rb);
             #[cfg(target_arch = "x86_64")]
             if avx {
@@ -84,6 +105,62 @@ mod avx_block {
             }
         }
     }
+
+    /// Transposes the 16x16 block at `src` (row stride `ss`) into `dst` (row stride `ds`):
+    /// pairs unpacked, then 4-value groups shuffled, then 128-bit lanes twice.
+    ///
+    /// # Safety
+    /// AVX-512F must be available; `src[15 * ss + 16]` and `dst[15 * ds + 16]` must be in bounds.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn transpose16(src: &[f32], ss: usize, dst: &mut [f32], ds: usize) {
+        assert!(src.len() >= 15 * ss + 16 && dst.len() >= 15 * ds + 16);
+        // SAFETY: the assert keeps every 16-float load and store inside the slices.
+        unsafe {
+            let r: [__m512; 16] =
+                std::array::from_fn(|i| _mm512_loadu_ps(src.as_ptr().add(i * ss)));
+            let t: [__m512; 16] = std::array::from_fn(|i| {
+                let (a, b) = (r[i & !1], r[i | 1]);
+                if i % 2 == 0 {
+                    _mm512_unpacklo_ps(a, b)
+                } else {
+                    _mm512_unpackhi_ps(a, b)
+                }
+            });
+            // Within each group of four: (t0, t2) and (t1, t3), low then high halves.
+            let u: [__m512; 16] = std::array::from_fn(|i| {
+                let g = i / 4 * 4;
+                let (a, b) = match i % 4 {
+                    0 | 1 => (t[g], t[g + 2]),
+                    _ => (t[g + 1], t[g + 3]),
+                };
+                if i % 2 == 0 {
+                    _mm512_shuffle_ps::<0x44>(a, b)
+                } else {
+                    _mm512_shuffle_ps::<0xEE>(a, b)
+                }
+            });
+            // 128-bit lanes: rows i and i + 4 of each half, even lanes then odd.
+            let v: [__m512; 16] = std::array::from_fn(|i| {
+                let base = if i < 8 { 0 } else { 8 };
+                let j = i % 8;
+                let (a, b) = (u[base + j % 4], u[base + j % 4 + 4]);
+                if j < 4 {
+                    _mm512_shuffle_f32x4::<0x88>(a, b)
+                } else {
+                    _mm512_shuffle_f32x4::<0xDD>(a, b)
+                }
+            });
+            for i in 0..16 {
+                let (a, b) = (v[i % 8], v[i % 8 + 8]);
+                let w = if i < 8 {
+                    _mm512_shuffle_f32x4::<0x88>(a, b)
+                } else {
+                    _mm512_shuffle_f32x4::<0xDD>(a, b)
+                };
+                _mm512_storeu_ps(dst.as_mut_ptr().add(i * ds), w);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -92,7 +169,16 @@ mod tests {
 
     #[test]
     fn transpose_handles_whole_blocks_and_ragged_edges() {
-        for (rows, cols) in [(8, 8), (16, 24), (13, 21), (3, 5), (144, 64)] {
+        for (rows, cols) in [
+            (8, 8),
+            (16, 24),
+            (13, 21),
+            (3, 5),
+            (144, 64),
+            (32, 676),
+            (676, 32),
+            (40, 56),
+        ] {
             let src: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
             let mut dst = vec![-1f32; rows * cols];
             transpose(&src, rows, cols, &mut dst);
