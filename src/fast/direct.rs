@@ -36,7 +36,8 @@ pub(crate) fn conv_bn_relu_hwc(
     assert!(x.len() >= g.in_len() && taps.len() >= g.k() * g.cout);
     assert!(scale.len() >= g.cout && shift.len() >= g.cout && hwc.len() >= g.out_len());
     #[cfg(target_arch = "x86_64")]
-    if g.cout.is_multiple_of(16)
+    if g.cin == 1
+        && g.cout.is_multiple_of(16)
         && std::arch::is_x86_feature_detected!("avx512f")
         && std::arch::is_x86_feature_detected!("fma")
     {
@@ -83,9 +84,10 @@ mod avx512 {
     use super::Conv3x3;
     use std::arch::x86_64::*;
 
-    /// See [`super::conv_bn_relu_hwc_portable`] (the same operations in the same order);
-    /// `cout` a multiple of 16, bounds asserted by the caller. Why by hand: vectorised along the
-    /// channels, one broadcast pixel per tap, which the compiler does not find on its own.
+    /// See [`super::conv_bn_relu_hwc_portable`] (the same operations in the same order), for
+    /// one input channel (conv1; wider inputs take the portable version); `cout` a multiple of
+    /// 16, bounds asserted by the caller. Why by hand: vectorised along the channels, one
+    /// broadcast pixel per tap and the taps held in registers, which the compiler does not find.
     #[target_feature(enable = "avx512f,fma")]
     pub(super) fn conv_bn_relu_hwc(
         g: Conv3x3,
@@ -97,58 +99,26 @@ mod avx512 {
     ) {
         let (c, ow) = (g.cout, g.ow());
         let zero = _mm512_setzero_ps();
-        if g.cin == 1 {
-            // One input channel: a block's 9 tap vectors stay in registers over all pixels.
-            for cb in (0..c).step_by(16) {
-                // SAFETY: tap k's channels cb..cb + 16 are inside `taps`, pixel
-                // (oy + ky, ox + kx) inside `x`, the store inside `hwc` (lengths asserted by
-                // the caller).
-                unsafe {
-                    let t: [__m512; 9] =
-                        std::array::from_fn(|k| _mm512_loadu_ps(taps.as_ptr().add(k * c + cb)));
-                    let s = _mm512_loadu_ps(scale.as_ptr().add(cb));
-                    let b = _mm512_loadu_ps(shift.as_ptr().add(cb));
-                    for oy in 0..g.oh() {
-                        for ox in 0..ow {
-                            let xp = x.as_ptr().add(oy * g.w + ox);
-                            let mut acc = zero;
-                            for ky in 0..3 {
-                                for kx in 0..3 {
-                                    let xv = _mm512_set1_ps(*xp.add(ky * g.w + kx));
-                                    acc = _mm512_fmadd_ps(xv, t[ky * 3 + kx], acc);
-                                }
-                            }
-                            let y = _mm512_max_ps(_mm512_add_ps(_mm512_mul_ps(acc, s), b), zero);
-                            _mm512_storeu_ps(hwc.as_mut_ptr().add((oy * ow + ox) * c + cb), y);
-                        }
-                    }
-                }
-            }
-            return;
-        }
-        for oy in 0..g.oh() {
-            for ox in 0..ow {
-                for cb in (0..c).step_by(16) {
-                    // SAFETY: pixel (oy + ky, ox + kx) of channel ci is inside `x`, tap row k's
-                    // channels cb..cb + 16 inside `taps`, and the store inside `hwc` (the
-                    // caller asserts each slice's length).
-                    unsafe {
+        // A block's 9 tap vectors stay in registers over all pixels.
+        for cb in (0..c).step_by(16) {
+            // SAFETY: tap k's channels cb..cb + 16 are inside `taps`, pixel
+            // (oy + ky, ox + kx) inside `x`, the store inside `hwc` (lengths asserted by
+            // the caller).
+            unsafe {
+                let t: [__m512; 9] =
+                    std::array::from_fn(|k| _mm512_loadu_ps(taps.as_ptr().add(k * c + cb)));
+                let s = _mm512_loadu_ps(scale.as_ptr().add(cb));
+                let b = _mm512_loadu_ps(shift.as_ptr().add(cb));
+                for oy in 0..g.oh() {
+                    for ox in 0..ow {
+                        let xp = x.as_ptr().add(oy * g.w + ox);
                         let mut acc = zero;
-                        for ci in 0..g.cin {
-                            for ky in 0..3 {
-                                for kx in 0..3 {
-                                    let xv = *x
-                                        .get_unchecked(ci * g.h * g.w + (oy + ky) * g.w + ox + kx);
-                                    let t = _mm512_loadu_ps(
-                                        taps.as_ptr().add((ci * 9 + ky * 3 + kx) * c + cb),
-                                    );
-                                    acc = _mm512_fmadd_ps(_mm512_set1_ps(xv), t, acc);
-                                }
+                        for ky in 0..3 {
+                            for kx in 0..3 {
+                                let xv = _mm512_set1_ps(*xp.add(ky * g.w + kx));
+                                acc = _mm512_fmadd_ps(xv, t[ky * 3 + kx], acc);
                             }
                         }
-                        let s = _mm512_loadu_ps(scale.as_ptr().add(cb));
-                        let b = _mm512_loadu_ps(shift.as_ptr().add(cb));
-                        // `max(v, 0)` gives 0 for a NaN, as `f32::max` does.
                         let y = _mm512_max_ps(_mm512_add_ps(_mm512_mul_ps(acc, s), b), zero);
                         _mm512_storeu_ps(hwc.as_mut_ptr().add((oy * ow + ox) * c + cb), y);
                     }
