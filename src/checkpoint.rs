@@ -415,7 +415,7 @@ mod tests {
     use crate::model::images_tensor;
 
     fn meta(classes: usize) -> Meta {
-        let record = crate::plan::train(crate::record::Stage::Train, &Default::default())
+        let record = crate::plan::resolve(crate::record::Stage::Train, &Default::default())
             .unwrap()
             .record;
         Meta::new(

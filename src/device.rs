@@ -47,7 +47,18 @@ impl std::fmt::Display for Precision {
 }
 
 /// What `--precision` asks for.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum PrecisionRequest {
     /// bf16 where the CPU has bf16 dot products (AVX512_BF16) and the fused CPU path runs; fp32
     /// otherwise.

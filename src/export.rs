@@ -169,7 +169,7 @@ mod tests {
     fn the_graph_has_named_ends_metadata_and_no_dropout() {
         let device = Device::flex();
         let net = ArchConfig::standard(3).init(&device);
-        let record = crate::plan::train(Stage::Train, &Default::default())
+        let record = crate::plan::resolve(Stage::Train, &Default::default())
             .unwrap()
             .record;
         let classes = vec!["a".to_string(), "b\"quote".to_string(), "c".to_string()];

@@ -45,7 +45,7 @@ pub fn checkpoint(data: &[u8]) -> Result<()> {
     match which % 3 {
         0 => checkpoint::parse_meta(p, rest).map(|_| ()),
         1 => {
-            let record = plan::train(Stage::Pretrain, &TrainRequest::default())?.record;
+            let record = plan::resolve(Stage::Pretrain, &TrainRequest::default())?.record;
             let classes = (0..10).map(|i| i.to_string()).collect();
             let meta = checkpoint::Meta::new(classes, record, checkpoint::Metrics::default());
             let device = burn::prelude::Device::flex();

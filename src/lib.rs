@@ -25,6 +25,7 @@ pub mod fuzzing;
 pub mod history;
 pub mod lrfind;
 pub mod model;
+pub mod options;
 pub mod pipeline;
 pub mod plan;
 pub mod record;

@@ -3,14 +3,19 @@
 //! (exponential moving average, β = 0.98, bias-corrected), stop once it exceeds 4 times the best,
 //! and suggest the rate in the middle of the longest stretch where the loss falls (fastai's
 //! "valley"). The weights it trains are thrown away: no checkpoint is written or changed.
+//!
+//! It trains as the run would — the batch size, augmentation, Adam's weight decay, label
+//! smoothing, discriminative rates and precision of the run's record — but for the rate, which it
+//! sweeps; [`USED`] names the flags it honours, and [`check_flags`] refuses the others.
 
 use crate::batch::epoch_batches;
 use crate::cancel;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::model::Net;
+use crate::options::TrainOptions;
 use crate::record::RunRecord;
-use crate::train::{forward_backward, training_parts};
+use crate::train::{forward_backward, step, training_parts};
 use burn::prelude::*;
 use std::sync::Arc;
 
@@ -24,6 +29,43 @@ pub const STEPS: usize = 100;
 const BETA: f64 = 0.98;
 /// Stop once the smoothed loss exceeds this many times the best.
 const DIVERGED: f64 = 4.0;
+
+/// The training flags the finder honours; the others set the schedule, length or outputs of a
+/// run, which a sweep of 100 batches does not have.
+pub const USED: [&str; 14] = [
+    "--data",
+    "--out",
+    "--batch-size",
+    "--seed",
+    "--limit",
+    "--val-split",
+    "--augment",
+    "--init",
+    "--new-head",
+    "--invert",
+    "--fit",
+    "--lr-ratio",
+    "--weight-decay",
+    "--label-smoothing",
+];
+
+/// Refuses the flags of `options` that the finder would ignore, naming them.
+pub fn check_flags(options: &TrainOptions) -> Result<()> {
+    let unused: Vec<String> = options
+        .given()
+        .into_iter()
+        .filter(|f| !USED.contains(&f.as_str()))
+        .collect();
+    if unused.is_empty() {
+        return Ok(());
+    }
+    Err(Error::invalid(format!(
+        "lr-find does not use {}: it sweeps the rate from {START_LR:e} to {END_LR:e} over up to \
+         {STEPS} batches (it takes {})",
+        unused.join(", "),
+        USED.join(", ")
+    )))
+}
 
 /// What the finder measured.
 #[derive(Debug, Clone, PartialEq)]
@@ -70,7 +112,8 @@ pub fn valley(lrs: &[f64], losses: &[f64]) -> f64 {
 /// Runs the finder on `data` from `model` with the run's batch size and augmentation.
 pub fn run(model: Net, data: &Dataset, run: &RunRecord, device: &Device) -> Result<LrFind> {
     let ad = device.clone().autodiff();
-    let (mut model, mut optim, loss_fn) = training_parts(model, &ad);
+    let (mut model, mut optim, loss_fn) =
+        training_parts(model, &run.optimizer, run.label_smoothing, &ad);
     let train = Arc::new(data.train.clone());
     let mut stream = (0..).flat_map(|epoch| {
         epoch_batches(train.clone(), run.batch_size, run.augment, run.seed, epoch)
@@ -87,7 +130,7 @@ pub fn run(model: Net, data: &Dataset, run: &RunRecord, device: &Device) -> Resu
             break;
         }
         let lr = rate(i);
-        model = optim.step(lr, model, grads);
+        model = step(model, &mut optim, grads, lr, run.lr_ratio);
         avg = BETA * avg + (1.0 - BETA) * loss;
         let smooth = avg / (1.0 - BETA.powi(i as i32 + 1));
         lrs.push(lr);
@@ -113,6 +156,25 @@ pub fn run(model: Net, data: &Dataset, run: &RunRecord, device: &Device) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flags_the_finder_cannot_use_are_refused_by_name() {
+        let ok = TrainOptions {
+            weight_decay: Some(0.01),
+            label_smoothing: Some(0.1),
+            lr_ratio: Some(0.5),
+            batch_size: Some(16),
+            ..Default::default()
+        };
+        check_flags(&ok).unwrap();
+        let bad = TrainOptions {
+            lr: Some(0.1),
+            epochs: Some(3),
+            ..ok
+        };
+        let e = check_flags(&bad).unwrap_err().to_string();
+        assert!(e.contains("does not use --epochs, --lr:"), "{e}");
+    }
 
     #[test]
     fn rates_span_the_range() {

@@ -6,12 +6,13 @@ use crate::augment::AugmentConfig;
 use crate::bundled;
 use crate::checkpoint;
 use crate::data::{self, Dataset, LoadOptions, Split};
-use crate::device::{self, DeviceKind, PrecisionRequest};
+use crate::device;
 use crate::error::{Error, Result};
 use crate::eval::{Confusion, Predictions, predict_set_cancellable, with_tta};
 use crate::fsutil;
 use crate::history::History;
-use crate::plan::{self, InitRequest, TrainRequest};
+use crate::options::{InitRequest, RuntimeArgs, TrainOptions, TrainRequest};
+use crate::plan;
 use crate::record::{RunRecord, Stage};
 use crate::report;
 use crate::report::run::{finish_run, write_eval};
@@ -181,12 +182,12 @@ pub fn train_stage(
         remove_resume_state(dir)?;
         return Ok(res);
     }
-    let mut plan = plan::train(stage, req)?;
+    let mut plan = plan::resolve(stage, req)?;
     let _lock = fsutil::lock_dir(&plan.record.out)?;
-    let old = check_out_dir(&plan.record.out, stage, req.overwrite)?;
+    let old = check_out_dir(&plan.record.out, stage, req.options.overwrite)?;
     let dev = device::make(plan.record.device, plan.record.seed)?;
     let data = verbosity.load(&plan.record.data.path, &plan.record.load_options())?;
-    let (model, init) = plan.initial_model(&data, &dev)?;
+    let (model, init) = train::init::initial_model(&mut plan, &data, &dev)?;
     // Only now: `--init` may have read a checkpoint from the directory being overwritten.
     clear(&old)?;
     verbosity.say(init);
@@ -230,7 +231,7 @@ fn resume_stage(dir: &Path, req: &TrainRequest, verbosity: Verbosity) -> Result<
         );
     }
     let run = saved.state.record.clone();
-    let dev = device::make(req.device, run.seed)?;
+    let dev = device::make(req.runtime.device, run.seed)?;
     let data = verbosity.load(&run.data.path, &run.load_options())?;
     plan::check_fingerprint(&run, &data)?;
     verbosity.say(format_args!(
@@ -298,26 +299,33 @@ fn finish_stage(
 }
 
 /// `warmstart run`: the whole homework on the bundled data; `None` takes each stage's default.
-#[derive(Debug, Clone, Default)]
+#[derive(clap::Args, Debug, Clone, Default)]
 pub struct RunRequest {
-    /// `pretrain/` and `fashion-1k/` go inside.
+    /// Output directory: pretrain/ and fashion-1k/ go inside.
+    #[arg(long, default_value = "runs")]
     pub out: PathBuf,
-    /// Pretraining epochs.
+    /// Pretraining epochs on MNIST [default: 15, as `pretrain`].
+    #[arg(long)]
     pub pretrain_epochs: Option<usize>,
-    /// Training epochs on fashion-1k.
+    /// Training epochs on fashion-1k [default: 100, as `train`].
+    #[arg(long)]
     pub epochs: Option<usize>,
-    /// Seed of both stages.
+    /// Random seed: validation split, shuffling, augmentation, initial weights and dropout
+    /// [default: 42].
+    #[arg(long)]
     pub seed: Option<u64>,
-    /// Only the first N training images of each stage.
+    /// Use only the first N training images of each stage (for quick tries).
+    #[arg(long)]
     pub limit: Option<usize>,
-    /// Only the first N test images.
+    /// Evaluate only the first N test images.
+    #[arg(long)]
     pub test_limit: Option<usize>,
-    /// Pretrain again even if `out/pretrain` holds a checkpoint.
+    /// Pretrain again even if OUT/pretrain holds a checkpoint.
+    #[arg(long)]
     pub fresh: bool,
-    /// Where to compute.
-    pub device: DeviceKind,
-    /// `--precision`.
-    pub precision: PrecisionRequest,
+    /// Where and how it computes.
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
 }
 
 /// Pretrains on the bundled MNIST (reusing `out/pretrain` unless `fresh`), trains fashion-1k from
@@ -334,17 +342,18 @@ pub fn run(req: &RunRequest) -> Result<()> {
     }
     let pre_out = req.out.join("pretrain");
     let stage = |data: &str, out: PathBuf, epochs| TrainRequest {
-        data: Some(bundled::dir(data)),
-        out: Some(out),
-        epochs,
-        seed: req.seed,
-        limit: req.limit,
-        test_limit: req.test_limit,
-        device: req.device,
-        precision: req.precision,
-        // `run` owns these directories: running it again replaces what it wrote before.
-        overwrite: true,
-        ..Default::default()
+        options: TrainOptions {
+            data: Some(bundled::dir(data)),
+            out: Some(out),
+            epochs,
+            seed: req.seed,
+            limit: req.limit,
+            test_limit: req.test_limit,
+            // `run` owns these directories: running it again replaces what it wrote before.
+            overwrite: true,
+            ..Default::default()
+        },
+        runtime: req.runtime,
     };
     let best = train::best_path(&pre_out);
     if !req.fresh && best.is_file() && checkpoint::read_meta(&best).is_ok() {
@@ -359,7 +368,7 @@ pub fn run(req: &RunRequest) -> Result<()> {
     }
     println!("\n== Stage 2: training fashion-1k from the pretrained weights");
     let mut t = stage("fashion-1k", req.out.join("fashion-1k"), req.epochs);
-    t.init = Some(InitRequest::From(pre_out));
+    t.options.init = Some(InitRequest::From(pre_out));
     let res = train_stage(Stage::Train, &t, None, Verbosity::Full)?;
     if let Some(p) = &res.test {
         let c = Confusion::new(p, &res.data.classes);
@@ -377,26 +386,32 @@ pub fn run(req: &RunRequest) -> Result<()> {
 }
 
 /// `warmstart eval`.
-#[derive(Debug, Clone)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct EvalRequest {
-    /// A checkpoint file or a run directory.
+    /// Checkpoint: a .safetensors file or a run directory (uses its best.safetensors).
+    #[arg(long, default_value = "runs/train")]
     pub model: PathBuf,
-    /// Default: the data the checkpoint was trained on.
+    /// Dataset to evaluate on [default: the data the checkpoint was trained on].
+    #[arg(long)]
     pub data: Option<PathBuf>,
-    /// Which part of the dataset to score.
+    /// Which part of the dataset.
+    #[arg(long, value_enum, default_value_t = Split::Test)]
     pub split: Split,
-    /// Only the first N images of the part.
+    /// Evaluate only the first N images.
+    #[arg(long)]
     pub limit: Option<usize>,
-    /// Default: `eval-SPLIT/` beside the checkpoint.
+    /// Where to write confusion.png, mistakes.png and per_class.{csv,json} [default: eval-SPLIT/ beside the model].
+    #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Augmented copies to average with the original (test-time augmentation); 0 for none.
+    /// Test-time augmentation: also average the predictions over the original and N augmented copies.
+    #[arg(long, default_value_t = 0)]
     pub tta: usize,
-    /// Augmentation for TTA; default: the training run's, or the standard one.
+    /// Augmentation for --tta [default: the one the model was trained with, or rotation=10,shift=0.1,zoom=0.1].
+    #[arg(long)]
     pub augment: Option<AugmentConfig>,
-    /// Where to compute.
-    pub device: DeviceKind,
-    /// `--precision`.
-    pub precision: PrecisionRequest,
+    /// Where and how it computes.
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
 }
 
 /// Scores a checkpoint on a part of a dataset, prints accuracy, loss and the confusion matrix,
@@ -410,8 +425,8 @@ pub fn eval(req: &EvalRequest) -> Result<()> {
     let plan = plan::eval(&req.model, req.data.as_deref())?;
     let record = &plan.meta.training;
     let seed = record.seed;
-    let dev = device::make(req.device, seed)?;
-    let precision = device::resolve_precision(req.precision, req.device)?;
+    let dev = device::make(req.runtime.device, seed)?;
+    let precision = device::resolve_precision(req.runtime.precision, req.runtime.device)?;
     let (model, meta) = checkpoint::load(&plan.weights, &dev)?;
     let model = model.with_precision(precision);
     let d = load_data(&plan.data, &plan.load)?;
@@ -497,12 +512,17 @@ pub fn eval(req: &EvalRequest) -> Result<()> {
 /// the same flags would use. Writes `lr_find.png` and `lr_find.csv` into `req.out` (default
 /// `runs/lr-find`) and returns the suggested rate; writes no checkpoint.
 pub fn lr_find(stage: Stage, req: &TrainRequest) -> Result<f64> {
+    crate::lrfind::check_flags(&req.options)?;
     let mut req = req.clone();
-    req.out = Some(req.out.unwrap_or_else(|| PathBuf::from("runs/lr-find")));
-    let mut plan = plan::train(stage, &req)?;
+    req.options.out = Some(
+        req.options
+            .out
+            .unwrap_or_else(|| PathBuf::from("runs/lr-find")),
+    );
+    let mut plan = plan::resolve(stage, &req)?;
     let dev = device::make(plan.record.device, plan.record.seed)?;
     let data = load_data(&plan.record.data.path, &plan.record.load_options())?;
-    let (model, init) = plan.initial_model(&data, &dev)?;
+    let (model, init) = train::init::initial_model(&mut plan, &data, &dev)?;
     let model = model.with_precision(plan.record.precision);
     println!("{init}");
     let run = plan.record;

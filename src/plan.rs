@@ -1,46 +1,25 @@
 //! The one resolve step. A request (what the user typed, `None` where they typed nothing) plus
 //! the stage's defaults become a [`RunRecord`]; the rules that also need the data or a checkpoint
-//! — reusing the classifier head, matching classes, what `--resume` may change, which images
-//! `eval` scores — are here as well. The binary only parses arguments into these requests.
+//! — matching classes, what `--resume` may change, which images `eval` scores — are here as
+//! well. Loading weights is not: [`crate::train::init`] does that with the plan's decisions.
 
 use crate::augment::AugmentConfig;
 use crate::bundled;
 use crate::checkpoint::{self, Meta};
 use crate::data::{Dataset, Fit, Invert, LoadOptions};
-use crate::device::{DeviceKind, PrecisionRequest};
+use crate::device::PrecisionRequest;
 use crate::error::{Error, Result};
-use crate::model::{ArchConfig, Net};
+pub use crate::options::{InitRequest, TrainOptions, TrainRequest};
 use crate::record::{
     AdamRecord, DataRecord, Fingerprint, InitRecord, RECORD_VERSION, RunRecord, Stage,
 };
 use crate::schedule::ScheduleName;
-use burn::prelude::Device;
 use std::path::{Path, PathBuf};
 
 /// The seed unless `--seed` says otherwise.
 pub const DEFAULT_SEED: u64 = 42;
 /// The validation fraction unless `--val-split` says otherwise.
 pub const DEFAULT_VAL_SPLIT: f64 = 0.1;
-
-/// What `--init` asks for.
-#[derive(Debug, Clone, PartialEq)]
-pub enum InitRequest {
-    /// Fresh weights from the seeded RNG.
-    Random,
-    /// A checkpoint file or a run directory.
-    From(PathBuf),
-}
-
-impl std::str::FromStr for InitRequest {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "" => Err("expected a checkpoint path or `random`".into()),
-            "random" => Ok(InitRequest::Random),
-            p => Ok(InitRequest::From(PathBuf::from(p))),
-        }
-    }
-}
 
 /// The settings a stage uses where the request leaves them open.
 #[derive(Debug, Clone, PartialEq)]
@@ -108,73 +87,16 @@ pub fn defaults(stage: Stage) -> StageDefaults {
     }
 }
 
-/// A training request as the user gave it; `None` (or `false`) takes the stage's default.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct TrainRequest {
-    /// `--data`.
-    pub data: Option<PathBuf>,
-    /// `--out`.
-    pub out: Option<PathBuf>,
-    /// `--epochs`.
-    pub epochs: Option<usize>,
-    /// `--batch-size`.
-    pub batch_size: Option<usize>,
-    /// `--lr`.
-    pub lr: Option<f64>,
-    /// `--seed`.
-    pub seed: Option<u64>,
-    /// `--limit`.
-    pub limit: Option<usize>,
-    /// `--test-limit`.
-    pub test_limit: Option<usize>,
-    /// `--val-split`.
-    pub val_split: Option<f64>,
-    /// `--augment`.
-    pub augment: Option<AugmentConfig>,
-    /// `--init`.
-    pub init: Option<InitRequest>,
-    /// Re-initialise the classifier head even when the checkpoint's classes are the data's.
-    pub new_head: bool,
-    /// `--invert`.
-    pub invert: Option<Invert>,
-    /// `--fit`.
-    pub fit: Option<Fit>,
-    /// `--device`.
-    pub device: DeviceKind,
-    /// `--precision`.
-    pub precision: PrecisionRequest,
-    /// `--overwrite`: a new run may replace another run's files in its directory.
-    pub overwrite: bool,
-    /// `--schedule`.
-    pub schedule: Option<ScheduleName>,
-    /// `--warmup`.
-    pub warmup: Option<f64>,
-    /// `--patience`.
-    pub patience: Option<usize>,
-    /// `--label-smoothing`.
-    pub label_smoothing: Option<f32>,
-    /// `--weight-decay`.
-    pub weight_decay: Option<f32>,
-    /// `--freeze-epochs`.
-    pub freeze_epochs: Option<usize>,
-    /// `--clean-epochs`.
-    pub clean_epochs: Option<usize>,
-    /// `--precise-bn`.
-    pub precise_bn: Option<bool>,
-    /// `--lr-ratio`.
-    pub lr_ratio: Option<f64>,
-}
-
 /// A run resolved except for what needs its data: the fingerprint and the head decision
-/// ([`TrainPlan::initial_model`] fills them in).
+/// ([`crate::train::init::initial_model`] fills them in).
 #[derive(Debug, Clone)]
 pub struct TrainPlan {
     /// The run as resolved so far.
     pub record: RunRecord,
     /// `--init` was left to the stage's default (so a missing default gets a hint).
-    init_defaulted: bool,
+    pub init_defaulted: bool,
     /// `--new-head` was given.
-    new_head_flag: bool,
+    pub new_head_flag: bool,
 }
 
 /// An absolute form of `p` (relative to the working directory now), so the record means the
@@ -184,7 +106,8 @@ fn absolute(p: &Path) -> Result<PathBuf> {
 }
 
 /// Resolves a training request of `stage`: defaults filled in, numbers checked, paths absolute.
-pub fn train(stage: Stage, req: &TrainRequest) -> Result<TrainPlan> {
+pub fn resolve(stage: Stage, request: &TrainRequest) -> Result<TrainPlan> {
+    let (req, rt) = (&request.options, &request.runtime);
     let d = defaults(stage);
     let lr = req.lr.unwrap_or(d.lr);
     if !(lr > 0.0 && lr.is_finite()) {
@@ -295,8 +218,8 @@ pub fn train(stage: Stage, req: &TrainRequest) -> Result<TrainPlan> {
         augment,
         clean_epochs,
         init,
-        precision: crate::device::resolve_precision(req.precision, req.device)?,
-        device: req.device,
+        precision: crate::device::resolve_precision(rt.precision, rt.device)?,
+        device: rt.device,
         threads: Some(rayon::current_num_threads()),
         seed: req.seed.unwrap_or(DEFAULT_SEED),
         out: absolute(req.out.as_ref().unwrap_or(&d.out))?,
@@ -306,44 +229,6 @@ pub fn train(stage: Stage, req: &TrainRequest) -> Result<TrainPlan> {
         init_defaulted: req.init.is_none(),
         new_head_flag: req.new_head,
     })
-}
-
-/// Whether a checkpoint's classifier head may be reused for data with `classes`: only when it
-/// predicts the same classes (the same count is not enough: MNIST's digits and Fashion-MNIST's
-/// garments are both 10 classes) and `--new-head` was not given. The checkpoint's sidecar must be
-/// readable: without it there is no telling what the head predicts.
-pub fn reuse_head(checkpoint: &Path, classes: &[String], new_head_flag: bool) -> Result<bool> {
-    let meta = checkpoint::read_meta(&checkpoint::resolve(checkpoint)?)?;
-    Ok(!new_head_flag && meta.classes == classes)
-}
-
-impl TrainPlan {
-    /// The network to start from, for the loaded `data`: random, or the `--init` checkpoint's
-    /// tensors (the head only by [`reuse_head`]). Records the data's fingerprint and the head
-    /// decision; also returns what was loaded, for the user.
-    pub fn initial_model(&mut self, data: &Dataset, device: &Device) -> Result<(Net, String)> {
-        self.record.data.fingerprint = Some(Fingerprint::of(data));
-        let mut model = ArchConfig::standard(data.classes.len()).init(device);
-        let InitRecord::Checkpoint { path, new_head } = &mut self.record.init else {
-            return Ok((model, "Init: random weights".into()));
-        };
-        if self.init_defaulted && !path.exists() {
-            return Err(Error::invalid(format!(
-                "no pretrained checkpoint at {}: run `warmstart pretrain` first, or pass --init PATH or --init random",
-                path.display()
-            )));
-        }
-        *new_head = !reuse_head(path, &data.classes, self.new_head_flag)?;
-        let skip: &[&str] = if *new_head { &["fc2"] } else { &[] };
-        let rep = checkpoint::transfer(&mut model, path, skip)?;
-        let mut said = format!("Init: {}\n{rep}", path.display());
-        if *new_head && !self.new_head_flag {
-            said.push_str(
-                "\n(the checkpoint's classes differ from the data's: new classifier head)",
-            );
-        }
-        Ok((model, said))
-    }
 }
 
 /// Applies to a saved run's record what `--resume DIR` may change: the run directory (the run
@@ -356,9 +241,9 @@ pub fn resume(
     dir: &Path,
     done: usize,
     req: &TrainRequest,
-) -> Result<Vec<&'static str>> {
+) -> Result<Vec<String>> {
     record.out = absolute(dir)?;
-    if let Some(e) = req.epochs {
+    if let Some(e) = req.options.epochs {
         if e == 0 || e < done {
             return Err(Error::invalid(format!(
                 "--epochs {e}: the run in {} has already trained {done} epochs; give at least \
@@ -368,37 +253,18 @@ pub fn resume(
         }
         record.epochs = e;
     }
-    let given = [
-        ("--data", req.data.is_some()),
-        ("--out", req.out.is_some()),
-        ("--batch-size", req.batch_size.is_some()),
-        ("--lr", req.lr.is_some()),
-        ("--seed", req.seed.is_some()),
-        ("--limit", req.limit.is_some()),
-        ("--test-limit", req.test_limit.is_some()),
-        ("--val-split", req.val_split.is_some()),
-        ("--augment", req.augment.is_some()),
-        ("--init", req.init.is_some()),
-        ("--new-head", req.new_head),
-        ("--invert", req.invert.is_some()),
-        ("--fit", req.fit.is_some()),
-        ("--overwrite", req.overwrite),
-        ("--schedule", req.schedule.is_some()),
-        ("--warmup", req.warmup.is_some()),
-        ("--patience", req.patience.is_some()),
-        ("--label-smoothing", req.label_smoothing.is_some()),
-        ("--weight-decay", req.weight_decay.is_some()),
-        ("--freeze-epochs", req.freeze_epochs.is_some()),
-        ("--clean-epochs", req.clean_epochs.is_some()),
-        ("--precise-bn", req.precise_bn.is_some()),
-        ("--lr-ratio", req.lr_ratio.is_some()),
-        // The run's arithmetic is part of its setup: a resumed run keeps its precision.
-        ("--precision", req.precision != PrecisionRequest::Auto),
-    ];
-    Ok(given
+    // Everything but `--epochs` was fixed when the run started; the run's arithmetic is part
+    // of its setup too.
+    let mut ignored: Vec<String> = req
+        .options
+        .given()
         .into_iter()
-        .filter_map(|(flag, on)| on.then_some(flag))
-        .collect())
+        .filter(|f| f != "--epochs")
+        .collect();
+    if req.runtime.precision != PrecisionRequest::Auto {
+        ignored.push("--precision".into());
+    }
+    Ok(ignored)
 }
 
 /// Checks that freshly loaded data is what a record's fingerprint says was loaded.
@@ -501,9 +367,16 @@ pub fn check_classes(
 mod tests {
     use super::*;
 
+    fn opts(options: TrainOptions) -> TrainRequest {
+        TrainRequest {
+            options,
+            ..Default::default()
+        }
+    }
+
     #[test]
     fn stage_defaults_fill_what_the_request_leaves_open() {
-        let p = train(Stage::Pretrain, &TrainRequest::default()).unwrap();
+        let p = resolve(Stage::Pretrain, &TrainRequest::default()).unwrap();
         let r = &p.record;
         assert_eq!((r.epochs, r.batch_size, r.seed), (15, 128, DEFAULT_SEED));
         assert_eq!(r.augment, AugmentConfig::STANDARD);
@@ -511,26 +384,26 @@ mod tests {
         assert_eq!(r.optimizer.lr, 0.003);
         assert!(r.precise_bn && matches!(r.schedule, crate::schedule::Schedule::OneCycle { .. }));
         assert_eq!(r.data.fit, Fit::Mnist);
-        let off = TrainRequest {
+        let off = opts(TrainOptions {
             precise_bn: Some(false),
             schedule: Some(ScheduleName::Constant),
             ..Default::default()
-        };
-        let r = train(Stage::Pretrain, &off).unwrap().record;
+        });
+        let r = resolve(Stage::Pretrain, &off).unwrap().record;
         assert!(!r.precise_bn && r.schedule == crate::schedule::Schedule::Constant);
         assert!(r.data.path.is_absolute() && r.out.is_absolute());
-        let req = TrainRequest {
+        let req = opts(TrainOptions {
             epochs: Some(3),
             lr: Some(0.01),
             init: Some(InitRequest::From("some/ckpt".into())),
             ..Default::default()
-        };
-        let t = train(Stage::Train, &req).unwrap().record;
+        });
+        let t = resolve(Stage::Train, &req).unwrap().record;
         assert_eq!((t.epochs, t.batch_size), (3, 32));
         assert!(t.precise_bn && matches!(t.schedule, crate::schedule::Schedule::Cosine { .. }));
         assert_eq!(t.data.fit, Fit::Box);
         assert_eq!(
-            train(Stage::Train, &TrainRequest::default())
+            resolve(Stage::Train, &TrainRequest::default())
                 .unwrap()
                 .record
                 .epochs,
@@ -549,13 +422,13 @@ mod tests {
 
     #[test]
     fn clean_epochs_default_to_the_last_fifth() {
-        let clean = |stage, req: TrainRequest| train(stage, &req).map(|p| p.record.clean_epochs);
+        let clean = |stage, req: TrainRequest| resolve(stage, &req).map(|p| p.record.clean_epochs);
         assert_eq!(clean(Stage::Pretrain, TrainRequest::default()).unwrap(), 3);
         for (epochs, want) in [(1, 0), (4, 0), (5, 1), (10, 2), (100, 20)] {
-            let req = TrainRequest {
+            let req = opts(TrainOptions {
                 epochs: Some(epochs),
                 ..Default::default()
-            };
+            });
             assert_eq!(
                 clean(Stage::Pretrain, req).unwrap(),
                 want,
@@ -563,22 +436,22 @@ mod tests {
             );
         }
         assert_eq!(clean(Stage::Train, TrainRequest::default()).unwrap(), 20);
-        let given = TrainRequest {
+        let given = opts(TrainOptions {
             clean_epochs: Some(7),
             ..Default::default()
-        };
+        });
         assert_eq!(clean(Stage::Train, given.clone()).unwrap(), 7);
         // Nothing to leave out without augmentation.
-        let none = TrainRequest {
+        let none = opts(TrainOptions {
             augment: Some(AugmentConfig::NONE),
-            ..given
-        };
+            ..given.options
+        });
         assert_eq!(clean(Stage::Pretrain, none).unwrap(), 0);
-        let too_many = TrainRequest {
+        let too_many = opts(TrainOptions {
             epochs: Some(4),
             clean_epochs: Some(5),
             ..Default::default()
-        };
+        });
         let err = clean(Stage::Train, too_many).unwrap_err().to_string();
         assert!(
             err.contains("--clean-epochs 5") && err.contains("--epochs 4"),
@@ -589,83 +462,62 @@ mod tests {
     #[test]
     fn bad_numbers_are_refused() {
         for req in [
-            TrainRequest {
+            opts(TrainOptions {
                 lr: Some(0.0),
                 ..Default::default()
-            },
-            TrainRequest {
+            }),
+            opts(TrainOptions {
                 lr: Some(f64::NAN),
                 ..Default::default()
-            },
-            TrainRequest {
+            }),
+            opts(TrainOptions {
                 val_split: Some(1.0),
                 ..Default::default()
-            },
-            TrainRequest {
+            }),
+            opts(TrainOptions {
                 epochs: Some(0),
                 ..Default::default()
-            },
-            TrainRequest {
+            }),
+            opts(TrainOptions {
                 batch_size: Some(1),
                 ..Default::default()
-            },
-            TrainRequest {
+            }),
+            opts(TrainOptions {
                 limit: Some(0),
                 ..Default::default()
-            },
-            TrainRequest {
+            }),
+            opts(TrainOptions {
                 test_limit: Some(0),
                 ..Default::default()
-            },
+            }),
         ] {
-            assert!(train(Stage::Train, &req).is_err(), "{req:?}");
+            assert!(resolve(Stage::Train, &req).is_err(), "{req:?}");
         }
     }
 
     #[test]
     fn resume_changes_only_the_directory_and_epochs_and_names_what_it_ignores() {
-        let mut r = train(Stage::Train, &TrainRequest::default())
+        let mut r = resolve(Stage::Train, &TrainRequest::default())
             .unwrap()
             .record;
         let before = r.clone();
-        let req = TrainRequest {
+        let req = opts(TrainOptions {
             epochs: Some(50),
             lr: Some(0.5),
             data: Some("elsewhere".into()),
             ..Default::default()
-        };
+        });
         let ignored = resume(&mut r, Path::new("moved/run"), 4, &req).unwrap();
         assert_eq!(ignored, vec!["--data", "--lr"]);
         assert_eq!(r.epochs, 50);
         assert!(r.out.ends_with("moved/run") && r.out.is_absolute());
         assert_eq!(r.optimizer, before.optimizer);
         assert_eq!(r.data, before.data);
-        let fewer = TrainRequest {
+        let fewer = opts(TrainOptions {
             epochs: Some(3),
             ..Default::default()
-        };
+        });
         let e = resume(&mut r, Path::new("moved/run"), 4, &fewer).unwrap_err();
         assert!(e.to_string().contains("already trained 4 epochs"), "{e}");
-    }
-
-    #[test]
-    fn the_head_is_reused_only_for_the_same_class_names_and_needs_a_sidecar() {
-        let device = Device::flex();
-        let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("best.safetensors");
-        let digits: Vec<String> = (0..3).map(|i| i.to_string()).collect();
-        let record = train(Stage::Pretrain, &TrainRequest::default())
-            .unwrap()
-            .record;
-        let meta = Meta::new(digits.clone(), record, Default::default());
-        checkpoint::save(&ArchConfig::standard(3).init(&device), &meta, &p).unwrap();
-        assert!(reuse_head(&p, &digits, false).unwrap());
-        assert!(!reuse_head(&p, &digits, true).unwrap());
-        let other: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
-        assert!(!reuse_head(&p, &other, false).unwrap());
-        // No sidecar: an error, not "the same classes".
-        std::fs::remove_file(checkpoint::sidecar(&p)).unwrap();
-        let e = reuse_head(&p, &digits, false).unwrap_err().to_string();
-        assert!(e.contains("sidecar is missing"), "{e}");
     }
 }

@@ -98,7 +98,8 @@ pub fn named(name: ScheduleName, warmup: Option<f64>) -> Result<Schedule, String
 }
 
 /// The schedules `--schedule` names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ScheduleName {
     /// The same rate throughout.
     Constant,

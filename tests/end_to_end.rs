@@ -613,6 +613,48 @@ fn lr_find_suggests_a_rate_and_changes_no_checkpoint() {
         before, after,
         "lr-find changed the checkpoint it started from"
     );
+    // It trains with the flags a run would (weight decay, smoothing, rate ratio) and refuses, by
+    // name, those of a run's schedule and length, which a sweep does not have.
+    let flags = [
+        "--weight-decay",
+        "0.01",
+        "--label-smoothing",
+        "0.1",
+        "--lr-ratio",
+        "0.5",
+    ];
+    let tuned_dir = tmp.path().join("lr-tuned");
+    let mut args = vec![
+        "lr-find",
+        "--init",
+        s(&pre),
+        "--limit",
+        "200",
+        "--out",
+        s(&tuned_dir),
+    ];
+    args.extend(flags);
+    let tuned = figure_after(&ok(&args), "Suggested learning rate:");
+    assert!((1e-7..=10.0).contains(&tuned), "{tuned}");
+    let curve = |d: &Path| std::fs::read_to_string(d.join("lr_find.csv")).unwrap();
+    assert_ne!(
+        curve(&out_dir),
+        curve(&tuned_dir),
+        "the flags changed nothing"
+    );
+    let e = fails(&[
+        "lr-find",
+        "--init",
+        s(&pre),
+        "--epochs",
+        "3",
+        "--schedule",
+        "cosine",
+    ]);
+    assert!(
+        e.contains("lr-find does not use --epochs, --schedule"),
+        "{e}"
+    );
 }
 
 /// `--precise-bn`: after one epoch on 3,000 MNIST images the momentum averages of batch norm lag

@@ -1,8 +1,8 @@
 //! What each subcommand does, in terms of the library.
 
 use super::{
-    BenchArgs, Cli, Command, CompareArgs, ExportArgs, PredictArgs, PreviewArgs, RuntimeArgs,
-    ServeArgs, TrainArgs,
+    BenchArgs, Cli, Command, CompareArgs, ExportArgs, PredictArgs, PreviewArgs, ServeArgs,
+    TrainArgs,
 };
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{ArgMatches, Args, FromArgMatches};
@@ -13,6 +13,7 @@ use warmstart::compare::{self, CompareRequest, Variant};
 use warmstart::data::{LoadOptions, folder};
 use warmstart::device;
 use warmstart::eval::image_probabilities;
+use warmstart::options::RuntimeArgs;
 use warmstart::pipeline::{self, Verbosity, load_data};
 use warmstart::record::Stage;
 use warmstart::report::figures::{augment_preview_png, check_preview, one_per_class};
@@ -33,7 +34,7 @@ fn command_on_workers(command: Command) -> Result<()> {
         Command::Pretrain(a) => {
             pipeline::train_stage(
                 Stage::Pretrain,
-                &a.request(),
+                &a.request,
                 a.resume.as_deref(),
                 Verbosity::Full,
             )?;
@@ -42,21 +43,21 @@ fn command_on_workers(command: Command) -> Result<()> {
         Command::Train(a) => {
             pipeline::train_stage(
                 Stage::Train,
-                &a.request(),
+                &a.request,
                 a.resume.as_deref(),
                 Verbosity::Full,
             )?;
             Ok(())
         }
-        Command::Eval(a) => Ok(pipeline::eval(&a.request())?),
+        Command::Eval(a) => Ok(pipeline::eval(&a)?),
         Command::Predict(a) => predict(&a),
-        Command::Run(a) => Ok(pipeline::run(&a.request())?),
+        Command::Run(a) => Ok(pipeline::run(&a)?),
         Command::Compare(a) => compare(&a),
         Command::LrFind(a) => {
             if a.resume.is_some() {
                 bail!("lr-find has no --resume: it trains nothing it keeps");
             }
-            pipeline::lr_find(Stage::Train, &a.request())?;
+            pipeline::lr_find(Stage::Train, &a.request)?;
             Ok(())
         }
         Command::AugmentPreview(a) => augment_preview(&a),
@@ -303,12 +304,12 @@ fn parse_variant(spec: &str) -> Result<Variant> {
     Ok(Variant {
         name: name.to_string(),
         flags: flags.trim().to_string(),
-        request: args.request(),
+        request: args.request,
     })
 }
 
 fn compare(a: &CompareArgs) -> Result<()> {
-    if a.train.seed.is_some() {
+    if a.train.request.options.seed.is_some() {
         bail!("compare takes --seeds (a list such as 1,2,3, or a count), not --seed");
     }
     if a.train.resume.is_some() {
@@ -325,11 +326,13 @@ fn compare(a: &CompareArgs) -> Result<()> {
     let seeds = compare::parse_seeds(a.seeds.as_deref().unwrap_or("1,2,3"))?;
     let out = a
         .train
+        .request
+        .options
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from("runs/compare"));
     let req = CompareRequest {
-        common: a.train.request(),
+        common: a.train.request.clone(),
         variants,
         seeds,
         out: out.clone(),

@@ -5,11 +5,9 @@ mod commands;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use warmstart::augment::AugmentConfig;
-use warmstart::data::{Fit, Invert, Split};
-use warmstart::device::{DeviceKind, PrecisionRequest};
+use warmstart::data::{Fit, Invert};
+use warmstart::options::{RuntimeArgs, TrainRequest};
 use warmstart::pipeline::{EvalRequest, RunRequest};
-use warmstart::plan::{InitRequest, TrainRequest};
-use warmstart::schedule::ScheduleName;
 
 pub use commands::dispatch;
 
@@ -49,7 +47,7 @@ pub enum Command {
         after_help = "Example:\n  warmstart eval --model runs/train --data data/fashion-1k\n  \
                             warmstart eval --model runs/train --tta 8   # with test-time augmentation"
     )]
-    Eval(EvalArgs),
+    Eval(EvalRequest),
     /// Predict the class of image files with a checkpoint.
     #[command(after_help = "Example:\n  warmstart predict --model runs/train shoe.png shirt.jpg")]
     Predict(PredictArgs),
@@ -57,9 +55,11 @@ pub enum Command {
     /// from it, evaluate on its test set and plot the curves.
     #[command(after_help = "Example:\n  warmstart run --out runs\n  \
                             warmstart run --pretrain-epochs 1 --epochs 2 --limit 2000   # a quick try")]
-    Run(RunArgs),
+    Run(RunRequest),
     /// Find a learning rate: train with a rate growing from 1e-7 to 10 and suggest one from the
-    /// loss (fastai's lr_find). Takes train's flags; writes lr_find.png, no checkpoint.
+    /// loss (fastai's lr_find). Trains as `train` would with the same data, start, batch size,
+    /// augmentation, weight decay, smoothing and rate ratio; refuses the flags of a schedule or a
+    /// run's length. Writes lr_find.png, no checkpoint.
     #[command(
         name = "lr-find",
         after_help = "Example:\n  warmstart lr-find --data my-images/ --out runs/lr-find\n  \
@@ -121,11 +121,13 @@ impl Command {
     /// The CPU/GPU settings of a command that computes with tensors.
     pub fn runtime(&self) -> Option<&RuntimeArgs> {
         match self {
-            Command::Pretrain(a) | Command::Train(a) | Command::LrFind(a) => Some(&a.runtime),
+            Command::Pretrain(a) | Command::Train(a) | Command::LrFind(a) => {
+                Some(&a.request.runtime)
+            }
             Command::Eval(a) => Some(&a.runtime),
             Command::Predict(a) => Some(&a.runtime),
             Command::Run(a) => Some(&a.runtime),
-            Command::Compare(a) => Some(&a.train.runtime),
+            Command::Compare(a) => Some(&a.train.request.runtime),
             Command::Bench(a) => Some(&a.runtime),
             Command::Serve(a) => Some(&a.runtime),
             Command::AugmentPreview(_) | Command::MakeFashion1k { .. } | Command::Export(_) => None,
@@ -133,123 +135,15 @@ impl Command {
     }
 }
 
-/// Flags every command that runs the model takes.
-#[derive(Args, Debug, Clone)]
-pub struct RuntimeArgs {
-    /// Where to compute: `cpu` (burn's flex backend) or `gpu` (wgpu; needs `--features gpu`).
-    #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
-    pub device: DeviceKind,
-    /// CPU threads (default: all cores).
-    #[arg(long)]
-    pub threads: Option<usize>,
-    /// Arithmetic of the matrix multiplies: `bf16` (bf16 operands, f32 sums; weights, batch
-    /// norm, loss and Adam stay f32), `fp32`, or `auto` (bf16 where the CPU has AVX512_BF16,
-    /// fp32 elsewhere).
-    #[arg(long, value_enum, default_value_t = PrecisionRequest::Auto)]
-    pub precision: PrecisionRequest,
-}
-
-/// Flags of `pretrain` and `train`; defaults differ between the two and are filled in per command.
+/// Flags of `pretrain`, `train` and `lr-find`: the training request (each option defined once,
+/// in the library) and `--resume`.
 #[derive(Args, Debug, Clone)]
 pub struct TrainArgs {
-    /// Dataset: a directory of IDX files, a CSV file (or a directory with train.csv), or an image
-    /// folder (`<class>/*` or `{train,val,test}/<class>/*`). Default: bundled MNIST for
-    /// `pretrain`, bundled fashion-1k for `train`.
-    #[arg(long)]
-    pub data: Option<PathBuf>,
-    /// Output directory for checkpoints, history and plots [default: runs/pretrain or runs/train].
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-    /// Epochs [default: 15 for pretrain, 100 for train].
-    #[arg(long)]
-    pub epochs: Option<usize>,
-    /// Batch size [default: 128 for pretrain, 32 for train].
-    #[arg(long)]
-    pub batch_size: Option<usize>,
-    /// Adam's (peak) learning rate [default: 0.003 for pretrain, 0.002 for train].
-    #[arg(long)]
-    pub lr: Option<f64>,
-    /// Random seed: validation split, shuffling, augmentation, initial weights and dropout
-    /// [default: 42].
-    #[arg(long)]
-    pub seed: Option<u64>,
-    /// Use only the first N training images (for quick tries).
-    #[arg(long)]
-    pub limit: Option<usize>,
-    /// Evaluate only the first N test images at the end.
-    #[arg(long)]
-    pub test_limit: Option<usize>,
-    /// Fraction held out for validation when the data has no validation set (stratified, seeded)
-    /// [default: 0.1].
-    #[arg(long)]
-    pub val_split: Option<f64>,
-    /// Augmentation, e.g. `rotation=10,shift=0.1,zoom=0.1`, or `none` [default:
-    /// rotation=10,shift=0.1,zoom=0.1].
-    #[arg(long)]
-    pub augment: Option<AugmentConfig>,
-    /// Initial weights: a checkpoint (file or run directory) or `random` [default: random for
-    /// pretrain, runs/pretrain for train].
-    #[arg(long)]
-    pub init: Option<InitRequest>,
-    /// Re-initialise the classifier head even when the checkpoint's class names match the data's
-    /// (when they differ, as MNIST digits and garments do, the head is always new).
-    #[arg(long)]
-    pub new_head: bool,
-    /// Invert image-folder images to light-on-dark: by border brightness (auto), always or never
-    /// [default: auto].
-    #[arg(long, value_enum)]
-    pub invert: Option<Invert>,
-    /// How image-folder images are fitted into 28x28, recorded as how new images are prepared
-    /// for the model: `box` (longer side to 28, centred) or `mnist` (cropped to the ink, longer
-    /// side to 20, centre of mass at the centre) [default: mnist for pretrain, box for train].
-    #[arg(long, value_enum)]
-    pub fit: Option<Fit>,
-    /// Learning-rate schedule; `--lr` is its peak [default: onecycle for pretrain, cosine for
-    /// train].
-    #[arg(long, value_enum)]
-    pub schedule: Option<ScheduleName>,
-    /// Fraction of the steps spent warming up (onecycle and cosine) [default: 0.25 for onecycle,
-    /// 0.05 for cosine].
-    #[arg(long)]
-    pub warmup: Option<f64>,
-    /// Stop when the validation accuracy has not improved for N epochs (--epochs is then the
-    /// most).
-    #[arg(long, value_name = "N")]
-    pub patience: Option<usize>,
-    /// Train only the classifier head for the first N epochs, then the whole network (batch norm
-    /// keeps training statistics meanwhile) [default: 0].
-    #[arg(long, value_name = "N")]
-    pub freeze_epochs: Option<usize>,
-    /// Train the last N epochs on the images as they are, without augmentation (the augmented
-    /// epochs teach invariance; the clean ones fit the images the model will be given)
-    /// [default: the last fifth of --epochs: 3 of 15 for pretrain, 20 of 100 for train].
-    #[arg(long, value_name = "N")]
-    pub clean_epochs: Option<usize>,
-    /// Discriminative rates: each block nearer the input trains at this fraction of the next
-    /// one's rate (head at --lr, fc1 at lr·r, conv2 at lr·r², conv1 at lr·r³), e.g. 0.3
-    /// [default: 1, one rate].
-    #[arg(long, value_name = "R")]
-    pub lr_ratio: Option<f64>,
-    /// Recompute batch-norm statistics after each epoch as a plain average over the training
-    /// batches (PreciseBN), instead of the momentum averages that lag in short runs; `--precise-bn
-    /// false` turns it off [default: on].
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
-    pub precise_bn: Option<bool>,
-    /// Decoupled weight decay (AdamW), e.g. 0.01 [default: none].
-    #[arg(long)]
-    pub weight_decay: Option<f32>,
-    /// Label smoothing of the loss, e.g. 0.1 [default: none].
-    #[arg(long)]
-    pub label_smoothing: Option<f32>,
-    /// Start a new run even where --out holds another run's files or an interrupted run (they
-    /// are removed first).
-    #[arg(long)]
-    pub overwrite: bool,
+    #[command(flatten)]
+    pub request: TrainRequest,
     /// Continue the interrupted run in DIR (its options and data are reused; `--epochs` may extend it).
     #[arg(long, value_name = "DIR")]
     pub resume: Option<PathBuf>,
-    #[command(flatten)]
-    pub runtime: RuntimeArgs,
 }
 
 /// Flags of `compare`: its own, and `train`'s for every variant (`--out` is the comparison's
@@ -265,33 +159,6 @@ pub struct CompareArgs {
     pub variants: Vec<String>,
     #[command(flatten)]
     pub train: TrainArgs,
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct EvalArgs {
-    /// Checkpoint: a .safetensors file or a run directory (uses its best.safetensors).
-    #[arg(long, default_value = "runs/train")]
-    pub model: PathBuf,
-    /// Dataset to evaluate on [default: the data the checkpoint was trained on].
-    #[arg(long)]
-    pub data: Option<PathBuf>,
-    /// Which part of the dataset.
-    #[arg(long, value_enum, default_value_t = Split::Test)]
-    pub split: Split,
-    /// Evaluate only the first N images.
-    #[arg(long)]
-    pub limit: Option<usize>,
-    /// Where to write confusion.png, mistakes.png and per_class.{csv,json} [default: eval-SPLIT/ beside the model].
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-    /// Test-time augmentation: also average the predictions over the original and N augmented copies.
-    #[arg(long, default_value_t = 0)]
-    pub tta: usize,
-    /// Augmentation for --tta [default: the one the model was trained with, or rotation=10,shift=0.1,zoom=0.1].
-    #[arg(long)]
-    pub augment: Option<AugmentConfig>,
-    #[command(flatten)]
-    pub runtime: RuntimeArgs,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -390,100 +257,4 @@ pub struct ServeArgs {
     pub workers: Option<usize>,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct RunArgs {
-    /// Output directory: pretrain/ and fashion-1k/ go inside.
-    #[arg(long, default_value = "runs")]
-    pub out: PathBuf,
-    /// Pretraining epochs on MNIST [default: 15, as `pretrain`].
-    #[arg(long)]
-    pub pretrain_epochs: Option<usize>,
-    /// Training epochs on fashion-1k [default: 100, as `train`].
-    #[arg(long)]
-    pub epochs: Option<usize>,
-    /// Random seed: validation split, shuffling, augmentation, initial weights and dropout
-    /// [default: 42].
-    #[arg(long)]
-    pub seed: Option<u64>,
-    /// Use only the first N training images of each stage (for quick tries).
-    #[arg(long)]
-    pub limit: Option<usize>,
-    /// Evaluate only the first N test images.
-    #[arg(long)]
-    pub test_limit: Option<usize>,
-    /// Pretrain again even if OUT/pretrain holds a checkpoint.
-    #[arg(long)]
-    pub fresh: bool,
-    #[command(flatten)]
-    pub runtime: RuntimeArgs,
-}
-
-impl TrainArgs {
-    /// The library's request: what was typed, nothing decided.
-    pub fn request(&self) -> TrainRequest {
-        TrainRequest {
-            data: self.data.clone(),
-            out: self.out.clone(),
-            epochs: self.epochs,
-            batch_size: self.batch_size,
-            lr: self.lr,
-            seed: self.seed,
-            limit: self.limit,
-            test_limit: self.test_limit,
-            val_split: self.val_split,
-            augment: self.augment,
-            init: self.init.clone(),
-            new_head: self.new_head,
-            invert: self.invert,
-            fit: self.fit,
-            device: self.runtime.device,
-            precision: self.runtime.precision,
-            overwrite: self.overwrite,
-            schedule: self.schedule,
-            warmup: self.warmup,
-            patience: self.patience,
-            label_smoothing: self.label_smoothing,
-            weight_decay: self.weight_decay,
-            freeze_epochs: self.freeze_epochs,
-            clean_epochs: self.clean_epochs,
-            precise_bn: self.precise_bn,
-            lr_ratio: self.lr_ratio,
-        }
-    }
-}
-
-impl RunArgs {
-    /// The library's request.
-    pub fn request(&self) -> RunRequest {
-        RunRequest {
-            out: self.out.clone(),
-            pretrain_epochs: self.pretrain_epochs,
-            epochs: self.epochs,
-            seed: self.seed,
-            limit: self.limit,
-            test_limit: self.test_limit,
-            fresh: self.fresh,
-            device: self.runtime.device,
-            precision: self.runtime.precision,
-        }
-    }
-}
-
-impl EvalArgs {
-    /// The library's request.
-    pub fn request(&self) -> EvalRequest {
-        EvalRequest {
-            model: self.model.clone(),
-            data: self.data.clone(),
-            split: self.split,
-            limit: self.limit,
-            out: self.out.clone(),
-            tta: self.tta,
-            augment: self.augment,
-            device: self.runtime.device,
-            precision: self.runtime.precision,
-        }
-    }
 }

@@ -8,6 +8,7 @@
 //! bit-reproducible the numbers are those of an uninterrupted comparison.
 
 mod figure;
+mod legacy;
 mod page;
 pub mod stats;
 
@@ -15,11 +16,12 @@ use crate::augment::AugmentConfig;
 use crate::device::PrecisionRequest;
 use crate::error::{Error, Result};
 use crate::fsutil::{create_dir, write_atomic};
+use crate::options::{InitRequest, RuntimeArgs, TrainOptions, TrainRequest};
 use crate::pipeline::{self, Verbosity};
-use crate::plan::{InitRequest, TrainRequest};
 use crate::record::Stage;
 use crate::train;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use stats::{Difference, VariantSummary, mean_sd_ci};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -42,8 +44,11 @@ pub fn default_variants() -> Vec<Variant> {
         name: name.into(),
         flags: flags.into(),
         request: TrainRequest {
-            init: random.then_some(InitRequest::Random),
-            augment: no_aug.then_some(AugmentConfig::NONE),
+            options: TrainOptions {
+                init: random.then_some(InitRequest::Random),
+                augment: no_aug.then_some(AugmentConfig::NONE),
+                ..Default::default()
+            },
             ..Default::default()
         },
     };
@@ -122,8 +127,8 @@ pub struct RunResult {
     pub variant: String,
     /// The seed.
     pub seed: u64,
-    /// The run's settings (the merged request), to tell a re-run with other flags.
-    pub settings: String,
+    /// The run's settings ([`settings`]), to tell a re-run with other flags.
+    pub settings: Value,
     /// Accuracy of the best checkpoint on the test set (or the validation set without one).
     pub accuracy: f64,
     /// Images it got right.
@@ -157,45 +162,89 @@ pub struct Comparison {
     pub differences: Vec<Difference>,
 }
 
-/// The request of one variant: its own flags over the common ones.
+/// The request of one variant: its own flags over the common ones (the comparison sets each
+/// run's `--seed` and `--out`).
 fn merged(common: &TrainRequest, v: &TrainRequest) -> TrainRequest {
+    let mut options = v.options.over(&common.options);
+    options.out = None;
+    options.seed = None;
+    // A comparison owns its run directories (their settings are checked before a run).
+    options.overwrite = true;
     TrainRequest {
-        data: v.data.clone().or_else(|| common.data.clone()),
-        out: None,
-        epochs: v.epochs.or(common.epochs),
-        batch_size: v.batch_size.or(common.batch_size),
-        lr: v.lr.or(common.lr),
-        seed: None,
-        limit: v.limit.or(common.limit),
-        test_limit: v.test_limit.or(common.test_limit),
-        val_split: v.val_split.or(common.val_split),
-        augment: v.augment.or(common.augment),
-        init: v.init.clone().or_else(|| common.init.clone()),
-        new_head: v.new_head || common.new_head,
-        invert: v.invert.or(common.invert),
-        fit: v.fit.or(common.fit),
-        device: common.device,
-        // Per variant, so that a comparison can set fp32 against bf16 (`auto` is the default).
-        precision: if v.precision == PrecisionRequest::Auto {
-            common.precision
-        } else {
-            v.precision
+        options,
+        runtime: RuntimeArgs {
+            // Per variant, so that a comparison can set fp32 against bf16 (`auto` is the default).
+            precision: if v.runtime.precision == PrecisionRequest::Auto {
+                common.runtime.precision
+            } else {
+                v.runtime.precision
+            },
+            ..common.runtime
         },
-        // A comparison owns its run directories (their settings are checked before a run).
-        overwrite: true,
-        schedule: v.schedule.or(common.schedule),
-        warmup: v.warmup.or(common.warmup),
-        patience: v.patience.or(common.patience),
-        label_smoothing: v.label_smoothing.or(common.label_smoothing),
-        weight_decay: v.weight_decay.or(common.weight_decay),
-        freeze_epochs: v.freeze_epochs.or(common.freeze_epochs),
-        clean_epochs: v.clean_epochs.or(common.clean_epochs),
-        precise_bn: v.precise_bn.or(common.precise_bn),
-        lr_ratio: v.lr_ratio.or(common.lr_ratio),
+    }
+}
+
+/// What makes one run's results: its options (but where it writes), the device and the
+/// arithmetic. Saved as JSON in the run's directory; threads change no result and are left out.
+pub fn settings(r: &TrainRequest) -> Value {
+    let options = TrainOptions {
+        out: None,
+        ..r.options.clone()
+    };
+    serde_json::json!({
+        "options": options.to_json(),
+        "device": r.runtime.device,
+        "precision": r.runtime.precision,
+    })
+}
+
+/// The flags whose values differ between two [`settings`], for a message.
+fn changed(was: &Value, now: &Value) -> String {
+    let empty = serde_json::Map::new();
+    let part = |v: &Value| -> serde_json::Map<String, Value> {
+        let mut m = v
+            .get("options")
+            .and_then(Value::as_object)
+            .unwrap_or(&empty)
+            .clone();
+        for k in ["device", "precision"] {
+            if let Some(x) = v.get(k) {
+                m.insert(k.into(), x.clone());
+            }
+        }
+        m
+    };
+    let (a, b) = (part(was), part(now));
+    let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    let show = |v: Option<&Value>| match v {
+        None => "(not given)".to_string(),
+        Some(Value::String(s)) => s.clone(),
+        Some(v) => v.to_string(),
+    };
+    let diffs: Vec<String> = keys
+        .into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .map(|k| {
+            format!(
+                "{} was {}, is {}",
+                crate::options::flag(k),
+                show(a.get(k)),
+                show(b.get(k))
+            )
+        })
+        .collect();
+    if diffs.is_empty() {
+        "its settings were written by an earlier warmstart and differ".into()
+    } else {
+        diffs.join("; ")
     }
 }
 
 const RESULT: &str = "result.json";
+/// A run's [`settings`], beside its results.
+const SETTINGS: &str = "compare-settings.json";
 
 /// Runs (or reads back, or resumes) every (variant, seed) and writes `compare.csv`,
 /// `compare.json`, `compare.png` and `compare.html` into the output directory.
@@ -283,36 +332,65 @@ fn one_run(
 ) -> Result<RunResult> {
     let dir = req.out.join(rel);
     let mut r = base.clone();
-    r.seed = Some(seed);
-    r.out = Some(dir.clone());
-    let settings = format!(
-        "{:?}",
-        TrainRequest {
-            out: None,
-            ..r.clone()
-        }
-    );
+    r.options.seed = Some(seed);
+    r.options.out = Some(dir.clone());
+    let settings = settings(&r);
+    // What an earlier layout wrote for the same run, so its folders read back.
+    let legacy = Value::String(legacy::settings_text(&r));
     let result_path = dir.join(RESULT);
-    let settings_path = dir.join("compare-settings.txt");
-    if let Ok(text) = std::fs::read(&settings_path)
-        && text != settings.as_bytes()
+    let settings_path = dir.join(SETTINGS);
+    let legacy_path = dir.join(legacy::FILE);
+    let stored = if settings_path.is_file() {
+        let text = std::fs::read(&settings_path).map_err(|e| Error::io(&settings_path, e))?;
+        Some(
+            serde_json::from_slice::<Value>(&text).map_err(|e| {
+                Error::format(&settings_path, format!("unreadable run settings: {e}"))
+            })?,
+        )
+    } else if legacy_path.is_file() {
+        let text = std::fs::read_to_string(&legacy_path).map_err(|e| Error::io(&legacy_path, e))?;
+        Some(if Value::String(text.clone()) == legacy {
+            settings.clone()
+        } else {
+            Value::String(text)
+        })
+    } else {
+        None
+    };
+    let trained = result_path.is_file()
+        || train::resume::path(&dir).is_file()
+        || train::best_path(&dir).is_file();
+    if let Some(was) = &stored
+        && *was != settings
+        && trained
     {
         return Err(Error::format(
-            &settings_path,
-            "this run was started with other settings; re-run the same compare command, or use \
-             another --out",
+            &dir,
+            format!(
+                "this run was started with other settings ({}); re-run the compare command it was \
+                 started with, or use another --out",
+                changed(was, &settings)
+            ),
         ));
     }
     if result_path.is_file() {
         let text = std::fs::read(&result_path).map_err(|e| Error::io(&result_path, e))?;
-        let done: RunResult = serde_json::from_slice(&text)
+        let mut done: RunResult = serde_json::from_slice(&text)
             .map_err(|e| Error::format(&result_path, format!("unreadable run result: {e}")))?;
-        if done.settings == settings {
+        if done.settings == settings || done.settings == legacy {
+            if done.settings != settings || !settings_path.is_file() {
+                // Brought up to the current layout, once.
+                done.settings = settings.clone();
+                write_json(&result_path, &done)?;
+                write_json(&settings_path, &settings)?;
+                let _ = std::fs::remove_file(&legacy_path);
+            }
             return Ok(done);
         }
     }
     create_dir(&dir)?;
-    write_atomic(&settings_path, settings.as_bytes())?;
+    write_json(&settings_path, &settings)?;
+    let _ = std::fs::remove_file(&legacy_path);
     let resume = train::resume::path(&dir).is_file().then_some(dir.as_path());
     let res =
         pipeline::train_stage(Stage::Train, &r, resume, Verbosity::Quiet).inspect_err(|e| {
@@ -346,9 +424,13 @@ fn one_run(
         seconds: res.history.0.iter().map(|e| e.seconds).sum(),
         dir: rel.to_path_buf(),
     };
-    let json = serde_json::to_vec_pretty(&result).map_err(|e| Error::invalid(e.to_string()))?;
-    write_atomic(&result_path, &json)?;
+    write_json(&result_path, &result)?;
     Ok(result)
+}
+
+fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
+    let json = serde_json::to_vec_pretty(value).map_err(|e| Error::invalid(e.to_string()))?;
+    write_atomic(path, &json)
 }
 
 /// The per-variant summaries and the paired differences from the baseline.
@@ -504,7 +586,7 @@ mod tests {
         RunResult {
             variant: variant.into(),
             seed,
-            settings: String::new(),
+            settings: Value::Null,
             accuracy,
             correct: 0,
             total: 0,
@@ -539,21 +621,64 @@ mod tests {
         );
     }
 
+    /// What warmstart 0.1 wrote for `compare --data data/fashion-1k --init random --epochs 1
+    /// --limit 100 --seeds 1 --variant a=''`, run `a/seed-1`.
+    const SETTINGS_0_1: &str = include_str!("../../tests/fixtures/compare-settings-0.1.txt");
+
+    #[test]
+    fn a_run_of_the_0_1_layout_is_recognised_by_its_settings_text() {
+        let common = TrainRequest {
+            options: TrainOptions {
+                data: Some("data/fashion-1k".into()),
+                init: Some(InitRequest::Random),
+                epochs: Some(1),
+                limit: Some(100),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let mut r = merged(&common, &TrainRequest::default());
+        r.options.seed = Some(1);
+        assert_eq!(legacy::settings_text(&r), SETTINGS_0_1);
+        r.options.seed = Some(2);
+        assert_ne!(legacy::settings_text(&r), SETTINGS_0_1);
+    }
+
     #[test]
     fn a_variant_overrides_the_common_flags() {
         let common = TrainRequest {
-            epochs: Some(5),
-            lr: Some(0.01),
-            ..Default::default()
+            options: TrainOptions {
+                epochs: Some(5),
+                lr: Some(0.01),
+                ..Default::default()
+            },
+            runtime: RuntimeArgs {
+                precision: PrecisionRequest::Bf16,
+                ..Default::default()
+            },
         };
         let v = TrainRequest {
-            lr: Some(0.003),
-            init: Some(InitRequest::Random),
+            options: TrainOptions {
+                lr: Some(0.003),
+                init: Some(InitRequest::Random),
+                ..Default::default()
+            },
             ..Default::default()
         };
         let m = merged(&common, &v);
-        assert_eq!((m.epochs, m.lr), (Some(5), Some(0.003)));
-        assert_eq!(m.init, Some(InitRequest::Random));
+        assert_eq!((m.options.epochs, m.options.lr), (Some(5), Some(0.003)));
+        assert_eq!(m.options.init, Some(InitRequest::Random));
+        assert_eq!(m.runtime.precision, PrecisionRequest::Bf16);
+        let s = settings(&m);
+        assert_eq!(s["options"]["lr"], 0.003);
+        assert_eq!(s["precision"], "bf16");
+        let mut other = m.clone();
+        other.options.lr = Some(0.01);
+        other.options.patience = Some(3);
+        assert_eq!(
+            changed(&s, &settings(&other)),
+            "--lr was 0.003, is 0.01; --patience was (not given), is 3"
+        );
         let names: Vec<String> = default_variants().into_iter().map(|v| v.name).collect();
         assert_eq!(
             names,

@@ -129,7 +129,7 @@ mod tests {
     use crate::record::Stage;
 
     fn meta() -> Meta {
-        let record = crate::plan::train(Stage::Train, &Default::default())
+        let record = crate::plan::resolve(Stage::Train, &Default::default())
             .unwrap()
             .record;
         Meta::new(

@@ -7,6 +7,7 @@
 //! pure function of (seed, epoch), and dropout is reseeded from (seed, epoch, batch) before every
 //! batch — so a resumed run draws exactly what an uninterrupted one would.
 
+pub mod init;
 pub mod resume;
 pub mod state;
 
@@ -215,14 +216,33 @@ pub fn forward_backward(
     (grads, f64::from(loss.into_scalar::<f32>()), hits as usize)
 }
 
-/// A training model, its Adam optimizer (the learning rate is given at each step) and loss, as
-/// the training loop sets them up.
-pub fn training_parts(model: Net, ad: &Device) -> (Net, ModuleOptimizer, CrossEntropyLoss) {
+/// A training model, its Adam optimizer `adam` (the learning rate is given at each step) and
+/// its loss with label smoothing `smoothing`, as the training loop sets them up.
+pub fn training_parts(
+    model: Net,
+    adam: &AdamRecord,
+    smoothing: Option<f32>,
+    ad: &Device,
+) -> (Net, ModuleOptimizer, CrossEntropyLoss) {
     (
         model.fork(ad).train(),
-        new_optimizer(&AdamRecord::with_lr(1e-3)),
-        loss(None, ad),
+        new_optimizer(adam),
+        loss(smoothing, ad),
     )
+}
+
+/// One optimizer step at rate `lr`: one rate for all, or discriminative rates by `lr_ratio`.
+pub fn step(
+    model: Net,
+    optim: &mut ModuleOptimizer,
+    grads: GradientsParams,
+    lr: f64,
+    lr_ratio: Option<f64>,
+) -> Net {
+    match lr_ratio {
+        None => optim.step(lr, model, grads),
+        Some(r) => step_by_block(model, optim, grads, lr, r),
+    }
 }
 
 /// Cross-entropy, with label smoothing `alpha` when given.
@@ -373,10 +393,7 @@ fn run_loop(
             let lr = run
                 .schedule
                 .lr(run.optimizer.lr, st.epoch * n_batches + b, total_steps);
-            model = match run.lr_ratio {
-                None => optim.step(lr, model, grads),
-                Some(r) => step_by_block(model, &mut optim, grads, lr, r),
-            };
+            model = step(model, &mut optim, grads, lr, run.lr_ratio);
             st.loss_sum += l * n as f64;
             st.correct += hits;
             st.seen += n;
