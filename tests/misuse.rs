@@ -976,25 +976,30 @@ fn more_threads_than_cores_are_capped_with_a_warning() {
     );
 }
 
-/// Peak resident memory of a command in MiB, with GNU time (`None` where it is not installed).
-fn peak_mib(args: &[&str]) -> Option<(bool, f64)> {
-    let time = Path::new("/usr/bin/time");
-    if !time.is_file() {
-        return None;
-    }
-    let out = Command::new(time)
-        .args(["-f", "%M"])
-        .arg(env!("CARGO_BIN_EXE_warmstart"))
+/// Whether a command succeeded, and its peak resident memory in MiB (the kernel's `ru_maxrss`
+/// of that one child, from `wait4`).
+#[cfg(target_os = "linux")]
+fn peak_mib(args: &[&str]) -> (bool, f64) {
+    let child = Command::new(env!("CARGO_BIN_EXE_warmstart"))
         .args(args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
         .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    let kb: f64 = err.lines().last()?.trim().parse().ok()?;
-    Some((out.status.success(), kb / 1024.0))
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: zeroed is a valid `rusage`; `wait4` writes both out-parameters for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(waited, pid, "wait4: {}", std::io::Error::last_os_error());
+    let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+    // Linux reports kibibytes.
+    (ok, usage.ru_maxrss as f64 / 1024.0)
 }
 
 #[test]
+#[cfg(target_os = "linux")]
 fn the_largest_inputs_stay_under_a_gigabyte() {
     let tmp = tempfile::tempdir().unwrap();
     let run = checkpoint(tmp.path());
@@ -1055,10 +1060,7 @@ fn the_largest_inputs_stay_under_a_gigabyte() {
         ),
     ];
     for (what, args, succeeds) in cases {
-        let Some((ok, mib)) = peak_mib(&args) else {
-            eprintln!("skipped: no /usr/bin/time to measure memory with");
-            return;
-        };
+        let (ok, mib) = peak_mib(&args);
         eprintln!("{what}: peak {mib:.0} MiB");
         assert_eq!(ok, succeeds, "{what}");
         assert!(mib < 1024.0, "{what}: peak {mib:.0} MiB");
@@ -1069,6 +1071,7 @@ fn the_largest_inputs_stay_under_a_gigabyte() {
 /// first build of this default held 4 GB after one pass over 10,000 images, 11 GB over a
 /// pretraining).
 #[test]
+#[cfg(target_os = "linux")]
 fn precise_batch_norm_passes_keep_memory_flat() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("pbn");
@@ -1084,10 +1087,7 @@ fn precise_batch_norm_passes_keep_memory_flat() {
         "--out",
         s(&out),
     ];
-    let Some((ok, mib)) = peak_mib(&args) else {
-        eprintln!("skipped: no /usr/bin/time to measure memory with");
-        return;
-    };
+    let (ok, mib) = peak_mib(&args);
     eprintln!("2 epochs with PreciseBN on 10,000 images: peak {mib:.0} MiB");
     assert!(ok);
     assert!(mib < 1024.0, "peak {mib:.0} MiB");

@@ -116,11 +116,12 @@ fn bf16_where_it_cannot_run_is_a_clear_error_and_auto_falls_back() {
 }
 
 #[test]
+#[cfg_attr(not(warmstart_bf16), ignore = "this CPU has no AVX512_BF16")]
 fn eval_computes_in_the_precision_asked_for() {
-    if !warmstart::device::cpu_has_bf16() {
-        eprintln!("skipped: this CPU has no AVX512_BF16");
-        return;
-    }
+    assert!(
+        warmstart::device::cpu_has_bf16(),
+        "built for AVX512_BF16, run without it"
+    );
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("run");
     train(&run, &["--precision", "fp32"]);
@@ -167,11 +168,12 @@ fn eval_computes_in_the_precision_asked_for() {
 }
 
 #[test]
+#[cfg_attr(not(warmstart_bf16), ignore = "this CPU has no AVX512_BF16")]
 fn a_resumed_run_keeps_its_precision() {
-    if !warmstart::device::cpu_has_bf16() {
-        eprintln!("skipped: this CPU has no AVX512_BF16");
-        return;
-    }
+    assert!(
+        warmstart::device::cpu_has_bf16(),
+        "built for AVX512_BF16, run without it"
+    );
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("run");
     let mut child = bin()

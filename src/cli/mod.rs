@@ -106,7 +106,7 @@ pub enum Command {
     #[command(
         name = "make-fashion-1k",
         after_help = "Example:\n  \
-                            warmstart make-fashion-1k --from ../shared/data/fashion-mnist --out data/fashion-1k"
+                            warmstart make-fashion-1k --from fashion-mnist/ --out data/fashion-1k"
     )]
     MakeFashion1k {
         /// Directory holding train-*/t10k-* Fashion-MNIST IDX files.

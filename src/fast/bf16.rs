@@ -19,6 +19,7 @@
 
 use super::gemm::nothing_to_multiply;
 use super::im2col::Conv3x3;
+use super::multiply::{Operand, Threads, Write};
 use rayon::prelude::*;
 use std::cell::RefCell;
 
@@ -81,27 +82,25 @@ fn grow(v: &mut Vec<u32>, len: usize) -> &mut [u32] {
     &mut v[..len]
 }
 
-/// `dst[m,n] (+)= lhs[m,k] · rhs[k,n]` in bf16 with f32 sums; the layout arguments are
-/// [`super::gemm::matmul`]'s. `parallel` splits the output rows over rayon's threads. Callers
-/// check [`available`] first (the precision is resolved once per run).
-#[allow(clippy::too_many_arguments)]
+/// `dst[m,n] (+)= lhs[m,k] · rhs[k,n]` in bf16 with f32 sums, each operand in its own layout;
+/// [`Threads::All`] splits the output rows over rayon's threads. Callers check [`available`]
+/// first (the precision is resolved once per run).
 pub(crate) fn matmul_bf16(
     dst: &mut [f32],
     (m, n, k): (usize, usize, usize),
-    lhs: &[f32],
-    lhs_t: bool,
-    rhs: &[f32],
-    rhs_t: bool,
-    accumulate: bool,
-    parallel: bool,
+    lhs: Operand,
+    rhs: Operand,
+    write: Write,
+    threads: Threads,
 ) {
     assert!(
         available(),
         "bf16 matrix multiply on a CPU without AVX512_BF16"
     );
-    if nothing_to_multiply(dst, (m, n, k), lhs, rhs, accumulate) {
+    if nothing_to_multiply(dst, (m, n, k), lhs.data, rhs.data, write) {
         return;
     }
+    let (lhs_t, lhs) = (lhs.is_transposed(), lhs.data);
     let kp = k.div_ceil(2);
     // The buffers leave the thread-local for the call: a parallel multiply's thread may pick up
     // another multiply while it waits (rayon work-stealing), which then finds them empty and
@@ -126,35 +125,33 @@ pub(crate) fn matmul_bf16(
             }
         };
         let b = Rhs {
-            src: rhs,
-            t: rhs_t,
+            src: rhs.data,
+            t: rhs.is_transposed(),
             k,
             n,
         };
-        multiply(dst, m, &a, &b, &mut bbuf, accumulate, parallel);
+        multiply(dst, m, &a, &b, &mut bbuf, write, threads);
     }
     PACK.with(|bufs| *bufs.borrow_mut() = (abuf, bbuf));
 }
 
 /// [`matmul_bf16`] with the left operand (`[m][k]`, not transposed) already packed as `m` rows
 /// of `k.div_ceil(2)` pair words, as [`im2col_paired`] writes them.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn matmul_bf16_words(
     dst: &mut [f32],
     (m, n, k): (usize, usize, usize),
     a: &[u32],
-    rhs: &[f32],
-    rhs_t: bool,
-    accumulate: bool,
-    parallel: bool,
+    rhs: Operand,
+    write: Write,
+    threads: Threads,
 ) {
     assert!(
         available(),
         "bf16 matrix multiply on a CPU without AVX512_BF16"
     );
     let kp = k.div_ceil(2);
-    assert!(dst.len() >= m * n && a.len() >= m * kp && rhs.len() >= k * n);
-    if k == 0 && !accumulate {
+    assert!(dst.len() >= m * n && a.len() >= m * kp && rhs.data.len() >= k * n);
+    if k == 0 && write == Write::Overwrite {
         dst[..m * n].fill(0.0);
     }
     if m == 0 || n == 0 || k == 0 {
@@ -168,12 +165,12 @@ pub(crate) fn matmul_bf16_words(
         ps: 1,
     };
     let b = Rhs {
-        src: rhs,
-        t: rhs_t,
+        src: rhs.data,
+        t: rhs.is_transposed(),
         k,
         n,
     };
-    multiply(dst, m, &a, &b, &mut bbuf, accumulate, parallel);
+    multiply(dst, m, &a, &b, &mut bbuf, write, threads);
     PACK.with(|bufs| bufs.borrow_mut().1 = bbuf);
 }
 
@@ -367,9 +364,10 @@ fn multiply(
     a: &PackedA<'_>,
     b: &Rhs<'_>,
     bbuf: &mut Vec<u32>,
-    accumulate: bool,
-    parallel: bool,
+    write: Write,
+    threads: Threads,
 ) {
+    let accumulate = write == Write::Accumulate;
     let (n, kp, panels) = (b.n, b.kp(), b.panels());
     let whole = KC.min(kp) * panels * NR * 4 <= L2_BYTES;
     if whole {
@@ -431,10 +429,10 @@ fn multiply(
             })
         }
     };
-    let threads = rayon::current_num_threads();
-    if parallel && threads > 1 && m > MR {
+    let pool = rayon::current_num_threads();
+    if threads == Threads::All && pool > 1 && m > MR {
         // Whole row tiles per task; each output element is still summed in the same order.
-        let per = m.div_ceil(MR).div_ceil(threads) * MR;
+        let per = m.div_ceil(MR).div_ceil(pool) * MR;
         dst[..m * n]
             .par_chunks_mut(per * n)
             .enumerate()
@@ -448,7 +446,6 @@ fn multiply(
 /// hardware adds each pair's two products before the running sum; the difference is within
 /// f32 rounding, which the tests allow for).
 #[cfg(test)]
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn matmul_reference(
     dst: &mut [f32],
     (m, n, k): (usize, usize, usize),
@@ -778,16 +775,15 @@ mod simd {
 mod tests {
     use super::*;
     use crate::fast::gemm::matmul;
+    use crate::fast::multiply::Layout;
     use crate::fast::tests::noise;
 
     /// im2col straight to bf16 words gives the words of packing the f32 im2col matrix, for
     /// output widths below, at and above one 32-value step (24, 32, 40) and an odd one refused.
     #[test]
+    #[cfg_attr(not(warmstart_bf16), ignore = "this CPU has no AVX512_BF16")]
     fn im2col_paired_gives_the_packed_im2col_words() {
-        if !available() {
-            eprintln!("skipped: this CPU has no AVX512_BF16");
-            return;
-        }
+        assert!(available(), "built for AVX512_BF16, run without it");
         for (cin, side) in [(32, 26), (2, 34), (3, 42)] {
             let g = Conv3x3 {
                 n: 1,
@@ -834,11 +830,9 @@ mod tests {
     /// The kernel against the scalar definition for every layout, odd sizes, partial tiles,
     /// more than one `k` block, accumulation, serial and parallel.
     #[test]
+    #[cfg_attr(not(warmstart_bf16), ignore = "this CPU has no AVX512_BF16")]
     fn bf16_matmul_matches_the_scalar_definition() {
-        if !available() {
-            eprintln!("skipped: this CPU has no AVX512_BF16");
-            return;
-        }
+        assert!(available(), "built for AVX512_BF16, run without it");
         let shapes = [
             (1, 1, 1),
             (3, 5, 7),
@@ -859,7 +853,20 @@ mod tests {
                 let rhs = noise(k * n, 20 + si as u32);
                 let init = noise(m * n, 30 + si as u32);
                 let (mut fast, mut slow) = (init.clone(), init.clone());
-                matmul_bf16(&mut fast, (m, n, k), &lhs, lt, &rhs, rt, acc, par);
+                matmul_bf16(
+                    &mut fast,
+                    (m, n, k),
+                    Operand {
+                        data: &lhs,
+                        layout: Layout::transposed_if(lt),
+                    },
+                    Operand {
+                        data: &rhs,
+                        layout: Layout::transposed_if(rt),
+                    },
+                    Write::accumulate_if(acc),
+                    Threads::all_if(par),
+                );
                 matmul_reference(&mut slow, (m, n, k), &lhs, lt, &rhs, rt, acc);
                 // Same bf16 operands; only the f32 summation order may differ: k roundings of
                 // at most 2^-24 of a partial sum bounded by k (|values| < 1), on either side.
@@ -879,16 +886,28 @@ mod tests {
     /// errors of random sign add up like √k: for these values (|product| ≈ 1/3 on average) the
     /// error stays near √k·2^-8, which is checked with a margin of 4.
     #[test]
+    #[cfg_attr(not(warmstart_bf16), ignore = "this CPU has no AVX512_BF16")]
     fn bf16_matmul_is_within_bf16_rounding_of_f32() {
-        if !available() {
-            eprintln!("skipped: this CPU has no AVX512_BF16");
-            return;
-        }
+        assert!(available(), "built for AVX512_BF16, run without it");
         let (m, n, k) = (64, 576, 288);
         let (lhs, rhs) = (noise(m * k, 1), noise(k * n, 2));
         let (mut lo, mut hi) = (vec![0f32; m * n], vec![0f32; m * n]);
-        matmul_bf16(&mut lo, (m, n, k), &lhs, false, &rhs, false, false, false);
-        matmul(&mut hi, (m, n, k), &lhs, false, &rhs, false, false, false);
+        matmul_bf16(
+            &mut lo,
+            (m, n, k),
+            Operand::rows(&lhs),
+            Operand::rows(&rhs),
+            Write::Overwrite,
+            Threads::Caller,
+        );
+        matmul(
+            &mut hi,
+            (m, n, k),
+            Operand::rows(&lhs),
+            Operand::rows(&rhs),
+            Write::Overwrite,
+            Threads::Caller,
+        );
         let worst = lo
             .iter()
             .zip(&hi)
@@ -903,16 +922,28 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(not(warmstart_bf16), ignore = "this CPU has no AVX512_BF16")]
     fn bf16_matmul_gives_the_same_bits_serial_and_parallel() {
-        if !available() {
-            eprintln!("skipped: this CPU has no AVX512_BF16");
-            return;
-        }
+        assert!(available(), "built for AVX512_BF16, run without it");
         let (m, n, k) = (128, 128, 9216 / 4);
         let (lhs, rhs) = (noise(m * k, 4), noise(k * n, 5));
         let (mut a, mut b) = (vec![0f32; m * n], vec![0f32; m * n]);
-        matmul_bf16(&mut a, (m, n, k), &lhs, false, &rhs, false, false, false);
-        matmul_bf16(&mut b, (m, n, k), &lhs, false, &rhs, false, false, true);
+        matmul_bf16(
+            &mut a,
+            (m, n, k),
+            Operand::rows(&lhs),
+            Operand::rows(&rhs),
+            Write::Overwrite,
+            Threads::Caller,
+        );
+        matmul_bf16(
+            &mut b,
+            (m, n, k),
+            Operand::rows(&lhs),
+            Operand::rows(&rhs),
+            Write::Overwrite,
+            Threads::All,
+        );
         assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
     }
 }
@@ -923,6 +954,7 @@ mod tests {
 mod speed {
     use super::*;
     use crate::fast::gemm::matmul;
+    use crate::fast::multiply::Layout;
     use crate::fast::tests::noise;
     use std::time::Instant;
 
@@ -950,9 +982,38 @@ mod speed {
                 }
                 flop * reps as f64 / t.elapsed().as_secs_f64() / 1e9
             };
-            let f32_rate = time(&mut |d| matmul(d, (m, n, k), &lhs, lt, &rhs, rt, false, false));
-            let bf16_rate =
-                time(&mut |d| matmul_bf16(d, (m, n, k), &lhs, lt, &rhs, rt, false, false));
+            let f32_rate = time(&mut |d| {
+                matmul(
+                    d,
+                    (m, n, k),
+                    Operand {
+                        data: &lhs,
+                        layout: Layout::transposed_if(lt),
+                    },
+                    Operand {
+                        data: &rhs,
+                        layout: Layout::transposed_if(rt),
+                    },
+                    Write::Overwrite,
+                    Threads::Caller,
+                )
+            });
+            let bf16_rate = time(&mut |d| {
+                matmul_bf16(
+                    d,
+                    (m, n, k),
+                    Operand {
+                        data: &lhs,
+                        layout: Layout::transposed_if(lt),
+                    },
+                    Operand {
+                        data: &rhs,
+                        layout: Layout::transposed_if(rt),
+                    },
+                    Write::Overwrite,
+                    Threads::Caller,
+                )
+            });
             println!(
                 "{what:20} f32 {f32_rate:6.1} GFLOP/s  bf16 {bf16_rate:6.1} GFLOP/s  x{:.2}",
                 bf16_rate / f32_rate

@@ -10,7 +10,7 @@ use super::bf16::{im2col_paired, matmul_bf16_words};
 use super::direct::{conv_bn_relu_hwc, taps_channel_last};
 use super::gemm::with_scratch;
 use super::im2col::{Conv3x3, col2im};
-use super::multiply::{in_bf16, matmul_in};
+use super::multiply::{Operand, Threads, Write, in_bf16, matmul_in};
 use super::pool::pool_plane;
 use super::transpose::transpose;
 use super::winograd::Plan;
@@ -137,7 +137,15 @@ fn conv_forward(
             Some(plan) => plan.conv_image(xi, zi),
             None => with_scratch(k * p, |col| {
                 g.im2col(xi, col);
-                matmul_in(prec, zi, (c, p, k), w, false, col, false, false, false);
+                matmul_in(
+                    prec,
+                    zi,
+                    (c, p, k),
+                    Operand::rows(w),
+                    Operand::rows(col),
+                    Write::Overwrite,
+                    Threads::Caller,
+                );
             }),
         }
         bias_and_sums(zi, bias, c, p, acc);
@@ -189,6 +197,96 @@ pub(crate) fn conv_bn_relu_infer(
     y
 }
 
+/// How the backward pass multiplies each image's weight gradient: chosen once per pass, by the
+/// precision and the shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WeightGrad {
+    /// `dw[c,k] += dz · colᵀ`, in f32.
+    Direct,
+    /// The transposed product `dwᵀ[k,c] += col · dzᵀ` (in bf16 where the shape pays): bf16
+    /// pairs run along the pixels, which `col` holds contiguously, and the one operand to
+    /// transpose while packing is `dz` (64 rows) instead of `col` (288). Summed as `[k, c]`,
+    /// turned to the weights' `[c, k]` at the end.
+    Transposed,
+    /// [`WeightGrad::Transposed`] in bf16 with `col` written straight from the image as bf16
+    /// pair words (the words packing an f32 copy would give): no f32 im2col matrix. Needs an
+    /// even output width.
+    TransposedWords,
+}
+
+impl WeightGrad {
+    fn choose(prec: Precision, g: Conv3x3) -> WeightGrad {
+        match prec {
+            Precision::Fp32 => WeightGrad::Direct,
+            Precision::Bf16
+                if in_bf16(prec, (g.k(), g.cout, g.p())) && g.ow().is_multiple_of(2) =>
+            {
+                WeightGrad::TransposedWords
+            }
+            Precision::Bf16 => WeightGrad::Transposed,
+        }
+    }
+
+    /// The bf16 words an image's im2col matrix needs (none but for `TransposedWords`).
+    fn words_len(self, g: Conv3x3) -> usize {
+        match self {
+            WeightGrad::TransposedWords => g.k() * g.p() / 2,
+            _ => 0,
+        }
+    }
+
+    /// Adds the weight gradient of image `xi` with output gradient `dz` to `dw`; `col` and
+    /// `words` are scratch.
+    fn accumulate(
+        self,
+        g: Conv3x3,
+        xi: &[f32],
+        dz: &[f32],
+        col: &mut [f32],
+        words: &mut [u32],
+        dw: &mut [f32],
+    ) {
+        let (c, p, k) = (g.cout, g.p(), g.k());
+        if self == WeightGrad::TransposedWords && im2col_paired(g, xi, words) {
+            let dz = Operand::transposed(dz);
+            matmul_bf16_words(dw, (k, c, p), words, dz, Write::Accumulate, Threads::Caller);
+            return;
+        }
+        g.im2col(xi, col);
+        let (prec, shape, lhs, rhs) = match self {
+            WeightGrad::Direct => (
+                Precision::Fp32,
+                (c, k, p),
+                Operand::rows(dz),
+                Operand::transposed(col),
+            ),
+            WeightGrad::Transposed | WeightGrad::TransposedWords => (
+                Precision::Bf16,
+                (k, c, p),
+                Operand::rows(col),
+                Operand::transposed(dz),
+            ),
+        };
+        matmul_in(
+            prec,
+            dw,
+            shape,
+            lhs,
+            rhs,
+            Write::Accumulate,
+            Threads::Caller,
+        );
+    }
+
+    /// The summed gradient in the weights' layout `[c, k]`.
+    fn finish(self, dw: &mut [f32], g: Conv3x3) {
+        if self != WeightGrad::Direct {
+            let t = dw.to_vec();
+            transpose(&t, g.k(), g.cout, dw);
+        }
+    }
+}
+
 /// Backward of [`conv_bn_relu_train`]; `dx` only when `need_dx`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn conv_bn_relu_backward(
@@ -217,10 +315,7 @@ pub(crate) fn conv_bn_relu_backward(
     } else {
         (0..chunks).map(|_| <&mut [f32]>::default()).collect()
     };
-    // bf16's weight gradient takes the im2col matrix as bf16 words written straight from the
-    // image (the words packing an f32 copy would give); the f32 `col` then only holds the
-    // input gradient's product.
-    let paired = in_bf16(prec, (k, c, p)) && g.ow().is_multiple_of(2);
+    let wg = WeightGrad::choose(prec, g);
     let dx_plan = if need_dx {
         input_grad_plan(g, w, prec)
     } else {
@@ -237,54 +332,29 @@ pub(crate) fn conv_bn_relu_backward(
             let mut db = vec![0f32; c];
             with_scratch(c * p + (k * p).max(dx_len), |buf| {
                 let mut words = WORDS.with(|w| std::mem::take(&mut *w.borrow_mut()));
-                words.resize(if paired { k * p / 2 } else { 0 }, 0);
+                words.resize(wg.words_len(g), 0);
                 let (dz, col) = buf.split_at_mut(c * p);
                 for i in ci * per..((ci + 1) * per).min(g.n) {
                     let o = i * g.out_len();
                     let (zi, di) = (&s.z[o..][..c * p], &dy[o..][..c * p]);
                     bn_dz_img(dz, zi, di, s, &inv_std, &coef, c, p, &mut db);
                     let xi = &x[i * g.in_len()..][..g.in_len()];
-                    if paired && im2col_paired(g, xi, &mut words) {
-                        // The transposed product `dwᵀ = col · dzᵀ` (see below).
-                        matmul_bf16_words(&mut dw, (k, c, p), &words, dz, true, true, false);
-                    } else {
-                        g.im2col(xi, col);
-                        match prec {
-                            Precision::Fp32 => matmul_in(
-                                prec,
-                                &mut dw,
-                                (c, k, p),
-                                dz,
-                                false,
-                                col,
-                                true,
-                                true,
-                                false,
-                            ),
-                            // The transposed product `dwᵀ = col · dzᵀ`: bf16 pairs run along
-                            // the pixels, which `col` holds contiguously, and the one operand
-                            // to transpose while packing is `dz` (64 rows) instead of `col`
-                            // (288).
-                            Precision::Bf16 => matmul_in(
-                                prec,
-                                &mut dw,
-                                (k, c, p),
-                                col,
-                                false,
-                                dz,
-                                true,
-                                true,
-                                false,
-                            ),
-                        }
-                    }
+                    wg.accumulate(g, xi, dz, col, &mut words, &mut dw);
                     if need_dx {
                         let j = i - ci * per;
                         let dxi = &mut dxc[j * g.in_len()..][..g.in_len()];
                         match &dx_plan {
                             Some((plan, gp)) => input_grad_image(plan, *gp, dz, col, dxi),
                             None => {
-                                matmul_in(prec, col, (k, p, c), w, true, dz, false, false, false);
+                                matmul_in(
+                                    prec,
+                                    col,
+                                    (k, p, c),
+                                    Operand::transposed(w),
+                                    Operand::rows(dz),
+                                    Write::Overwrite,
+                                    Threads::Caller,
+                                );
                                 col2im(g, col, dxi);
                             }
                         }
@@ -300,11 +370,7 @@ pub(crate) fn conv_bn_relu_backward(
         dw.iter_mut().zip(pw).for_each(|(a, b)| *a += b);
         db.iter_mut().zip(pb).for_each(|(a, b)| *a += b);
     }
-    if prec == Precision::Bf16 {
-        // Summed as `[k, c]` (see above); the weight layout is `[c, k]`.
-        let t = dw.clone();
-        transpose(&t, k, c, &mut dw);
-    }
+    wg.finish(&mut dw, g);
     BlockGrads {
         dx: need_dx.then_some(dx),
         dw,
@@ -429,7 +495,15 @@ fn im2col_pool_infer(
             with_scratch(k * p + c * p, |buf| {
                 let (col, z) = buf.split_at_mut(k * p);
                 g.im2col(xi, col);
-                matmul_in(prec, z, (c, p, k), w, false, col, false, false, false);
+                matmul_in(
+                    prec,
+                    z,
+                    (c, p, k),
+                    Operand::rows(w),
+                    Operand::rows(col),
+                    Write::Overwrite,
+                    Threads::Caller,
+                );
                 scale_shift_relu_inplace(z, c, p, scale, shift);
                 for ch in 0..c {
                     pool_plane(
@@ -493,12 +567,10 @@ mod tests {
             matmul(
                 &mut direct,
                 (cout, g.p(), g.k()),
-                &w,
-                false,
-                &col,
-                false,
-                false,
-                false,
+                Operand::rows(&w),
+                Operand::rows(&col),
+                Write::Overwrite,
+                Threads::Caller,
             );
             assert_close(&format!("{n}x{cin}x{side}x{cout}"), fast, direct, 1e-5);
         }
@@ -541,12 +613,10 @@ mod tests {
             matmul(
                 &mut col,
                 (g.k(), g.p(), cout),
-                &w,
-                true,
-                &dz,
-                false,
-                false,
-                false,
+                Operand::transposed(&w),
+                Operand::rows(&dz),
+                Write::Overwrite,
+                Threads::Caller,
             );
             let mut direct = vec![0f32; g.in_len()];
             col2im(g, &col, &mut direct);
@@ -559,12 +629,13 @@ mod tests {
     /// product's operands are rounded to 8 significant bits; errors of random sign average out
     /// to about 2^-8 of the result's scale).
     #[test]
+    #[cfg_attr(not(warmstart_bf16), ignore = "this CPU has no AVX512_BF16")]
     fn bf16_conv_forward_and_backward_are_within_bf16_rounding_of_f32() {
         use crate::fast::tests::relative_error;
-        if !crate::device::cpu_has_bf16() {
-            eprintln!("skipped: this CPU has no AVX512_BF16");
-            return;
-        }
+        assert!(
+            crate::device::cpu_has_bf16(),
+            "built for AVX512_BF16, run without it"
+        );
         const BF16: Precision = Precision::Bf16;
         for (n, cin, side, cout) in [(8, 32, 26, 64), (3, 32, 12, 64)] {
             let g = shape(n, cin, side, cout);
@@ -639,12 +710,10 @@ mod speed {
                                 prec,
                                 zi,
                                 (64, g.p(), g.k()),
-                                &w,
-                                false,
-                                col,
-                                false,
-                                false,
-                                false,
+                                Operand::rows(&w),
+                                Operand::rows(col),
+                                Write::Overwrite,
+                                Threads::Caller,
                             );
                         })
                     });

@@ -4,7 +4,7 @@
 use super::batchnorm::{
     BlockGrads, BnSaved, bn_coefs, bn_dz_img, bn_param_grads, bn_relu_train, channel_sums,
 };
-use super::multiply::matmul_in;
+use super::multiply::{Operand, Threads, Write, matmul_in};
 use crate::device::Precision;
 
 /// Shape of a dense layer over `n` rows: `[n, inp] · [inp, out]` (burn's `Linear` weight layout).
@@ -24,12 +24,10 @@ fn dense_forward(prec: Precision, d: Dense, x: &[f32], w: &[f32], bias: &[f32]) 
         prec,
         &mut z,
         (d.n, d.out, d.inp),
-        x,
-        false,
-        w,
-        false,
-        true,
-        true,
+        Operand::rows(x),
+        Operand::rows(w),
+        Write::Accumulate,
+        Threads::All,
     );
     z
 }
@@ -102,12 +100,10 @@ pub(crate) fn dense_bn_relu_backward(
         prec,
         &mut dw,
         (d.inp, c, d.n),
-        x,
-        true,
-        &dz,
-        false,
-        false,
-        true,
+        Operand::transposed(x),
+        Operand::rows(&dz),
+        Write::Overwrite,
+        Threads::All,
     );
     let dx = need_dx.then(|| {
         let mut dx = vec![0f32; d.n * d.inp];
@@ -115,12 +111,10 @@ pub(crate) fn dense_bn_relu_backward(
             prec,
             &mut dx,
             (d.n, d.inp, c),
-            &dz,
-            false,
-            w,
-            true,
-            false,
-            true,
+            Operand::rows(&dz),
+            Operand::transposed(w),
+            Write::Overwrite,
+            Threads::All,
         );
         dx
     });
@@ -141,11 +135,12 @@ mod tests {
     /// As for the convolution (`conv.rs`): the same forward state, f32 against bf16, within
     /// 2·2^-8 as a whole, at the network's sizes (9216 → 128, batch 32).
     #[test]
+    #[cfg_attr(not(warmstart_bf16), ignore = "this CPU has no AVX512_BF16")]
     fn bf16_dense_forward_and_backward_are_within_bf16_rounding_of_f32() {
-        if !crate::device::cpu_has_bf16() {
-            eprintln!("skipped: this CPU has no AVX512_BF16");
-            return;
-        }
+        assert!(
+            crate::device::cpu_has_bf16(),
+            "built for AVX512_BF16, run without it"
+        );
         let (f32p, bf16p) = (Precision::Fp32, Precision::Bf16);
         let d = Dense {
             n: 32,

@@ -1,29 +1,28 @@
 //! Matrix multiplication (the `gemm` crate, with its packing tuned for our shapes) and the
 //! per-thread scratch buffers the kernels multiply in.
 
+use super::multiply::{Operand, Threads, Write};
 use gemm::Parallelism;
 use std::cell::RefCell;
 
-/// `dst[m,n] (+)= lhs[m,k] · rhs[k,n]`, all row-major; `lhs_t`/`rhs_t` say the operand is stored
-/// transposed (`[k,m]`, `[n,k]`).
-#[allow(clippy::too_many_arguments)]
+/// `dst[m,n] (+)= lhs[m,k] · rhs[k,n]` in f32, each operand in its own layout.
 pub(crate) fn matmul(
     dst: &mut [f32],
     (m, n, k): (usize, usize, usize),
-    lhs: &[f32],
-    lhs_t: bool,
-    rhs: &[f32],
-    rhs_t: bool,
-    accumulate: bool,
-    parallel: bool,
+    lhs: Operand,
+    rhs: Operand,
+    write: Write,
+    threads: Threads,
 ) {
-    if nothing_to_multiply(dst, (m, n, k), lhs, rhs, accumulate) {
+    if nothing_to_multiply(dst, (m, n, k), lhs.data, rhs.data, write) {
         return;
     }
     tune_gemm();
+    let accumulate = write == Write::Accumulate;
+    let (lhs, lhs_t, rhs, rhs_t) = (lhs.data, lhs.is_transposed(), rhs.data, rhs.is_transposed());
     let (lrs, lcs) = if lhs_t { (1, m) } else { (k, 1) };
     let (rrs, rcs) = if rhs_t { (1, k) } else { (n, 1) };
-    let par = if parallel && rayon::current_num_threads() > 1 {
+    let par = if threads == Threads::All && rayon::current_num_threads() > 1 {
         Parallelism::Rayon(rayon::current_num_threads())
     } else {
         Parallelism::None
@@ -63,10 +62,10 @@ pub(crate) fn nothing_to_multiply(
     (m, n, k): (usize, usize, usize),
     lhs: &[f32],
     rhs: &[f32],
-    accumulate: bool,
+    write: Write,
 ) -> bool {
     assert!(dst.len() >= m * n && lhs.len() >= m * k && rhs.len() >= k * n);
-    if k == 0 && !accumulate {
+    if k == 0 && write == Write::Overwrite {
         dst[..m * n].fill(0.0);
     }
     m == 0 || n == 0 || k == 0

@@ -14,7 +14,7 @@
 use super::bf16::{self, PackedRhs};
 use super::gemm::with_scratch;
 use super::im2col::Conv3x3;
-use super::multiply::matmul_in;
+use super::multiply::{Operand, Threads, Write, matmul_in};
 use super::transpose::transpose;
 use crate::device::Precision;
 use multiversion::multiversion;
@@ -680,12 +680,10 @@ fn multiply(
             prec,
             &mut m[x * tiles * cout..][..tiles * cout],
             (tiles, cout, cin),
-            &v[x * tiles * cin..][..tiles * cin],
-            false,
-            &u[x * cin * cout..][..cin * cout],
-            false,
-            false,
-            false,
+            Operand::rows(&v[x * tiles * cin..][..tiles * cin]),
+            Operand::rows(&u[x * cin * cout..][..cin * cout]),
+            Write::Overwrite,
+            Threads::Caller,
         );
     }
 }
@@ -698,11 +696,9 @@ mod tests {
     /// The AVX-512 transforms give the portable ones' bits (same operations in the same order),
     /// on conv2's shape and on a small one with two vectors of channels.
     #[test]
+    #[cfg_attr(not(warmstart_avx512), ignore = "this CPU has no AVX-512")]
     fn the_wide_transforms_give_the_portable_bits() {
-        if !wide(16) {
-            eprintln!("skipped: this CPU has no AVX-512");
-            return;
-        }
+        assert!(wide(16), "built for AVX-512, run without it");
         for (cin, cout, side) in [(32, 64, 26), (16, 32, 9)] {
             let (th, tw) = ((side - 2) / 2, (side - 2) / 2);
             let tiles = th * tw;
@@ -730,11 +726,12 @@ mod tests {
     /// gives the bits of packing both per image through `matmul_bf16` (at least 16 blocks, so
     /// that the per-image path multiplies in bf16 too).
     #[test]
+    #[cfg_attr(not(warmstart_bf16), ignore = "this CPU has no AVX512_BF16")]
     fn prepacked_bf16_products_give_the_per_image_packing_bits() {
-        if !(crate::device::cpu_has_bf16() && wide(16)) {
-            eprintln!("skipped: this CPU has no AVX512_BF16");
-            return;
-        }
+        assert!(
+            crate::device::cpu_has_bf16() && wide(16),
+            "built for AVX512_BF16, run without it"
+        );
         for (n, cin, side, cout) in [(2, 32, 26, 64), (3, 16, 12, 48)] {
             let g = Conv3x3 {
                 n,
