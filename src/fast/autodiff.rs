@@ -2,7 +2,7 @@
 //! backward pass in burn's autodiff graph.
 
 use super::adam::AdamStep;
-use super::batchnorm::{BlockGrads, BnSaved};
+use super::batchnorm::{BlockGrads, BnSaved, InputGrad, Upstream};
 use super::conv::FoldedConv;
 use super::dense::Dense;
 use super::im2col::Conv3x3;
@@ -66,15 +66,17 @@ impl<G: Block> Backward<Flex, 5> for BlockBackward<G> {
         let dy = grads.consume::<Flex>(&ops.node);
         let s = ops.state;
         let g = s.geom;
-        let r = g.backward(
-            s.prec,
-            &host(&s.x),
-            &host(&s.w),
-            &host(&s.gamma),
-            &s.saved,
-            &host(&dy),
-            px.is_some(),
-        );
+        let dy = host(&dy);
+        let up = Upstream {
+            saved: &s.saved,
+            dy: &dy,
+        };
+        let dx = if px.is_some() {
+            InputGrad::Needed
+        } else {
+            InputGrad::Skipped
+        };
+        let r = g.backward(s.prec, &host(&s.x), (&host(&s.w), &host(&s.gamma)), up, dx);
         let ids = [px, pw, pb, pg, pbeta].map(|n| n.map(|n| n.id));
         register_block(grads, ids, r, g.x_shape(), g.w_shape());
     }

@@ -295,7 +295,6 @@ pub(crate) fn bn_param_grads(
         .unzip()
 }
 
-#[allow(clippy::too_many_arguments)]
 #[multiversion(targets = "simd")]
 fn bn_grads_img(
     acc: &mut [f64],
@@ -318,17 +317,14 @@ fn bn_grads_img(
 
 /// Gradient through ReLU and training batch norm into `dz` for one image (`[c, p]`), and the
 /// bias gradient's sums added to `db`.
-#[allow(clippy::too_many_arguments)]
 #[multiversion(targets = "simd")]
 pub(crate) fn bn_dz_img(
     dz: &mut [f32],
-    zi: &[f32],
-    di: &[f32],
+    (zi, di): (&[f32], &[f32]),
     s: &BnSaved,
     inv_std: &[f32],
     coef: &[(f32, f32, f32)],
-    c: usize,
-    p: usize,
+    (c, p): (usize, usize),
     db: &mut [f32],
 ) {
     for ch in 0..c {
@@ -345,6 +341,44 @@ pub(crate) fn bn_dz_img(
         }
         db[ch] += lane_sum(o);
     }
+}
+
+/// A block's layer parameters as the fused kernels read them: its weights and bias.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Layer<'a> {
+    /// The weights, in the layer's layout (`[cout, cin, 3, 3]` or `[in, out]`).
+    pub(crate) w: &'a [f32],
+    /// The bias, one per output channel.
+    pub(crate) bias: &'a [f32],
+}
+
+/// A batch norm's affine parameters and epsilon.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Norm<'a> {
+    /// Scale per channel.
+    pub(crate) gamma: &'a [f32],
+    /// Shift per channel.
+    pub(crate) beta: &'a [f32],
+    /// Added to the variance.
+    pub(crate) eps: f32,
+}
+
+/// What a block's backward pass gets from the forward pass and from the layers after it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Upstream<'a> {
+    /// What the forward pass kept.
+    pub(crate) saved: &'a BnSaved,
+    /// The gradient of the block's output.
+    pub(crate) dy: &'a [f32],
+}
+
+/// Whether a backward pass computes its input's gradient (the first layer's is not needed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum InputGrad {
+    /// Compute `dx`.
+    Needed,
+    /// Leave it out.
+    Skipped,
 }
 
 /// Per-channel coefficients of the batch-norm input gradient:

@@ -2,7 +2,8 @@
 //! convolution layout `[n, c, p]`, so it shares the batch-norm kernels.
 
 use super::batchnorm::{
-    BlockGrads, BnSaved, bn_coefs, bn_dz_img, bn_param_grads, bn_relu_train, channel_sums,
+    BlockGrads, BnSaved, InputGrad, Layer, Norm, Upstream, bn_coefs, bn_dz_img, bn_param_grads,
+    bn_relu_train, channel_sums,
 };
 use super::multiply::{Operand, Threads, Write, matmul_in};
 use crate::device::Precision;
@@ -33,18 +34,15 @@ fn dense_forward(prec: Precision, d: Dense, x: &[f32], w: &[f32], bias: &[f32]) 
 }
 
 /// Training forward of dense → batch norm (batch statistics) → ReLU.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn dense_bn_relu_train(
     prec: Precision,
     d: Dense,
     x: &[f32],
-    w: &[f32],
-    bias: &[f32],
-    gamma: &[f32],
-    beta: &[f32],
-    eps: f32,
+    layer: Layer,
+    norm: Norm,
 ) -> (Vec<f32>, BnSaved) {
-    let z = dense_forward(prec, d, x, w, bias);
+    let z = dense_forward(prec, d, x, layer.w, layer.bias);
+    let (gamma, beta, eps) = (norm.gamma, norm.beta, norm.eps);
     // A dense output is the `p = 1` case of the convolution layout `[n, c, p]`.
     let mut sums = vec![0f64; d.n * 2 * d.out];
     for (zi, acc) in z.chunks(d.out).zip(sums.chunks_mut(2 * d.out)) {
@@ -73,17 +71,15 @@ pub(crate) fn dense_bn_relu_infer(
 }
 
 /// Backward of [`dense_bn_relu_train`].
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn dense_bn_relu_backward(
     prec: Precision,
     d: Dense,
     x: &[f32],
-    w: &[f32],
-    gamma: &[f32],
-    s: &BnSaved,
-    dy: &[f32],
-    need_dx: bool,
+    (w, gamma): (&[f32], &[f32]),
+    up: Upstream,
+    dx: InputGrad,
 ) -> BlockGrads {
+    let (s, dy, need_dx) = (up.saved, up.dy, dx == InputGrad::Needed);
     let c = d.out;
     let inv_std = s.inv_std();
     let (dgamma, dbeta) = bn_param_grads(s, dy, c, 1, &inv_std);
@@ -93,7 +89,7 @@ pub(crate) fn dense_bn_relu_backward(
     for i in 0..d.n {
         let r = i * c..(i + 1) * c;
         let (zi, di) = (&s.z[r.clone()], &dy[r.clone()]);
-        bn_dz_img(&mut dz[r], zi, di, s, &inv_std, &coef, c, 1, &mut db);
+        bn_dz_img(&mut dz[r], (zi, di), s, &inv_std, &coef, (c, 1), &mut db);
     }
     let mut dw = vec![0f32; d.inp * c];
     matmul_in(
@@ -149,14 +145,54 @@ mod tests {
         };
         let (x, w) = (noise(d.n * d.inp, 1), noise(d.inp * d.out, 2));
         let (b, gamma, beta) = (noise(d.out, 3), noise(d.out, 4), noise(d.out, 5));
-        let (y32, saved) = dense_bn_relu_train(f32p, d, &x, &w, &b, &gamma, &beta, 1e-5);
-        let (y16, _) = dense_bn_relu_train(bf16p, d, &x, &w, &b, &gamma, &beta, 1e-5);
+        let (y32, saved) = dense_bn_relu_train(
+            f32p,
+            d,
+            &x,
+            Layer { w: &w, bias: &b },
+            Norm {
+                gamma: &gamma,
+                beta: &beta,
+                eps: 1e-5,
+            },
+        );
+        let (y16, _) = dense_bn_relu_train(
+            bf16p,
+            d,
+            &x,
+            Layer { w: &w, bias: &b },
+            Norm {
+                gamma: &gamma,
+                beta: &beta,
+                eps: 1e-5,
+            },
+        );
         let tol = 2.0 / 256.0;
         let e = relative_error(&y16, &y32);
         assert!(e <= tol && e > 0.0, "forward: {e}");
         let dy = noise(y32.len(), 6);
-        let r32 = dense_bn_relu_backward(f32p, d, &x, &w, &gamma, &saved, &dy, true);
-        let r16 = dense_bn_relu_backward(bf16p, d, &x, &w, &gamma, &saved, &dy, true);
+        let r32 = dense_bn_relu_backward(
+            f32p,
+            d,
+            &x,
+            (&w, &gamma),
+            Upstream {
+                saved: &saved,
+                dy: &dy,
+            },
+            InputGrad::Needed,
+        );
+        let r16 = dense_bn_relu_backward(
+            bf16p,
+            d,
+            &x,
+            (&w, &gamma),
+            Upstream {
+                saved: &saved,
+                dy: &dy,
+            },
+            InputGrad::Needed,
+        );
         let e = relative_error(&r16.dw, &r32.dw);
         assert!(e <= tol && e > 0.0, "dw: {e}");
         let e = relative_error(&r16.dx.expect("dx"), &r32.dx.expect("dx"));

@@ -1,6 +1,7 @@
 //! The geometry of a valid 3x3 convolution and its im2col / col2im copies: a convolution becomes
 //! one matrix multiply per image over a `[cin*9, pixels]` matrix of shifted copies of the input.
 
+use super::bf16::{available, im2col_paired_512};
 use multiversion::multiversion;
 
 /// Shape of a valid 3x3 convolution, stride 1, over `n` images of `cin x h x w`.
@@ -71,6 +72,21 @@ pub(crate) fn col2im(g: Conv3x3, col: &[f32], dx: &mut [f32]) {
         }
     }
 }
+/// The im2col matrix of one image (`[cin * 9][pixels]`, see [`Conv3x3::im2col`]) written
+/// straight as bf16 pair words, `pixels / 2` per row: the words the bf16 multiply's row packing makes of it,
+/// without the f32 copy in between (for conv2, a 663 KB write and read per image in the weight
+/// gradient). Needs an even output width, so that no pair straddles two output rows, and
+/// AVX512_BF16; returns `false`, writing nothing, otherwise.
+pub(crate) fn im2col_paired(g: Conv3x3, x: &[f32], out: &mut [u32]) -> bool {
+    if !available() || !g.ow().is_multiple_of(2) {
+        return false;
+    }
+    assert!(x.len() >= g.in_len() && out.len() >= g.k() * g.p() / 2);
+    // SAFETY: the CPU has AVX512F/BW/BF16 (checked above); the lengths are asserted above.
+    unsafe { im2col_paired_512(g, x, out) };
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::Conv3x3;

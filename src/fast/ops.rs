@@ -3,7 +3,7 @@
 //! backward passes, is in `autodiff.rs`.
 
 use super::adam::{AdamStep, adam_step};
-use super::batchnorm::{BlockGrads, BnSaved, bn_fold};
+use super::batchnorm::{BlockGrads, BnSaved, InputGrad, Layer, Norm, Upstream, bn_fold};
 use super::conv::{
     FoldedConv, conv_bn_relu_backward, conv_bn_relu_infer, conv_bn_relu_train,
     two_blocks_pool_infer,
@@ -171,37 +171,18 @@ pub(super) trait Block: Copy + Send + Sync + std::fmt::Debug + 'static {
     fn x_shape(&self) -> Vec<usize>;
     fn w_shape(&self) -> Vec<usize>;
     fn out_shape(&self) -> Vec<usize>;
-    #[allow(clippy::too_many_arguments)]
-    fn train(
-        &self,
-        prec: Precision,
-        x: &[f32],
-        w: &[f32],
-        b: &[f32],
-        gamma: &[f32],
-        beta: &[f32],
-        eps: f32,
-    ) -> (Vec<f32>, BnSaved);
-    #[allow(clippy::too_many_arguments)]
-    fn infer(
-        &self,
-        prec: Precision,
-        x: &[f32],
-        w: &[f32],
-        b: &[f32],
-        scale: &[f32],
-        shift: &[f32],
-    ) -> Vec<f32>;
-    #[allow(clippy::too_many_arguments)]
+    fn train(&self, prec: Precision, x: &[f32], layer: Layer, norm: Norm) -> (Vec<f32>, BnSaved);
+    /// Inference with the batch norm folded into `scale` and `shift`.
+    fn infer(&self, prec: Precision, x: &[f32], layer: Layer, folded: (&[f32], &[f32]))
+    -> Vec<f32>;
+    /// `wg` is the weights and the batch norm's `gamma`.
     fn backward(
         &self,
         prec: Precision,
         x: &[f32],
-        w: &[f32],
-        gamma: &[f32],
-        s: &BnSaved,
-        dy: &[f32],
-        need_dx: bool,
+        wg: (&[f32], &[f32]),
+        up: Upstream,
+        dx: InputGrad,
     ) -> BlockGrads;
 }
 
@@ -218,40 +199,28 @@ impl Block for Conv3x3 {
     fn out_shape(&self) -> Vec<usize> {
         vec![self.n, self.cout, self.oh(), self.ow()]
     }
-    fn train(
-        &self,
-        prec: Precision,
-        x: &[f32],
-        w: &[f32],
-        b: &[f32],
-        gamma: &[f32],
-        beta: &[f32],
-        eps: f32,
-    ) -> (Vec<f32>, BnSaved) {
-        conv_bn_relu_train(prec, *self, x, w, b, gamma, beta, eps)
+    fn train(&self, prec: Precision, x: &[f32], layer: Layer, norm: Norm) -> (Vec<f32>, BnSaved) {
+        conv_bn_relu_train(prec, *self, x, layer, norm)
     }
     fn infer(
         &self,
         prec: Precision,
         x: &[f32],
-        w: &[f32],
-        b: &[f32],
-        scale: &[f32],
-        shift: &[f32],
+        layer: Layer,
+        folded: (&[f32], &[f32]),
     ) -> Vec<f32> {
-        conv_bn_relu_infer(prec, *self, x, w, b, scale, shift)
+        let (scale, shift) = folded;
+        conv_bn_relu_infer(prec, *self, x, layer.w, layer.bias, scale, shift)
     }
     fn backward(
         &self,
         prec: Precision,
         x: &[f32],
-        w: &[f32],
-        gamma: &[f32],
-        s: &BnSaved,
-        dy: &[f32],
-        need_dx: bool,
+        wg: (&[f32], &[f32]),
+        up: Upstream,
+        dx: InputGrad,
     ) -> BlockGrads {
-        conv_bn_relu_backward(prec, *self, x, w, gamma, s, dy, need_dx)
+        conv_bn_relu_backward(prec, *self, x, wg, up, dx)
     }
 }
 
@@ -268,40 +237,28 @@ impl Block for Dense {
     fn out_shape(&self) -> Vec<usize> {
         vec![self.n, self.out]
     }
-    fn train(
-        &self,
-        prec: Precision,
-        x: &[f32],
-        w: &[f32],
-        b: &[f32],
-        gamma: &[f32],
-        beta: &[f32],
-        eps: f32,
-    ) -> (Vec<f32>, BnSaved) {
-        dense_bn_relu_train(prec, *self, x, w, b, gamma, beta, eps)
+    fn train(&self, prec: Precision, x: &[f32], layer: Layer, norm: Norm) -> (Vec<f32>, BnSaved) {
+        dense_bn_relu_train(prec, *self, x, layer, norm)
     }
     fn infer(
         &self,
         prec: Precision,
         x: &[f32],
-        w: &[f32],
-        b: &[f32],
-        scale: &[f32],
-        shift: &[f32],
+        layer: Layer,
+        folded: (&[f32], &[f32]),
     ) -> Vec<f32> {
-        dense_bn_relu_infer(prec, *self, x, w, b, scale, shift)
+        let (scale, shift) = folded;
+        dense_bn_relu_infer(prec, *self, x, layer.w, layer.bias, scale, shift)
     }
     fn backward(
         &self,
         prec: Precision,
         x: &[f32],
-        w: &[f32],
-        gamma: &[f32],
-        s: &BnSaved,
-        dy: &[f32],
-        need_dx: bool,
+        wg: (&[f32], &[f32]),
+        up: Upstream,
+        dx: InputGrad,
     ) -> BlockGrads {
-        dense_bn_relu_backward(prec, *self, x, w, gamma, s, dy, need_dx)
+        dense_bn_relu_backward(prec, *self, x, wg, up, dx)
     }
 }
 
@@ -319,7 +276,13 @@ pub(super) fn block_train<G: Block>(
     sink: &BatchStats,
 ) -> (Vec<f32>, BnSaved) {
     let [w, b, gamma, beta] = p.map(host);
-    let (y, saved) = g.train(prec, &host(x), &w, &b, &gamma, &beta, eps);
+    let layer = Layer { w: &w, bias: &b };
+    let norm = Norm {
+        gamma: &gamma,
+        beta: &beta,
+        eps,
+    };
+    let (y, saved) = g.train(prec, &host(x), layer, norm);
     sink.put(saved.mean.clone(), saved.var.clone());
     (y, saved)
 }
@@ -341,7 +304,9 @@ pub(super) fn block_forward<G: Block>(
         }
         BnMode::Eval { eps, mean, var } => {
             let (scale, shift) = bn_fold(&host(&gamma), &host(&beta), &mean, &var, eps);
-            g.infer(prec, &host(&x), &host(&w), &host(&b), &scale, &shift)
+            let (w, b) = (host(&w), host(&b));
+            let layer = Layer { w: &w, bias: &b };
+            g.infer(prec, &host(&x), layer, (&scale, &shift))
         }
     };
     tensor(y, g.out_shape())
