@@ -9,7 +9,7 @@
 
 use image::{GrayImage, Luma, imageops};
 use rand::{Rng, SeedableRng};
-use warmstart::data::folder::{Fit, Invert, prepare};
+use warmstart::data::prepare::{Fit, Invert, prepare};
 use warmstart::data::{LoadOptions, PIXELS, load};
 
 const CANVAS: u32 = 280;

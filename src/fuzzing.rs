@@ -4,7 +4,7 @@
 //! never panic, whatever they hold. Accepted input is also checked for consistency here.
 
 use crate::checkpoint;
-use crate::data::{Invert, PIXELS, csv, folder, idx};
+use crate::data::{Invert, PIXELS, csv, idx, prepare};
 use crate::error::Result;
 use crate::plan::{self, TrainRequest};
 use crate::record::Stage;
@@ -30,8 +30,8 @@ pub fn csv(data: &[u8]) -> Result<()> {
 
 /// The image-folder loader's decoding and conversion of one file.
 pub fn image(data: &[u8]) -> Result<()> {
-    let img = folder::decode_bytes(Path::new(P), data)?;
-    let _ = folder::prepare(&img, Invert::Auto, folder::Fit::Box);
+    let img = prepare::decode_bytes(Path::new(P), data)?;
+    let _ = prepare::prepare(&img, Invert::Auto, prepare::Fit::Box);
     Ok(())
 }
 

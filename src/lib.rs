@@ -2,10 +2,11 @@
 //! warmstart: train small CNN image classifiers on scarce data, starting from pretrained weights.
 //!
 //! The library does the work; the `warmstart` binary is a thin CLI over it. The modules follow
-//! the pipeline, each depending only on those before it: [`data`] (loading and splitting) →
-//! [`augment`] → [`batch`] → [`model`] (with [`fast`], the fused CPU kernels) → [`record`] (what
-//! a run was given) → [`checkpoint`] → [`plan`] (resolving a request into a record) → [`train`]
-//! → [`eval`] → [`report`] → [`pipeline`] (the commands end to end).
+//! the pipeline: [`data`] (loading and splitting) → [`augment`] → [`batch`] → [`model`] (with
+//! [`fast`], the fused CPU kernels) → [`options`] (what a user asks for) → [`record`] (what a run
+//! was given) → [`checkpoint`] → [`plan`] (resolving a request into a record) → [`eval`] →
+//! [`train`] → [`report`] → [`pipeline`] (the commands end to end). Imports point one way: no
+//! module imports one that imports it back (`tests/layers.rs` checks it).
 
 pub mod augment;
 pub mod batch;

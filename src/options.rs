@@ -1,7 +1,7 @@
 //! The options of the commands that train, each defined once. [`TrainOptions`] is at the same
 //! time the clap arguments of `pretrain`, `train`, `lr-find` and of every `compare` variant, and
 //! the serde value that `compare` saves and `--resume` inspects: what a flag means, its default
-//! and its checks live in [`crate::plan`] (the resolution), never in a second list here.
+//! and its checks live in the resolve step (`plan`), never in a second list here.
 //!
 //! `None` (or `false`) always means "not given": the stage's default applies. Serialising skips
 //! what was not given, so the JSON of a request is exactly the flags the user typed; merging two
@@ -73,7 +73,7 @@ pub struct RuntimeArgs {
 }
 
 /// Every flag of a training run; defaults differ between `pretrain` and `train` and are filled
-/// in by [`crate::plan::resolve`].
+/// in by the resolve step (`plan::resolve`).
 #[derive(Args, Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct TrainOptions {

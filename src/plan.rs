@@ -1,7 +1,7 @@
 //! The one resolve step. A request (what the user typed, `None` where they typed nothing) plus
 //! the stage's defaults become a [`RunRecord`]; the rules that also need the data or a checkpoint
 //! — matching classes, what `--resume` may change, which images `eval` scores — are here as
-//! well. Loading weights is not: [`crate::train::init`] does that with the plan's decisions.
+//! well. Loading weights is not: the training loop's `init` does that with the plan's decisions.
 
 use crate::augment::AugmentConfig;
 use crate::bundled;
@@ -88,7 +88,7 @@ pub fn defaults(stage: Stage) -> StageDefaults {
 }
 
 /// A run resolved except for what needs its data: the fingerprint and the head decision
-/// ([`crate::train::init::initial_model`] fills them in).
+/// (the training loop's `init::initial_model` fills them in).
 #[derive(Debug, Clone)]
 pub struct TrainPlan {
     /// The run as resolved so far.

@@ -10,7 +10,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use warmstart::checkpoint;
 use warmstart::compare::{self, CompareRequest, Variant};
-use warmstart::data::{LoadOptions, folder};
+use warmstart::data::{LoadOptions, prepare};
 use warmstart::device;
 use warmstart::eval::image_probabilities;
 use warmstart::options::RuntimeArgs;
@@ -158,7 +158,7 @@ fn predict(a: &PredictArgs) -> Result<()> {
     let mut failed = 0;
     for path in &a.images {
         warmstart::cancel::check("predicting")?;
-        let px = match folder::load_image(path, invert, fit) {
+        let px = match prepare::load_image(path, invert, fit) {
             Ok(px) => px,
             Err(e) => {
                 eprintln!("error: {e}");

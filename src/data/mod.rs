@@ -6,12 +6,13 @@
 pub mod csv;
 pub mod folder;
 pub mod idx;
+pub mod prepare;
 pub mod split;
 
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
 
-pub use folder::{Fit, Invert};
+pub use prepare::{Fit, Invert};
 
 /// Image side in pixels; every image is converted to `SIDE x SIDE`.
 pub const SIDE: usize = 28;

@@ -1,7 +1,7 @@
 //! Matrix multiplication (the `gemm` crate, with its packing tuned for our shapes) and the
 //! per-thread scratch buffers the kernels multiply in.
 
-use super::multiply::{Operand, Threads, Write};
+use super::operand::{Operand, Threads, Write};
 use gemm::Parallelism;
 use std::cell::RefCell;
 

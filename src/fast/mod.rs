@@ -39,6 +39,7 @@ mod fused_adam;
 mod gemm;
 mod im2col;
 mod multiply;
+mod operand;
 mod ops;
 mod pool;
 mod transpose;

@@ -3,7 +3,7 @@
 
 use crate::checkpoint::Meta;
 use crate::data::PIXELS;
-use crate::data::folder::{self, Fit, Invert};
+use crate::data::prepare::{self, Fit, Invert};
 use crate::eval::{argmax, image_probabilities};
 use crate::model::Net;
 use burn::prelude::Device;
@@ -79,8 +79,8 @@ pub fn predict(
     if body.is_empty() {
         return Err("the request has no body: send an image file (PNG, JPEG, ...)".into());
     }
-    let img = folder::decode_bytes(Path::new("upload"), body).map_err(|e| e.to_string())?;
-    let px = folder::prepare(&img, prep.invert, prep.fit);
+    let img = prepare::decode_bytes(Path::new("upload"), body).map_err(|e| e.to_string())?;
+    let px = prepare::prepare(&img, prep.invert, prep.fit);
     Ok(classify(net, meta, device, &px, prep.fit))
 }
 

@@ -19,7 +19,7 @@
 
 use super::gemm::nothing_to_multiply;
 use super::im2col::Conv3x3;
-use super::multiply::{Operand, Threads, Write};
+use crate::fast::operand::{Operand, Threads, Write};
 use pack::{PANEL, Rhs, pack_rows_interleaved, pack_rows_paired};
 use rayon::prelude::*;
 use std::cell::RefCell;

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::fast::gemm::matmul;
-use crate::fast::multiply::Layout;
+use crate::fast::operand::Layout;
 use crate::fast::tests::noise;
 
 /// im2col straight to bf16 words gives the words of packing the f32 im2col matrix, for
@@ -179,7 +179,7 @@ fn bf16_matmul_gives_the_same_bits_serial_and_parallel() {
 mod speed {
     use super::*;
     use crate::fast::gemm::matmul;
-    use crate::fast::multiply::Layout;
+    use crate::fast::operand::Layout;
     use crate::fast::tests::noise;
     use std::time::Instant;
 

@@ -45,7 +45,13 @@ fn flipped_filters(w: &[f32], cin: usize, cout: usize) -> Vec<f32> {
 /// One image's input gradient `dxi` (`[cin, h, w]`) from its output gradient `dz`
 /// (`[cout, oh, ow]`) by [`input_grad_plan`]'s convolution; `scratch` of
 /// [`input_grad_scratch_len`] floats.
-pub(super) fn input_grad_image(plan: &Plan, gp: Conv3x3, dz: &[f32], scratch: &mut [f32], dxi: &mut [f32]) {
+pub(super) fn input_grad_image(
+    plan: &Plan,
+    gp: Conv3x3,
+    dz: &[f32],
+    scratch: &mut [f32],
+    dxi: &mut [f32],
+) {
     let (c, oh, ow) = (gp.cin, gp.h - 4, gp.w - 4);
     let (padded, rest) = scratch.split_at_mut(gp.in_len());
     let (t, rest) = rest.split_at_mut(c * oh * ow);
