@@ -61,14 +61,19 @@ pub struct BenchResult {
 }
 
 impl BenchResult {
-    /// The machine-readable lines: `train_b128: 812.4 images/s`, ...
-    pub fn lines(&self) -> String {
+    /// The machine-readable lines: `train_b128: 812.4 images/s`, ... fp32's keep their names
+    /// (scripts read them); bf16's get a `_bf16` suffix (`train_b128_bf16: ...`).
+    pub fn lines(&self, precision: Precision) -> String {
         let rss = self
             .peak_rss_mib
             .map_or("unknown".to_string(), |m| format!("{m:.1} MiB"));
+        let sfx = match precision {
+            Precision::Fp32 => "",
+            Precision::Bf16 => "_bf16",
+        };
         format!(
-            "train_b128: {:.1} images/s\ntrain_b32_aug: {:.1} images/s\ninfer_b1000: {:.1} images/s\n\
-             latency_b1: {:.3} ms\npeak_rss: {rss}\n",
+            "train_b128{sfx}: {:.1} images/s\ntrain_b32_aug{sfx}: {:.1} images/s\n\
+             infer_b1000{sfx}: {:.1} images/s\nlatency_b1{sfx}: {:.3} ms\npeak_rss{sfx}: {rss}\n",
             self.train_b128, self.train_b32_aug, self.infer_b1000, self.latency_b1_ms
         )
     }

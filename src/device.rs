@@ -124,6 +124,41 @@ pub fn check_bf16(kind: DeviceKind) -> Result<()> {
 /// benchmarks, debugging).
 pub const REFERENCE_OPS_ENV: &str = "WARMSTART_REFERENCE_OPS";
 
+/// The device for inference (`predict`, `serve`, `bench`): it draws no random numbers, but is
+/// seeded all the same so that nothing it computes can differ between runs.
+pub fn for_inference(kind: DeviceKind) -> Result<Device> {
+    make(kind, INFERENCE_SEED)
+}
+
+/// The seed of [`for_inference`]'s device.
+const INFERENCE_SEED: u64 = 0;
+
+/// Sets the worker threads to `n`, at most the machine's cores (more only add switching: an
+/// epoch 100x slower at 1000 threads); returns a warning when `n` was capped.
+pub fn set_threads_capped(n: usize) -> Result<Option<String>> {
+    if n == 0 {
+        return Err(Error::invalid("--threads must be at least 1"));
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    if n > cores {
+        set_threads(cores)?;
+        return Ok(Some(format!(
+            "--threads {n} is more than the {cores} cores here; using {cores}"
+        )));
+    }
+    set_threads(n)?;
+    Ok(None)
+}
+
+/// The precisions `bench` measures for `req` on `kind`: `auto` measures both where bf16 runs
+/// (fp32 first: the reference figures), otherwise the one asked for.
+pub fn bench_precisions(req: PrecisionRequest, kind: DeviceKind) -> Result<Vec<Precision>> {
+    Ok(match resolve_precision(req, kind)? {
+        Precision::Bf16 if req == PrecisionRequest::Auto => vec![Precision::Fp32, Precision::Bf16],
+        p => vec![p],
+    })
+}
+
 /// The device for `kind`, seeded so that initialisation and dropout are reproducible.
 pub fn make(kind: DeviceKind, seed: u64) -> Result<Device> {
     let device = match kind {

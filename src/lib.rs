@@ -29,6 +29,7 @@ pub mod model;
 pub mod options;
 pub mod pipeline;
 pub mod plan;
+pub mod predict;
 pub mod record;
 pub mod report;
 pub mod schedule;

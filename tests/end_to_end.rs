@@ -24,7 +24,7 @@ fn fashion_1k_rebuilds_identically_from_the_originals() {
     let src = Path::new(option_env!("WARMSTART_FASHION_ORIGINALS").unwrap_or_default());
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("fashion-1k");
-    ok(&["make-fashion-1k", "--from", s(&src), "--out", s(&out)]);
+    ok(&["make-fashion-1k", "--from", s(src), "--out", s(&out)]);
     let bundled = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("data/fashion-1k/SHA256SUMS"),
     )

@@ -10,11 +10,11 @@ use std::io::Write;
 use std::path::PathBuf;
 use warmstart::checkpoint;
 use warmstart::compare::{self, CompareRequest, Variant};
-use warmstart::data::{LoadOptions, prepare};
+use warmstart::data::LoadOptions;
 use warmstart::device;
-use warmstart::eval::image_probabilities;
 use warmstart::options::RuntimeArgs;
 use warmstart::pipeline::{self, Verbosity, load_data};
+use warmstart::predict::{self, PredictRequest, Predicted};
 use warmstart::record::Stage;
 use warmstart::report::figures::{augment_preview_png, check_preview, one_per_class};
 
@@ -117,67 +117,70 @@ fn serve(a: &ServeArgs) -> Result<()> {
 }
 
 fn setup_runtime(rt: &RuntimeArgs) -> Result<()> {
-    if let Some(n) = rt.threads {
-        if n == 0 {
-            bail!("--threads must be at least 1");
-        }
-        // More threads than cores only adds switching (an epoch 100x slower at 1000 threads).
-        let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
-        let n = if n > cores {
-            eprintln!("warning: --threads {n} is more than the {cores} cores here; using {cores}");
-            cores
-        } else {
-            n
-        };
-        device::set_threads(n)?;
+    if let Some(n) = rt.threads
+        && let Some(warning) = device::set_threads_capped(n)?
+    {
+        eprintln!("warning: {warning}");
     }
     Ok(())
 }
 
-fn is_csv(p: &std::path::Path) -> bool {
-    p.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv"))
-}
-
 fn predict(a: &PredictArgs) -> Result<()> {
-    let dev = device::make(a.runtime.device, 0)?;
-    let (model, meta) = checkpoint::load(&a.model, &dev)?;
-    let model = model.with_precision(device::resolve_precision(
-        a.runtime.precision,
-        a.runtime.device,
-    )?);
-    if let [csv] = a.images.as_slice()
-        && is_csv(csv)
-    {
-        return predict_csv(csv, a.out.as_deref(), &model, &meta.classes, &dev);
-    }
-    if a.out.is_some() || a.images.iter().any(|p| is_csv(p)) {
-        bail!("a CSV file of images is predicted on its own (one CSV, optionally with --out FILE)");
-    }
-    let invert = a.invert.unwrap_or(meta.input.invert);
-    let fit = a.fit.unwrap_or(meta.input.fit);
-    let mut failed = 0;
-    for path in &a.images {
-        warmstart::cancel::check("predicting")?;
-        let px = match prepare::load_image(path, invert, fit) {
-            Ok(px) => px,
-            Err(e) => {
-                eprintln!("error: {e}");
-                failed += 1;
-                continue;
+    let req = PredictRequest {
+        model: a.model.clone(),
+        images: a.images.clone(),
+        out: a.out.clone(),
+        invert: a.invert,
+        fit: a.fit,
+        device: a.runtime.device,
+        precision: a.runtime.precision,
+    };
+    let p = predict::predict(&req)?;
+    let classes = &p.classes;
+    match p.predicted {
+        Predicted::Rows {
+            path,
+            rows,
+            written: Some(out),
+        } => println!(
+            "Wrote {} ({} predictions of {})",
+            out.display(),
+            rows.len(),
+            path.display()
+        ),
+        Predicted::Rows { path, rows, .. } => {
+            for (i, r) in rows.iter().enumerate() {
+                println!(
+                    "{} row {}: {} ({:.4})",
+                    path.display(),
+                    i + 1,
+                    classes[r.class],
+                    r.probability
+                );
             }
-        };
-        let probs = image_probabilities(&model, &px, &dev);
-        let mut order: Vec<usize> = (0..probs.len()).collect();
-        order.sort_by(|&i, &j| probs[j].total_cmp(&probs[i]));
-        let shown: Vec<String> = order
-            .iter()
-            .take(a.top.max(1))
-            .map(|&i| format!("{} ({:.4})", meta.classes[i], probs[i]))
-            .collect();
-        println!("{}: {}", path.display(), shown.join(", "));
-    }
-    if failed > 0 {
-        bail!("{failed} of {} image(s) could not be read", a.images.len());
+        }
+        Predicted::Files(files) => {
+            let n = files.len();
+            let mut failed = 0;
+            for f in files {
+                match f.probabilities {
+                    Ok(probs) => {
+                        let shown: Vec<String> = predict::top(&probs, a.top)
+                            .into_iter()
+                            .map(|i| format!("{} ({:.4})", classes[i], probs[i]))
+                            .collect();
+                        println!("{}: {}", f.path.display(), shown.join(", "));
+                    }
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        failed += 1;
+                    }
+                }
+            }
+            if failed > 0 {
+                bail!("{failed} of {n} image(s) could not be read");
+            }
+        }
     }
     Ok(())
 }
@@ -217,7 +220,7 @@ fn augment_preview(a: &PreviewArgs) -> Result<()> {
 }
 
 fn bench(a: &BenchArgs) -> Result<()> {
-    let dev = device::make(a.runtime.device, 1)?;
+    let dev = device::for_inference(a.runtime.device)?;
     let dir = warmstart::bundled::dir("mnist");
     let t = warmstart::data::idx::read_pair(
         &dir.join("t10k-images-idx3-ubyte.gz"),
@@ -232,14 +235,7 @@ fn bench(a: &BenchArgs) -> Result<()> {
         },
         t.len()
     );
-    // `auto` measures both precisions where bf16 runs (fp32 first: the reference figures).
-    let precisions = match device::resolve_precision(a.runtime.precision, a.runtime.device)? {
-        device::Precision::Bf16 if a.runtime.precision == device::PrecisionRequest::Auto => {
-            vec![device::Precision::Fp32, device::Precision::Bf16]
-        }
-        p => vec![p],
-    };
-    for precision in precisions {
+    for precision in device::bench_precisions(a.runtime.precision, a.runtime.device)? {
         let cfg = warmstart::bench::BenchConfig {
             batches_b128: a.batches_b128,
             batches_b32: a.batches_b32,
@@ -250,18 +246,7 @@ fn bench(a: &BenchArgs) -> Result<()> {
         };
         eprintln!("precision {precision}:");
         let r = warmstart::bench::run(&t, &cfg, &dev, |s| eprintln!("{s}"))?;
-        // fp32's lines keep their names (scripts read them); bf16's get a `_bf16` suffix.
-        let lines = r.lines();
-        match precision {
-            device::Precision::Fp32 => print!("{lines}"),
-            device::Precision::Bf16 => {
-                for l in lines.lines() {
-                    if let Some((k, v)) = l.split_once(':') {
-                        println!("{k}_bf16:{v}");
-                    }
-                }
-            }
-        }
+        print!("{}", r.lines(precision));
     }
     Ok(())
 }
@@ -344,50 +329,4 @@ fn compare(a: &CompareArgs) -> Result<()> {
         out.display()
     );
     Ok(())
-}
-
-/// Predicts every row of a CSV file of images; with `out`, writes a Kaggle submission.
-fn predict_csv(
-    path: &std::path::Path,
-    out: Option<&std::path::Path>,
-    model: &warmstart::model::Net,
-    classes: &[String],
-    dev: &burn::prelude::Device,
-) -> Result<()> {
-    let pixels = warmstart::data::csv::read_unlabelled(path)?;
-    let n = pixels.len() / warmstart::data::PIXELS;
-    let set = warmstart::data::Images::new(pixels, vec![0; n])?;
-    let p = warmstart::eval::predict_set_cancellable(model, &set, dev)?;
-    let mut sub = String::from("ImageId,Label\n");
-    for i in 0..n {
-        let c = p.predicted(i) as usize;
-        match out {
-            Some(_) => sub.push_str(&format!("{},{}\n", i + 1, csv_field(&classes[c]))),
-            None => println!(
-                "{} row {}: {} ({:.4})",
-                path.display(),
-                i + 1,
-                classes[c],
-                p.row(i)[c]
-            ),
-        }
-    }
-    if let Some(out) = out {
-        warmstart::fsutil::write_atomic(out, sub.as_bytes())?;
-        println!(
-            "Wrote {} ({n} predictions of {})",
-            out.display(),
-            path.display()
-        );
-    }
-    Ok(())
-}
-
-/// A CSV field, quoted when it must be.
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
 }

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::fast::gemm::matmul;
+use crate::fast::im2col::im2col_paired;
 use crate::fast::operand::Layout;
 use crate::fast::tests::noise;
 

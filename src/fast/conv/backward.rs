@@ -19,7 +19,7 @@ pub(super) fn input_grad_plan(g: Conv3x3, w: &[f32], prec: Precision) -> Option<
 
 /// The shape of [`input_grad_plan`]'s convolution: `cout` channels padded by 2 to `h + 2` by
 /// `w + 2`, giving `cin` channels of `h` by `w` (Winograd covers them when those are even).
-fn input_grad_shape(g: Conv3x3) -> Conv3x3 {
+pub(super) fn input_grad_shape(g: Conv3x3) -> Conv3x3 {
     Conv3x3 {
         n: g.n,
         cin: g.cout,
@@ -30,7 +30,7 @@ fn input_grad_shape(g: Conv3x3) -> Conv3x3 {
 }
 
 /// `w[co][ci]` turned 180° as `f[ci][co]`: the filters of [`input_grad_plan`]'s convolution.
-fn flipped_filters(w: &[f32], cin: usize, cout: usize) -> Vec<f32> {
+pub(super) fn flipped_filters(w: &[f32], cin: usize, cout: usize) -> Vec<f32> {
     let mut f = vec![0f32; cin * cout * 9];
     for co in 0..cout {
         for ci in 0..cin {

@@ -1,5 +1,6 @@
 //! The convolution block against its definitions, and (ignored by default) the algorithms' speed.
 
+use super::backward::*;
 use super::*;
 use crate::fast::gemm::matmul;
 use crate::fast::tests::{assert_close, noise};
