@@ -97,7 +97,7 @@ fn train_throughput(
     let ad = device.clone().autodiff();
     let net = ArchConfig::standard(10).init(device);
     let (model, mut optim, loss_fn) =
-        training_parts(net, &crate::record::AdamRecord::with_lr(1e-3), None, &ad);
+        training_parts(net, &crate::record::AdamSettings::with_lr(1e-3), None, &ad);
     let mut model = model.with_precision(precision);
     let mut stream =
         (0..).flat_map(|epoch| epoch_batches(images.clone(), batch, augment, 1, epoch));

@@ -30,6 +30,7 @@ pub mod options;
 pub mod pipeline;
 pub mod plan;
 pub mod predict;
+pub mod progress;
 pub mod record;
 pub mod report;
 pub mod schedule;

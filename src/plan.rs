@@ -11,7 +11,7 @@ use crate::device::PrecisionRequest;
 use crate::error::{Error, Result};
 pub use crate::options::{InitRequest, TrainOptions, TrainRequest};
 use crate::record::{
-    AdamRecord, DataRecord, Fingerprint, InitRecord, RECORD_VERSION, RunRecord, Stage,
+    AdamSettings, DataRecord, Fingerprint, InitRecord, RECORD_VERSION, RunRecord, Stage,
 };
 use crate::schedule::ScheduleName;
 use std::path::{Path, PathBuf};
@@ -205,9 +205,9 @@ pub fn resolve(stage: Stage, request: &TrainRequest) -> Result<TrainPlan> {
         },
         epochs,
         batch_size,
-        optimizer: AdamRecord {
+        optimizer: AdamSettings {
             weight_decay,
-            ..AdamRecord::with_lr(lr)
+            ..AdamSettings::with_lr(lr)
         },
         schedule,
         patience: req.patience,

@@ -115,7 +115,7 @@ impl std::fmt::Display for Fingerprint {
 
 /// Adam's settings (burn's `Adam`, with Keras' epsilon).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct AdamRecord {
+pub struct AdamSettings {
     /// Learning rate.
     pub lr: f64,
     /// Decay of the first moment.
@@ -129,10 +129,10 @@ pub struct AdamRecord {
     pub weight_decay: f32,
 }
 
-impl AdamRecord {
+impl AdamSettings {
     /// Adam with learning rate `lr` and the betas and epsilon every warmstart run uses.
     pub fn with_lr(lr: f64) -> Self {
-        AdamRecord {
+        AdamSettings {
             lr,
             beta_1: 0.9,
             beta_2: 0.999,
@@ -190,7 +190,7 @@ pub struct RunRecord {
     /// Images per training batch.
     pub batch_size: usize,
     /// The optimiser.
-    pub optimizer: AdamRecord,
+    pub optimizer: AdamSettings,
     /// The learning-rate schedule (its peak is the optimiser's `lr`).
     pub schedule: Schedule,
     /// Stop when the validation accuracy has not improved for this many epochs (`epochs` is then
@@ -354,7 +354,7 @@ mod legacy {
                 },
                 epochs: o.epochs,
                 batch_size: o.batch_size,
-                optimizer: AdamRecord::with_lr(o.lr),
+                optimizer: AdamSettings::with_lr(o.lr),
                 schedule: Schedule::Constant,
                 patience: None,
                 label_smoothing: None,
@@ -392,7 +392,7 @@ mod tests {
         assert_eq!(r.version, RECORD_VERSION);
         assert_eq!(r.stage, Stage::Train);
         assert_eq!((r.epochs, r.batch_size, r.seed), (3, 32, 42));
-        assert_eq!(r.optimizer, AdamRecord::with_lr(0.001));
+        assert_eq!(r.optimizer, AdamSettings::with_lr(0.001));
         assert_eq!(r.augment, AugmentConfig::STANDARD);
         assert_eq!(r.data.path, Path::new("data/fashion-1k"));
         assert_eq!((r.data.val_split, r.data.limit), (0.1, Some(5000)));

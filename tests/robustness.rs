@@ -84,7 +84,7 @@ fn assert_checkpoints_readable(dir: &Path) {
                 .unwrap_or_else(|e| panic!("unreadable checkpoint after a kill: {e}"));
         }
     }
-    if warmstart::train::resume::path(dir).exists() {
+    if warmstart::train::resume::exists(dir) {
         warmstart::train::resume::load(dir)
             .unwrap_or_else(|e| panic!("unreadable resume state: {e}"));
     }
@@ -143,7 +143,7 @@ fn same_seed_same_bits_and_sigkill_resume_reaches_them() {
         // Killed before its first resumable state, a new run may have left files: start over.
         let mut args = tiny_args(&run_dir, epochs);
         args.push("--overwrite".into());
-        if warmstart::train::resume::path(&run_dir).exists() {
+        if warmstart::train::resume::exists(&run_dir) {
             args = vec![
                 "pretrain".into(),
                 "--threads".into(),

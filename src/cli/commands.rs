@@ -1,19 +1,19 @@
 //! What each subcommand does, in terms of the library.
 
+use super::render::{Console, say, say_raw};
 use super::{
     BenchArgs, Cli, Command, CompareArgs, ExportArgs, PredictArgs, PreviewArgs, ServeArgs,
     TrainArgs,
 };
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{ArgMatches, Args, FromArgMatches};
-use std::io::Write;
 use std::path::PathBuf;
 use warmstart::checkpoint;
 use warmstart::compare::{self, CompareRequest, Variant};
 use warmstart::data::LoadOptions;
 use warmstart::device;
 use warmstart::options::RuntimeArgs;
-use warmstart::pipeline::{self, Verbosity, load_data};
+use warmstart::pipeline::{self, EvalRequest, load_data};
 use warmstart::predict::{self, PredictRequest, Predicted};
 use warmstart::record::Stage;
 use warmstart::report::figures::{augment_preview_png, check_preview, one_per_class};
@@ -30,47 +30,38 @@ pub fn dispatch(cli: Cli) -> Result<()> {
 }
 
 fn command_on_workers(command: Command) -> Result<()> {
+    let console = &mut Console::new();
     match command {
         Command::Pretrain(a) => {
-            pipeline::train_stage(
-                Stage::Pretrain,
-                &a.request,
-                a.resume.as_deref(),
-                Verbosity::Full,
-            )?;
+            pipeline::train_stage(Stage::Pretrain, &a.request, a.resume.as_deref(), console)?;
             Ok(())
         }
         Command::Train(a) => {
-            pipeline::train_stage(
-                Stage::Train,
-                &a.request,
-                a.resume.as_deref(),
-                Verbosity::Full,
-            )?;
+            pipeline::train_stage(Stage::Train, &a.request, a.resume.as_deref(), console)?;
             Ok(())
         }
-        Command::Eval(a) => Ok(pipeline::eval(&a)?),
+        Command::Eval(a) => eval(&a, console),
         Command::Predict(a) => predict(&a),
-        Command::Run(a) => Ok(pipeline::run(&a)?),
-        Command::Compare(a) => compare(&a),
+        Command::Run(a) => Ok(pipeline::run(&a, console)?),
+        Command::Compare(a) => compare(&a, console),
         Command::LrFind(a) => {
             if a.resume.is_some() {
                 bail!("lr-find has no --resume: it trains nothing it keeps");
             }
-            pipeline::lr_find(Stage::Train, &a.request)?;
+            pipeline::lr_find(Stage::Train, &a.request, console)?;
             Ok(())
         }
-        Command::AugmentPreview(a) => augment_preview(&a),
+        Command::AugmentPreview(a) => augment_preview(&a, console),
         Command::Export(a) => export(&a),
         Command::Serve(a) => serve(&a),
         Command::Bench(a) => bench(&a),
         Command::MakeFashion1k { from, out } => {
             warmstart::bundled::build_fashion_1k(&from, &out)?;
             let n = warmstart::bundled::verify(&out)?;
-            println!(
+            say(format_args!(
                 "wrote {} ({n} files, checksums in SHA256SUMS)",
                 out.display()
-            );
+            ));
             Ok(())
         }
     }
@@ -79,12 +70,12 @@ fn command_on_workers(command: Command) -> Result<()> {
 fn export(a: &ExportArgs) -> Result<()> {
     let (model, meta) = checkpoint::load(&a.model, &burn::prelude::Device::flex())?;
     warmstart::export::save(&model, &meta, &a.out)?;
-    println!(
+    say(format_args!(
         "wrote {} (ONNX opset 18; input `images` [N,1,28,28] float32 = pixel/255, light on dark; \
          outputs `logits`, `probabilities` over {} classes)",
         a.out.display(),
         meta.classes.len()
-    );
+    ));
     Ok(())
 }
 
@@ -106,13 +97,12 @@ fn serve(a: &ServeArgs) -> Result<()> {
         precision: device::resolve_precision(a.runtime.precision, a.runtime.device)?,
     };
     warmstart::serve::serve(&req, |addr| {
-        println!(
+        say(format_args!(
             "Serving {} at http://{addr}/ (Ctrl-C stops)",
             a.model.display()
-        );
+        ));
     })?;
-    // stdout may be gone by now (a closed pipe): stopping cleanly matters more than this line.
-    let _ = writeln!(std::io::stdout(), "stopped");
+    say("stopped");
     Ok(())
 }
 
@@ -142,21 +132,21 @@ fn predict(a: &PredictArgs) -> Result<()> {
             path,
             rows,
             written: Some(out),
-        } => println!(
+        } => say(format_args!(
             "Wrote {} ({} predictions of {})",
             out.display(),
             rows.len(),
             path.display()
-        ),
+        )),
         Predicted::Rows { path, rows, .. } => {
             for (i, r) in rows.iter().enumerate() {
-                println!(
+                say(format_args!(
                     "{} row {}: {} ({:.4})",
                     path.display(),
                     i + 1,
                     classes[r.class],
                     r.probability
-                );
+                ));
             }
         }
         Predicted::Files(files) => {
@@ -169,7 +159,7 @@ fn predict(a: &PredictArgs) -> Result<()> {
                             .into_iter()
                             .map(|i| format!("{} ({:.4})", classes[i], probs[i]))
                             .collect();
-                        println!("{}: {}", f.path.display(), shown.join(", "));
+                        say(format_args!("{}: {}", f.path.display(), shown.join(", ")));
                     }
                     Err(e) => {
                         eprintln!("error: {e}");
@@ -185,7 +175,7 @@ fn predict(a: &PredictArgs) -> Result<()> {
     Ok(())
 }
 
-fn augment_preview(a: &PreviewArgs) -> Result<()> {
+fn augment_preview(a: &PreviewArgs, console: &mut Console) -> Result<()> {
     check_preview(a.rows, a.cols, &a.out)?;
     let path = a
         .data
@@ -198,6 +188,7 @@ fn augment_preview(a: &PreviewArgs) -> Result<()> {
             seed: a.seed,
             ..LoadOptions::default()
         },
+        console,
     )?;
     let mut rows = one_per_class(&d.train, d.classes.len(), a.rows);
     // Fill remaining rows with further images in file order.
@@ -209,13 +200,13 @@ fn augment_preview(a: &PreviewArgs) -> Result<()> {
         i += 1;
     }
     augment_preview_png(&d.train, &rows, &a.augment, a.cols, a.seed, &a.out)?;
-    println!(
+    say(format_args!(
         "Wrote {}: {} rows (original, then {} augmentations with {})",
         a.out.display(),
         rows.len(),
         a.cols,
         a.augment
-    );
+    ));
     Ok(())
 }
 
@@ -227,14 +218,14 @@ fn bench(a: &BenchArgs) -> Result<()> {
         &dir.join("t10k-labels-idx1-ubyte.gz"),
     )?;
     let threads = rayon::current_num_threads();
-    println!(
+    say(format_args!(
         "Benchmark of the seed CNN on {} ({threads} threads), data: {} MNIST images",
         match a.runtime.device {
             device::DeviceKind::Cpu => "cpu (burn flex)",
             device::DeviceKind::Gpu => "gpu (burn wgpu)",
         },
         t.len()
-    );
+    ));
     for precision in device::bench_precisions(a.runtime.precision, a.runtime.device)? {
         let cfg = warmstart::bench::BenchConfig {
             batches_b128: a.batches_b128,
@@ -246,7 +237,7 @@ fn bench(a: &BenchArgs) -> Result<()> {
         };
         eprintln!("precision {precision}:");
         let r = warmstart::bench::run(&t, &cfg, &dev, |s| eprintln!("{s}"))?;
-        print!("{}", r.lines(precision));
+        say_raw(&r.lines(precision));
     }
     Ok(())
 }
@@ -293,7 +284,7 @@ fn parse_variant(spec: &str) -> Result<Variant> {
     })
 }
 
-fn compare(a: &CompareArgs) -> Result<()> {
+fn compare(a: &CompareArgs, console: &mut Console) -> Result<()> {
     if a.train.request.options.seed.is_some() {
         bail!("compare takes --seeds (a list such as 1,2,3, or a count), not --seed");
     }
@@ -322,11 +313,50 @@ fn compare(a: &CompareArgs) -> Result<()> {
         seeds,
         out: out.clone(),
     };
-    let c = compare::run(&req)?;
-    println!("\n{}", compare::table(&c));
-    println!(
+    let c = compare::run(&req, console)?;
+    say(format_args!("\n{}", compare::table(&c)));
+    say(format_args!(
         "Wrote {}: compare.csv, compare.json, compare.png and compare.html",
         out.display()
-    );
+    ));
+    Ok(())
+}
+
+fn eval(a: &EvalRequest, console: &mut Console) -> Result<()> {
+    let e = pipeline::eval(a, console)?;
+    say(format_args!(
+        "Model: {} ({} classes)",
+        e.weights.display(),
+        e.classes.len()
+    ));
+    let p = &e.plain;
+    say(format_args!(
+        "Accuracy on {} ({}): {:.4} ({}/{})",
+        e.split,
+        e.data.display(),
+        p.accuracy(),
+        p.correct(),
+        p.len()
+    ));
+    say(format_args!("Loss: {:.4}", p.loss()));
+    if let Some((n, aug, t)) = &e.tta {
+        say(format_args!(
+            "Accuracy with test-time augmentation (original + {n} copies, {aug}): {:.4} ({}/{}), loss {:.4}",
+            t.accuracy(),
+            t.correct(),
+            t.len(),
+            t.loss()
+        ));
+    }
+    say("");
+    say_raw(&e.confusion.render());
+    let f = &e.files;
+    say(format_args!(
+        "\nWrote {}, {}, {} and {}",
+        f.confusion_png.display(),
+        f.mistakes_png.display(),
+        f.per_class_csv.display(),
+        f.per_class_json.display()
+    ));
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! The command line: argument definitions and the glue from them to the library.
 
 mod commands;
+mod render;
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;

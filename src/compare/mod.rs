@@ -19,13 +19,13 @@ use crate::device::PrecisionRequest;
 use crate::error::{Error, Result};
 use crate::fsutil::{create_dir, write_atomic};
 use crate::options::{InitRequest, RuntimeArgs, TrainOptions, TrainRequest};
-use crate::pipeline::{self, Verbosity};
+use crate::pipeline;
+use crate::progress::{Event, Progress, WarningsOnly};
 use crate::record::Stage;
 use crate::train;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use stats::{Difference, VariantSummary, mean_sd_ci};
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 /// One way of training: a name (a directory name) and the flags that differ from the rest.
@@ -250,7 +250,7 @@ const SETTINGS: &str = "compare-settings.json";
 
 /// Runs (or reads back, or resumes) every (variant, seed) and writes `compare.csv`,
 /// `compare.json`, `compare.png` and `compare.html` into the output directory.
-pub fn run(req: &CompareRequest) -> Result<Comparison> {
+pub fn run(req: &CompareRequest, progress: &mut dyn Progress) -> Result<Comparison> {
     if req.variants.is_empty() || req.seeds.is_empty() {
         return Err(Error::invalid(
             "a comparison needs at least one variant and one seed",
@@ -267,19 +267,19 @@ pub fn run(req: &CompareRequest) -> Result<Comparison> {
     }
     create_dir(&req.out)?;
     let total = req.variants.len() * req.seeds.len();
-    println!(
+    progress.event(Event::Info(format!(
         "Comparing {} variants x {} seeds ({total} runs) in {}",
         req.variants.len(),
         req.seeds.len(),
         req.out.display()
-    );
-    let bar = progress(total);
+    )));
+    progress.event(Event::RunsStarted { total });
     let mut runs = Vec::with_capacity(total);
     for v in &req.variants {
         let base = merged(&req.common, &v.request);
         for &seed in &req.seeds {
             let dir = PathBuf::from(&v.name).join(format!("seed-{seed}"));
-            let r = one_run(req, v, &base, seed, &dir)?;
+            let r = one_run(req, v, &base, seed, &dir, progress)?;
             let line = format!(
                 "[{}/{total}] {} seed {}: {} accuracy {:.4} ({}/{}), best epoch {}, {:.0} s",
                 runs.len() + 1,
@@ -292,36 +292,13 @@ pub fn run(req: &CompareRequest) -> Result<Comparison> {
                 r.best_epoch,
                 r.seconds
             );
-            match &bar {
-                Some(b) => {
-                    b.println(line);
-                    b.inc(1);
-                }
-                None => println!("{line}"),
-            }
+            progress.event(Event::RunDone(line));
             runs.push(r);
         }
-    }
-    if let Some(b) = bar {
-        b.finish_and_clear();
     }
     let c = summarise(req, runs);
     write_outputs(&req.out, &c)?;
     Ok(c)
-}
-
-/// A bar over the runs when standard error is a terminal.
-fn progress(total: usize) -> Option<indicatif::ProgressBar> {
-    if !std::io::stderr().is_terminal() {
-        return None;
-    }
-    let b = indicatif::ProgressBar::new(total as u64);
-    b.set_style(
-        indicatif::ProgressStyle::with_template("compare [{bar:30}] {pos}/{len} runs ({eta})")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    Some(b)
 }
 
 /// One (variant, seed): read back when finished, resumed when interrupted, trained otherwise.
@@ -331,6 +308,7 @@ fn one_run(
     base: &TrainRequest,
     seed: u64,
     rel: &Path,
+    progress: &mut dyn Progress,
 ) -> Result<RunResult> {
     let dir = req.out.join(rel);
     let mut r = base.clone();
@@ -359,9 +337,8 @@ fn one_run(
     } else {
         None
     };
-    let trained = result_path.is_file()
-        || train::resume::path(&dir).is_file()
-        || train::best_path(&dir).is_file();
+    let trained =
+        result_path.is_file() || train::resume::exists(&dir) || train::best_path(&dir).is_file();
     if let Some(was) = &stored
         && *was != settings
         && trained
@@ -393,11 +370,13 @@ fn one_run(
     create_dir(&dir)?;
     write_json(&settings_path, &settings)?;
     let _ = std::fs::remove_file(&legacy_path);
-    let resume = train::resume::path(&dir).is_file().then_some(dir.as_path());
-    let res =
-        pipeline::train_stage(Stage::Train, &r, resume, Verbosity::Quiet).inspect_err(|e| {
+    let resume = train::resume::exists(&dir).then_some(dir.as_path());
+    let res = pipeline::train_stage(Stage::Train, &r, resume, &mut WarningsOnly(progress))
+        .inspect_err(|e| {
             if e.is_interruption() {
-                eprintln!("(to continue the whole comparison, run the same compare command again)");
+                progress.event(Event::Warning(
+                    "to continue the whole comparison, run the same compare command again".into(),
+                ));
             }
         })?;
     let best = res.history.best().ok_or_else(|| {

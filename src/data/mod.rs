@@ -136,6 +136,9 @@ pub struct Dataset {
     pub source: PathBuf,
     /// True when the validation set was split off the training set.
     pub val_was_split: bool,
+    /// What the user should know about the loading (skipped files, empty classes), for the
+    /// caller to report.
+    pub warnings: Vec<String>,
 }
 
 impl Dataset {
@@ -294,17 +297,22 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Dataset> {
         SourceKind::Folder => folder::load(path, opts.invert, opts.fit)?,
     };
     crate::cancel::check("loading data")?;
+    let mut warnings: Vec<String> = raw
+        .skipped
+        .iter()
+        .map(|(p, why)| format!("skipped {}: {why}", p.display()))
+        .collect();
     if !raw.skipped.is_empty() {
-        for (p, why) in &raw.skipped {
-            eprintln!("warning: skipped {}: {why}", p.display());
-        }
-        eprintln!(
-            "warning: {} file(s) under {} could not be used and were skipped",
+        warnings.push(format!(
+            "{} file(s) under {} could not be used and were skipped",
             raw.skipped.len(),
             path.display()
-        );
+        ));
     }
-    finish(path, raw, opts)
+    let mut d = finish(path, raw, opts)?;
+    warnings.append(&mut d.warnings);
+    d.warnings = warnings;
+    Ok(d)
 }
 
 /// Validates labels against classes, applies limits and splits off a validation set when needed.
@@ -386,6 +394,7 @@ fn finish(path: &Path, raw: RawDataset, opts: &LoadOptions) -> Result<Dataset> {
             train.truncate(n)
         };
     }
+    let mut warnings = Vec::new();
     let empty: Vec<&str> = train
         .class_counts(classes.len())
         .iter()
@@ -395,8 +404,8 @@ fn finish(path: &Path, raw: RawDataset, opts: &LoadOptions) -> Result<Dataset> {
         .collect();
     if !empty.is_empty() {
         let shown: Vec<&str> = empty.iter().take(10).copied().collect();
-        eprintln!(
-            "warning: {} of {} classes have no training images: {}{}",
+        warnings.push(format!(
+            "{} of {} classes have no training images: {}{}",
             empty.len(),
             classes.len(),
             shown.join(", "),
@@ -405,7 +414,7 @@ fn finish(path: &Path, raw: RawDataset, opts: &LoadOptions) -> Result<Dataset> {
             } else {
                 ""
             }
-        );
+        ));
     }
     let (train, val, val_was_split) = match raw.val {
         Some(v) if !v.is_empty() => (train, v, false),
@@ -425,6 +434,7 @@ fn finish(path: &Path, raw: RawDataset, opts: &LoadOptions) -> Result<Dataset> {
         test,
         source: path.to_path_buf(),
         val_was_split,
+        warnings,
     })
 }
 

@@ -5,14 +5,12 @@ use super::figures::{
 };
 use super::html::{self, Figure, Report};
 use crate::augment::AugmentConfig;
-use crate::checkpoint;
 use crate::data::{Dataset, Images};
 use crate::error::{Error, Result};
-use crate::eval::{Confusion, Predictions, predict_set};
+use crate::eval::{Confusion, Predictions};
 use crate::fsutil::{create_dir, write_atomic};
 use crate::history::History;
 use crate::record::RunRecord;
-use burn::prelude::Device;
 use std::path::{Path, PathBuf};
 
 /// How many mistakes the gallery shows.
@@ -99,37 +97,32 @@ pub fn write_eval(
     Ok((c, files))
 }
 
-/// What [`finish_run`] found.
-pub struct RunSummary {
-    /// Predictions of the best checkpoint on the test set, when there is one.
-    pub test: Option<Predictions>,
-    /// The `report.html` written.
-    pub report: PathBuf,
+/// A finished run as [`write_run_report`] shows it.
+pub struct FinishedRun<'a> {
+    /// The data it trained on.
+    pub data: &'a Dataset,
+    /// Its record.
+    pub run: &'a RunRecord,
+    /// Every epoch's figures.
+    pub history: &'a History,
+    /// Why it stopped early, if it did.
+    pub stopped: Option<&'a str>,
+    /// The best checkpoint's predictions on the test set (or the validation set without one).
+    pub scored: &'a Predictions,
+    /// The best checkpoint's architecture, as its sidecar names it.
+    pub architecture: String,
 }
 
-/// After training: evaluates the best checkpoint on the test set (or the validation set when there
-/// is none), records the test accuracy in its sidecar, and writes the evaluation files, the
-/// augmentation preview and `report.html` into the run directory.
-pub fn finish_run(
-    data: &Dataset,
-    run: &RunRecord,
-    history: &History,
-    stopped: Option<&str>,
-    best: &Path,
-    device: &Device,
-) -> Result<RunSummary> {
+/// Writes a finished run's evaluation files, augmentation preview and `report.html` into its
+/// directory; returns the report's path.
+pub fn write_run_report(f: &FinishedRun) -> Result<PathBuf> {
+    let (data, run, history, stopped, p) = (f.data, f.run, f.history, f.stopped, f.scored);
     let out = &run.out;
-    let (model, meta) = checkpoint::load(best, device)?;
-    let model = model.with_precision(run.precision);
     let (set, set_name) = match &data.test {
         Some(t) => (t, "test set"),
         None => (&data.val, "validation set"),
     };
-    let p = predict_set(&model, set, device);
-    if data.test.is_some() {
-        checkpoint::update_meta(best, |m| m.metrics.test_acc = Some(p.accuracy()))?;
-    }
-    let (_, files) = write_eval(out, &p, set, &data.classes, set_name)?;
+    let (_, files) = write_eval(out, p, set, &data.classes, set_name)?;
     let preview_cfg = if run.augment.is_none() {
         AugmentConfig::STANDARD
     } else {
@@ -229,7 +222,7 @@ pub fn finish_run(
         ),
         (
             "Model".into(),
-            format!("{} ({} classes)", meta.architecture, meta.arch.classes),
+            format!("{} ({} classes)", f.architecture, data.classes.len()),
         ),
     ];
     let mut figures = vec![Figure {
@@ -263,15 +256,12 @@ pub fn finish_run(
             title: format!("warmstart report: {}", out.display()),
             metrics,
             config,
-            scores: Confusion::new(&p, &data.classes).scores(),
+            scores: Confusion::new(p, &data.classes).scores(),
             scored_on: set_name.into(),
             figures,
         },
     )?;
-    Ok(RunSummary {
-        test: data.test.as_ref().map(|_| p),
-        report,
-    })
+    Ok(report)
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! The training loop: Adam, the history as CSV, the best-val and last checkpoints kept in the run
-//! directory, and a resumable state saved at every epoch end and on interrupt. What the user sees
-//! (a progress bar, the Keras-style epoch lines) and whatever else should follow an epoch (plots)
-//! is the caller's [`Observer`].
+//! directory, and a resumable state saved at every epoch end and on interrupt. It reports its
+//! epochs and batches as [`Event`]s; how they are shown, and whatever else should follow an epoch
+//! (plots), is the caller's [`Observer`].
 //!
 //! Randomness needs no saved state: batch order and augmentation are drawn from an RNG that is a
 //! pure function of (seed, epoch), and dropout is reseeded from (seed, epoch, batch) before every
@@ -9,6 +9,7 @@
 
 pub mod init;
 pub mod resume;
+pub mod rundir;
 pub mod state;
 
 use crate::batch::{Batch, epoch_batches, plain};
@@ -20,7 +21,8 @@ use crate::eval::predict_set;
 use crate::fsutil::{create_dir, write_atomic};
 use crate::history::{EpochRecord, History};
 use crate::model::{ArchConfig, Net, images_tensor};
-use crate::record::{AdamRecord, RunRecord};
+use crate::progress::{Event, Progress};
+use crate::record::{AdamSettings, RunRecord};
 use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
 use burn::optim::GradientsParams;
 use burn::optim::ModuleOptimizer;
@@ -28,7 +30,6 @@ use burn::prelude::*;
 use burn::store::ModuleRecord;
 use burn::tensor::Bytes;
 use state::LoopState;
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -45,8 +46,8 @@ pub struct Outcome {
 
 /// What the training loop tells its caller.
 pub trait Observer {
-    /// Whether to draw a progress bar over the batches of each epoch.
-    fn batch_bar(&self) -> bool;
+    /// Where the loop reports its epochs and batches.
+    fn progress(&mut self) -> &mut dyn Progress;
     /// After every epoch, with the history so far (the epoch's figures are its last entry) and
     /// the run's total epochs; an error stops training.
     fn epoch_end(&mut self, history: &History, epochs: usize) -> Result<()>;
@@ -88,10 +89,7 @@ pub fn fit(
     }
     create_dir(&record.out)?;
     // A new run in a directory that holds an older run's resume state must not be confused with it.
-    let stale = resume::path(&record.out);
-    if stale.exists() {
-        std::fs::remove_file(&stale).map_err(|e| Error::io(&stale, e))?;
-    }
+    resume::remove(&record.out)?;
     let state = LoopState {
         record: record.clone(),
         classes: data.classes.clone(),
@@ -110,7 +108,7 @@ pub fn fit(
 }
 
 /// burn's `Adam` arithmetic (`AdamW` with weight decay), fused into one pass on the CPU.
-fn new_optimizer(a: &AdamRecord) -> ModuleOptimizer {
+fn new_optimizer(a: &AdamSettings) -> ModuleOptimizer {
     ModuleOptimizer::from(crate::fast::FusedAdam::with_weight_decay(
         a.beta_1,
         a.beta_2,
@@ -133,7 +131,7 @@ pub fn resume(
         weights,
         optim,
     } = saved;
-    let file = resume::path(&state.record.out);
+    let file = state.record.out.join(resume::FILE);
     if data.classes != state.classes {
         return Err(Error::format(
             &state.record.data.path,
@@ -178,20 +176,6 @@ fn save_state(st: &LoopState, model: &Net, valid: &Net, optim: &ModuleOptimizer)
     )
 }
 
-fn progress_bar(show: bool, batches: usize, epoch: usize, epochs: usize) -> indicatif::ProgressBar {
-    if !show {
-        return indicatif::ProgressBar::hidden();
-    }
-    let b = indicatif::ProgressBar::new(batches as u64);
-    b.set_style(
-        indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ({eta})")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    b.set_prefix(format!("Epoch {}/{}", epoch + 1, epochs));
-    b
-}
-
 /// One batch's forward and backward pass: the gradients, the mean loss and the number of correct
 /// predictions. `model` must be in training mode on the autodiff device `ad`.
 pub fn forward_backward(
@@ -220,7 +204,7 @@ pub fn forward_backward(
 /// its loss with label smoothing `smoothing`, as the training loop sets them up.
 pub fn training_parts(
     model: Net,
-    adam: &AdamRecord,
+    adam: &AdamSettings,
     smoothing: Option<f32>,
     ad: &Device,
 ) -> (Net, ModuleOptimizer, CrossEntropyLoss) {
@@ -352,7 +336,6 @@ fn run_loop(
     let train = Arc::new(data.train.clone());
     let n_batches = train.len().div_ceil(run.batch_size);
     let (best_p, last_p) = (best_path(&run.out), last_path(&run.out));
-    let show_bar = observer.batch_bar() && std::io::stderr().is_terminal();
 
     let total_steps = run.epochs * n_batches;
     while st.epoch < run.epochs && st.stopped.is_none() {
@@ -362,8 +345,12 @@ fn run_loop(
         if run.freeze_epochs > 0 {
             model = model.body_trainable(st.epoch >= run.freeze_epochs);
         }
-        let bar = progress_bar(show_bar, n_batches, st.epoch, run.epochs);
-        bar.set_position(st.batch as u64);
+        observer.progress().event(Event::EpochStarted {
+            epoch: st.epoch,
+            epochs: run.epochs,
+            batches: n_batches,
+            done: st.batch,
+        });
         let batches = epoch_batches(
             train.clone(),
             run.batch_size,
@@ -377,7 +364,7 @@ fn run_loop(
             let n = batch.len();
             let (grads, l, hits) = forward_backward(&model, &loss_fn, batch, &ad);
             if !l.is_finite() {
-                bar.finish_and_clear();
+                observer.progress().event(Event::BatchesEnded);
                 let last = if last_p.is_file() {
                     format!("the last good checkpoint is {}", last_p.display())
                 } else {
@@ -398,14 +385,12 @@ fn run_loop(
             st.correct += hits;
             st.seen += n;
             st.batch = b + 1;
-            bar.inc(1);
-            bar.set_message(format!(
-                "loss: {:.4} - acc: {:.4}",
-                st.loss_sum / st.seen as f64,
-                st.correct as f64 / st.seen as f64
-            ));
+            observer.progress().event(Event::BatchTrained {
+                loss: st.loss_sum / st.seen as f64,
+                acc: st.correct as f64 / st.seen as f64,
+            });
             if cancel::stop_requested() {
-                bar.finish_and_clear();
+                observer.progress().event(Event::BatchesEnded);
                 st.seconds += start.elapsed().as_secs_f64();
                 save_state(&st, &model, &model.valid(), &optim)?;
                 return Err(Error::Interrupted {
@@ -416,7 +401,7 @@ fn run_loop(
                 });
             }
         }
-        bar.finish_and_clear();
+        observer.progress().event(Event::BatchesEnded);
         if run.precise_bn {
             ad.seed(batch_seed(run.seed, st.epoch, usize::MAX));
             model = precise_bn(model, &train, run.batch_size, &ad);
@@ -464,6 +449,10 @@ fn run_loop(
         }
         checkpoint::save(&valid, &meta, &last_p)?;
         write_atomic(&run.out.join("history.csv"), st.history.to_csv().as_bytes())?;
+        observer.progress().event(Event::Epoch {
+            record: &rec,
+            epochs: run.epochs,
+        });
         observer.epoch_end(&st.history, run.epochs)?;
         st.stopped = stop_reason(&st.history, run.patience);
         st.epoch += 1;
@@ -534,13 +523,13 @@ mod tests {
         net.drop2.prob = 0.0;
         let lr = 1e-3;
         let single = |lr: f64| {
-            move |m: Net, g: GradientsParams| new_optimizer(&AdamRecord::with_lr(lr)).step(lr, m, g)
+            move |m: Net, g: GradientsParams| new_optimizer(&AdamSettings::with_lr(lr)).step(lr, m, g)
         };
         let by_block = |ratio: f64| {
             move |m: Net, g: GradientsParams| {
                 step_by_block(
                     m,
-                    &mut new_optimizer(&AdamRecord::with_lr(lr)),
+                    &mut new_optimizer(&AdamSettings::with_lr(lr)),
                     g,
                     lr,
                     ratio,

@@ -32,7 +32,7 @@ pub struct Saved {
 }
 
 /// The resume file of run directory `dir`.
-pub fn path(dir: &Path) -> PathBuf {
+fn path(dir: &Path) -> PathBuf {
     dir.join(FILE)
 }
 
@@ -48,6 +48,21 @@ pub fn save(dir: &Path, saved: &Saved) -> Result<()> {
     let digest = Sha256::digest(&out);
     out.extend_from_slice(&digest);
     write_atomic(&path(dir), &out)
+}
+
+/// Whether run directory `dir` holds a resume file.
+pub fn exists(dir: &Path) -> bool {
+    path(dir).is_file()
+}
+
+/// Removes run directory `dir`'s resume file, if any: a finished run has nothing to resume
+/// (~19 MB), and a new run must not be confused with an older one.
+pub fn remove(dir: &Path) -> Result<()> {
+    let p = path(dir);
+    match std::fs::remove_file(&p) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(&p, e)),
+        _ => Ok(()),
+    }
 }
 
 /// What a missing resume file means to the user.
