@@ -56,6 +56,14 @@ pub fn save(model: &Net, meta: &Meta, out: &Path) -> Result<()> {
     write_atomic(out, &bytes)
 }
 
+/// Checks, before any work, that `export --out OUT` may write `out` for the checkpoint `model`:
+/// never over the checkpoint or its sidecar, and over an existing file only with `overwrite`.
+pub fn check_out(model: &Path, out: &Path, overwrite: bool) -> Result<()> {
+    let weights = crate::checkpoint::resolve(model)?;
+    let sidecar = crate::checkpoint::sidecar(&weights);
+    crate::fsutil::check_output(out, overwrite, &[weights.as_path(), sidecar.as_path()])
+}
+
 /// Renames the graph's input and outputs (burn-onnx numbers them) wherever they are used.
 fn name_graph_ends(proto: &mut ModelProto) -> Result<()> {
     let graph = proto

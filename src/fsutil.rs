@@ -40,6 +40,36 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Reads a whole file; a missing file is reported with `if_missing`, which says what it means for
+/// Checks that a command may write its output file `out`: never one of the files it reads
+/// (`inputs`, compared by their canonical paths, so `./a.csv` is `a.csv`), and not a file that
+/// already exists unless `overwrite` (the user asked to replace it).
+pub fn check_output(out: &Path, overwrite: bool, inputs: &[&Path]) -> Result<()> {
+    let same = |a: &Path, b: &Path| match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    if let Some(input) = inputs.iter().find(|i| same(out, i)) {
+        return Err(Error::invalid(format!(
+            "--out {} is {}, which this command reads: choose another file",
+            out.display(),
+            input.display()
+        )));
+    }
+    if out.is_dir() {
+        return Err(Error::invalid(format!(
+            "--out {} is a directory: give a file name",
+            out.display()
+        )));
+    }
+    if out.exists() && !overwrite {
+        return Err(Error::invalid(format!(
+            "{} exists: pass --overwrite to replace it, or choose another --out",
+            out.display()
+        )));
+    }
+    Ok(())
+}
+
 /// the user, instead of the bare OS error.
 pub fn read(path: &Path, if_missing: &str) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| {

@@ -19,6 +19,8 @@ pub struct PredictRequest {
     pub images: Vec<PathBuf>,
     /// For a CSV: write the Kaggle submission (`ImageId,Label`) here instead of listing the rows.
     pub out: Option<PathBuf>,
+    /// `out` may replace an existing file.
+    pub overwrite: bool,
     /// Inversion of image files; default: the model's, from its training.
     pub invert: Option<Invert>,
     /// How image files are fitted into 28x28; default: the model's.
@@ -38,15 +40,6 @@ pub struct FilePrediction {
     pub probabilities: std::result::Result<Vec<f32>, Error>,
 }
 
-/// One CSV row's most likely class.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RowPrediction {
-    /// The class index, in the model's class order.
-    pub class: usize,
-    /// Its probability.
-    pub probability: f32,
-}
-
 /// What `predict` found.
 #[derive(Debug)]
 pub enum Predicted {
@@ -56,8 +49,8 @@ pub enum Predicted {
     Rows {
         /// The CSV file.
         path: PathBuf,
-        /// Each row's most likely class, in file order.
-        rows: Vec<RowPrediction>,
+        /// Each row's class probabilities (in the model's class order), in file order.
+        rows: Vec<Vec<f32>>,
         /// Where the submission was written, if it was.
         written: Option<PathBuf>,
     },
@@ -78,6 +71,23 @@ fn is_csv(p: &Path) -> bool {
 
 /// Runs a prediction request.
 pub fn predict(req: &PredictRequest) -> Result<Prediction> {
+    if let Some(out) = &req.out {
+        if !(req.images.len() == 1 && is_csv(&req.images[0])) {
+            return Err(Error::invalid(format!(
+                "--out {} writes the predictions of a CSV file of images (a Kaggle submission); \
+                 for image files the predictions are printed",
+                out.display()
+            )));
+        }
+        let weights = checkpoint::resolve(&req.model)?;
+        let sidecar = checkpoint::sidecar(&weights);
+        let inputs = [
+            req.images[0].as_path(),
+            weights.as_path(),
+            sidecar.as_path(),
+        ];
+        crate::fsutil::check_output(out, req.overwrite, &inputs)?;
+    }
     let dev = device::for_inference(req.device)?;
     let (model, meta) = checkpoint::load(&req.model, &dev)?;
     let model = model.with_precision(device::resolve_precision(req.precision, req.device)?);
@@ -85,6 +95,12 @@ pub fn predict(req: &PredictRequest) -> Result<Prediction> {
     if let [csv] = req.images.as_slice()
         && is_csv(csv)
     {
+        if req.invert.is_some() || req.fit.is_some() {
+            return Err(Error::invalid(format!(
+                "{} holds prepared 28x28 pixels: --invert and --fit apply to image files only",
+                csv.display()
+            )));
+        }
         let (rows, written) = predict_csv(csv, req.out.as_deref(), &model, &classes, &dev)?;
         return Ok(Prediction {
             classes,
@@ -125,20 +141,12 @@ fn predict_csv(
     model: &Net,
     classes: &[String],
     dev: &Device,
-) -> Result<(Vec<RowPrediction>, Option<PathBuf>)> {
+) -> Result<(Vec<Vec<f32>>, Option<PathBuf>)> {
     let pixels = crate::data::csv::read_unlabelled(path)?;
     let n = pixels.len() / PIXELS;
     let set = Images::new(pixels, vec![0; n])?;
     let p = predict_set_cancellable(model, &set, dev)?;
-    let rows: Vec<RowPrediction> = (0..n)
-        .map(|i| {
-            let class = p.predicted(i) as usize;
-            RowPrediction {
-                class,
-                probability: p.row(i)[class],
-            }
-        })
-        .collect();
+    let rows: Vec<Vec<f32>> = (0..n).map(|i| p.row(i).to_vec()).collect();
     let Some(out) = out else {
         return Ok((rows, None));
     };
@@ -146,7 +154,7 @@ fn predict_csv(
     let err = |e: csv::Error| Error::invalid(format!("cannot write the submission: {e}"));
     w.write_record(["ImageId", "Label"]).map_err(err)?;
     for (i, r) in rows.iter().enumerate() {
-        w.write_record([(i + 1).to_string(), classes[r.class].clone()])
+        w.write_record([(i + 1).to_string(), classes[top(r, 1)[0]].clone()])
             .map_err(err)?;
     }
     let bytes = w

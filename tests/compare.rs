@@ -195,7 +195,14 @@ fn an_interrupted_comparison_finishes_with_the_same_numbers() {
     );
     assert!(!cut.join("compare.csv").exists());
 
-    let out = ok(&args);
+    let done = run(&args);
+    assert!(done.status.success());
+    let (out, err) = (
+        String::from_utf8_lossy(&done.stdout),
+        String::from_utf8_lossy(&done.stderr),
+    );
     assert!(out.contains("[4/4]"), "{out}");
+    // The resumed run was set up by this same command: nothing of it is "ignored".
+    assert!(!err.contains("ignoring"), "{err}");
     assert_eq!(csv_without_seconds(&cut), csv_without_seconds(&whole));
 }

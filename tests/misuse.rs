@@ -598,8 +598,75 @@ fn bad_inputs_are_refused_with_clear_errors() {
     cases.push(case(
         "predict --out with image files",
         &["predict", "--model", r, s(&trunc), "--out", "sub.csv"],
-        &["a CSV file of images is predicted on its own"],
+        &["writes the predictions of a CSV file of images"],
     ));
+
+    // Outputs that would replace a file: refused unless --overwrite, and never a command's input.
+    let mut kaggle = String::from("ImageId");
+    for i in 0..784 {
+        kaggle.push_str(&format!(",pixel{i}"));
+    }
+    kaggle.push_str(&format!("\n1{}\n", ",0".repeat(784)));
+    let images_csv = csv_file(t, "images.csv", &kaggle);
+    let existing = csv_file(t, "existing.csv", "keep me\n");
+    let best = run.join("best.safetensors");
+    for (what, args, expect) in [
+        (
+            "export --out over the checkpoint",
+            vec!["export", "--model", r, "--out", s(&best), "--overwrite"],
+            "which this command reads",
+        ),
+        (
+            "export --out over an existing file",
+            vec!["export", "--model", r, "--out", s(&existing)],
+            "pass --overwrite to replace it",
+        ),
+        (
+            "predict --out over its own input",
+            vec![
+                "predict",
+                "--model",
+                r,
+                s(&images_csv),
+                "--out",
+                s(&images_csv),
+                "--overwrite",
+            ],
+            "which this command reads",
+        ),
+        (
+            "predict --out over an existing file",
+            vec![
+                "predict",
+                "--model",
+                r,
+                s(&images_csv),
+                "--out",
+                s(&existing),
+            ],
+            "pass --overwrite to replace it",
+        ),
+        (
+            "predict --invert on a CSV",
+            vec!["predict", "--model", r, s(&images_csv), "--invert", "yes"],
+            "--invert and --fit apply to image files only",
+        ),
+        (
+            "train on a CSV whose first column is ImageId",
+            vec![
+                "train",
+                "--init",
+                "random",
+                "--data",
+                s(&images_csv),
+                "--out",
+                o,
+            ],
+            "an image number, not a label",
+        ),
+    ] {
+        cases.push(case(what, &args, &[expect]));
+    }
 
     let mut n = 0;
     for c in &cases {
@@ -614,6 +681,11 @@ fn bad_inputs_are_refused_with_clear_errors() {
         );
         n += 1;
     }
+    assert_eq!(
+        std::fs::read_to_string(&existing).unwrap(),
+        "keep me\n",
+        "a refused --out changed the file"
+    );
     eprintln!("{n} distinct bad inputs refused with clear errors");
     assert!(n >= 60, "only {n} bad inputs tried");
 }
@@ -1096,4 +1168,62 @@ fn precise_batch_norm_passes_keep_memory_flat() {
     eprintln!("2 epochs with PreciseBN on 10,000 images: peak {mib:.0} MiB");
     assert!(ok);
     assert!(mib < 1024.0, "peak {mib:.0} MiB");
+}
+
+/// `--overwrite` lets `export` and `predict --out` replace a file; a Kaggle CSV with an `ImageId`
+/// column predicts (with `--top`); and a reader that closes standard output early (`| head -1`)
+/// ends the output without a panic.
+#[test]
+fn outputs_replace_files_when_asked_and_a_closed_pipe_is_quiet() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let run = checkpoint(t);
+    let r = s(&run);
+    let mut kaggle = String::from("ImageId");
+    for i in 0..PIXELS {
+        kaggle.push_str(&format!(",pixel{i}"));
+    }
+    for id in 1..=3 {
+        kaggle.push_str(&format!("\n{id}{}", ",128".repeat(PIXELS)));
+    }
+    let images = csv_file(t, "test.csv", &(kaggle + "\n"));
+    let listed = ok(&["predict", "--model", r, s(&images), "--top", "2"]);
+    let rows: Vec<&str> = listed.lines().filter(|l| l.contains(" row ")).collect();
+    assert_eq!(rows.len(), 3, "{listed}");
+    assert!(
+        rows.iter()
+            .all(|l| l.matches(" (0.").count() + l.matches(" (1.").count() == 2),
+        "{listed}"
+    );
+    let sub = csv_file(t, "sub.csv", "old\n");
+    ok(&[
+        "predict",
+        "--model",
+        r,
+        s(&images),
+        "--out",
+        s(&sub),
+        "--overwrite",
+    ]);
+    let text = std::fs::read_to_string(&sub).unwrap();
+    assert!(
+        text.starts_with("ImageId,Label\n1,") && text.lines().count() == 4,
+        "{text}"
+    );
+    let onnx = csv_file(t, "model.onnx", "old");
+    ok(&["export", "--model", r, "--out", s(&onnx), "--overwrite"]);
+    assert!(std::fs::metadata(&onnx).unwrap().len() > 1_000_000);
+
+    // `warmstart predict ... | head -1`: the reader goes after the first line.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_warmstart"))
+        .args(["predict", "--model", r, s(&images)])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {err}", out.status);
+    assert!(!err.contains("panicked"), "{err}");
 }

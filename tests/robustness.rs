@@ -220,6 +220,64 @@ fn sigint_saves_state_and_resume_finishes() {
     assert!(stdout.contains("Test accuracy:"), "{stdout}");
 }
 
+/// Ctrl-C inside the first epoch, before any epoch has a validation accuracy, still leaves a state
+/// that resumes, and the resumed run ends with the bits of an uninterrupted one.
+#[test]
+fn ctrl_c_in_the_first_epoch_resumes_bit_identically() {
+    use std::io::BufRead;
+    let tmp = tempfile::tempdir().unwrap();
+    let args = |out: &Path| -> Vec<String> {
+        let mut a = tiny_args(out, 2);
+        // 128 batches an epoch, so that the interruption lands inside the first.
+        for (flag, value) in [("--limit", "1024"), ("--batch-size", "8")] {
+            let i = a.iter().position(|x| x == flag).unwrap();
+            a[i + 1] = value.into();
+        }
+        a
+    };
+    let whole = tmp.path().join("whole");
+    assert!(
+        run(&args(&whole).iter().map(String::as_str).collect::<Vec<_>>())
+            .status
+            .success()
+    );
+    let cut = tmp.path().join("cut");
+    let mut child = bin()
+        .args(args(&cut))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the binary starts");
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    // The line just before the first batch.
+    for line in lines.by_ref() {
+        if line.unwrap().starts_with("Training ") {
+            break;
+        }
+    }
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    lines.for_each(drop);
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    let saved = warmstart::train::resume::load(&cut).unwrap();
+    assert_eq!(saved.state.epoch, 0, "interrupted after the first epoch");
+    assert_eq!(saved.state.best_acc, None);
+    let out = run(&["pretrain", "--resume", cut.to_str().unwrap()]);
+    assert!(out.status.success());
+    for f in ["best.safetensors", "last.safetensors"] {
+        assert!(
+            std::fs::read(whole.join(f)).unwrap() == std::fs::read(cut.join(f)).unwrap(),
+            "{f} differs from the uninterrupted run's"
+        );
+    }
+}
+
 #[test]
 fn non_finite_loss_stops_with_a_clear_message_and_keeps_the_checkpoint() {
     let tmp = tempfile::tempdir().unwrap();

@@ -7,7 +7,6 @@ use super::{
 };
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{ArgMatches, Args, FromArgMatches};
-use std::path::PathBuf;
 use warmstart::checkpoint;
 use warmstart::compare::{self, CompareRequest, Variant};
 use warmstart::data::LoadOptions;
@@ -68,6 +67,7 @@ fn command_on_workers(command: Command) -> Result<()> {
 }
 
 fn export(a: &ExportArgs) -> Result<()> {
+    warmstart::export::check_out(&a.model, &a.out, a.overwrite)?;
     let (model, meta) = checkpoint::load(&a.model, &burn::prelude::Device::flex())?;
     warmstart::export::save(&model, &meta, &a.out)?;
     say(format_args!(
@@ -88,6 +88,17 @@ fn serve(a: &ServeArgs) -> Result<()> {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     if workers == 0 {
         bail!("--workers must be at least 1");
+    }
+    let loopback = a.host == "localhost"
+        || a.host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if !loopback {
+        eprintln!(
+            "warning: listening on {} opens the page and its API to other machines on the \
+             network; --host 127.0.0.1 keeps it on this one",
+            a.host
+        );
     }
     let req = warmstart::serve::ServeRequest {
         model: a.model.clone(),
@@ -120,6 +131,7 @@ fn predict(a: &PredictArgs) -> Result<()> {
         model: a.model.clone(),
         images: a.images.clone(),
         out: a.out.clone(),
+        overwrite: a.overwrite,
         invert: a.invert,
         fit: a.fit,
         device: a.runtime.device,
@@ -139,13 +151,16 @@ fn predict(a: &PredictArgs) -> Result<()> {
             path.display()
         )),
         Predicted::Rows { path, rows, .. } => {
-            for (i, r) in rows.iter().enumerate() {
+            for (i, probs) in rows.iter().enumerate() {
+                let shown: Vec<String> = predict::top(probs, a.top)
+                    .into_iter()
+                    .map(|c| format!("{} ({:.4})", classes[c], probs[c]))
+                    .collect();
                 say(format_args!(
-                    "{} row {}: {} ({:.4})",
+                    "{} row {}: {}",
                     path.display(),
                     i + 1,
-                    classes[r.class],
-                    r.probability
+                    shown.join(", ")
                 ));
             }
         }
@@ -285,34 +300,16 @@ fn parse_variant(spec: &str) -> Result<Variant> {
 }
 
 fn compare(a: &CompareArgs, console: &mut Console) -> Result<()> {
-    if a.train.request.options.seed.is_some() {
-        bail!("compare takes --seeds (a list such as 1,2,3, or a count), not --seed");
-    }
     if a.train.resume.is_some() {
         bail!("compare has no --resume: re-run the same compare command to continue it");
     }
-    let variants = if a.variants.is_empty() {
-        compare::default_variants()
-    } else {
-        a.variants
-            .iter()
-            .map(|v| parse_variant(v))
-            .collect::<Result<_>>()?
-    };
-    let seeds = compare::parse_seeds(a.seeds.as_deref().unwrap_or("1,2,3"))?;
-    let out = a
-        .train
-        .request
-        .options
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("runs/compare"));
-    let req = CompareRequest {
-        common: a.train.request.clone(),
-        variants,
-        seeds,
-        out: out.clone(),
-    };
+    let variants = a
+        .variants
+        .iter()
+        .map(|v| parse_variant(v))
+        .collect::<Result<_>>()?;
+    let req = CompareRequest::new(a.train.request.clone(), variants, a.seeds.as_deref())?;
+    let out = req.out.clone();
     let c = compare::run(&req, console)?;
     say(format_args!("\n{}", compare::table(&c)));
     say(format_args!(

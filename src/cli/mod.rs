@@ -228,6 +228,9 @@ pub struct PredictArgs {
     /// Show the K most likely classes.
     #[arg(long, default_value_t = 1)]
     pub top: usize,
+    /// Replace --out if it exists.
+    #[arg(long)]
+    pub overwrite: bool,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
 }
@@ -240,6 +243,9 @@ pub struct ExportArgs {
     /// The ONNX file to write.
     #[arg(long, default_value = "model.onnx")]
     pub out: PathBuf,
+    /// Replace --out if it exists.
+    #[arg(long)]
+    pub overwrite: bool,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -122,6 +122,41 @@ pub struct CompareRequest {
     pub out: PathBuf,
 }
 
+/// Seeds when `--seeds` is not given.
+pub const DEFAULT_SEEDS: &str = "1,2,3";
+/// The comparison's directory when `--out` is not given.
+pub const DEFAULT_OUT: &str = "runs/compare";
+
+impl CompareRequest {
+    /// A comparison as the user asked for it: `variants` (the default grid when there are none)
+    /// over `seeds` (`--seeds`; [`DEFAULT_SEEDS`] when not given), into `common`'s `--out`
+    /// ([`DEFAULT_OUT`] when not given), every variant's flags over `common`'s.
+    pub fn new(common: TrainRequest, variants: Vec<Variant>, seeds: Option<&str>) -> Result<Self> {
+        if common.options.seed.is_some() {
+            return Err(Error::invalid(
+                "compare takes --seeds (a list such as 1,2,3, or a count), not --seed",
+            ));
+        }
+        let variants = if variants.is_empty() {
+            default_variants()
+        } else {
+            variants
+        };
+        let seeds = parse_seeds(seeds.unwrap_or(DEFAULT_SEEDS))?;
+        let out = common
+            .options
+            .out
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_OUT));
+        Ok(CompareRequest {
+            common,
+            variants,
+            seeds,
+            out,
+        })
+    }
+}
+
 /// The result of one (variant, seed) run, kept in its directory as `result.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunResult {
@@ -371,7 +406,21 @@ fn one_run(
     write_json(&settings_path, &settings)?;
     let _ = std::fs::remove_file(&legacy_path);
     let resume = train::resume::exists(&dir).then_some(dir.as_path());
-    let res = pipeline::train_stage(Stage::Train, &r, resume, &mut WarningsOnly(progress))
+    // A resumed run continues as it was set up (its settings were checked above): given the
+    // comparison's flags, `--resume` would list them as ignored, though the user typed them once.
+    let resumed_as_set_up = TrainRequest {
+        options: TrainOptions::default(),
+        runtime: RuntimeArgs {
+            precision: PrecisionRequest::Auto,
+            ..r.runtime
+        },
+    };
+    let r = if resume.is_some() {
+        &resumed_as_set_up
+    } else {
+        &r
+    };
+    let res = pipeline::train_stage(Stage::Train, r, resume, &mut WarningsOnly(progress))
         .inspect_err(|e| {
             if e.is_interruption() {
                 progress.event(Event::Warning(

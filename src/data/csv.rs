@@ -42,15 +42,41 @@ fn read_rows(
         .map_err(|e| Error::format(path, format!("cannot read the header row: {e}")))?
         .clone();
     let first = header.get(0).unwrap_or("").trim();
+    if header.len() <= 1 && first.is_empty() {
+        return Err(Error::format(
+            path,
+            "the file is empty: expected a header row (label,pixel0,...,pixel783) and one row \
+             per image",
+        ));
+    }
     if first.is_empty() || first.parse::<f64>().is_ok() {
         return Err(Error::format(
             path,
             "line 1: expected a header row (label,pixel0,...,pixel783), found data",
         ));
     }
-    let labelled = header.len() == PIXELS + 1;
-    let width = if labelled { PIXELS + 1 } else { PIXELS };
-    if !labelled && (labels_required || header.len() != PIXELS) {
+    // Kaggle's own files number their rows in a first `ImageId` column: an id, never a label.
+    let id_column = header.len() == PIXELS + 1
+        && matches!(
+            first.to_ascii_lowercase().as_str(),
+            "imageid" | "image_id" | "id"
+        );
+    if id_column && labels_required {
+        return Err(Error::format(
+            path,
+            format!(
+                "line 1: the first column is {first:?}, an image number, not a label: a training \
+                 CSV has `label` first"
+            ),
+        ));
+    }
+    let labelled = header.len() == PIXELS + 1 && !id_column;
+    let width = if header.len() == PIXELS + 1 {
+        PIXELS + 1
+    } else {
+        PIXELS
+    };
+    if !labelled && !id_column && (labels_required || header.len() != PIXELS) {
         return Err(Error::format(
             path,
             format!(
@@ -78,6 +104,9 @@ fn read_rows(
             ));
         }
         for (col, cell) in rec.iter().enumerate() {
+            if col == 0 && id_column {
+                continue;
+            }
             let v: u32 = cell.trim().parse().map_err(|_| {
                 Error::format(
                     path,
@@ -204,6 +233,34 @@ mod tests {
         let (_d, p) = write(&format!("{}\n{}\n", header(), row("3", "256")));
         let e = read(&p).unwrap_err().to_string();
         assert!(e.contains("above 255"), "{e}");
+    }
+
+    #[test]
+    fn an_empty_file_says_so() {
+        for text in ["", "\n"] {
+            let (_d, p) = write(text);
+            let e = read(&p).unwrap_err().to_string();
+            assert!(e.contains("the file is empty"), "{text:?}: {e}");
+        }
+    }
+
+    /// Kaggle's numbered rows: the first column is an id (4,200 here), never a label.
+    #[test]
+    fn an_image_id_column_is_not_a_label() {
+        let h = header().replacen("label", "ImageId", 1);
+        let (_d, p) = write(&format!(
+            "{h}\n{}\n{}\n",
+            row("4200", "7"),
+            row("4201", "9")
+        ));
+        let px = read_unlabelled(&p).unwrap();
+        assert_eq!(px.len(), 2 * PIXELS);
+        assert_eq!((px[0], px[PIXELS]), (7, 9));
+        let e = read(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("\"ImageId\", an image number, not a label"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -100,7 +100,7 @@ pub fn fit(
         seen: 0,
         seconds: 0.0,
         history: History::default(),
-        best_acc: f64::NEG_INFINITY,
+        best_acc: None,
         stopped: None,
     };
     let optim = new_optimizer(&record.optimizer);
@@ -443,8 +443,8 @@ fn run_loop(
                 test_acc: None,
             },
         );
-        if rec.val_acc > st.best_acc {
-            st.best_acc = rec.val_acc;
+        if st.best_acc.is_none_or(|b| rec.val_acc > b) && rec.val_acc > f64::NEG_INFINITY {
+            st.best_acc = Some(rec.val_acc);
             checkpoint::save(&valid, &meta, &best_p)?;
         }
         checkpoint::save(&valid, &meta, &last_p)?;
@@ -523,7 +523,9 @@ mod tests {
         net.drop2.prob = 0.0;
         let lr = 1e-3;
         let single = |lr: f64| {
-            move |m: Net, g: GradientsParams| new_optimizer(&AdamSettings::with_lr(lr)).step(lr, m, g)
+            move |m: Net, g: GradientsParams| {
+                new_optimizer(&AdamSettings::with_lr(lr)).step(lr, m, g)
+            }
         };
         let by_block = |ratio: f64| {
             move |m: Net, g: GradientsParams| {

@@ -26,9 +26,46 @@ pub struct LoopState {
     pub seconds: f64,
     /// The finished epochs.
     pub history: History,
-    /// The best validation accuracy so far (of the best checkpoint).
-    pub best_acc: f64,
+    /// The best validation accuracy so far (of the best checkpoint); `None` before the first
+    /// epoch ends (a state saved by Ctrl-C in the first epoch).
+    #[serde(default)]
+    pub best_acc: Option<f64>,
     /// Why the run stopped before its last epoch (early stopping), once it has.
     #[serde(default)]
     pub stopped: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A state saved before any epoch ended has no best accuracy; it must read back (0.1.0 wrote
+    /// `null` for it and then refused to read it).
+    #[test]
+    fn a_state_from_the_first_epoch_reads_back() {
+        let record = crate::plan::resolve(crate::record::Stage::Pretrain, &Default::default())
+            .unwrap()
+            .record;
+        let st = LoopState {
+            record,
+            classes: vec!["a".into(), "b".into()],
+            epoch: 0,
+            batch: 3,
+            loss_sum: 1.5,
+            correct: 40,
+            seen: 96,
+            seconds: 0.2,
+            history: History::default(),
+            best_acc: None,
+            stopped: None,
+        };
+        let json = serde_json::to_value(&st).unwrap();
+        assert_eq!(json["best_acc"], serde_json::Value::Null);
+        let back: LoopState = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(back, st);
+        let mut later = json;
+        later["best_acc"] = 0.75.into();
+        let back: LoopState = serde_json::from_value(later).unwrap();
+        assert_eq!(back.best_acc, Some(0.75));
+    }
 }
