@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side speed comparison of warmstart with the Keras and PyTorch peers of the same pipeline
-# (../shared/bench/peers/), on this machine, with the same thread count. Not part of CI.
+# (their scripts in the directory PEERS), on this machine, with the same thread count. Not part
+# of CI.
 #
 # Setup once (several GB):
 #   python3 -m venv /tmp/peers-venv
@@ -15,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 THREADS=${1:-2}
 PY=${PY:-/tmp/peers-venv/bin/python}
-PEERS=${PEERS:-../shared/bench/peers}
+PEERS=${PEERS:?set PEERS to the directory of the Keras and PyTorch peer scripts}
 OUT=$(mktemp -d)
 
 cargo build --release --quiet

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Builds the scarce study sets of docs/accuracy.md from ../shared/data (MNIST, Fashion-MNIST):
+"""Builds the scarce study sets of docs/accuracy.md from the original MNIST and Fashion-MNIST files:
 
 - fashion-300: the first 30 training images of each Fashion-MNIST class (300), the next 20 of each
   as validation (200), and the official 10,000 test images.
@@ -7,12 +7,14 @@
   file order), the next 10 of each as validation (100), the remaining 8,900 as the test set. The
   default pretraining uses only MNIST's training file, so none of these digits is seen there.
 
-Usage: scripts/make-study-sets.py [SHARED_DATA_DIR] [OUT_DIR]   (default ../shared/data runs/study-data)
+Usage: scripts/make-study-sets.py DATA_DIR [OUT_DIR]   (DATA_DIR/mnist, DATA_DIR/fashion-mnist; OUT_DIR runs/study-data)
 Writes gzip IDX files and classes.txt, deterministically (gzip without timestamp).
 """
 import gzip, os, struct, sys
 
-src = sys.argv[1] if len(sys.argv) > 1 else "../shared/data"
+if len(sys.argv) < 2:
+    sys.exit(__doc__)
+src = sys.argv[1]
 out = sys.argv[2] if len(sys.argv) > 2 else "runs/study-data"
 FASHION = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Runs a peer benchmark (../shared/bench/peers) in its framework's own bf16 mode, unchanged
+"""Runs a peer benchmark (a Keras or PyTorch script of the pipeline) in its framework's own bf16 mode, unchanged
 otherwise, so that warmstart's bf16 figures meet a fair comparison (scripts/compare-peers.sh).
 
     peer-bf16.py torch|keras PEERS_DIR [the peer script's flags...]

@@ -659,7 +659,7 @@ fn lr_find_suggests_a_rate_and_changes_no_checkpoint() {
 
 /// `--precise-bn`: after one epoch on 3,000 MNIST images the momentum averages of batch norm lag
 /// the weights (the test accuracy falls far below the training accuracy); recomputed as plain
-/// averages they do not (the criterion: no more than 5 points below).
+/// averages they do not (no more than 5 points below).
 #[test]
 fn precise_batch_norm_statistics_fix_short_runs() {
     let tmp = tempfile::tempdir().unwrap();
