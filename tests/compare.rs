@@ -206,3 +206,63 @@ fn an_interrupted_comparison_finishes_with_the_same_numbers() {
     assert!(!err.contains("ignoring"), "{err}");
     assert_eq!(csv_without_seconds(&cut), csv_without_seconds(&whole));
 }
+
+/// A finished run is reused only on the data it was trained on: change the test labels, re-run
+/// with one more seed, and the comparison refuses to mix the old run with new ones, saying so.
+#[test]
+fn finished_runs_on_other_data_are_not_mixed_in() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let header = std::iter::once("label".to_string())
+        .chain((0..784).map(|i| format!("pixel{i}")))
+        .collect::<Vec<_>>()
+        .join(",");
+    let rows = |n: usize, first_label: u32| -> String {
+        let mut s = header.clone() + "\n";
+        for i in 0..n {
+            let label = (i as u32 + first_label) % 3;
+            let px = (40 + 60 * label).to_string();
+            s.push_str(&format!("{label},{}\n", vec![px; 784].join(",")));
+        }
+        s
+    };
+    std::fs::write(data.join("train.csv"), rows(30, 0)).unwrap();
+    std::fs::write(data.join("test.csv"), rows(9, 0)).unwrap();
+    let out = tmp.path().join("cmp");
+    let args = |seeds: &'static str| -> Vec<String> {
+        [
+            "compare",
+            "--data",
+            data.to_str().unwrap(),
+            "--init",
+            "random",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--seeds",
+            seeds,
+            "--variant",
+            "a=",
+            "--out",
+            out.to_str().unwrap(),
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let first = args("1");
+    let first: Vec<&str> = first.iter().map(String::as_str).collect();
+    ok(&first);
+    // The same command reads the finished run back.
+    let again = ok(&first);
+    assert!(again.contains("[1/1] a seed 1"), "{again}");
+    // Other labels for the test set.
+    std::fs::write(data.join("test.csv"), rows(9, 1)).unwrap();
+    let more = args("1,2");
+    let err = fails(&more.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        err.contains("seed-1") && err.contains("finished on other data"),
+        "{err}"
+    );
+}

@@ -21,7 +21,7 @@ use crate::fsutil::{create_dir, write_atomic};
 use crate::options::{InitRequest, RuntimeArgs, TrainOptions, TrainRequest};
 use crate::pipeline;
 use crate::progress::{Event, Progress, WarningsOnly};
-use crate::record::Stage;
+use crate::record::{Fingerprint, Stage};
 use crate::train;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -310,11 +310,12 @@ pub fn run(req: &CompareRequest, progress: &mut dyn Progress) -> Result<Comparis
     )));
     progress.event(Event::RunsStarted { total });
     let mut runs = Vec::with_capacity(total);
+    let mut data = DataFingerprints::default();
     for v in &req.variants {
         let base = merged(&req.common, &v.request);
         for &seed in &req.seeds {
             let dir = PathBuf::from(&v.name).join(format!("seed-{seed}"));
-            let r = one_run(req, v, &base, seed, &dir, progress)?;
+            let r = one_run(req, v, &base, (seed, &dir), &mut data, progress)?;
             let line = format!(
                 "[{}/{total}] {} seed {}: {} accuracy {:.4} ({}/{}), best epoch {}, {:.0} s",
                 runs.len() + 1,
@@ -341,8 +342,8 @@ fn one_run(
     req: &CompareRequest,
     v: &Variant,
     base: &TrainRequest,
-    seed: u64,
-    rel: &Path,
+    (seed, rel): (u64, &Path),
+    data: &mut DataFingerprints,
     progress: &mut dyn Progress,
 ) -> Result<RunResult> {
     let dir = req.out.join(rel);
@@ -392,6 +393,25 @@ fn one_run(
         let mut done: RunResult = serde_json::from_slice(&text)
             .map_err(|e| Error::format(&result_path, format!("unreadable run result: {e}")))?;
         if done.settings == settings || done.settings == legacy {
+            // The same flags on other data are another run: the data's fingerprint, recorded in
+            // the run's checkpoint, must be the data's now.
+            let recorded = crate::checkpoint::read_meta(&train::best_path(&dir))
+                .ok()
+                .and_then(|m| m.training.data.fingerprint);
+            if let Some(was) = recorded {
+                let now = data.of(&r)?;
+                if was != now {
+                    return Err(Error::format(
+                        &dir,
+                        format!(
+                            "this run finished on other data (it was {was}, it is {now}): a \
+                             comparison's runs must share their data; use another --out, or \
+                             remove {} to train it again",
+                            dir.display()
+                        ),
+                    ));
+                }
+            }
             if done.settings != settings || !settings_path.is_file() {
                 // Brought up to the current layout, once.
                 done.settings = settings.clone();
@@ -461,6 +481,25 @@ fn one_run(
 fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
     let json = serde_json::to_vec_pretty(value).map_err(|e| Error::invalid(e.to_string()))?;
     write_atomic(path, &json)
+}
+
+/// The fingerprints of the data the runs load, loaded once per distinct loading.
+#[derive(Default)]
+struct DataFingerprints(std::collections::HashMap<String, Fingerprint>);
+
+impl DataFingerprints {
+    /// The fingerprint of the data run `r` would train on, as it is now.
+    fn of(&mut self, r: &TrainRequest) -> Result<Fingerprint> {
+        let record = crate::plan::resolve(Stage::Train, r)?.record;
+        let key = format!("{:?} {:?}", record.data.path, record.load_options());
+        if let Some(f) = self.0.get(&key) {
+            return Ok(f.clone());
+        }
+        let d = crate::data::load(&record.data.path, &record.load_options())?;
+        let f = Fingerprint::of(&d);
+        self.0.insert(key, f.clone());
+        Ok(f)
+    }
 }
 
 /// The per-variant summaries and the paired differences from the baseline.
