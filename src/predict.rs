@@ -31,13 +31,24 @@ pub struct PredictRequest {
     pub precision: PrecisionRequest,
 }
 
+/// What became of one image file.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Each class's probability, in the model's class order.
+    Classes(Vec<f32>),
+    /// Nothing drawn once prepared (a white or black page): no class is given.
+    Blank,
+    /// The file could not be read, and why.
+    Unreadable(Error),
+}
+
 /// One image file's outcome.
 #[derive(Debug)]
 pub struct FilePrediction {
     /// The file.
     pub path: PathBuf,
-    /// Each class's probability, in the model's class order; or why the file could not be read.
-    pub probabilities: std::result::Result<Vec<f32>, Error>,
+    /// What became of it.
+    pub outcome: Outcome,
 }
 
 /// What `predict` found.
@@ -121,11 +132,14 @@ pub fn predict(req: &PredictRequest) -> Result<Prediction> {
     let mut files = Vec::with_capacity(req.images.len());
     for path in &req.images {
         crate::cancel::check("predicting")?;
-        let probabilities =
-            prepare::load_image(path, invert, fit).map(|px| image_probabilities(&model, &px, &dev));
+        let outcome = match prepare::load_image(path, invert, fit) {
+            Ok(px) if prepare::is_blank(&px) => Outcome::Blank,
+            Ok(px) => Outcome::Classes(image_probabilities(&model, &px, &dev)),
+            Err(e) => Outcome::Unreadable(e),
+        };
         files.push(FilePrediction {
             path: path.clone(),
-            probabilities,
+            outcome,
         });
     }
     Ok(Prediction {

@@ -1214,6 +1214,30 @@ fn outputs_replace_files_when_asked_and_a_closed_pipe_is_quiet() {
     ok(&["export", "--model", r, "--out", s(&onnx), "--overwrite"]);
     assert!(std::fs::metadata(&onnx).unwrap().len() > 1_000_000);
 
+    // A white and a black page are reported as blank, not given a class; the command succeeds.
+    let (white, black) = (t.join("white.png"), t.join("black.png"));
+    image::GrayImage::from_pixel(64, 64, image::Luma([255u8]))
+        .save(&white)
+        .unwrap();
+    image::GrayImage::from_pixel(64, 64, image::Luma([0u8]))
+        .save(&black)
+        .unwrap();
+    let said = ok(&[
+        "predict",
+        "--model",
+        r,
+        "--fit",
+        "mnist",
+        s(&white),
+        s(&black),
+    ]);
+    assert_eq!(
+        said.matches("blank (nothing drawn once prepared): no class")
+            .count(),
+        2,
+        "{said}"
+    );
+
     // `warmstart predict ... | head -1`: the reader goes after the first line.
     let mut child = Command::new(env!("CARGO_BIN_EXE_warmstart"))
         .args(["predict", "--model", r, s(&images)])

@@ -13,7 +13,7 @@ use warmstart::data::LoadOptions;
 use warmstart::device;
 use warmstart::options::RuntimeArgs;
 use warmstart::pipeline::{self, EvalRequest, load_data};
-use warmstart::predict::{self, PredictRequest, Predicted};
+use warmstart::predict::{self, Outcome, PredictRequest, Predicted};
 use warmstart::record::Stage;
 use warmstart::report::figures::{augment_preview_png, check_preview, one_per_class};
 
@@ -168,15 +168,19 @@ fn predict(a: &PredictArgs) -> Result<()> {
             let n = files.len();
             let mut failed = 0;
             for f in files {
-                match f.probabilities {
-                    Ok(probs) => {
+                match f.outcome {
+                    Outcome::Blank => say(format_args!(
+                        "{}: blank (nothing drawn once prepared): no class",
+                        f.path.display()
+                    )),
+                    Outcome::Classes(probs) => {
                         let shown: Vec<String> = predict::top(&probs, a.top)
                             .into_iter()
                             .map(|i| format!("{} ({:.4})", classes[i], probs[i]))
                             .collect();
                         say(format_args!("{}: {}", f.path.display(), shown.join(", ")));
                     }
-                    Err(e) => {
+                    Outcome::Unreadable(e) => {
                         eprintln!("error: {e}");
                         failed += 1;
                     }

@@ -167,6 +167,18 @@ pub fn load_image(path: &Path, invert: Invert, fit: Fit) -> Result<[u8; PIXELS]>
     Ok(prepare(&decode(path)?, invert, fit))
 }
 
+/// Below this spread between its lightest and darkest pixel, a prepared image is blank: nothing
+/// drawn (a white or black page, a flat colour), so any class the model gave it would be a guess.
+pub const BLANK_SPREAD: u8 = 32;
+
+/// Whether a prepared image is blank ([`BLANK_SPREAD`]).
+pub fn is_blank(px: &[u8; PIXELS]) -> bool {
+    let (lo, hi) = px
+        .iter()
+        .fold((u8::MAX, u8::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    hi.saturating_sub(lo) < BLANK_SPREAD
+}
+
 /// Images with a side above this are first shrunk to it (keeping the aspect ratio), so the
 /// conversion to floats below never holds a large image four bytes per channel: a 16,000-pixel
 /// square took 4.5 GB. The result is 28 pixels a side anyway.

@@ -81,6 +81,9 @@ pub fn predict(
     }
     let img = prepare::decode_bytes(Path::new("upload"), body).map_err(|e| e.to_string())?;
     let px = prepare::prepare(&img, prep.invert, prep.fit);
+    if prepare::is_blank(&px) {
+        return Err("the image is blank once prepared (nothing drawn on it): no class".into());
+    }
     Ok(classify(net, meta, device, &px, prep.fit))
 }
 
@@ -174,6 +177,18 @@ mod tests {
         .unwrap();
         let p = predict(&net, &m, &device, &png, prep).unwrap();
         assert_eq!(p.image.len(), PIXELS);
+        // A white page and a black one have nothing to classify.
+        for v in [0u8, 255] {
+            let mut blank = Vec::new();
+            image::DynamicImage::ImageLuma8(image::GrayImage::from_pixel(40, 40, image::Luma([v])))
+                .write_to(
+                    &mut std::io::Cursor::new(&mut blank),
+                    image::ImageFormat::Png,
+                )
+                .unwrap();
+            let e = predict(&net, &m, &device, &blank, prep).unwrap_err();
+            assert!(e.contains("blank"), "{e}");
+        }
         let total: f64 = p.probabilities.values().filter_map(Value::as_f64).sum();
         assert!((total - 1.0).abs() < 1e-5, "{total}");
         assert_eq!(p.class, m.classes[p.index]);
