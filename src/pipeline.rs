@@ -140,6 +140,13 @@ fn resume_stage(
         )));
     }
     let run = saved.state.record.clone();
+    if !run.data.path.exists() {
+        return Err(Error::invalid(format!(
+            "the run's data {} is not there any more: if it moved, add --data NEW_PATH to \
+             --resume (the images there must be the ones the run started with)",
+            run.data.path.display()
+        )));
+    }
     let dev = device::make(req.runtime.device, run.seed)?;
     let data = load_data(&run.data.path, &run.load_options(), progress)?;
     plan::check_fingerprint(&run, &data)?;
@@ -491,6 +498,15 @@ pub fn lr_find(stage: Stage, req: &TrainRequest, progress: &mut dyn Progress) ->
             crate::lrfind::STEPS
         ),
     );
+    let batches = data.train.len().div_ceil(run.batch_size);
+    if batches < crate::lrfind::STEPS / 10 {
+        progress.event(Event::Warning(format!(
+            "only {} training images ({batches} batch(es) of {}): the finder sees them again \
+             and again, so its suggestion says little about a real run",
+            data.train.len(),
+            run.batch_size
+        )));
+    }
     let found = crate::lrfind::run(model, &data, &run, &dev)?;
     fsutil::create_dir(&run.out)?;
     let png = run.out.join("lr_find.png");

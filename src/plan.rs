@@ -232,7 +232,8 @@ pub fn resolve(stage: Stage, request: &TrainRequest) -> Result<TrainPlan> {
 }
 
 /// Applies to a saved run's record what `--resume DIR` may change: the run directory (the run
-/// lives where the user says it is now, even if it was moved) and `--epochs`. Returns the flags of
+/// lives where the user says it is now, even if it was moved), `--epochs`, and `--data` (the
+/// data where it is now, if it moved; the caller checks its fingerprint). Returns the flags of
 /// `req` that a resume ignores, for a warning.
 ///
 /// `done` is the number of epochs the run has finished: `--epochs` may not go below it.
@@ -253,13 +254,18 @@ pub fn resume(
         }
         record.epochs = e;
     }
-    // Everything but `--epochs` was fixed when the run started; the run's arithmetic is part
-    // of its setup too.
+    // A data folder that moved: the run continues on it where it is now, once its fingerprint
+    // (checked when it is loaded) shows it holds the same images.
+    if let Some(d) = &req.options.data {
+        record.data.path = absolute(d)?;
+    }
+    // Everything else was fixed when the run started; the run's arithmetic is part of its setup
+    // too.
     let mut ignored: Vec<String> = req
         .options
         .given()
         .into_iter()
-        .filter(|f| f != "--epochs")
+        .filter(|f| f != "--epochs" && f != "--data")
         .collect();
     if req.runtime.precision != PrecisionRequest::Auto {
         ignored.push("--precision".into());
@@ -508,11 +514,12 @@ mod tests {
             ..Default::default()
         });
         let ignored = resume(&mut r, Path::new("moved/run"), 4, &req).unwrap();
-        assert_eq!(ignored, vec!["--data", "--lr"]);
+        assert_eq!(ignored, vec!["--lr"]);
+        assert!(r.data.path.ends_with("elsewhere") && r.data.path.is_absolute());
         assert_eq!(r.epochs, 50);
         assert!(r.out.ends_with("moved/run") && r.out.is_absolute());
         assert_eq!(r.optimizer, before.optimizer);
-        assert_eq!(r.data, before.data);
+        assert_eq!(r.data.fingerprint, before.data.fingerprint);
         let fewer = opts(TrainOptions {
             epochs: Some(3),
             ..Default::default()

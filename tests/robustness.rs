@@ -278,6 +278,61 @@ fn ctrl_c_in_the_first_epoch_resumes_bit_identically() {
     }
 }
 
+/// A run whose data folder moved resumes with `--data` pointing at the new place, once the images
+/// there are the same; without it, the error says how.
+#[test]
+fn a_resume_follows_moved_data_with_the_same_fingerprint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let bundled = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/fashion-1k");
+    for e in std::fs::read_dir(&bundled).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, data.join(p.file_name().unwrap())).unwrap();
+    }
+    let dir = tmp.path().join("run");
+    let mut args = tiny_args(&dir, 40);
+    let i = args.iter().position(|a| a == "--data").unwrap();
+    args[i + 1] = data.to_str().unwrap().into();
+    let mut child = spawn(&args);
+    assert_eq!(
+        ctrl_c_after_the_first_epoch(&mut child, &dir).code(),
+        Some(130)
+    );
+    let moved = tmp.path().join("moved");
+    std::fs::rename(&data, &moved).unwrap();
+    let resume = |extra: &[&str]| {
+        let mut a = vec![
+            "pretrain",
+            "--resume",
+            dir.to_str().unwrap(),
+            "--epochs",
+            "2",
+        ];
+        a.extend(extra);
+        run(&a)
+    };
+    let lost = resume(&[]);
+    let err = String::from_utf8_lossy(&lost.stderr);
+    assert!(!lost.status.success());
+    assert!(
+        err.contains("is not there any more") && err.contains("--data"),
+        "{err}"
+    );
+    // Other images under the new path are refused by their fingerprint.
+    let other = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist");
+    let wrong = resume(&["--data", other.to_str().unwrap()]);
+    assert!(!wrong.status.success());
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("the data changed"));
+    let found = resume(&["--data", moved.to_str().unwrap()]);
+    assert!(
+        found.status.success(),
+        "{}",
+        String::from_utf8_lossy(&found.stderr)
+    );
+    assert!(!String::from_utf8_lossy(&found.stderr).contains("ignoring"));
+}
+
 #[test]
 fn non_finite_loss_stops_with_a_clear_message_and_keeps_the_checkpoint() {
     let tmp = tempfile::tempdir().unwrap();
