@@ -68,6 +68,22 @@ fn info(progress: &mut dyn Progress, text: impl std::fmt::Display) {
     progress.event(Event::Info(text.to_string()));
 }
 
+/// What a new run starts from: its device, its data (reported) and its initial network, with
+/// what was loaded into it.
+fn start(
+    plan: &mut plan::TrainPlan,
+    progress: &mut dyn Progress,
+) -> Result<(Device, Dataset, crate::model::Net, String)> {
+    let dev = device::make(plan.record.device, plan.record.seed)?;
+    let data = load_data(
+        &plan.record.data.path,
+        &plan.record.load_options(),
+        progress,
+    )?;
+    let (model, init) = train::init::initial_model(plan, &data, &dev)?;
+    Ok((dev, data, model, init))
+}
+
 /// `pretrain` or `train`: a new run, or with `resume` the interrupted run in that directory. The
 /// run directory is locked while the run writes into it; a new run refuses a directory holding
 /// another run's files unless `req.overwrite`; a finished run drops its resume state.
@@ -88,13 +104,7 @@ pub fn train_stage(
     let mut plan = plan::resolve(stage, req)?;
     let _lock = fsutil::lock_dir(&plan.record.out)?;
     let old = train::rundir::check_out_dir(&plan.record.out, stage, req.options.overwrite)?;
-    let dev = device::make(plan.record.device, plan.record.seed)?;
-    let data = load_data(
-        &plan.record.data.path,
-        &plan.record.load_options(),
-        progress,
-    )?;
-    let (model, init) = train::init::initial_model(&mut plan, &data, &dev)?;
+    let (dev, data, model, init) = start(&mut plan, progress)?;
     // Only now: `--init` may have read a checkpoint from the directory being overwritten.
     train::rundir::clear(&old)?;
     info(progress, init);
@@ -477,13 +487,7 @@ pub fn lr_find(stage: Stage, req: &TrainRequest, progress: &mut dyn Progress) ->
             .unwrap_or_else(|| PathBuf::from("runs/lr-find")),
     );
     let mut plan = plan::resolve(stage, &req)?;
-    let dev = device::make(plan.record.device, plan.record.seed)?;
-    let data = load_data(
-        &plan.record.data.path,
-        &plan.record.load_options(),
-        progress,
-    )?;
-    let (model, init) = train::init::initial_model(&mut plan, &data, &dev)?;
+    let (dev, data, model, init) = start(&mut plan, progress)?;
     let model = model.with_precision(plan.record.precision);
     info(progress, init);
     let run = plan.record;
