@@ -12,13 +12,7 @@ static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
 
 /// Writes `text` and a newline to standard output; nothing once the reader has gone.
 pub fn say(text: impl std::fmt::Display) {
-    if STDOUT_CLOSED.load(Ordering::Relaxed) {
-        return;
-    }
-    let mut out = std::io::stdout().lock();
-    if writeln!(out, "{text}").and_then(|()| out.flush()).is_err() {
-        STDOUT_CLOSED.store(true, Ordering::Relaxed);
-    }
+    say_raw(&format!("{text}\n"));
 }
 
 /// [`say`] without the newline.
@@ -27,7 +21,7 @@ pub fn say_raw(text: &str) {
         return;
     }
     let mut out = std::io::stdout().lock();
-    if write!(out, "{text}").and_then(|()| out.flush()).is_err() {
+    if out.write_all(text.as_bytes()).and_then(|()| out.flush()).is_err() {
         STDOUT_CLOSED.store(true, Ordering::Relaxed);
     }
 }

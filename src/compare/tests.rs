@@ -1,5 +1,6 @@
 //! Seeds, names, the table, merging variants and reading back earlier layouts.
 
+use super::runs::changed;
 use super::*;
 
 #[test]
