@@ -30,9 +30,13 @@ fn main() -> anyhow::Result<()> {
                     let mut mine = Vec::new();
                     while next.fetch_add(1, Ordering::Relaxed) < total {
                         let t = Instant::now();
-                        let ok = agent.post(&endpoint).send(&body[..]).is_ok_and(|mut r| {
-                            r.status() == 200 && r.body_mut().read_to_string().is_ok()
-                        });
+                        let ok = agent
+                            .post(&endpoint)
+                            .header("Content-Type", "application/octet-stream")
+                            .send(&body[..])
+                            .is_ok_and(|mut r| {
+                                r.status() == 200 && r.body_mut().read_to_string().is_ok()
+                            });
                         mine.push(t.elapsed());
                         if !ok {
                             errors.fetch_add(1, Ordering::Relaxed);

@@ -15,16 +15,23 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 fn main() -> std::process::ExitCode {
-    // Never purge: memory stays at its peak instead of being re-faulted every batch
-    // (`perf stat -e page-faults warmstart bench`: 5,425 faults with the default, 542 without).
-    // SAFETY: sets a documented mimalloc option, before any other thread exists.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
     let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     // With no command at all, do the whole pipeline.
     if args.len() == 1 {
         args.push("run".into());
     }
     let cli = cli::Cli::parse_from(args);
+    // Never purge: memory stays at its peak instead of being re-faulted every batch
+    // (`perf stat -e page-faults warmstart bench`: 5,425 faults with the default, 542 without).
+    // Purge at once in the server instead: an upload's decode is freed for good, not kept for
+    // the next one (which may land on another thread).
+    let delay = if matches!(cli.command, Some(cli::Command::Serve(_))) {
+        0
+    } else {
+        -1
+    };
+    // SAFETY: sets a documented mimalloc option, before any other thread exists.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, delay) };
     match cli::dispatch(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -3,77 +3,14 @@
 
 mod common;
 
+use common::server::Server;
 use common::*;
 use headless_chrome::protocol::cdp::Input;
 use headless_chrome::{Browser, LaunchOptions};
-use std::io::{BufRead, BufReader, Read};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 use warmstart::data::{LoadOptions, load};
-
-/// A running `warmstart serve` on a free port; stopped (SIGINT) when dropped.
-struct Server {
-    child: Child,
-    url: String,
-    stdout: BufReader<std::process::ChildStdout>,
-}
-
-impl Server {
-    fn start(model: &Path) -> Server {
-        let mut child = bin()
-            .args([
-                "serve",
-                "--model",
-                s(model),
-                "--port",
-                "0",
-                "--workers",
-                "4",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        stdout.read_line(&mut line).unwrap();
-        let url = line
-            .split_whitespace()
-            .find(|w| w.starts_with("http://"))
-            .unwrap_or_else(|| panic!("no address in {line:?}"))
-            .trim_end_matches('/')
-            .to_string();
-        Server { child, url, stdout }
-    }
-
-    /// Sends SIGINT and returns the exit status once the server has stopped.
-    fn interrupt(&mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        std::process::Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .unwrap();
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "serve did not stop on Ctrl-C"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
@@ -90,7 +27,11 @@ fn get(url: &str) -> (u16, String) {
 }
 
 fn post(url: &str, body: &[u8]) -> (u16, serde_json::Value) {
-    let mut r = agent().post(url).send(body).unwrap();
+    let mut r = agent()
+        .post(url)
+        .header("Content-Type", "application/octet-stream")
+        .send(body)
+        .unwrap();
     let text = r.body_mut().read_to_string().unwrap();
     let json = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"));
     (r.status().as_u16(), json)
@@ -130,7 +71,7 @@ fn the_api_answers_and_refuses_as_documented() {
     let tmp = tempfile::tempdir().unwrap();
     let run = model(tmp.path());
     let pngs = mnist_pngs(tmp.path(), 0..3);
-    let mut server = Server::start(&run);
+    let mut server = Server::start(&run, &["--workers", "4"]);
     let u = |p: &str| format!("{}{p}", server.url);
 
     let (status, page) = get(&u("/"));
@@ -175,8 +116,39 @@ fn the_api_answers_and_refuses_as_documented() {
     );
     assert_eq!(status, 400);
     assert!(e["error"].as_str().unwrap().contains("circle"), "{e}");
-    let (status, e) = post(&u("/api/predict"), &vec![0u8; 11 << 20]);
+    // Over 8 MiB: refused from the declared length, before the body is sent (the server does
+    // not read it, so a client still sending would see the connection reset).
+    let (status, e) = server.raw(
+        format!(
+            "POST /api/predict HTTP/1.1\r\nHost: {}\r\nContent-Type: image/png\r\n\
+             Content-Length: {}\r\n\r\n",
+            server.addr,
+            9 << 20
+        )
+        .as_bytes(),
+    );
     assert_eq!(status, 413, "{e}");
+    assert!(e.contains("larger than 8 MiB"), "{e}");
+    // Chunked, with no length declared: refused as soon as it passes the limit.
+    let mut c = server.connect();
+    let head = format!(
+        "POST /api/predict HTTP/1.1\r\nHost: {}\r\nContent-Type: image/png\r\n\
+         Transfer-Encoding: chunked\r\n\r\n",
+        server.addr
+    );
+    c.write_all(head.as_bytes()).unwrap();
+    let chunk = [
+        format!("{:x}\r\n", 1 << 20).into_bytes(),
+        vec![0u8; 1 << 20],
+        b"\r\n".to_vec(),
+    ]
+    .concat();
+    let mut sent = 0;
+    while sent < 9 && c.write_all(&chunk).is_ok() {
+        sent += 1;
+    }
+    let (status, e) = common::server::read_answer(&mut c);
+    assert!(status == 413 || status == 0, "{status}: {e}");
     let (status, _) = get(&u("/no/such/page"));
     assert_eq!(status, 404);
     let (status, _) = get(&u("/api/predict"));
@@ -197,11 +169,8 @@ fn the_api_answers_and_refuses_as_documented() {
         }
     });
 
-    let status = server.interrupt();
-    assert!(
-        status.success(),
-        "Ctrl-C should stop serve cleanly: {status:?}"
-    );
+    let (ok, _, _) = server.stop_with("INT");
+    assert!(ok, "Ctrl-C should stop serve cleanly");
     let mut rest = String::new();
     server.stdout.read_to_string(&mut rest).unwrap();
     assert!(rest.contains("stopped"), "{rest:?}");
@@ -286,7 +255,7 @@ fn the_page_recognises_drawings_and_uploads_in_chromium() {
     let tmp = tempfile::tempdir().unwrap();
     let run = model(tmp.path());
     let pngs = mnist_pngs(tmp.path(), 0..1);
-    let server = Server::start(&run);
+    let server = Server::start(&run, &["--workers", "4"]);
     let browser = Browser::new(
         LaunchOptions::default_builder()
             .path(Some(chromium))

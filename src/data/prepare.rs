@@ -1,7 +1,10 @@
 //! One image file as the model's input: decoded in any format the `image` crate reads, any size
 //! and channel count, and prepared as a 28x28 light-on-dark image. Training data, `predict`,
 //! `serve` and `export`'s metadata all use this one rule ([`prepare`]):
-//! 1. decode with memory limits (a decompression bomb is refused, not decoded);
+//! 1. decode with memory limits (a decompression bomb is refused, not decoded), shrink an image
+//!    over [`PRESHRINK`] pixels a side and only then turn it upright (EXIF orientation), so the
+//!    full-size image is held once: the peak is the decoded size ([`decoded_bytes`]) plus a
+//!    small copy;
 //! 2. composite any alpha channel over white, then convert to 8-bit luminance;
 //! 3. invert when the image is dark-on-light (`--invert yes`, or `auto` when the mean of its border
 //!    pixels is above mid-grey), so that strokes are light on a dark background as in MNIST;
@@ -19,8 +22,9 @@ use std::path::Path;
 
 /// Largest image side accepted, in pixels.
 pub const MAX_SIDE: u32 = 16_384;
-/// Largest decoded allocation accepted, in bytes.
-pub const MAX_ALLOC: u64 = 512 << 20;
+/// Largest decoded image accepted, in bytes (a 16,384-pixel square of 8-bit grey, an 8,192-pixel
+/// square of 8-bit RGBA). With the image held once, this bounds a decode's memory.
+pub const MAX_ALLOC: u64 = 256 << 20;
 
 /// Whether to invert images to light-on-dark.
 #[derive(
@@ -102,7 +106,7 @@ fn decode_float_tiff(bytes: &[u8]) -> Option<Result<DynamicImage>> {
         return None;
     }
     let (w, h) = d.dimensions().ok()?;
-    if w > MAX_SIDE || h > MAX_SIDE {
+    if w > MAX_SIDE || h > MAX_SIDE || u64::from(w) * u64::from(h) * 4 > MAX_ALLOC {
         return None;
     }
     let DecodingResult::F32(v) = d.read_image().ok()? else {
@@ -124,7 +128,7 @@ fn decode_float_tiff(bytes: &[u8]) -> Option<Result<DynamicImage>> {
             (t.clamp(0.0, 1.0) * 255.0).round() as u8
         })
         .collect();
-    GrayImage::from_raw(w, h, px).map(|g| Ok(DynamicImage::ImageLuma8(g)))
+    GrayImage::from_raw(w, h, px).map(|g| Ok(preshrink(DynamicImage::ImageLuma8(g))))
 }
 
 /// Whether a JPEG's last scan is followed by an end-of-image marker. JPEG decoders fill a cut-off
@@ -157,9 +161,39 @@ fn decode_reader<R: std::io::BufRead + std::io::Seek>(
     let orientation = decoder
         .orientation()
         .unwrap_or(image::metadata::Orientation::NoTransforms);
-    let mut img = DynamicImage::from_decoder(decoder).map_err(cannot)?;
+    if decoder.total_bytes() > MAX_ALLOC {
+        return Err(Error::format(
+            path,
+            format!(
+                "the image is too large: {} MiB decoded, over the limit of {} MiB (shrink it first)",
+                decoder.total_bytes().div_ceil(1 << 20),
+                MAX_ALLOC >> 20
+            ),
+        ));
+    }
+    let img = DynamicImage::from_decoder(decoder).map_err(cannot)?;
+    // Shrink before turning: rotating the full-size image would copy it.
+    let mut img = preshrink(img);
     img.apply_orientation(orientation);
     Ok(img)
+}
+
+/// Memory a decode of these bytes needs, read from the image's header without decoding: its
+/// decoded size, or [`MAX_ALLOC`] when the header cannot say (the decode will be refused or
+/// bounded by it). The server reserves this much before decoding an upload.
+pub fn decoded_bytes(bytes: &[u8]) -> u64 {
+    let Ok(reader) = ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format() else {
+        return MAX_ALLOC;
+    };
+    let mut limits = Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    let mut reader = reader;
+    reader.limits(limits);
+    match reader.into_decoder() {
+        Ok(d) => d.total_bytes().min(MAX_ALLOC),
+        Err(_) => MAX_ALLOC,
+    }
 }
 
 /// Reads an image file and converts it to a 28x28 light-on-dark image by the rule above.
@@ -179,16 +213,27 @@ pub fn is_blank(px: &[u8; PIXELS]) -> bool {
     hi.saturating_sub(lo) < BLANK_SPREAD
 }
 
-/// Images with a side above this are first shrunk to it (keeping the aspect ratio), so the
-/// conversion to floats below never holds a large image four bytes per channel: a 16,000-pixel
-/// square took 4.5 GB. The result is 28 pixels a side anyway.
-const PRESHRINK: u32 = 1024;
+/// Images with a side above this are shrunk to it when decoded (keeping the aspect ratio), so
+/// neither the orientation nor the conversion to floats below holds a large image again: a
+/// 16,000-pixel square took 4.5 GB. The result is 28 pixels a side anyway.
+pub const PRESHRINK: u32 = 1024;
+
+/// `img` shrunk so its longer side is at most [`PRESHRINK`], by area averaging
+/// (`thumbnail`), which writes only the small image (a filtered resize keeps a full-width
+/// float copy: 256 MB for a 16,384-pixel-wide image).
+fn preshrink(img: DynamicImage) -> DynamicImage {
+    if img.width().max(img.height()) > PRESHRINK {
+        img.thumbnail(PRESHRINK, PRESHRINK)
+    } else {
+        img
+    }
+}
 
 /// Converts any decoded image to 28x28 light-on-dark bytes by the rule above.
 pub fn prepare(img: &DynamicImage, invert: Invert, fit: Fit) -> [u8; PIXELS] {
     let shrunk;
     let img = if img.width().max(img.height()) > PRESHRINK {
-        shrunk = img.resize(PRESHRINK, PRESHRINK, image::imageops::FilterType::Triangle);
+        shrunk = img.thumbnail(PRESHRINK, PRESHRINK);
         &shrunk
     } else {
         img
@@ -401,10 +446,10 @@ mod tests {
 
     /// A PNG of a vertical bar with an eXIf chunk saying "rotate 90° clockwise to display"
     /// (EXIF orientation 6), as a phone would store a photo taken sideways.
-    fn sideways_png(path: &Path) {
-        let mut img = GrayImage::from_pixel(28, 28, image::Luma([0]));
-        for y in 0..28 {
-            for x in 12..16 {
+    fn sideways_png(path: &Path, side: u32) {
+        let mut img = GrayImage::from_pixel(side, side, image::Luma([0]));
+        for y in 0..side {
+            for x in side * 3 / 7..side * 4 / 7 {
                 img.put_pixel(x, y, image::Luma([255]));
             }
         }
@@ -434,18 +479,38 @@ mod tests {
     fn exif_orientation_is_applied() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("photo.png");
-        sideways_png(&p);
-        let px = load_image(&p, Invert::No, Fit::Box).unwrap();
-        // The vertical bar is shown turned: a horizontal bar across the middle rows.
-        let row = |y: usize| {
-            px[y * 28..(y + 1) * 28]
-                .iter()
-                .map(|&v| u32::from(v))
-                .sum::<u32>()
-        };
-        let col = |x: usize| (0..28).map(|y| u32::from(px[y * 28 + x])).sum::<u32>();
-        assert!(row(14) > 20 * 200, "row 14: {}", row(14));
-        assert!(col(14) < 8 * 255, "column 14: {}", col(14));
+        // Small, and over PRESHRINK (shrunk first, then turned).
+        for side in [28, 2 * PRESHRINK + 100] {
+            sideways_png(&p, side);
+            let px = load_image(&p, Invert::No, Fit::Box).unwrap();
+            // The vertical bar is shown turned: a horizontal bar across the middle rows.
+            let row = |y: usize| {
+                px[y * 28..(y + 1) * 28]
+                    .iter()
+                    .map(|&v| u32::from(v))
+                    .sum::<u32>()
+            };
+            let col = |x: usize| (0..28).map(|y| u32::from(px[y * 28 + x])).sum::<u32>();
+            assert!(row(14) > 20 * 200, "{side}: row 14: {}", row(14));
+            assert!(col(14) < 8 * 255, "{side}: column 14: {}", col(14));
+        }
+    }
+
+    #[test]
+    fn decoded_size_is_read_from_the_header_and_bounded() {
+        assert_eq!(decoded_bytes(&png_declaring(100, 200)), 20_000);
+        assert_eq!(decoded_bytes(b"not an image"), MAX_ALLOC);
+        // 16,384 x 16,384 in 16-bit grey: 512 MiB decoded, over the budget, refused unread.
+        let mut b = png_declaring(MAX_SIDE, MAX_SIDE);
+        b[24] = 16; // bit depth
+        let mut crc = flate2::Crc::new();
+        crc.update(&b[12..29]);
+        b[29..33].copy_from_slice(&crc.sum().to_be_bytes());
+        assert_eq!(decoded_bytes(&b), MAX_ALLOC);
+        let e = decode_bytes(Path::new("bomb.png"), &b)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bomb.png") && e.contains("limit"), "{e}");
     }
 
     #[test]

@@ -11,9 +11,6 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use std::path::Path;
 
-/// Largest request body accepted, in bytes (a larger one gets 413).
-pub const MAX_BODY: usize = 10 << 20;
-
 /// The answer to `POST /api/predict`.
 #[derive(Debug, Serialize)]
 pub struct Prediction {

@@ -3,26 +3,36 @@
 //!
 //! - `GET /`: the page (`templates/serve.html`, no external resources);
 //! - `GET /api/model`: name, classes, test accuracy, input convention;
-//! - `POST /api/predict[?fit=box|mnist&invert=auto|yes|no]`: the body is an image file; the
-//!   answer is the class, every class's probability and the 28x28 image the model saw.
+//! - `POST /api/predict[?fit=box|mnist&invert=auto|yes|no]`: the body is an image file
+//!   (`Content-Type: image/...` or `application/octet-stream`); the answer is the class, every
+//!   class's probability and the 28x28 image the model saw.
 //!
-//! tiny_http accepts connections on its own thread; a few workers take requests from it, each
-//! with its own copy of the network, so requests are answered concurrently with no lock around
-//! inference. Workers poll the cancellation flag, so Ctrl-C stops the server cleanly.
+//! hyper serves each connection on tokio (HTTP/1.1, with the head size and time limits of
+//! [`limits`]), axum routes the requests ([`routes`]), and [`guard`] refuses requests that are not
+//! from this server's own page. Predictions run on blocking threads, each with its own copy of
+//! the network, so requests are answered concurrently with no lock around inference. Ctrl-C or
+//! SIGTERM stops accepting at once, gives answers under way [`limits::GRACE`], then closes
+//! everything: a slow or silent client cannot hold the server up.
 
 pub mod api;
+pub mod guard;
+pub mod limits;
+mod routes;
 
-use crate::checkpoint::{self, Meta};
+use crate::checkpoint;
 use crate::error::{Error, Result};
-use crate::model::Net;
 use askama::Template;
 use burn::prelude::Device;
-use std::io::{Read, Write};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use limits::{GRACE, HEADER_TIMEOUT, MAX_CONNECTIONS, MAX_HEADER_BYTES, MAX_HEADERS};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tiny_http::{Method, Request, Server};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
 
 /// What `serve` was asked for.
 #[derive(Debug, Clone)]
@@ -33,7 +43,7 @@ pub struct ServeRequest {
     pub host: String,
     /// Port (0: any free one).
     pub port: u16,
-    /// Request workers (each holds a copy of the network).
+    /// Predictions computed at once (each holds a copy of the network).
     pub workers: usize,
     /// The arithmetic of the network's multiplies.
     pub precision: crate::device::Precision,
@@ -45,12 +55,6 @@ struct Page<'a> {
     name: &'a str,
     classes: &'a [String],
     accuracy: String,
-}
-
-struct Shared {
-    meta: Meta,
-    name: String,
-    page: String,
 }
 
 /// Serves until Ctrl-C (or SIGTERM); `on_ready` gets the bound address once requests are taken.
@@ -69,28 +73,98 @@ pub fn serve(req: &ServeRequest, on_ready: impl FnOnce(SocketAddr)) -> Result<()
     }
     .render()
     .map_err(|e| Error::invalid(format!("cannot render the page: {e}")))?;
-    let server = Server::http((req.host.as_str(), req.port))
-        .map_err(|e| Error::invalid(format!("cannot listen on {}:{}: {e}", req.host, req.port)))?;
-    let addr = server
-        .server_addr()
-        .to_ip()
-        .ok_or_else(|| Error::invalid("the server is not on an IP address"))?;
-    let server = Arc::new(server);
-    let shared = Arc::new(Shared { meta, name, page });
-    let workers: Vec<_> = (0..req.workers.max(1))
-        .map(|i| {
-            let (server, shared, net) = (server.clone(), shared.clone(), net.clone());
-            std::thread::Builder::new()
-                .name(format!("serve-{i}"))
-                .spawn(move || work(&server, &shared, &net))
-                .map_err(|e| Error::invalid(format!("cannot start a worker thread: {e}")))
-        })
-        .collect::<Result<_>>()?;
-    on_ready(addr);
-    for w in workers {
-        let _ = w.join();
+    let cannot_listen = |e: std::io::Error| {
+        Error::invalid(format!("cannot listen on {}:{}: {e}", req.host, req.port))
+    };
+    let listener =
+        std::net::TcpListener::bind((req.host.as_str(), req.port)).map_err(cannot_listen)?;
+    listener.set_nonblocking(true).map_err(cannot_listen)?;
+    let addr = listener.local_addr().map_err(cannot_listen)?;
+    let nets = vec![net; req.workers.max(1)];
+    let app = Arc::new(routes::App::new(
+        meta,
+        name,
+        page,
+        guard::Guard::new(addr),
+        nets,
+    ));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("serve")
+        .enable_all()
+        .build()
+        .map_err(|e| Error::invalid(format!("cannot start the server's threads: {e}")))?;
+    let served = runtime.block_on(async {
+        let listener = TcpListener::from_std(listener).map_err(cannot_listen)?;
+        on_ready(addr);
+        accept_until_stopped(listener, routes::router(app)).await;
+        Ok(())
+    });
+    // Predictions still computing are not waited for: their answers have nowhere to go.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    served
+}
+
+/// Accepts connections (at most [`MAX_CONNECTIONS`] at once) until a stop is asked for, then
+/// lets each finish the answer it is writing for [`GRACE`] and closes the rest.
+async fn accept_until_stopped(listener: TcpListener, router: axum::Router) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            () = stopped() => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => tokio::select! {
+                    () = stopped() => break,
+                    r = listener.accept() => r.map(|(stream, _)| (stream, slot)),
+                },
+                Err(_) => break,
+            },
+        };
+        let (stream, slot) = match accepted {
+            Ok(a) => a,
+            // Out of file descriptors, or a connection reset before it was accepted: wait a
+            // little and go on accepting — never give up listening.
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(router.clone());
+        let mut stop = stop_rx.clone();
+        connections.spawn(async move {
+            let _slot = slot;
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .max_buf_size(MAX_HEADER_BYTES)
+                .max_headers(MAX_HEADERS);
+            let conn = http.serve_connection(TokioIo::new(stream), service);
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = stop.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(GRACE, conn).await;
+                }
+            }
+        });
     }
-    Ok(())
+    drop(listener);
+    let _ = stop_tx.send(true);
+    let drain = async { while connections.join_next().await.is_some() {} };
+    let _ = tokio::time::timeout(GRACE + Duration::from_millis(100), drain).await;
+    connections.abort_all();
+}
+
+/// Resolves once Ctrl-C or SIGTERM has asked the process to stop ([`crate::cancel`]).
+async fn stopped() {
+    while !crate::cancel::stop_requested() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// The run directory's name (or the file's stem) shown on the page.
@@ -105,125 +179,4 @@ fn model_name(model: &std::path::Path) -> String {
         || p.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
     )
-}
-
-fn work(server: &Server, shared: &Shared, net: &Net) {
-    let device = Device::flex();
-    while !crate::cancel::stop_requested() {
-        match server.recv_timeout(Duration::from_millis(200)) {
-            Ok(Some(request)) => answer(request, shared, net, &device),
-            Ok(None) => {}
-            Err(e) => {
-                eprintln!("warning: a request could not be read: {e}");
-            }
-        }
-    }
-}
-
-fn answer(mut request: Request, shared: &Shared, net: &Net, device: &Device) {
-    let url = request.url().to_string();
-    let (path, query) = url.split_once('?').unwrap_or((&url, ""));
-    let method = request.method().clone();
-    let reply = match (path, &method) {
-        ("/", Method::Get) => Reply::html(shared.page.clone()),
-        ("/api/model", Method::Get) => Reply::json(200, &api::describe(&shared.name, &shared.meta)),
-        ("/api/predict", Method::Post) => predict(&mut request, query, shared, net, device),
-        ("/" | "/api/model" | "/api/predict", _) => Reply::error(405, "method not allowed here"),
-        _ => Reply::error(404, &format!("no such page: {path}")),
-    };
-    // A client that went away is not the server's problem.
-    let _ = reply.send(request);
-}
-
-fn predict(
-    request: &mut Request,
-    query: &str,
-    shared: &Shared,
-    net: &Net,
-    device: &Device,
-) -> Reply {
-    let prep = match api::Prep::from_query(&shared.meta, query) {
-        Ok(p) => p,
-        Err(e) => return Reply::error(400, &e),
-    };
-    let too_large = || {
-        Reply::error(
-            413,
-            &format!("the image is larger than {} MiB", api::MAX_BODY >> 20),
-        )
-    };
-    if request.body_length().is_some_and(|n| n > api::MAX_BODY) {
-        return too_large();
-    }
-    let mut body = Vec::new();
-    let read = request
-        .as_reader()
-        .take(api::MAX_BODY as u64 + 1)
-        .read_to_end(&mut body);
-    if let Err(e) = read {
-        return Reply::error(400, &format!("the request body could not be read: {e}"));
-    }
-    if body.len() > api::MAX_BODY {
-        return too_large();
-    }
-    match api::predict(net, &shared.meta, device, &body, prep) {
-        Ok(p) => Reply::json(200, &p),
-        Err(e) => Reply::error(400, &e),
-    }
-}
-
-struct Reply {
-    status: u16,
-    content_type: &'static str,
-    body: Vec<u8>,
-}
-
-impl Reply {
-    fn html(page: String) -> Reply {
-        Reply {
-            status: 200,
-            content_type: "text/html; charset=utf-8",
-            body: page.into_bytes(),
-        }
-    }
-
-    fn json(status: u16, value: &impl serde::Serialize) -> Reply {
-        match serde_json::to_vec(value) {
-            Ok(body) => Reply {
-                status,
-                content_type: "application/json",
-                body,
-            },
-            Err(e) => Reply::error(500, &format!("cannot encode the answer: {e}")),
-        }
-    }
-
-    fn error(status: u16, message: &str) -> Reply {
-        Reply {
-            status,
-            content_type: "application/json",
-            body: serde_json::json!({ "error": message })
-                .to_string()
-                .into_bytes(),
-        }
-    }
-
-    /// Writes the whole response with one write. tiny_http's own `respond` sends the headers and
-    /// a body over 1 KiB in separate segments, and on a kept-alive connection Nagle's algorithm
-    /// then holds the body until the client's delayed ACK: 40 ms for every prediction.
-    fn send(self, request: Request) -> std::io::Result<()> {
-        let reason = tiny_http::StatusCode(self.status).default_reason_phrase();
-        let mut bytes = format!(
-            "HTTP/1.1 {} {reason}\r\nServer: warmstart\r\nContent-Type: {}\r\n\
-             Content-Length: {}\r\nCache-Control: no-store\r\n\r\n",
-            self.status,
-            self.content_type,
-            self.body.len()
-        )
-        .into_bytes();
-        bytes.extend_from_slice(&self.body);
-        let mut writer = request.into_writer();
-        writer.write_all(&bytes)?;
-        writer.flush()
-    }
 }

@@ -2,6 +2,8 @@
 //! headless Chromium. Each test crate uses a subset, hence `dead_code` is allowed.
 #![allow(dead_code)]
 
+pub mod server;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

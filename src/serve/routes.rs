@@ -1,0 +1,258 @@
+//! The routes and what each answers: the page, the model's description, predictions. Every
+//! request passes the [`Guard`] first; a prediction then reads its body within a size and time
+//! limit, reserves the memory its decode needs and a copy of the network, and runs on a blocking
+//! thread.
+
+use super::api;
+use super::guard::Guard;
+use super::limits::{BODY_TIMEOUT, DECODE_BUDGET, MAX_BODY, QUEUE_WAIT};
+use crate::checkpoint::Meta;
+use crate::data::prepare;
+use crate::model::Net;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use burn::prelude::Device;
+use http_body_util::{BodyExt, Limited};
+use std::sync::{Arc, Mutex};
+use tokio::sync::Semaphore;
+
+/// What every request handler shares.
+pub struct App {
+    pub meta: Meta,
+    pub name: String,
+    pub page: String,
+    pub guard: Guard,
+    /// Copies of the network; `slots` has one permit per copy.
+    nets: Mutex<Vec<Net>>,
+    slots: Semaphore,
+    /// Decode memory, one permit per MiB ([`DECODE_BUDGET`]).
+    memory: Semaphore,
+}
+
+impl App {
+    pub fn new(meta: Meta, name: String, page: String, guard: Guard, nets: Vec<Net>) -> App {
+        App {
+            meta,
+            name,
+            page,
+            guard,
+            slots: Semaphore::new(nets.len()),
+            nets: Mutex::new(nets),
+            memory: Semaphore::new((DECODE_BUDGET >> 20) as usize),
+        }
+    }
+}
+
+/// The routes, behind the Host/Origin guard. `GET` routes answer `HEAD` too.
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/", get(page))
+        .route("/api/model", get(model))
+        .route("/api/predict", post(predict))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(app.clone(), local_only))
+        .with_state(app)
+}
+
+async fn local_only(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    let refusal = {
+        let text = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
+        app.guard.refusal(text(header::HOST), text(header::ORIGIN))
+    };
+    match refusal {
+        Some(why) => Reply::error(StatusCode::FORBIDDEN, &why).into_response(),
+        None => next.run(req).await,
+    }
+}
+
+async fn page(State(app): State<Arc<App>>) -> Reply {
+    Reply {
+        status: StatusCode::OK,
+        content_type: "text/html; charset=utf-8",
+        body: app.page.clone().into_bytes(),
+    }
+}
+
+async fn model(State(app): State<Arc<App>>) -> Reply {
+    Reply::json(&api::describe(&app.name, &app.meta))
+}
+
+async fn not_found(uri: Uri) -> Reply {
+    Reply::error(
+        StatusCode::NOT_FOUND,
+        &format!("no such page: {}", uri.path()),
+    )
+}
+
+async fn method_not_allowed() -> Reply {
+    Reply::error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here")
+}
+
+async fn predict(State(app): State<Arc<App>>, uri: Uri, headers: HeaderMap, body: Body) -> Reply {
+    match predict_inner(&app, uri.query().unwrap_or(""), &headers, body).await {
+        Ok(reply) | Err(reply) => reply,
+    }
+}
+
+async fn predict_inner(
+    app: &Arc<App>,
+    query: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Reply, Reply> {
+    // A cross-site form can send text/plain, multipart or urlencoded bodies without asking; any
+    // other type needs the browser's preflight, which this server never grants.
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if !(mime == "application/octet-stream" || mime.starts_with("image/")) {
+        return Err(Reply::error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            &format!(
+                "send the image file with Content-Type image/... or application/octet-stream, \
+                 not {ct:?}"
+            ),
+        ));
+    }
+    let prep = api::Prep::from_query(&app.meta, query)
+        .map_err(|e| Reply::error(StatusCode::BAD_REQUEST, &e))?;
+    let too_large = || {
+        Reply::error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("the image is larger than {} MiB", MAX_BODY >> 20),
+        )
+    };
+    // A declared length over the limit is refused before reading a byte of the body.
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return Err(too_large());
+    }
+    let read = tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, MAX_BODY).collect()).await;
+    let bytes = match read {
+        Err(_) => {
+            return Err(Reply::error(
+                StatusCode::REQUEST_TIMEOUT,
+                &format!(
+                    "the image did not arrive within {} s",
+                    BODY_TIMEOUT.as_secs()
+                ),
+            ));
+        }
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
+        Ok(Err(e)) => {
+            return Err(Reply::error(
+                StatusCode::BAD_REQUEST,
+                &format!("the request body could not be read: {e}"),
+            ));
+        }
+        Ok(Ok(collected)) => collected.to_bytes(),
+    };
+    // Reserve the decode's memory (read from the image's header) and a network; a request that
+    // cannot have both within QUEUE_WAIT is told to come back.
+    let mib = (prepare::decoded_bytes(&bytes).div_ceil(1 << 20) as u32).max(1);
+    let busy = || {
+        Reply::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server is busy with other images: try again in a moment",
+        )
+    };
+    let memory = tokio::time::timeout(QUEUE_WAIT, app.memory.acquire_many(mib))
+        .await
+        .map_err(|_| busy())?
+        .map_err(|_| busy())?;
+    let slot = tokio::time::timeout(QUEUE_WAIT, app.slots.acquire())
+        .await
+        .map_err(|_| busy())?
+        .map_err(|_| busy())?;
+    let app2 = app.clone();
+    let answer = tokio::task::spawn_blocking(move || {
+        with_net(&app2, |net| {
+            api::predict(net, &app2.meta, &Device::flex(), &bytes, prep)
+                .map_err(|e| Reply::error(StatusCode::BAD_REQUEST, &e))
+        })?
+    })
+    .await;
+    drop((memory, slot));
+    match answer {
+        Ok(Ok(p)) => Ok(Reply::json(&p)),
+        Ok(Err(reply)) => Err(reply),
+        Err(e) => Err(Reply::error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("the prediction failed: {e}"),
+        )),
+    }
+}
+
+/// Runs `f` with a network taken from the pool, and puts it back afterwards, even when `f`
+/// panics (the panic becomes a 500).
+fn with_net<T>(app: &App, f: impl FnOnce(&Net) -> T) -> Result<T, Reply> {
+    let pool = || app.nets.lock().unwrap_or_else(|p| p.into_inner());
+    let net = pool()
+        .pop()
+        .ok_or_else(|| Reply::error(StatusCode::INTERNAL_SERVER_ERROR, "no network is free"))?;
+    let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&net)));
+    pool().push(net);
+    out.map_err(|_| Reply::error(StatusCode::INTERNAL_SERVER_ERROR, "the prediction failed"))
+}
+
+/// A complete answer: status, type and body (JSON unless it is the page).
+pub struct Reply {
+    status: StatusCode,
+    content_type: &'static str,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn json(value: &impl serde::Serialize) -> Reply {
+        match serde_json::to_vec(value) {
+            Ok(body) => Reply {
+                status: StatusCode::OK,
+                content_type: "application/json",
+                body,
+            },
+            Err(e) => Reply::error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("cannot encode the answer: {e}"),
+            ),
+        }
+    }
+
+    fn error(status: StatusCode, message: &str) -> Reply {
+        Reply {
+            status,
+            content_type: "application/json",
+            body: serde_json::json!({ "error": message })
+                .to_string()
+                .into_bytes(),
+        }
+    }
+}
+
+impl IntoResponse for Reply {
+    fn into_response(self) -> Response {
+        let mut r = (self.status, self.body).into_response();
+        let h = r.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(self.content_type),
+        );
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        r
+    }
+}
