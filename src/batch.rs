@@ -1,9 +1,10 @@
 //! Batches: a seeded shuffle per epoch, augmentation and conversion to `f32`, prepared in a
 //! background thread so the next batch is ready while the current one trains.
 
-use crate::augment::{Affine, AugmentConfig};
+use crate::augment::{Affine, AugmentConfig, strong};
+use crate::data::pool::Pool;
 use crate::data::{Images, PIXELS};
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use std::sync::Arc;
@@ -96,19 +97,134 @@ pub fn epoch_batches(
     seed: u64,
     epoch: usize,
 ) -> Receiver<Batch> {
+    spawn_epoch(images, batch_size, augment, seed, epoch, None, |s| s.labelled)
+}
+
+/// A step of semi-supervised training: a labelled batch and, with a pool, its unlabelled part.
+#[derive(Debug, Clone)]
+pub struct Step {
+    /// The labelled batch.
+    pub labelled: Batch,
+    /// Pool images drawn for this step, as weak and strong views.
+    pub pool: Option<PoolBatch>,
+}
+
+/// Pool images of one step: each as a weak view (the run's augmentation) and a strong view
+/// ([`strong`]), both scaled to `[0, 1]`.
+#[derive(Debug, Clone)]
+pub struct PoolBatch {
+    /// `len * 784` values: the weak views, whose predictions give the pseudo-labels.
+    pub weak: Vec<f32>,
+    /// `len * 784` values: the strong views, which learn the pseudo-labels.
+    pub strong: Vec<f32>,
+    /// The labels that came with the pool, for these images, if any: never trained on.
+    pub known: Option<Vec<u32>>,
+}
+
+impl PoolBatch {
+    /// Pool images in the batch.
+    pub fn len(&self) -> usize {
+        self.weak.len() / PIXELS
+    }
+
+    /// Whether it holds no image.
+    pub fn is_empty(&self) -> bool {
+        self.weak.is_empty()
+    }
+}
+
+/// How a pool joins the batches: `ratio` pool images per labelled image.
+#[derive(Debug, Clone)]
+pub struct PoolDraw {
+    /// The images.
+    pub pool: Arc<Pool>,
+    /// Pool images per labelled image in a step.
+    pub ratio: usize,
+}
+
+/// [`epoch_batches`] with a pool: each labelled batch of `n` images comes with `ratio * n` pool
+/// images drawn at random (with replacement). The labelled batches are those of
+/// [`epoch_batches`] (the pool has RNGs of its own, one per image), so adding a pool changes
+/// nothing else, and a resumed epoch draws the same pool images.
+pub fn epoch_steps(
+    images: Arc<Images>,
+    batch_size: usize,
+    augment: AugmentConfig,
+    seed: u64,
+    epoch: usize,
+    pool: Option<PoolDraw>,
+) -> Receiver<Step> {
+    spawn_epoch(images, batch_size, augment, seed, epoch, pool, |s| s)
+}
+
+fn spawn_epoch<T: Send + 'static>(
+    images: Arc<Images>,
+    batch_size: usize,
+    augment: AugmentConfig,
+    seed: u64,
+    epoch: usize,
+    pool: Option<PoolDraw>,
+    wrap: fn(Step) -> T,
+) -> Receiver<T> {
     let (tx, rx) = sync_channel(2);
     std::thread::spawn(move || {
         let mut rng = epoch_rng(seed, epoch);
         let mut order: Vec<usize> = (0..images.len()).collect();
         order.shuffle(&mut rng);
-        for chunk in order.chunks(batch_size.max(1)) {
-            let b = make_batch(&images, chunk, &augment, &mut rng);
-            if tx.send(b).is_err() {
+        for (b, chunk) in order.chunks(batch_size.max(1)).enumerate() {
+            let labelled = make_batch(&images, chunk, &augment, &mut rng);
+            let pool = pool
+                .as_ref()
+                .map(|p| pool_batch(p, chunk.len() * p.ratio, &augment, seed, epoch, b));
+            if tx.send(wrap(Step { labelled, pool })).is_err() {
                 return; // The trainer stopped early.
             }
         }
     });
     rx
+}
+
+/// The seed of one pool image's draws, a pure function of where it is used.
+fn pool_seed(seed: u64, epoch: usize, batch: usize, k: usize) -> u64 {
+    let mut h = seed ^ 0x5851_f42d_4c95_7f2d;
+    for v in [epoch as u64, batch as u64, k as u64] {
+        h = (h ^ v).wrapping_mul(0x94d0_49bb_1331_11eb);
+        h ^= h >> 29;
+    }
+    h
+}
+
+fn pool_batch(
+    draw: &PoolDraw,
+    n: usize,
+    augment: &AugmentConfig,
+    seed: u64,
+    epoch: usize,
+    batch: usize,
+) -> PoolBatch {
+    let mut weak = vec![0.0; n * PIXELS];
+    let mut strong_views = vec![0.0; n * PIXELS];
+    let mut known = draw.pool.known_labels.as_ref().map(|_| Vec::with_capacity(n));
+    for k in 0..n {
+        let mut rng = ChaCha8Rng::seed_from_u64(pool_seed(seed, epoch, batch, k));
+        let i = rng.random_range(0..draw.pool.len());
+        let src = draw.pool.image(i);
+        let w = &mut weak[k * PIXELS..(k + 1) * PIXELS];
+        if augment.is_none() {
+            to_unit(src, w);
+        } else {
+            augment.sample(&mut rng).apply(src, w);
+        }
+        strong::apply(src, &mut rng, &mut strong_views[k * PIXELS..(k + 1) * PIXELS]);
+        if let (Some(out), Some(l)) = (known.as_mut(), draw.pool.known_labels.as_ref()) {
+            out.push(l[i]);
+        }
+    }
+    PoolBatch {
+        weak,
+        strong: strong_views,
+        known,
+    }
 }
 
 #[cfg(test)]

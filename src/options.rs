@@ -189,6 +189,21 @@ pub struct TrainOptions {
     #[arg(long, value_parser = finite::<f32>)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub label_smoothing: Option<f32>,
+    /// Unlabelled images to learn from as well (semi-supervised, FixMatch): an image folder (any
+    /// nesting), an IDX images file or a directory of IDX files, or a CSV file. Labels that come
+    /// with them are never trained on.
+    #[arg(long, value_name = "PATH")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unlabeled: Option<PathBuf>,
+    /// With --unlabeled: the confidence an unlabelled image's prediction needs to be learned as
+    /// its label [default: 0.95].
+    #[arg(long, value_parser = finite::<f32>)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f32>,
+    /// With --unlabeled: unlabelled images per labelled image in each step [default: 7].
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unlabeled_ratio: Option<usize>,
     /// Start a new run even where --out holds another run's files or an interrupted run (they
     /// are removed first).
     #[arg(long)]
@@ -341,9 +356,9 @@ mod tests {
                     "schedule" => Some("cosine"),
                     "precise_bn" => Some("false"),
                     "new_head" | "overwrite" => None,
-                    "data" | "out" => Some("x"),
+                    "data" | "out" | "unlabeled" => Some("x"),
                     "val_split" | "warmup" | "lr" | "lr_ratio" | "weight_decay"
-                    | "label_smoothing" => Some("0.5"),
+                    | "label_smoothing" | "threshold" => Some("0.5"),
                     _ => Some("3"),
                 };
                 std::iter::once(flag(id)).chain(value.map(String::from))

@@ -80,8 +80,43 @@ fn start(
         &plan.record.load_options(),
         progress,
     )?;
+    let mut data = data;
+    if let Some(u) = &mut plan.record.unlabeled {
+        let pool = load_pool(u, &plan.record.data, progress)?;
+        u.count = Some(pool.len());
+        u.fingerprint = Some(pool.fingerprint());
+        data.pool = Some(std::sync::Arc::new(pool));
+    }
     let (model, init) = train::init::initial_model(plan, &data, &dev)?;
     Ok((dev, data, model, init))
+}
+
+/// The unlabelled pool of a run, prepared as its labelled data is (reported).
+fn load_pool(
+    u: &crate::record::UnlabeledRecord,
+    data: &crate::record::DataRecord,
+    progress: &mut dyn Progress,
+) -> Result<data::pool::Pool> {
+    let mut pool = data::pool::load(&u.path, data.invert, data.fit)?;
+    for w in std::mem::take(&mut pool.warnings) {
+        progress.event(Event::Warning(w));
+    }
+    let known = if pool.known_labels.is_some() {
+        " (its labels are not trained on; they measure the pseudo-labels)"
+    } else {
+        ""
+    };
+    info(
+        progress,
+        format_args!(
+            "Unlabeled: {} — {} images{known}; threshold {}, {} per labelled image",
+            u.path.display(),
+            pool.len(),
+            u.threshold,
+            u.ratio
+        ),
+    );
+    Ok(pool)
 }
 
 /// `pretrain` or `train`: a new run, or with `resume` the interrupted run in that directory. The
@@ -158,8 +193,22 @@ fn resume_stage(
         )));
     }
     let dev = device::make(req.runtime.device, run.seed)?;
-    let data = load_data(&run.data.path, &run.load_options(), progress)?;
+    let mut data = load_data(&run.data.path, &run.load_options(), progress)?;
     plan::check_fingerprint(&run, &data)?;
+    if let Some(u) = &run.unlabeled {
+        let pool = load_pool(u, &run.data, progress)?;
+        if u.fingerprint.as_deref() != Some(pool.fingerprint().as_str()) {
+            return Err(Error::format(
+                &u.path,
+                format!(
+                    "the unlabelled pool changed since the run started ({} images then, {} now):                      a resumed run must see the same images",
+                    u.count.unwrap_or(0),
+                    pool.len()
+                ),
+            ));
+        }
+        data.pool = Some(std::sync::Arc::new(pool));
+    }
     info(
         progress,
         format_args!(

@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 pub use crate::options::{InitRequest, TrainOptions, TrainRequest};
 use crate::record::{
     AdamSettings, DataRecord, Fingerprint, InitRecord, RECORD_VERSION, RunRecord, Stage,
+    UnlabeledRecord,
 };
 use crate::schedule::ScheduleName;
 use std::path::{Path, PathBuf};
@@ -20,6 +21,10 @@ use std::path::{Path, PathBuf};
 pub const DEFAULT_SEED: u64 = 42;
 /// The validation fraction unless `--val-split` says otherwise.
 pub const DEFAULT_VAL_SPLIT: f64 = 0.1;
+/// FixMatch's confidence threshold for pseudo-labels (Sohn et al. 2020).
+pub const DEFAULT_THRESHOLD: f32 = 0.95;
+/// FixMatch's unlabelled images per labelled one in a step (its μ).
+pub const DEFAULT_UNLABELED_RATIO: usize = 7;
 
 /// The settings a stage uses where the request leaves them open.
 #[derive(Debug, Clone, PartialEq)]
@@ -184,6 +189,36 @@ pub fn resolve(stage: Stage, request: &TrainRequest) -> Result<TrainPlan> {
             "--label-smoothing must be at least 0 and below 1, not {a}"
         )));
     }
+    let unlabeled = match &req.unlabeled {
+        Some(path) => {
+            let threshold = req.threshold.unwrap_or(DEFAULT_THRESHOLD);
+            if !(threshold > 0.0 && threshold <= 1.0) {
+                return Err(Error::invalid(format!(
+                    "--threshold must be above 0 and at most 1, not {threshold}"
+                )));
+            }
+            let ratio = req.unlabeled_ratio.unwrap_or(DEFAULT_UNLABELED_RATIO);
+            if ratio == 0 {
+                return Err(Error::invalid("--unlabeled-ratio must be at least 1"));
+            }
+            Some(UnlabeledRecord {
+                path: absolute(path)?,
+                threshold,
+                ratio,
+                weight: 1.0,
+                count: None,
+                fingerprint: None,
+            })
+        }
+        None => {
+            if req.threshold.is_some() || req.unlabeled_ratio.is_some() {
+                return Err(Error::invalid(
+                    "--threshold and --unlabeled-ratio set how unlabelled images are used: give                      them with --unlabeled PATH",
+                ));
+            }
+            None
+        }
+    };
     let init = match req.init.clone().unwrap_or(d.init) {
         InitRequest::Random => InitRecord::Random,
         InitRequest::From(p) => InitRecord::Checkpoint {
@@ -223,6 +258,7 @@ pub fn resolve(stage: Stage, request: &TrainRequest) -> Result<TrainPlan> {
         threads: Some(rayon::current_num_threads()),
         seed: req.seed.unwrap_or(DEFAULT_SEED),
         out: absolute(req.out.as_ref().unwrap_or(&d.out))?,
+        unlabeled,
     };
     Ok(TrainPlan {
         record,

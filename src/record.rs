@@ -235,6 +235,29 @@ pub struct RunRecord {
     pub seed: u64,
     /// The run directory: checkpoints, history, plots and the report.
     pub out: PathBuf,
+    /// The unlabelled pool and how it is learned from (`--unlabeled`); `None`: labels only.
+    #[serde(default)]
+    pub unlabeled: Option<UnlabeledRecord>,
+}
+
+/// Semi-supervised training (FixMatch): each step's labelled batch comes with `ratio` times as
+/// many pool images; a weakly augmented view of each (the run's augmentation) is predicted, and
+/// where the prediction's confidence reaches `threshold` its class is learned, with weight
+/// `weight`, from a strongly augmented view ([`crate::augment::strong`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnlabeledRecord {
+    /// The pool (absolute).
+    pub path: PathBuf,
+    /// Confidence a pseudo-label needs.
+    pub threshold: f32,
+    /// Pool images per labelled image in a step.
+    pub ratio: usize,
+    /// Weight of the unlabelled loss against the labelled one.
+    pub weight: f32,
+    /// Images in the pool, once loaded.
+    pub count: Option<usize>,
+    /// SHA-256 of the pool's images, once loaded (a resumed run must see the same pool).
+    pub fingerprint: Option<String>,
 }
 
 impl RunRecord {
@@ -369,6 +392,7 @@ mod legacy {
                 threads: o.args.threads,
                 seed: o.seed,
                 out: o.out,
+                unlabeled: None,
             }
         }
     }

@@ -8,13 +8,13 @@ use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
 
 /// Whether a directory entry is hidden (`.DS_Store`, `.ipynb_checkpoints`, `.git`): never data.
-fn hidden(p: &Path) -> bool {
+pub(super) fn hidden(p: &Path) -> bool {
     p.file_name()
         .is_some_and(|n| n.to_string_lossy().starts_with('.'))
 }
 
 /// The visible entries of `dir`, sorted.
-fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
+pub(super) fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
     let rd = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
     let mut v = Vec::new();
     for e in rd {

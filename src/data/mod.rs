@@ -6,6 +6,7 @@
 pub mod csv;
 pub mod folder;
 pub mod idx;
+pub mod pool;
 pub mod prepare;
 pub mod split;
 
@@ -139,6 +140,8 @@ pub struct Dataset {
     /// What the user should know about the loading (skipped files, empty classes), for the
     /// caller to report.
     pub warnings: Vec<String>,
+    /// Unlabelled images to learn from as well (`--unlabeled`), loaded by the pipeline.
+    pub pool: Option<std::sync::Arc<pool::Pool>>,
 }
 
 impl Dataset {
@@ -435,6 +438,7 @@ fn finish(path: &Path, raw: RawDataset, opts: &LoadOptions) -> Result<Dataset> {
         source: path.to_path_buf(),
         val_was_split,
         warnings,
+        pool: None,
     })
 }
 

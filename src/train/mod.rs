@@ -10,16 +10,17 @@
 pub mod init;
 pub mod resume;
 pub mod rundir;
+pub mod semi;
 pub mod state;
 
-use crate::batch::{Batch, epoch_batches, plain};
+use crate::batch::{Batch, PoolDraw, epoch_steps, plain};
 use crate::cancel;
 use crate::checkpoint::{self, Meta, Metrics};
 use crate::data::{Dataset, Images};
 use crate::error::{Error, Result};
 use crate::eval::predict_set;
 use crate::fsutil::{create_dir, write_atomic};
-use crate::history::{EpochRecord, History};
+use crate::history::{EpochRecord, History, PoolEpoch};
 use crate::model::{ArchConfig, Net, images_tensor};
 use crate::progress::{Event, Progress};
 use crate::record::{AdamSettings, RunRecord};
@@ -102,6 +103,7 @@ pub fn fit(
         history: History::default(),
         best_acc: None,
         stopped: None,
+        pool: semi::PoolCounts::default(),
     };
     let optim = new_optimizer(&record.optimizer);
     run_loop(model, optim, state, data, device, observer)
@@ -302,6 +304,19 @@ pub fn precise_bn(mut model: Net, images: &Images, batch_size: usize, ad: &Devic
     model
 }
 
+/// An epoch's pool figures from its counts.
+fn pool_epoch(c: &semi::PoolCounts) -> PoolEpoch {
+    PoolEpoch {
+        confident: c.confident as f64 / c.seen.max(1) as f64,
+        pseudo_acc: (c.known > 0).then(|| c.correct as f64 / c.known as f64),
+        shares: c
+            .per_class
+            .iter()
+            .map(|&k| k as f64 / c.confident.max(1) as f64)
+            .collect(),
+    }
+}
+
 /// Early stopping: the reason to stop after the last epoch of `history`, when the validation
 /// accuracy has not improved for `patience` epochs.
 pub fn stop_reason(history: &History, patience: Option<usize>) -> Option<String> {
@@ -335,6 +350,19 @@ fn run_loop(
     let loss_fn = loss(run.label_smoothing, &ad);
     let train = Arc::new(data.train.clone());
     let n_batches = train.len().div_ceil(run.batch_size);
+    let pool = match (&run.unlabeled, &data.pool) {
+        (Some(u), Some(p)) => Some(PoolDraw {
+            pool: p.clone(),
+            ratio: u.ratio,
+        }),
+        (Some(u), None) => {
+            return Err(Error::invalid(format!(
+                "the run learns from {} but it was not loaded",
+                u.path.display()
+            )));
+        }
+        _ => None,
+    };
     let (best_p, last_p) = (best_path(&run.out), last_path(&run.out));
 
     let total_steps = run.epochs * n_batches;
@@ -351,18 +379,34 @@ fn run_loop(
             batches: n_batches,
             done: st.batch,
         });
-        let batches = epoch_batches(
+        let steps = epoch_steps(
             train.clone(),
             run.batch_size,
             run.augment_at(st.epoch),
             run.seed,
             st.epoch,
+            pool.clone(),
         );
         // A resumed epoch regenerates the same stream and skips what was already trained.
-        for (b, batch) in batches.into_iter().enumerate().skip(st.batch) {
+        for (b, batch) in steps.into_iter().enumerate().skip(st.batch) {
             ad.seed(batch_seed(run.seed, st.epoch, b));
-            let n = batch.len();
-            let (grads, l, hits) = forward_backward(&model, &loss_fn, batch, &ad);
+            let n = batch.labelled.len();
+            let (grads, l, hits) = match (batch.pool, &run.unlabeled) {
+                (Some(p), Some(u)) => {
+                    let (g, l, h, counts) = semi::forward_backward(
+                        &model,
+                        &loss_fn,
+                        batch.labelled,
+                        p,
+                        u,
+                        device,
+                        &ad,
+                    );
+                    st.pool.accumulate(&counts);
+                    (g, l, h)
+                }
+                _ => forward_backward(&model, &loss_fn, batch.labelled, &ad),
+            };
             if !l.is_finite() {
                 observer.progress().event(Event::BatchesEnded);
                 let last = if last_p.is_file() {
@@ -415,6 +459,7 @@ fn run_loop(
             acc: st.correct as f64 / st.seen.max(1) as f64,
             val_loss: vp.loss(),
             val_acc: vp.accuracy(),
+            pool: pool.as_ref().map(|_| pool_epoch(&std::mem::take(&mut st.pool))),
         };
         // A finite loss does not make finite weights (a huge --lr can leave batch-norm statistics
         // NaN): never save a checkpoint that cannot predict.
@@ -430,7 +475,7 @@ fn run_loop(
                 rec.epoch
             )));
         }
-        st.history.0.push(rec);
+        st.history.0.push(rec.clone());
         let meta = Meta::new(
             data.classes.clone(),
             run.clone(),

@@ -33,6 +33,9 @@ pub struct LoopState {
     /// Why the run stopped before its last epoch (early stopping), once it has.
     #[serde(default)]
     pub stopped: Option<String>,
+    /// What the unlabelled pool did so far in the epoch (semi-supervised runs).
+    #[serde(default)]
+    pub pool: super::semi::PoolCounts,
 }
 
 #[cfg(test)]

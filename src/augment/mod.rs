@@ -8,6 +8,8 @@
 //! It runs on the CPU on bytes, in the batch-preparation thread, so it stays off the training
 //! critical path. Parameters are drawn per image per epoch from a seeded RNG.
 
+pub mod strong;
+
 use crate::data::SIDE;
 use crate::error::{Error, Result};
 use rand::Rng;

@@ -1,0 +1,132 @@
+//! One step of semi-supervised training (FixMatch, Sohn et al. 2020): the labelled batch's
+//! cross-entropy, plus, for each pool image whose weak view the model predicts with confidence
+//! at least the threshold, the cross-entropy of its strong view against that prediction
+//! (the pseudo-label). The pseudo-labels come from the network as it is at this step, in
+//! evaluation mode (running batch-norm statistics, no dropout), and carry no gradient.
+//!
+//! Labels that came with the pool only count how often the pseudo-labels are right: they never
+//! reach the loss.
+
+use crate::batch::{Batch, PoolBatch};
+use crate::eval::{argmax, probabilities};
+use crate::model::{Net, images_tensor};
+use crate::record::UnlabeledRecord;
+use burn::nn::loss::CrossEntropyLoss;
+use burn::optim::GradientsParams;
+use burn::prelude::*;
+use burn::tensor::activation::log_softmax;
+use serde::{Deserialize, Serialize};
+
+/// What the pool did in an epoch so far (saved with the resume state).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PoolCounts {
+    /// Pool images seen.
+    pub seen: usize,
+    /// Of them, with a pseudo-label (confidence at least the threshold).
+    pub confident: usize,
+    /// Pseudo-labels given per class.
+    pub per_class: Vec<usize>,
+    /// Confident images whose pool label is known.
+    pub known: usize,
+    /// Of them, pseudo-labelled correctly.
+    pub correct: usize,
+}
+
+impl PoolCounts {
+    fn add(&mut self, other: &PoolCounts) {
+        self.seen += other.seen;
+        self.confident += other.confident;
+        self.known += other.known;
+        self.correct += other.correct;
+        if self.per_class.len() < other.per_class.len() {
+            self.per_class.resize(other.per_class.len(), 0);
+        }
+        for (a, b) in self.per_class.iter_mut().zip(&other.per_class) {
+            *a += b;
+        }
+    }
+
+    /// Adds one step's counts.
+    pub fn accumulate(&mut self, step: &PoolCounts) {
+        self.add(step);
+    }
+}
+
+/// The pseudo-labels of a pool batch: class and whether it is confident enough, per image.
+fn pseudo_labels(
+    model: &Net,
+    pool: &PoolBatch,
+    threshold: f32,
+    device: &Device,
+) -> (Vec<i64>, Vec<f32>, PoolCounts) {
+    let probs = probabilities(&model.valid(), pool.weak.clone(), device);
+    let classes = probs.len() / pool.len().max(1);
+    let mut counts = PoolCounts {
+        seen: pool.len(),
+        per_class: vec![0; classes],
+        ..Default::default()
+    };
+    let (mut labels, mut mask) = (Vec::with_capacity(pool.len()), Vec::with_capacity(pool.len()));
+    for (k, p) in probs.chunks(classes).enumerate() {
+        let c = argmax(p);
+        let sure = p[c] >= threshold;
+        labels.push(c as i64);
+        mask.push(if sure { 1.0 } else { 0.0 });
+        if sure {
+            counts.confident += 1;
+            counts.per_class[c] += 1;
+            if let Some(known) = &pool.known {
+                counts.known += 1;
+                counts.correct += usize::from(known[k] as usize == c);
+            }
+        }
+    }
+    (labels, mask, counts)
+}
+
+/// One FixMatch step's gradients, the labelled batch's mean loss and correct predictions, and
+/// the pool's counts. `model` is in training mode on the autodiff device `ad`; `device` is the
+/// plain device the pseudo-labels are computed on.
+pub fn forward_backward(
+    model: &Net,
+    loss_fn: &CrossEntropyLoss,
+    batch: Batch,
+    pool: PoolBatch,
+    unlabeled: &UnlabeledRecord,
+    device: &Device,
+    ad: &Device,
+) -> (GradientsParams, f64, usize, PoolCounts) {
+    let (pseudo, mask, counts) = pseudo_labels(model, &pool, unlabeled.threshold, device);
+    let (n, m) = (batch.len(), pool.len());
+    let mut pixels = batch.images;
+    pixels.extend_from_slice(&pool.strong);
+    // One forward pass over both, so batch norm normalises them together (as FixMatch does).
+    let logits = model.forward(images_tensor(pixels, ad));
+    let labelled = logits.clone().slice([0..n]);
+    let y = Tensor::<1, Int>::from_data(TensorData::new(batch.labels, [n]), ad);
+    let loss_l = loss_fn.forward(labelled.clone(), y.clone());
+    let hits = labelled
+        .argmax(1)
+        .reshape([n])
+        .equal(y)
+        .int()
+        .sum()
+        .into_scalar::<i64>();
+    let loss = if counts.confident > 0 {
+        let unlabelled = logits.slice([n..n + m]);
+        let idx = Tensor::<2, Int>::from_data(TensorData::new(pseudo, [m, 1]), ad);
+        let w = Tensor::<2>::from_data(TensorData::new(mask, [m, 1]), ad);
+        let picked = log_softmax(unlabelled, 1).gather(1, idx);
+        let loss_u = (picked * w).sum().neg().div_scalar(m as f32);
+        loss_l.clone() + loss_u.mul_scalar(unlabeled.weight)
+    } else {
+        loss_l.clone()
+    };
+    let grads = GradientsParams::from_grads(loss.backward(), model);
+    (
+        grads,
+        f64::from(loss_l.into_scalar::<f32>()),
+        hits as usize,
+        counts,
+    )
+}

@@ -1,0 +1,198 @@
+//! Semi-supervised training (`--unlabeled`): the pool trains, its labels never reach the loss,
+//! its figures are reported, an interrupted run resumes to the same bits, and bad pools are
+//! refused naming the path.
+
+mod common;
+
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use warmstart::data::{LoadOptions, idx, load};
+
+/// A pool of `n` Fashion-MNIST test images as an IDX directory with `labels` (or none).
+fn pool_dir(dir: &Path, n: usize, labels: Option<fn(u32) -> u32>) -> PathBuf {
+    let d = load(Path::new("data/fashion-1k"), &LoadOptions::default()).unwrap();
+    let test = d.test.unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    let px: Vec<u8> = (0..n).flat_map(|i| test.image(i).to_vec()).collect();
+    std::fs::write(
+        dir.join("train-images-idx3-ubyte.gz"),
+        idx::gzip(&idx::encode(&[n, 28, 28], &px)),
+    )
+    .unwrap();
+    if let Some(f) = labels {
+        let l: Vec<u8> = (0..n).map(|i| f(test.label(i)) as u8).collect();
+        std::fs::write(
+            dir.join("train-labels-idx1-ubyte.gz"),
+            idx::gzip(&idx::encode(&[n], &l)),
+        )
+        .unwrap();
+    }
+    dir.to_path_buf()
+}
+
+/// A short pretraining on fashion-1k: 4 labelled batches of 32 an epoch.
+fn args(out: &Path, pool: Option<&Path>, batch: &str) -> Vec<String> {
+    let mut a: Vec<String> = [
+        "pretrain",
+        "--data",
+        "data/fashion-1k",
+        "--limit",
+        "144",
+        "--batch-size",
+        batch,
+        "--test-limit",
+        "50",
+        "--epochs",
+        "2",
+        "--threads",
+        "2",
+        "--seed",
+        "5",
+        "--out",
+        s(out),
+    ]
+    .map(String::from)
+    .to_vec();
+    if let Some(p) = pool {
+        // Every prediction confident: every pool image learns its pseudo-label, so labels
+        // that leaked into the loss would change the weights.
+        for w in ["--unlabeled", s(p), "--threshold", "0.05", "--unlabeled-ratio", "2"] {
+            a.push(w.into());
+        }
+    }
+    a
+}
+
+fn checkpoints(dir: &Path) -> Vec<Vec<u8>> {
+    ["best.safetensors", "last.safetensors"]
+        .iter()
+        .map(|f| std::fs::read(dir.join(f)).unwrap())
+        .collect()
+}
+
+#[test]
+fn the_pool_trains_and_its_labels_never_reach_the_loss() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let right = pool_dir(&t.join("pool-right"), 300, Some(|l| l));
+    let wrong = pool_dir(&t.join("pool-wrong"), 300, Some(|l| (l + 3) % 10));
+    let bare = pool_dir(&t.join("pool-bare"), 300, None);
+    let mut outs = Vec::new();
+    for (name, pool) in [
+        ("right", Some(&right)),
+        ("wrong", Some(&wrong)),
+        ("bare", Some(&bare)),
+        ("none", None),
+    ] {
+        let out = t.join(name);
+        let a = args(&out, pool.map(PathBuf::as_path), "32");
+        let text = ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
+        outs.push((out, text));
+    }
+    let bits: Vec<_> = outs.iter().map(|(o, _)| checkpoints(o)).collect();
+    assert!(bits[0] == bits[1], "the pool's labels changed the weights");
+    assert!(bits[0] == bits[2], "a pool without labels trained differently");
+    assert!(bits[0] != bits[3], "the pool changed nothing");
+    // Reported: the confident share and, when the pool has labels, the pseudo-labels' accuracy.
+    let (right_text, bare_text) = (&outs[0].1, &outs[2].1);
+    assert!(right_text.contains("Unlabeled: ") && right_text.contains("300 images"));
+    assert!(right_text.contains("- pool: 1.00 confident, pseudo_acc: "), "{right_text}");
+    assert!(bare_text.contains("- pool: 1.00 confident, classes"), "{bare_text}");
+    let csv = |o: &Path| std::fs::read_to_string(o.join("history.csv")).unwrap();
+    let (h_right, h_wrong) = (csv(&outs[0].0), csv(&outs[1].0));
+    assert!(h_right.lines().next().unwrap().contains(",pool_confident,pseudo_acc,pseudo_share_0"));
+    let acc = |h: &str| -> f64 {
+        h.lines().last().unwrap().split(',').nth(7).unwrap().parse().unwrap()
+    };
+    // The same pseudo-labels, measured against right and shifted labels.
+    assert!(acc(&h_right) > acc(&h_wrong), "{h_right}\n{h_wrong}");
+    // The run record keeps the pool.
+    let meta = std::fs::read_to_string(outs[0].0.join("best.json")).unwrap();
+    assert!(meta.contains("pool-right") && meta.contains("\"count\": 300"), "{meta}");
+}
+
+#[test]
+fn an_interrupted_run_with_a_pool_resumes_to_the_same_bits() {
+    use std::io::BufRead;
+    let tmp = tempfile::tempdir().unwrap();
+    let pool = pool_dir(&tmp.path().join("pool"), 200, None);
+    let whole = tmp.path().join("whole");
+    let a = args(&whole, Some(&pool), "8");
+    ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    for (k, wait) in [150u64, 600].into_iter().enumerate() {
+        let cut = tmp.path().join(format!("cut-{k}"));
+        let mut child = bin()
+            .args(args(&cut, Some(&pool), "8"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        for line in lines.by_ref() {
+            if line.unwrap().starts_with("Training ") {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(wait));
+        assert!(
+            Command::new("kill")
+                .args(["-INT", &child.id().to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
+        lines.for_each(drop);
+        assert_eq!(child.wait().unwrap().code(), Some(130), "point {k}");
+        let saved = warmstart::train::resume::load(&cut).unwrap();
+        eprintln!(
+            "point {k}: interrupted in epoch {}, after batch {}",
+            saved.state.epoch + 1,
+            saved.state.batch
+        );
+        ok(&["pretrain", "--resume", s(&cut)]);
+        assert!(
+            checkpoints(&whole) == checkpoints(&cut),
+            "point {k}: the resumed run's checkpoints differ"
+        );
+        let h = |d: &Path| {
+            std::fs::read_to_string(d.join("history.csv"))
+                .unwrap()
+                .lines()
+                .map(|l| {
+                    let mut f: Vec<&str> = l.split(',').collect();
+                    f.remove(1);
+                    f.join(",")
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(h(&whole), h(&cut), "point {k}: the pool's figures differ");
+    }
+}
+
+#[test]
+fn bad_pools_and_pool_flags_are_refused_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let base = |extra: &[&str]| -> String {
+        let mut a = vec!["pretrain", "--data", "data/fashion-1k", "--limit", "64", "--epochs", "1", "--out", s(&out)];
+        a.extend_from_slice(extra);
+        fails(&a)
+    };
+    let e = base(&["--unlabeled", "/no/such/pool"]);
+    assert!(e.contains("/no/such/pool"), "{e}");
+    let junk = tmp.path().join("junk");
+    std::fs::create_dir(&junk).unwrap();
+    std::fs::write(junk.join("a.png"), "not a png").unwrap();
+    let e = base(&["--unlabeled", s(&junk)]);
+    assert!(e.contains("junk") && e.contains("no readable image"), "{e}");
+    let e = base(&["--threshold", "0.5"]);
+    assert!(e.contains("--unlabeled"), "{e}");
+    let pool = pool_dir(&tmp.path().join("pool"), 10, None);
+    let e = base(&["--unlabeled", s(&pool), "--threshold", "1.5"]);
+    assert!(e.contains("--threshold"), "{e}");
+    let e = base(&["--unlabeled", s(&pool), "--unlabeled-ratio", "0"]);
+    assert!(e.contains("--unlabeled-ratio"), "{e}");
+    assert!(!out.join("best.safetensors").exists());
+}
