@@ -4,8 +4,8 @@
 use crate::augment::{Affine, AugmentConfig, strong};
 use crate::data::pool::Pool;
 use crate::data::{Images, PIXELS};
-use rand::{Rng, SeedableRng};
 use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, sync_channel};
@@ -97,7 +97,9 @@ pub fn epoch_batches(
     seed: u64,
     epoch: usize,
 ) -> Receiver<Batch> {
-    spawn_epoch(images, batch_size, augment, seed, epoch, None, |s| s.labelled)
+    spawn_epoch(images, batch_size, augment, seed, epoch, None, |s| {
+        s.labelled
+    })
 }
 
 /// A step of semi-supervised training: a labelled batch and, with a pool, its unlabelled part.
@@ -204,7 +206,11 @@ fn pool_batch(
 ) -> PoolBatch {
     let mut weak = vec![0.0; n * PIXELS];
     let mut strong_views = vec![0.0; n * PIXELS];
-    let mut known = draw.pool.known_labels.as_ref().map(|_| Vec::with_capacity(n));
+    let mut known = draw
+        .pool
+        .known_labels
+        .as_ref()
+        .map(|_| Vec::with_capacity(n));
     for k in 0..n {
         let mut rng = ChaCha8Rng::seed_from_u64(pool_seed(seed, epoch, batch, k));
         let i = rng.random_range(0..draw.pool.len());
@@ -215,7 +221,11 @@ fn pool_batch(
         } else {
             augment.sample(&mut rng).apply(src, w);
         }
-        strong::apply(src, &mut rng, &mut strong_views[k * PIXELS..(k + 1) * PIXELS]);
+        strong::apply(
+            src,
+            &mut rng,
+            &mut strong_views[k * PIXELS..(k + 1) * PIXELS],
+        );
         if let (Some(out), Some(l)) = (known.as_mut(), draw.pool.known_labels.as_ref()) {
             out.push(l[i]);
         }

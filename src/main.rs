@@ -26,7 +26,7 @@ fn main() -> std::process::ExitCode {
     // Purge at once in the server instead: an upload's decode is freed for good, not kept for
     // the next one (which may land on another thread).
     let delay = if matches!(cli.command, Some(cli::Command::Serve(_))) {
-        std::env::var("WS_DELAY").ok().and_then(|v| v.parse().ok()).unwrap_or(10)
+        0
     } else {
         -1
     };

@@ -58,7 +58,14 @@ fn args(out: &Path, pool: Option<&Path>, batch: &str) -> Vec<String> {
     if let Some(p) = pool {
         // Every prediction confident: every pool image learns its pseudo-label, so labels
         // that leaked into the loss would change the weights.
-        for w in ["--unlabeled", s(p), "--threshold", "0.05", "--unlabeled-ratio", "2"] {
+        for w in [
+            "--unlabeled",
+            s(p),
+            "--threshold",
+            "0.05",
+            "--unlabeled-ratio",
+            "2",
+        ] {
             a.push(w.into());
         }
     }
@@ -93,24 +100,49 @@ fn the_pool_trains_and_its_labels_never_reach_the_loss() {
     }
     let bits: Vec<_> = outs.iter().map(|(o, _)| checkpoints(o)).collect();
     assert!(bits[0] == bits[1], "the pool's labels changed the weights");
-    assert!(bits[0] == bits[2], "a pool without labels trained differently");
+    assert!(
+        bits[0] == bits[2],
+        "a pool without labels trained differently"
+    );
     assert!(bits[0] != bits[3], "the pool changed nothing");
     // Reported: the confident share and, when the pool has labels, the pseudo-labels' accuracy.
     let (right_text, bare_text) = (&outs[0].1, &outs[2].1);
     assert!(right_text.contains("Unlabeled: ") && right_text.contains("300 images"));
-    assert!(right_text.contains("- pool: 1.00 confident, pseudo_acc: "), "{right_text}");
-    assert!(bare_text.contains("- pool: 1.00 confident, classes"), "{bare_text}");
+    assert!(
+        right_text.contains("- pool: 1.00 confident, pseudo_acc: "),
+        "{right_text}"
+    );
+    assert!(
+        bare_text.contains("- pool: 1.00 confident, classes"),
+        "{bare_text}"
+    );
     let csv = |o: &Path| std::fs::read_to_string(o.join("history.csv")).unwrap();
     let (h_right, h_wrong) = (csv(&outs[0].0), csv(&outs[1].0));
-    assert!(h_right.lines().next().unwrap().contains(",pool_confident,pseudo_acc,pseudo_share_0"));
+    assert!(
+        h_right
+            .lines()
+            .next()
+            .unwrap()
+            .contains(",pool_confident,pseudo_acc,pseudo_share_0")
+    );
     let acc = |h: &str| -> f64 {
-        h.lines().last().unwrap().split(',').nth(7).unwrap().parse().unwrap()
+        h.lines()
+            .last()
+            .unwrap()
+            .split(',')
+            .nth(7)
+            .unwrap()
+            .parse()
+            .unwrap()
     };
     // The same pseudo-labels, measured against right and shifted labels.
     assert!(acc(&h_right) > acc(&h_wrong), "{h_right}\n{h_wrong}");
     // The run record keeps the pool.
     let meta = std::fs::read_to_string(outs[0].0.join("best.json")).unwrap();
-    assert!(meta.contains("pool-right") && meta.contains("\"count\": 300"), "{meta}");
+    assert!(
+        meta.contains("pool-right") && meta.contains("\"count\": 300"),
+        "{meta}"
+    );
 }
 
 #[test]
@@ -176,7 +208,17 @@ fn bad_pools_and_pool_flags_are_refused_by_name() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
     let base = |extra: &[&str]| -> String {
-        let mut a = vec!["pretrain", "--data", "data/fashion-1k", "--limit", "64", "--epochs", "1", "--out", s(&out)];
+        let mut a = vec![
+            "pretrain",
+            "--data",
+            "data/fashion-1k",
+            "--limit",
+            "64",
+            "--epochs",
+            "1",
+            "--out",
+            s(&out),
+        ];
         a.extend_from_slice(extra);
         fails(&a)
     };

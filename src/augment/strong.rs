@@ -173,7 +173,10 @@ fn warp(img: &[f32], a: [[f32; 2]; 2], t: (f32, f32)) -> Vec<f32> {
 
 /// Histogram equalization (PIL's `ImageOps.equalize`).
 fn equalize(img: &[f32]) -> Vec<f32> {
-    let px: Vec<u8> = img.iter().map(|v| v.round().clamp(0.0, 255.0) as u8).collect();
+    let px: Vec<u8> = img
+        .iter()
+        .map(|v| v.round().clamp(0.0, 255.0) as u8)
+        .collect();
     let mut hist = [0usize; 256];
     for &p in &px {
         hist[p as usize] += 1;
@@ -232,7 +235,13 @@ mod tests {
 
     fn bar() -> Vec<f32> {
         (0..PIXELS)
-            .map(|i| if (12..16).contains(&(i % SIDE)) { 200.0 } else { 10.0 })
+            .map(|i| {
+                if (12..16).contains(&(i % SIDE)) {
+                    200.0
+                } else {
+                    10.0
+                }
+            })
             .collect()
     }
 
@@ -270,7 +279,7 @@ mod tests {
         assert_eq!(a[12], 255.0);
         // Posterize at full magnitude keeps 4 bits.
         let p = op_apply(Op::Posterize, &img, 1.0, 1.0);
-        assert!(p.iter().all(|&v| (v as u32) % 16 == 0));
+        assert!(p.iter().all(|&v| (v as u32).is_multiple_of(16)));
     }
 
     #[test]

@@ -30,7 +30,7 @@ pub struct Pool {
 impl Pool {
     /// A pool of `pixels` (784 bytes an image).
     pub fn new(pixels: Vec<u8>, known_labels: Option<Vec<u32>>, source: PathBuf) -> Result<Pool> {
-        if pixels.is_empty() || pixels.len() % PIXELS != 0 {
+        if pixels.is_empty() || !pixels.len().is_multiple_of(PIXELS) {
             return Err(Error::format(
                 &source,
                 "the unlabelled pool holds no images (an empty pool is no help: leave out \
@@ -194,7 +194,11 @@ mod tests {
         let p = load(d.path(), Invert::No, Fit::Box).unwrap();
         assert_eq!(p.len(), 2);
         assert!(p.known_labels.is_none());
-        assert!(p.warnings.iter().any(|w| w.contains("notes.txt")), "{:?}", p.warnings);
+        assert!(
+            p.warnings.iter().any(|w| w.contains("notes.txt")),
+            "{:?}",
+            p.warnings
+        );
     }
 
     #[test]
@@ -226,11 +230,7 @@ mod tests {
         let p = load(&plain, Invert::No, Fit::Box).unwrap();
         assert_eq!((p.len(), p.known_labels.clone()), (2, None));
         let labelled = d.path().join("labelled.csv");
-        std::fs::write(
-            &labelled,
-            format!("label,{}\n3,{row}\n", header.join(",")),
-        )
-        .unwrap();
+        std::fs::write(&labelled, format!("label,{}\n3,{row}\n", header.join(","))).unwrap();
         let p = load(&labelled, Invert::No, Fit::Box).unwrap();
         assert_eq!(p.known_labels, Some(vec![3]));
         assert_eq!(p.image(0)[0], 7);
@@ -242,7 +242,10 @@ mod tests {
         let empty = d.path().join("empty");
         std::fs::create_dir(&empty).unwrap();
         let e = load(&empty, Invert::No, Fit::Box).unwrap_err().to_string();
-        assert!(e.contains("empty") && e.contains("no readable image"), "{e}");
+        assert!(
+            e.contains("empty") && e.contains("no readable image"),
+            "{e}"
+        );
         let junk = d.path().join("junk");
         std::fs::create_dir(&junk).unwrap();
         std::fs::write(junk.join("a.png"), "not a png").unwrap();
@@ -255,7 +258,10 @@ mod tests {
         let txt = d.path().join("list.txt");
         std::fs::write(&txt, "x").unwrap();
         let e = load(&txt, Invert::No, Fit::Box).unwrap_err().to_string();
-        assert!(e.contains("list.txt") && e.contains("not an unlabelled pool"), "{e}");
+        assert!(
+            e.contains("list.txt") && e.contains("not an unlabelled pool"),
+            "{e}"
+        );
         let bad = d.path().join("bad-idx3-ubyte");
         std::fs::write(&bad, [0u8, 0, 8, 3, 0]).unwrap();
         let e = load(&bad, Invert::No, Fit::Box).unwrap_err().to_string();

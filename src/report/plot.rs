@@ -215,6 +215,7 @@ mod tests {
                     acc: 1.0 - 0.5 / e as f64,
                     val_loss: 1.2 / e as f64,
                     val_acc: 1.0 - 0.6 / e as f64,
+                    pool: None,
                 })
                 .collect(),
         );

@@ -9,8 +9,9 @@
 //!
 //! hyper serves each connection on tokio (HTTP/1.1, with the head size and time limits of
 //! [`limits`]), axum routes the requests ([`routes`]), and [`guard`] refuses requests that are not
-//! from this server's own page. Predictions run on blocking threads, each with its own copy of
-//! the network, so requests are answered concurrently with no lock around inference. Ctrl-C or
+//! from this server's own page. Predictions run on the thread that took the request
+//! (`block_in_place`), each with its own copy of the network, so requests are answered
+//! concurrently with no lock around inference. Ctrl-C or
 //! SIGTERM stops accepting at once, gives answers under way [`limits::GRACE`], then closes
 //! everything: a slow or silent client cannot hold the server up.
 

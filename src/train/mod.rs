@@ -393,15 +393,8 @@ fn run_loop(
             let n = batch.labelled.len();
             let (grads, l, hits) = match (batch.pool, &run.unlabeled) {
                 (Some(p), Some(u)) => {
-                    let (g, l, h, counts) = semi::forward_backward(
-                        &model,
-                        &loss_fn,
-                        batch.labelled,
-                        p,
-                        u,
-                        device,
-                        &ad,
-                    );
+                    let (g, l, h, counts) =
+                        semi::forward_backward(&model, &loss_fn, batch.labelled, p, u, device, &ad);
                     st.pool.accumulate(&counts);
                     (g, l, h)
                 }
@@ -459,7 +452,9 @@ fn run_loop(
             acc: st.correct as f64 / st.seen.max(1) as f64,
             val_loss: vp.loss(),
             val_acc: vp.accuracy(),
-            pool: pool.as_ref().map(|_| pool_epoch(&std::mem::take(&mut st.pool))),
+            pool: pool
+                .as_ref()
+                .map(|_| pool_epoch(&std::mem::take(&mut st.pool))),
         };
         // A finite loss does not make finite weights (a huge --lr can leave batch-norm statistics
         // NaN): never save a checkpoint that cannot predict.
@@ -531,6 +526,7 @@ mod tests {
                     acc: 0.8,
                     val_loss: 0.4,
                     val_acc,
+                    pool: None,
                 })
                 .collect(),
         )

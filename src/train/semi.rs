@@ -66,7 +66,10 @@ fn pseudo_labels(
         per_class: vec![0; classes],
         ..Default::default()
     };
-    let (mut labels, mut mask) = (Vec::with_capacity(pool.len()), Vec::with_capacity(pool.len()));
+    let (mut labels, mut mask) = (
+        Vec::with_capacity(pool.len()),
+        Vec::with_capacity(pool.len()),
+    );
     for (k, p) in probs.chunks(classes).enumerate() {
         let c = argmax(p);
         let sure = p[c] >= threshold;
@@ -102,7 +105,7 @@ pub fn forward_backward(
     pixels.extend_from_slice(&pool.strong);
     // One forward pass over both, so batch norm normalises them together (as FixMatch does).
     let logits = model.forward(images_tensor(pixels, ad));
-    let labelled = logits.clone().slice([0..n]);
+    let labelled = logits.clone().narrow(0, 0, n);
     let y = Tensor::<1, Int>::from_data(TensorData::new(batch.labels, [n]), ad);
     let loss_l = loss_fn.forward(labelled.clone(), y.clone());
     let hits = labelled
@@ -113,7 +116,7 @@ pub fn forward_backward(
         .sum()
         .into_scalar::<i64>();
     let loss = if counts.confident > 0 {
-        let unlabelled = logits.slice([n..n + m]);
+        let unlabelled = logits.narrow(0, n, m);
         let idx = Tensor::<2, Int>::from_data(TensorData::new(pseudo, [m, 1]), ad);
         let w = Tensor::<2>::from_data(TensorData::new(mask, [m, 1]), ad);
         let picked = log_softmax(unlabelled, 1).gather(1, idx);

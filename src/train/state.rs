@@ -61,6 +61,7 @@ mod tests {
             history: History::default(),
             best_acc: None,
             stopped: None,
+            pool: Default::default(),
         };
         let json = serde_json::to_value(&st).unwrap();
         assert_eq!(json["best_acc"], serde_json::Value::Null);
