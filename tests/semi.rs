@@ -137,6 +137,14 @@ fn the_pool_trains_and_its_labels_never_reach_the_loss() {
     };
     // The same pseudo-labels, measured against right and shifted labels.
     assert!(acc(&h_right) > acc(&h_wrong), "{h_right}\n{h_wrong}");
+    // The report names the pool, and the curves get a third panel for it.
+    let report = std::fs::read_to_string(outs[0].0.join("report.html")).unwrap();
+    assert!(report.contains("Unlabelled pool") && report.contains("pool-right"));
+    let width = |o: &Path| {
+        let png = std::fs::read(o.join("curves.png")).unwrap();
+        u32::from_be_bytes(png[16..20].try_into().unwrap())
+    };
+    assert_eq!((width(&outs[0].0), width(&outs[3].0)), (1800, 1200));
     // The run record keeps the pool.
     let meta = std::fs::read_to_string(outs[0].0.join("best.json")).unwrap();
     assert!(

@@ -61,17 +61,14 @@ pub fn render_png_then(
 }
 
 /// One panel: a train and a validation series over epochs.
-fn panel(
-    area: &Area<'_>,
-    title: &str,
-    y_label: &str,
-    train: &[(f64, f64)],
-    val: &[(f64, f64)],
-) -> Result<()> {
-    let epochs = train.len().max(1) as f64;
-    let ys = train
+/// One named line of a panel.
+type Series<'a> = (&'a str, &'a [(f64, f64)], RGBColor);
+
+fn panel(area: &Area<'_>, title: &str, y_label: &str, series: &[Series<'_>]) -> Result<()> {
+    let epochs = series.iter().map(|s| s.1.len()).max().unwrap_or(0).max(1) as f64;
+    let ys = series
         .iter()
-        .chain(val)
+        .flat_map(|s| s.1.iter())
         .map(|p| p.1)
         .filter(|v| v.is_finite());
     let (lo, hi) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
@@ -96,7 +93,7 @@ fn panel(
         .axis_desc_style(("sans-serif", 16))
         .draw()
         .map_err(draw_err)?;
-    for (name, data, color) in [("train", train, BLUE), ("validation", val, RED)] {
+    for &(name, data, color) in series {
         chart
             .draw_series(LineSeries::new(data.iter().copied(), color.stroke_width(2)))
             .map_err(draw_err)?
@@ -124,22 +121,45 @@ pub fn curves(history: &History, path: &Path) -> Result<()> {
     let pts = |f: fn(&EpochRecord) -> f64| -> Vec<(f64, f64)> {
         history.0.iter().map(|r| (r.epoch as f64, f(r))).collect()
     };
-    render_png(path, (1200, 480), |root| {
-        let (left, right) = root.split_horizontally(600);
+    // A semi-supervised run adds a third panel: the unlabelled pool.
+    let pool = |f: fn(&crate::history::PoolEpoch) -> Option<f64>| -> Vec<(f64, f64)> {
+        history
+            .0
+            .iter()
+            .filter_map(|r| Some((r.epoch as f64, f(r.pool.as_ref()?)?)))
+            .collect()
+    };
+    let confident = pool(|p| Some(p.confident));
+    let pseudo_acc = pool(|p| p.pseudo_acc);
+    let width = if confident.is_empty() { 1200 } else { 1800 };
+    render_png(path, (width, 480), |root| {
+        let panels = root.split_evenly((1, width as usize / 600));
         panel(
-            &left,
+            &panels[0],
             "Accuracy",
             "accuracy",
-            &pts(|r| r.acc),
-            &pts(|r| r.val_acc),
+            &[
+                ("train", &pts(|r| r.acc), BLUE),
+                ("validation", &pts(|r| r.val_acc), RED),
+            ],
         )?;
         panel(
-            &right,
+            &panels[1],
             "Loss",
             "cross-entropy loss",
-            &pts(|r| r.loss),
-            &pts(|r| r.val_loss),
-        )
+            &[
+                ("train", &pts(|r| r.loss), BLUE),
+                ("validation", &pts(|r| r.val_loss), RED),
+            ],
+        )?;
+        if let Some(third) = panels.get(2) {
+            let mut series: Vec<Series<'_>> = vec![("confident share", &confident, GREEN)];
+            if !pseudo_acc.is_empty() {
+                series.push(("pseudo-label accuracy", &pseudo_acc, MAGENTA));
+            }
+            panel(third, "Unlabelled pool", "fraction", &series)?;
+        }
+        Ok(())
     })
 }
 

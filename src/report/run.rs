@@ -210,6 +210,18 @@ pub fn write_run_report(f: &FinishedRun) -> Result<PathBuf> {
             }),
         ),
         ("Augmentation".into(), run.augment_description()),
+        (
+            "Unlabelled pool".into(),
+            run.unlabeled.as_ref().map_or("none".into(), |u| {
+                format!(
+                    "{} ({} images): FixMatch, pseudo-labels at confidence ≥ {}, {} pool images                      per labelled one",
+                    u.path.display(),
+                    u.count.map_or("?".into(), |c| c.to_string()),
+                    u.threshold,
+                    u.ratio
+                )
+            }),
+        ),
         ("Seed".into(), run.seed.to_string()),
         (
             "Computed on".into(),
@@ -227,7 +239,11 @@ pub fn write_run_report(f: &FinishedRun) -> Result<PathBuf> {
     ];
     let mut figures = vec![Figure {
         title: "Training curves".into(),
-        caption: "Accuracy and cross-entropy loss per epoch, on the training batches (as augmented) and on the validation set.".into(),
+        caption: if run.unlabeled.is_some() {
+            "Accuracy and cross-entropy loss per epoch, on the labelled training batches (as augmented) and on the validation set; then the share of unlabelled pool images that got a pseudo-label, and, when the pool came with labels, how many of those pseudo-labels were right.".into()
+        } else {
+            "Accuracy and cross-entropy loss per epoch, on the training batches (as augmented) and on the validation set.".into()
+        },
         png: out.join("curves.png"),
     }];
     figures.push(Figure {
