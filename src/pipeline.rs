@@ -201,7 +201,7 @@ fn resume_stage(
             return Err(Error::format(
                 &u.path,
                 format!(
-                    "the unlabelled pool changed since the run started ({} images then, {} now):                      a resumed run must see the same images",
+                    "the unlabelled pool changed since the run started ({} images then, {} now): a resumed run must see the same images",
                     u.count.unwrap_or(0),
                     pool.len()
                 ),

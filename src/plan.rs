@@ -213,7 +213,7 @@ pub fn resolve(stage: Stage, request: &TrainRequest) -> Result<TrainPlan> {
         None => {
             if req.threshold.is_some() || req.unlabeled_ratio.is_some() {
                 return Err(Error::invalid(
-                    "--threshold and --unlabeled-ratio set how unlabelled images are used: give                      them with --unlabeled PATH",
+                    "--threshold and --unlabeled-ratio set how unlabelled images are used: give them with --unlabeled PATH",
                 ));
             }
             None

@@ -142,6 +142,9 @@ fn bad_inputs_are_refused_with_clear_errors() {
         ("--augment", "spin=3", "spin"),
         ("--threads", "0", "--threads must be at least 1"),
         ("--epochs=-3", "", "invalid value '-3' for '--epochs"),
+        ("--threshold", "0.5", "give them with --unlabeled PATH"),
+        ("--unlabeled-ratio", "3", "give them with --unlabeled PATH"),
+        ("--unlabeled", "/no/such/pool", "/no/such/pool"),
     ] {
         let mut args = vec!["train", "--init", "random", flag];
         if !value.is_empty() {
@@ -663,6 +666,65 @@ fn bad_inputs_are_refused_with_clear_errors() {
                 o,
             ],
             "an image number, not a label",
+        ),
+    ] {
+        cases.push(case(what, &args, &[expect]));
+    }
+
+    // Unlabelled pools and decompression bombs.
+    let pool = t.join("pool");
+    std::fs::create_dir_all(pool.join("sub")).unwrap();
+    std::fs::write(pool.join("sub/a.png"), "not a png").unwrap();
+    let bomb = t.join("bomb16.png");
+    std::fs::write(&bomb, common::server::bomb_png(16_384, true)).unwrap();
+    for (what, args, expect) in [
+        (
+            "a pool with no readable image",
+            vec![
+                "train",
+                "--init",
+                "random",
+                "--unlabeled",
+                s(&pool),
+                "--out",
+                o,
+            ],
+            "no readable image",
+        ),
+        (
+            "--threshold 0 with a pool",
+            vec![
+                "train",
+                "--init",
+                "random",
+                "--unlabeled",
+                s(&pool),
+                "--threshold",
+                "0",
+                "--out",
+                o,
+            ],
+            "--threshold must be above 0",
+        ),
+        (
+            "--unlabeled-ratio 0 with a pool",
+            vec![
+                "train",
+                "--init",
+                "random",
+                "--unlabeled",
+                s(&pool),
+                "--unlabeled-ratio",
+                "0",
+                "--out",
+                o,
+            ],
+            "--unlabeled-ratio must be at least 1",
+        ),
+        (
+            "predict on a 16-bit 16,384-pixel square (512 MiB decoded)",
+            vec!["predict", "--model", r, s(&bomb)],
+            "over the limit of 256 MiB",
         ),
     ] {
         cases.push(case(what, &args, &[expect]));
