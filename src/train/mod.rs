@@ -186,10 +186,21 @@ pub fn forward_backward(
     batch: Batch,
     ad: &Device,
 ) -> (GradientsParams, f64, usize) {
-    let n = batch.len();
-    let x = images_tensor(batch.images, ad);
-    let y = Tensor::<1, Int>::from_data(TensorData::new(batch.labels, [n]), ad);
-    let logits = model.forward(x);
+    let logits = model.forward(images_tensor(batch.images, ad));
+    let (loss, hits) = labelled_loss(loss_fn, logits, batch.labels, ad);
+    let grads = GradientsParams::from_grads(loss.backward(), model);
+    (grads, f64::from(loss.into_scalar::<f32>()), hits)
+}
+
+/// The loss of `logits` against `labels`, and how many of them the logits predict.
+pub(crate) fn labelled_loss(
+    loss_fn: &CrossEntropyLoss,
+    logits: Tensor<2>,
+    labels: Vec<i64>,
+    ad: &Device,
+) -> (Tensor<1>, usize) {
+    let n = labels.len();
+    let y = Tensor::<1, Int>::from_data(TensorData::new(labels, [n]), ad);
     let loss = loss_fn.forward(logits.clone(), y.clone());
     let hits = logits
         .argmax(1)
@@ -198,8 +209,7 @@ pub fn forward_backward(
         .int()
         .sum()
         .into_scalar::<i64>();
-    let grads = GradientsParams::from_grads(loss.backward(), model);
-    (grads, f64::from(loss.into_scalar::<f32>()), hits as usize)
+    (loss, hits as usize)
 }
 
 /// A training model, its Adam optimizer `adam` (the learning rate is given at each step) and

@@ -7,6 +7,7 @@
 //! Labels that came with the pool only count how often the pseudo-labels are right: they never
 //! reach the loss.
 
+use super::labelled_loss;
 use crate::batch::{Batch, PoolBatch};
 use crate::eval::{argmax, probabilities};
 use crate::model::{Net, images_tensor};
@@ -105,16 +106,7 @@ pub fn forward_backward(
     pixels.extend_from_slice(&pool.strong);
     // One forward pass over both, so batch norm normalises them together (as FixMatch does).
     let logits = model.forward(images_tensor(pixels, ad));
-    let labelled = logits.clone().narrow(0, 0, n);
-    let y = Tensor::<1, Int>::from_data(TensorData::new(batch.labels, [n]), ad);
-    let loss_l = loss_fn.forward(labelled.clone(), y.clone());
-    let hits = labelled
-        .argmax(1)
-        .reshape([n])
-        .equal(y)
-        .int()
-        .sum()
-        .into_scalar::<i64>();
+    let (loss_l, hits) = labelled_loss(loss_fn, logits.clone().narrow(0, 0, n), batch.labels, ad);
     let loss = if counts.confident > 0 {
         let unlabelled = logits.narrow(0, n, m);
         let idx = Tensor::<2, Int>::from_data(TensorData::new(pseudo, [m, 1]), ad);
@@ -126,10 +118,5 @@ pub fn forward_backward(
         loss_l.clone()
     };
     let grads = GradientsParams::from_grads(loss.backward(), model);
-    (
-        grads,
-        f64::from(loss_l.into_scalar::<f32>()),
-        hits as usize,
-        counts,
-    )
+    (grads, f64::from(loss_l.into_scalar::<f32>()), hits, counts)
 }
