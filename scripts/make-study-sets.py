@@ -6,6 +6,11 @@
 - digits-1k: 100 digits of each class from MNIST's *test* file as training (1,000; the first in
   file order), the next 10 of each as validation (100), the remaining 8,900 as the test set. The
   default pretraining uses only MNIST's training file, so none of these digits is seen there.
+- Unlabelled pools for `--unlabeled` (IDX directories; their labels are written beside the images
+  only to measure the pseudo-labels, never trained on): fashion-pool, the Fashion-MNIST training
+  images outside fashion-1k's training and validation sets (all but the first 150 of each class:
+  58,500), which also excludes fashion-300's; fashion-pool-5k, its first 5,000; digits-pool,
+  MNIST's training file (60,000; digits-1k comes from the test file).
 
 Usage: scripts/make-study-sets.py DATA_DIR [OUT_DIR]   (DATA_DIR/mnist, DATA_DIR/fashion-mnist; OUT_DIR runs/study-data)
 Writes gzip IDX files and classes.txt, deterministically (gzip without timestamp).
@@ -69,5 +74,14 @@ write(d, "train", *subset(mi, ml, train))
 write(d, "val", *subset(mi, ml, val))
 write(d, "t10k", *subset(mi, ml, test))
 open(os.path.join(d, "classes.txt"), "w").write("\n".join(str(i) for i in range(10)) + "\n")
+seen, rest = [0] * 10, []
+for i, l in enumerate(fl):
+    if seen[l] >= 150:
+        rest.append(i)
+    seen[l] += 1
+write(os.path.join(out, "fashion-pool"), "train", *subset(fi, fl, rest))
+write(os.path.join(out, "fashion-pool-5k"), "train", *subset(fi, fl, rest[:5000]))
+write(os.path.join(out, "digits-pool"), "train", *load(os.path.join(src, "mnist"), "train"))
+print(f"wrote {out}/fashion-pool ({len(rest)}), fashion-pool-5k (5000), digits-pool (60000)")
 print(f"wrote {out}/fashion-300 (300 train / 200 val / 10000 test) and {out}/digits-1k "
       f"(1000 train / 100 val / {len(test)} test)")
