@@ -230,6 +230,10 @@ fn finished_runs_on_other_data_are_not_mixed_in() {
     std::fs::write(data.join("train.csv"), rows(30, 0)).unwrap();
     std::fs::write(data.join("test.csv"), rows(9, 0)).unwrap();
     let out = tmp.path().join("cmp");
+    // One variant learns from an unlabelled pool as well: the pool's images count as data too.
+    let pool = tmp.path().join("pool.csv");
+    std::fs::write(&pool, rows(12, 0)).unwrap();
+    let semi = format!("b=--unlabeled {}", pool.display());
     let args = |seeds: &'static str| -> Vec<String> {
         [
             "compare",
@@ -245,6 +249,8 @@ fn finished_runs_on_other_data_are_not_mixed_in() {
             seeds,
             "--variant",
             "a=",
+            "--variant",
+            &semi,
             "--out",
             out.to_str().unwrap(),
         ]
@@ -256,7 +262,16 @@ fn finished_runs_on_other_data_are_not_mixed_in() {
     ok(&first);
     // The same command reads the finished run back.
     let again = ok(&first);
-    assert!(again.contains("[1/1] a seed 1"), "{again}");
+    assert!(again.contains("[1/2] a seed 1"), "{again}");
+    // Other images in the pool: the pool variant's finished run is refused.
+    std::fs::write(&pool, rows(12, 1).replace(",40,", ",41,")).unwrap();
+    let more = args("1,2");
+    let err = fails(&more.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        err.contains("b/seed-1") && err.contains("another unlabelled pool"),
+        "{err}"
+    );
+    std::fs::write(&pool, rows(12, 0)).unwrap();
     // Other labels for the test set.
     std::fs::write(data.join("test.csv"), rows(9, 1)).unwrap();
     let more = args("1,2");

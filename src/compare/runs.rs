@@ -134,9 +134,26 @@ pub(super) fn one_run(
         if done.settings == settings || done.settings == legacy {
             // The same flags on other data are another run: the data's fingerprint, recorded in
             // the run's checkpoint, must be the data's now.
-            let recorded = crate::checkpoint::read_meta(&train::best_path(&dir))
-                .ok()
-                .and_then(|m| m.training.data.fingerprint);
+            let meta = crate::checkpoint::read_meta(&train::best_path(&dir)).ok();
+            let recorded = meta
+                .as_ref()
+                .and_then(|m| m.training.data.fingerprint.clone());
+            // Likewise the unlabelled pool's.
+            let recorded_pool = meta
+                .as_ref()
+                .and_then(|m| m.training.unlabeled.as_ref()?.fingerprint.clone());
+            if let Some(was) = recorded_pool {
+                let now = data.pool_of(&r)?;
+                if now.as_deref() != Some(was.as_str()) {
+                    return Err(Error::format(
+                        &dir,
+                        format!(
+                            "this run finished on another unlabelled pool (its images changed                              since): a comparison's runs must share their data; use another                              --out, or remove {} to train it again",
+                            dir.display()
+                        ),
+                    ));
+                }
+            }
             if let Some(was) = recorded {
                 let now = data.of(&r)?;
                 if was != now {
@@ -222,9 +239,13 @@ fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
     write_atomic(path, &json)
 }
 
-/// The fingerprints of the data the runs load, loaded once per distinct loading.
+/// The fingerprints of the data (and unlabelled pools) the runs load, loaded once per distinct
+/// loading.
 #[derive(Default)]
-pub(super) struct DataFingerprints(std::collections::HashMap<String, Fingerprint>);
+pub(super) struct DataFingerprints(
+    std::collections::HashMap<String, Fingerprint>,
+    std::collections::HashMap<String, String>,
+);
 
 impl DataFingerprints {
     /// The fingerprint of the data run `r` would train on, as it is now.
@@ -238,5 +259,24 @@ impl DataFingerprints {
         let f = Fingerprint::of(&d);
         self.0.insert(key, f.clone());
         Ok(f)
+    }
+
+    /// The fingerprint of the unlabelled pool run `r` would train with, as it is now.
+    fn pool_of(&mut self, r: &TrainRequest) -> Result<Option<String>> {
+        let record = crate::plan::resolve(Stage::Train, r)?.record;
+        let Some(u) = &record.unlabeled else {
+            return Ok(None);
+        };
+        let key = format!(
+            "{:?} {:?} {:?}",
+            u.path, record.data.invert, record.data.fit
+        );
+        if let Some(f) = self.1.get(&key) {
+            return Ok(Some(f.clone()));
+        }
+        let f =
+            crate::data::pool::load(&u.path, record.data.invert, record.data.fit)?.fingerprint();
+        self.1.insert(key, f.clone());
+        Ok(Some(f))
     }
 }
