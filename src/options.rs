@@ -11,6 +11,7 @@
 use crate::augment::AugmentConfig;
 use crate::data::{Fit, Invert};
 use crate::device::{DeviceKind, PrecisionRequest};
+use crate::record::Keep;
 use crate::schedule::ScheduleName;
 use clap::Args;
 use serde::{Deserialize, Serialize};
@@ -204,6 +205,11 @@ pub struct TrainOptions {
     #[arg(long, value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unlabeled_ratio: Option<usize>,
+    /// Which epoch's weights the run keeps as its model (best.safetensors): the best validation
+    /// accuracy's, or the last epoch's (steadier when the validation set is small) [default: best].
+    #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep: Option<Keep>,
     /// Start a new run even where --out holds another run's files or an interrupted run (they
     /// are removed first).
     #[arg(long)]
@@ -354,6 +360,7 @@ mod tests {
                     "invert" => Some("yes"),
                     "fit" => Some("box"),
                     "schedule" => Some("cosine"),
+                    "keep" => Some("last"),
                     "precise_bn" => Some("false"),
                     "new_head" | "overwrite" => None,
                     "data" | "out" | "unlabeled" => Some("x"),

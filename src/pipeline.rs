@@ -237,14 +237,19 @@ fn finish_stage(
     progress: &mut dyn Progress,
 ) -> Result<StageResult> {
     if let Some(best) = outcome.history.best() {
+        let kept = match (run.keep, outcome.history.0.last()) {
+            (crate::record::Keep::Last, Some(last)) => format!(
+                "Kept the last epoch ({}, validation accuracy {:.4}; the best was {:.4} at epoch {})",
+                last.epoch, last.val_acc, best.val_acc, best.epoch
+            ),
+            _ => format!(
+                "Best validation accuracy {:.4} at epoch {}",
+                best.val_acc, best.epoch
+            ),
+        };
         info(
             progress,
-            format_args!(
-                "Best validation accuracy {:.4} at epoch {} -> {}",
-                best.val_acc,
-                best.epoch,
-                outcome.best_path.display()
-            ),
+            format_args!("{kept} -> {}", outcome.best_path.display()),
         );
     }
     if let Some(why) = &outcome.stopped {

@@ -259,6 +259,7 @@ pub fn resolve(stage: Stage, request: &TrainRequest) -> Result<TrainPlan> {
         seed: req.seed.unwrap_or(DEFAULT_SEED),
         out: absolute(req.out.as_ref().unwrap_or(&d.out))?,
         unlabeled,
+        keep: req.keep.unwrap_or_default(),
     };
     Ok(TrainPlan {
         record,

@@ -15,6 +15,17 @@ use std::path::PathBuf;
 /// The layout version of [`RunRecord`]; sidecars without one are read as the layout before it.
 pub const RECORD_VERSION: u32 = 1;
 
+/// Which epoch's weights a run keeps as its model (`best.safetensors`, what `--model RUN` loads).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Keep {
+    /// The epoch with the best validation accuracy (the earliest among equals).
+    #[default]
+    Best,
+    /// The last epoch trained.
+    Last,
+}
+
 /// Which of the two stages a run is: they differ only in their defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -238,6 +249,9 @@ pub struct RunRecord {
     /// The unlabelled pool and how it is learned from (`--unlabeled`); `None`: labels only.
     #[serde(default)]
     pub unlabeled: Option<UnlabeledRecord>,
+    /// Which epoch's weights the run keeps as its model.
+    #[serde(default)]
+    pub keep: Keep,
 }
 
 /// Semi-supervised training (FixMatch): each step's labelled batch comes with `ratio` times as
@@ -393,6 +407,7 @@ mod legacy {
                 seed: o.seed,
                 out: o.out,
                 unlabeled: None,
+                keep: Keep::Best,
             }
         }
     }

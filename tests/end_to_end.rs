@@ -773,3 +773,54 @@ fn clean_epochs_train_on_the_images_as_they_are() {
         "{err}"
     );
 }
+
+/// `--keep last` keeps the last epoch's weights as the model; the default keeps the best
+/// validation epoch's, and the two differ when the best epoch is not the last.
+#[test]
+fn keep_last_keeps_the_last_epoch_as_the_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |keep: Option<&str>| -> (std::path::PathBuf, String) {
+        let out = tmp.path().join(keep.unwrap_or("default"));
+        let mut a = vec![
+            "pretrain",
+            "--data",
+            "data/fashion-1k",
+            "--limit",
+            "200",
+            "--batch-size",
+            "32",
+            "--test-limit",
+            "50",
+            "--epochs",
+            "4",
+            "--seed",
+            "3",
+            "--lr",
+            "0.05",
+            "--out",
+        ];
+        a.push(s(&out));
+        if let Some(k) = keep {
+            a.extend(["--keep", k]);
+        }
+        let text = ok(&a);
+        (out, text)
+    };
+    let read = |d: &Path, f: &str| std::fs::read(d.join(f)).unwrap();
+    let (last, text) = run(Some("last"));
+    assert!(text.contains("Kept the last epoch (4, "), "{text}");
+    let (def, def_text) = run(None);
+    // Same training, so the same last epoch; the default keeps the best validation epoch.
+    assert!(read(&last, "last.safetensors") == read(&def, "last.safetensors"));
+    let weights = |d: &Path, f: &str| {
+        warmstart::checkpoint::load(&d.join(f), &burn::prelude::Device::flex())
+            .unwrap()
+            .1
+            .metrics
+            .epoch
+    };
+    assert_eq!(weights(&last, "best.safetensors"), 4);
+    assert!(def_text.contains("Best validation accuracy"), "{def_text}");
+    let meta = std::fs::read_to_string(last.join("best.json")).unwrap();
+    assert!(meta.contains("\"keep\": \"last\""), "{meta}");
+}

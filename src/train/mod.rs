@@ -23,7 +23,7 @@ use crate::fsutil::{create_dir, write_atomic};
 use crate::history::{EpochRecord, History, PoolEpoch};
 use crate::model::{ArchConfig, Net, images_tensor};
 use crate::progress::{Event, Progress};
-use crate::record::{AdamSettings, RunRecord};
+use crate::record::{AdamSettings, Keep, RunRecord};
 use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
 use burn::optim::GradientsParams;
 use burn::optim::ModuleOptimizer;
@@ -493,8 +493,12 @@ fn run_loop(
                 test_acc: None,
             },
         );
-        if st.best_acc.is_none_or(|b| rec.val_acc > b) && rec.val_acc > f64::NEG_INFINITY {
+        let better = st.best_acc.is_none_or(|b| rec.val_acc > b) && rec.val_acc > f64::NEG_INFINITY;
+        if better {
             st.best_acc = Some(rec.val_acc);
+        }
+        // The kept model: the best epoch's, or every epoch's in turn when the last is kept.
+        if better || run.keep == Keep::Last {
             checkpoint::save(&valid, &meta, &best_p)?;
         }
         checkpoint::save(&valid, &meta, &last_p)?;
