@@ -4,6 +4,7 @@
 //! (the MNIST convention), and a class index per image. A [`Dataset`] always knows its class names.
 
 pub mod csv;
+pub mod decode;
 pub mod folder;
 pub mod idx;
 pub mod pool;

@@ -56,21 +56,20 @@ impl PoolCounts {
 /// The pseudo-labels of a pool batch: class and whether it is confident enough, per image.
 fn pseudo_labels(
     model: &Net,
-    pool: &PoolBatch,
+    weak: Vec<f32>,
+    known: Option<&[u32]>,
     threshold: f32,
     device: &Device,
 ) -> (Vec<i64>, Vec<f32>, PoolCounts) {
-    let probs = probabilities(&model.valid(), pool.weak.clone(), device);
-    let classes = probs.len() / pool.len().max(1);
+    let n = weak.len() / crate::data::PIXELS;
+    let probs = probabilities(&model.valid(), weak, device);
+    let classes = probs.len() / n.max(1);
     let mut counts = PoolCounts {
-        seen: pool.len(),
+        seen: n,
         per_class: vec![0; classes],
         ..Default::default()
     };
-    let (mut labels, mut mask) = (
-        Vec::with_capacity(pool.len()),
-        Vec::with_capacity(pool.len()),
-    );
+    let (mut labels, mut mask) = (Vec::with_capacity(n), Vec::with_capacity(n));
     for (k, p) in probs.chunks(classes).enumerate() {
         let c = argmax(p);
         let sure = p[c] >= threshold;
@@ -79,7 +78,7 @@ fn pseudo_labels(
         if sure {
             counts.confident += 1;
             counts.per_class[c] += 1;
-            if let Some(known) = &pool.known {
+            if let Some(known) = known {
                 counts.known += 1;
                 counts.correct += usize::from(known[k] as usize == c);
             }
@@ -100,10 +99,18 @@ pub fn forward_backward(
     device: &Device,
     ad: &Device,
 ) -> (GradientsParams, f64, usize, PoolCounts) {
-    let (pseudo, mask, counts) = pseudo_labels(model, &pool, unlabeled.threshold, device);
-    let (n, m) = (batch.len(), pool.len());
+    let m = pool.len();
+    let PoolBatch {
+        weak,
+        strong,
+        known,
+    } = pool;
+    // The weak views are only predicted: moved into that prediction, not copied.
+    let (pseudo, mask, counts) =
+        pseudo_labels(model, weak, known.as_deref(), unlabeled.threshold, device);
+    let n = batch.len();
     let mut pixels = batch.images;
-    pixels.extend_from_slice(&pool.strong);
+    pixels.extend_from_slice(&strong);
     // One forward pass over both, so batch norm normalises them together (as FixMatch does).
     let logits = model.forward(images_tensor(pixels, ad));
     let (loss_l, hits) = labelled_loss(loss_fn, logits.clone().narrow(0, 0, n), batch.labels, ad);
