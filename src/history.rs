@@ -1,6 +1,7 @@
 //! The per-epoch history of a training run: what the Keras-style lines print, `history.csv`
 //! holds and the curves plot.
 
+use crate::record::Keep;
 use serde::{Deserialize, Serialize};
 
 /// What the unlabelled pool did in an epoch (semi-supervised runs).
@@ -117,6 +118,17 @@ impl History {
         s
     }
 
+    /// The epoch whose weights a finished run keeps under `keep`.
+    pub fn kept(&self, keep: Keep) -> Option<&EpochRecord> {
+        let (best, last) = (self.best()?, self.0.last()?);
+        Some(match keep {
+            Keep::Best => best,
+            Keep::Last => last,
+            Keep::Auto if last.val_loss < best.val_loss => last,
+            Keep::Auto => best,
+        })
+    }
+
     /// The epoch with the best validation accuracy (the earliest among equals).
     pub fn best(&self) -> Option<&EpochRecord> {
         self.0
@@ -194,5 +206,20 @@ mod tests {
             h.to_csv()
                 .starts_with("epoch,seconds,loss,acc,val_loss,val_acc\n1,")
         );
+    }
+
+    #[test]
+    fn auto_keeps_whichever_of_best_and_last_has_the_lower_validation_loss() {
+        let with_loss = |epoch, acc, loss| EpochRecord {
+            val_loss: loss,
+            ..rec(epoch, acc)
+        };
+        let mut h = History(vec![with_loss(1, 0.9, 0.30), with_loss(2, 0.8, 0.25)]);
+        assert_eq!(h.kept(Keep::Auto).unwrap().epoch, 2);
+        assert_eq!(h.kept(Keep::Best).unwrap().epoch, 1);
+        h.0[1].val_loss = 0.35;
+        assert_eq!(h.kept(Keep::Auto).unwrap().epoch, 1);
+        assert_eq!(h.kept(Keep::Last).unwrap().epoch, 2);
+        assert_eq!(History(vec![]).kept(Keep::Auto), None);
     }
 }

@@ -11,7 +11,7 @@
 use crate::augment::AugmentConfig;
 use crate::data::{Fit, Invert};
 use crate::device::{DeviceKind, PrecisionRequest};
-use crate::record::Keep;
+use crate::record::{Align, Keep};
 use crate::schedule::ScheduleName;
 use clap::Args;
 use serde::{Deserialize, Serialize};
@@ -205,8 +205,14 @@ pub struct TrainOptions {
     #[arg(long, value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unlabeled_ratio: Option<usize>,
+    /// With --unlabeled: correct the pseudo-labels' class balance (classes) or not (none)
+    /// [default: none].
+    #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub align: Option<Align>,
     /// Which epoch's weights the run keeps as its model (best.safetensors): the best validation
-    /// accuracy's, or the last epoch's (steadier when the validation set is small) [default: best].
+    /// accuracy's (best), the last epoch's (last), or of those two the one with the lower
+    /// validation loss (auto, steadier when the validation set is small) [default: auto].
     #[arg(long, value_enum)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub keep: Option<Keep>,
@@ -361,6 +367,7 @@ mod tests {
                     "fit" => Some("box"),
                     "schedule" => Some("cosine"),
                     "keep" => Some("last"),
+                    "align" => Some("none"),
                     "precise_bn" => Some("false"),
                     "new_head" | "overwrite" => None,
                     "data" | "out" | "unlabeled" => Some("x"),

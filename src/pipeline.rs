@@ -236,16 +236,17 @@ fn finish_stage(
     dev: &Device,
     progress: &mut dyn Progress,
 ) -> Result<StageResult> {
-    if let Some(best) = outcome.history.best() {
-        let kept = match (run.keep, outcome.history.0.last()) {
-            (crate::record::Keep::Last, Some(last)) => format!(
-                "Kept the last epoch ({}, validation accuracy {:.4}; the best was {:.4} at epoch {})",
-                last.epoch, last.val_acc, best.val_acc, best.epoch
-            ),
-            _ => format!(
+    if let (Some(best), Some(k)) = (outcome.history.best(), outcome.history.kept(run.keep)) {
+        let kept = if k.epoch == best.epoch {
+            format!(
                 "Best validation accuracy {:.4} at epoch {}",
                 best.val_acc, best.epoch
-            ),
+            )
+        } else {
+            format!(
+                "Kept epoch {} (validation accuracy {:.4}, loss {:.4}; the best accuracy was {:.4} at epoch {}, loss {:.4})",
+                k.epoch, k.val_acc, k.val_loss, best.val_acc, best.epoch, best.val_loss
+            )
         };
         info(
             progress,

@@ -11,8 +11,8 @@ use crate::device::PrecisionRequest;
 use crate::error::{Error, Result};
 pub use crate::options::{InitRequest, TrainOptions, TrainRequest};
 use crate::record::{
-    AdamSettings, DataRecord, Fingerprint, InitRecord, RECORD_VERSION, RunRecord, Stage,
-    UnlabeledRecord,
+    AdamSettings, Align, DataRecord, Fingerprint, InitRecord, Keep, RECORD_VERSION, RunRecord,
+    Stage, UnlabeledRecord,
 };
 use crate::schedule::ScheduleName;
 use std::path::{Path, PathBuf};
@@ -25,6 +25,10 @@ pub const DEFAULT_VAL_SPLIT: f64 = 0.1;
 pub const DEFAULT_THRESHOLD: f32 = 0.95;
 /// FixMatch's unlabelled images per labelled one in a step (its μ).
 pub const DEFAULT_UNLABELED_RATIO: usize = 7;
+/// Which epoch's weights a run keeps (docs/accuracy.md, "Which checkpoint to keep").
+pub const DEFAULT_KEEP: Keep = Keep::Auto;
+/// How pseudo-labels are balanced between classes (docs/accuracy.md).
+pub const DEFAULT_ALIGN: Align = Align::None;
 
 /// The settings a stage uses where the request leaves them open.
 #[derive(Debug, Clone, PartialEq)]
@@ -208,12 +212,13 @@ pub fn resolve(stage: Stage, request: &TrainRequest) -> Result<TrainPlan> {
                 weight: 1.0,
                 count: None,
                 fingerprint: None,
+                align: req.align.unwrap_or(DEFAULT_ALIGN),
             })
         }
         None => {
-            if req.threshold.is_some() || req.unlabeled_ratio.is_some() {
+            if req.threshold.is_some() || req.unlabeled_ratio.is_some() || req.align.is_some() {
                 return Err(Error::invalid(
-                    "--threshold and --unlabeled-ratio set how unlabelled images are used: give them with --unlabeled PATH",
+                    "--threshold, --unlabeled-ratio and --align set how unlabelled images are used: give them with --unlabeled PATH",
                 ));
             }
             None
@@ -259,7 +264,7 @@ pub fn resolve(stage: Stage, request: &TrainRequest) -> Result<TrainPlan> {
         seed: req.seed.unwrap_or(DEFAULT_SEED),
         out: absolute(req.out.as_ref().unwrap_or(&d.out))?,
         unlabeled,
-        keep: req.keep.unwrap_or_default(),
+        keep: req.keep.unwrap_or(DEFAULT_KEEP),
     };
     Ok(TrainPlan {
         record,

@@ -16,9 +16,14 @@ use std::path::PathBuf;
 pub const RECORD_VERSION: u32 = 1;
 
 /// Which epoch's weights a run keeps as its model (`best.safetensors`, what `--model RUN` loads).
+/// The default of new runs is [`Keep::Auto`]; `Default` is what records written before it meant.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Keep {
+    /// Of the best-accuracy epoch and the last, the one with the lower validation loss: accuracy
+    /// on a small validation set moves in coarse, noisy steps (2 points an image at 50), and
+    /// the loss breaks the tie between a lucky epoch and the end of the schedule.
+    Auto,
     /// The epoch with the best validation accuracy (the earliest among equals).
     #[default]
     Best,
@@ -272,6 +277,24 @@ pub struct UnlabeledRecord {
     pub count: Option<usize>,
     /// SHA-256 of the pool's images, once loaded (a resumed run must see the same pool).
     pub fingerprint: Option<String>,
+    /// How the pseudo-labels' class balance is corrected (records before it had none).
+    #[serde(default)]
+    pub align: Align,
+}
+
+/// Distribution alignment of pseudo-labels (ReMixMatch, Berthelot et al. 2020): a network
+/// trained on few labels predicts its easy classes far more often than its hard ones, so at a
+/// fixed threshold the hard classes are hardly ever pseudo-labelled.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Align {
+    /// The network's probabilities as they are.
+    #[default]
+    None,
+    /// Each pool batch's probabilities rescaled, class by class, by the labelled set's class
+    /// share over the batch's mean probability, then renormalised: every class is predicted
+    /// about as often as it is labelled.
+    Classes,
 }
 
 impl RunRecord {

@@ -774,10 +774,11 @@ fn clean_epochs_train_on_the_images_as_they_are() {
     );
 }
 
-/// `--keep last` keeps the last epoch's weights as the model; the default keeps the best
-/// validation epoch's, and the two differ when the best epoch is not the last.
+/// `--keep` decides which epoch's weights are the model: `last` the last, `best` the best
+/// validation accuracy's, and the default (`auto`) whichever of those two has the lower
+/// validation loss, read back from the run's own history.
 #[test]
-fn keep_last_keeps_the_last_epoch_as_the_model() {
+fn keep_decides_which_epoch_is_the_model() {
     let tmp = tempfile::tempdir().unwrap();
     let run = |keep: Option<&str>| -> (std::path::PathBuf, String) {
         let out = tmp.path().join(keep.unwrap_or("default"));
@@ -807,20 +808,59 @@ fn keep_last_keeps_the_last_epoch_as_the_model() {
         (out, text)
     };
     let read = |d: &Path, f: &str| std::fs::read(d.join(f)).unwrap();
-    let (last, text) = run(Some("last"));
-    assert!(text.contains("Kept the last epoch (4, "), "{text}");
-    let (def, def_text) = run(None);
-    // Same training, so the same last epoch; the default keeps the best validation epoch.
-    assert!(read(&last, "last.safetensors") == read(&def, "last.safetensors"));
-    let weights = |d: &Path, f: &str| {
-        warmstart::checkpoint::load(&d.join(f), &burn::prelude::Device::flex())
+    let epoch_of = |d: &Path| {
+        warmstart::checkpoint::load(&d.join("best.safetensors"), &burn::prelude::Device::flex())
             .unwrap()
             .1
             .metrics
             .epoch
     };
-    assert_eq!(weights(&last, "best.safetensors"), 4);
-    assert!(def_text.contains("Best validation accuracy"), "{def_text}");
+    let (last, text) = run(Some("last"));
+    assert!(
+        text.contains("Kept epoch 4 ") || text.contains("at epoch 4 "),
+        "{text}"
+    );
+    assert_eq!(epoch_of(&last), 4);
     let meta = std::fs::read_to_string(last.join("best.json")).unwrap();
     assert!(meta.contains("\"keep\": \"last\""), "{meta}");
+
+    // (epoch, val_loss, val_acc) per epoch, from the history the run wrote.
+    let history = std::fs::read_to_string(last.join("history.csv")).unwrap();
+    let rows: Vec<(usize, f64, f64)> = history
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (
+                f[0].parse().unwrap(),
+                f[4].parse().unwrap(),
+                f[5].parse().unwrap(),
+            )
+        })
+        .collect();
+    let best = rows
+        .iter()
+        .fold(rows[0], |b, r| if r.2 > b.2 { *r } else { b });
+    let last_row = rows[rows.len() - 1];
+    let (keep_best, kb_text) = run(Some("best"));
+    assert_eq!(epoch_of(&keep_best), best.0, "{kb_text}");
+    // Same training, so the same last epoch whatever is kept.
+    assert!(read(&last, "last.safetensors") == read(&keep_best, "last.safetensors"));
+
+    let (auto, auto_text) = run(None);
+    let expected = if last_row.1 < best.1 {
+        last_row.0
+    } else {
+        best.0
+    };
+    assert_eq!(epoch_of(&auto), expected, "{auto_text}\n{history}");
+    assert!(
+        read(&auto, "best.safetensors")
+            == read(
+                if expected == 4 { &last } else { &keep_best },
+                "best.safetensors"
+            )
+    );
+    let meta = std::fs::read_to_string(auto.join("best.json")).unwrap();
+    assert!(meta.contains("\"keep\": \"auto\""), "{meta}");
 }

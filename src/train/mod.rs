@@ -345,6 +345,7 @@ fn run_loop(
         }
         _ => None,
     };
+    let shares = semi::class_shares(data.train.labels(), data.classes.len());
     let (best_p, last_p) = (best_path(&run.out), last_path(&run.out));
 
     let total_steps = run.epochs * n_batches;
@@ -375,8 +376,16 @@ fn run_loop(
             let n = batch.labelled.len();
             let (grads, l, hits) = match (batch.pool, &run.unlabeled) {
                 (Some(p), Some(u)) => {
-                    let (g, l, h, counts) =
-                        semi::forward_backward(&model, &loss_fn, batch.labelled, p, u, device, &ad);
+                    let (g, l, h, counts) = semi::forward_backward(
+                        &model,
+                        &loss_fn,
+                        batch.labelled,
+                        p,
+                        u,
+                        &shares,
+                        device,
+                        &ad,
+                    );
                     st.pool.accumulate(&counts);
                     (g, l, h)
                 }
@@ -469,8 +478,19 @@ fn run_loop(
         if better {
             st.best_acc = Some(rec.val_acc);
         }
-        // The kept model: the best epoch's, or every epoch's in turn when the last is kept.
-        if better || run.keep == Keep::Last {
+        let stopped = stop_reason(&st.history, run.patience);
+        let finished = rec.epoch == run.epochs || stopped.is_some();
+        // The kept model: the best epoch's so far, every epoch's in turn when the last is kept,
+        // and under `auto` the last one's too if it is the one kept once training ends.
+        let keep_this = match run.keep {
+            Keep::Best => better,
+            Keep::Last => true,
+            Keep::Auto => {
+                better
+                    || (finished && st.history.kept(Keep::Auto).map(|k| k.epoch) == Some(rec.epoch))
+            }
+        };
+        if keep_this {
             checkpoint::save(&valid, &meta, &best_p)?;
         }
         checkpoint::save(&valid, &meta, &last_p)?;
@@ -480,7 +500,7 @@ fn run_loop(
             epochs: run.epochs,
         });
         observer.epoch_end(&st.history, run.epochs)?;
-        st.stopped = stop_reason(&st.history, run.patience);
+        st.stopped = stopped;
         st.epoch += 1;
         st.batch = 0;
         st.loss_sum = 0.0;

@@ -2,7 +2,8 @@
 //! cross-entropy, plus, for each pool image whose weak view the model predicts with confidence
 //! at least the threshold, the cross-entropy of its strong view against that prediction
 //! (the pseudo-label). The pseudo-labels come from the network as it is at this step, in
-//! evaluation mode (running batch-norm statistics, no dropout), and carry no gradient.
+//! evaluation mode (running batch-norm statistics, no dropout), and carry no gradient; with
+//! [`Align::Classes`] their probabilities are first rebalanced to the labelled class shares.
 //!
 //! Labels that came with the pool only count how often the pseudo-labels are right: they never
 //! reach the loss.
@@ -11,7 +12,7 @@ use super::labelled_loss;
 use crate::batch::{Batch, PoolBatch};
 use crate::eval::{argmax, probabilities};
 use crate::model::{Net, images_tensor};
-use crate::record::UnlabeledRecord;
+use crate::record::{Align, UnlabeledRecord};
 use burn::nn::loss::CrossEntropyLoss;
 use burn::optim::GradientsParams;
 use burn::prelude::*;
@@ -53,17 +54,67 @@ impl PoolCounts {
     }
 }
 
+/// The labelled set's class shares, the target of [`Align::Classes`].
+pub fn class_shares(labels: &[u32], classes: usize) -> Vec<f32> {
+    let mut counts = vec![0usize; classes];
+    for &l in labels {
+        if let Some(c) = counts.get_mut(l as usize) {
+            *c += 1;
+        }
+    }
+    let total = labels.len().max(1) as f32;
+    counts.into_iter().map(|c| c as f32 / total).collect()
+}
+
+/// Distribution alignment over one batch: each class's probabilities scaled by its labelled
+/// share over the batch's mean probability of it, then each row renormalised. The batch mean
+/// (hundreds of images) stands in for the running mean ReMixMatch keeps, so no state crosses
+/// steps and a resumed run aligns exactly as an uninterrupted one.
+fn align(probs: &mut [f32], shares: &[f32]) {
+    let classes = shares.len();
+    let n = probs.len() / classes.max(1);
+    if n == 0 {
+        return;
+    }
+    let mut mean = vec![0f64; classes];
+    for row in probs.chunks(classes) {
+        for (m, &p) in mean.iter_mut().zip(row) {
+            *m += f64::from(p);
+        }
+    }
+    let scale: Vec<f32> = mean
+        .iter()
+        .zip(shares)
+        .map(|(&m, &s)| (f64::from(s) / (m / n as f64).max(1e-6)) as f32)
+        .collect();
+    for row in probs.chunks_mut(classes) {
+        let mut sum = 0f32;
+        for (p, &k) in row.iter_mut().zip(&scale) {
+            *p *= k;
+            sum += *p;
+        }
+        if sum > 0.0 {
+            row.iter_mut().for_each(|p| *p /= sum);
+        }
+    }
+}
+
 /// The pseudo-labels of a pool batch: class and whether it is confident enough, per image.
 fn pseudo_labels(
     model: &Net,
     weak: Vec<f32>,
     known: Option<&[u32]>,
-    threshold: f32,
+    u: &UnlabeledRecord,
+    shares: &[f32],
     device: &Device,
 ) -> (Vec<i64>, Vec<f32>, PoolCounts) {
     let n = weak.len() / crate::data::PIXELS;
-    let probs = probabilities(&model.valid(), weak, device);
+    let mut probs = probabilities(&model.valid(), weak, device);
     let classes = probs.len() / n.max(1);
+    if u.align == Align::Classes && shares.len() == classes {
+        align(&mut probs, shares);
+    }
+    let threshold = u.threshold;
     let mut counts = PoolCounts {
         seen: n,
         per_class: vec![0; classes],
@@ -89,13 +140,15 @@ fn pseudo_labels(
 
 /// One FixMatch step's gradients, the labelled batch's mean loss and correct predictions, and
 /// the pool's counts. `model` is in training mode on the autodiff device `ad`; `device` is the
-/// plain device the pseudo-labels are computed on.
+/// plain device the pseudo-labels are computed on; `shares` are the labelled class shares.
+#[allow(clippy::too_many_arguments)]
 pub fn forward_backward(
     model: &Net,
     loss_fn: &CrossEntropyLoss,
     batch: Batch,
     pool: PoolBatch,
     unlabeled: &UnlabeledRecord,
+    shares: &[f32],
     device: &Device,
     ad: &Device,
 ) -> (GradientsParams, f64, usize, PoolCounts) {
@@ -107,7 +160,7 @@ pub fn forward_backward(
     } = pool;
     // The weak views are only predicted: moved into that prediction, not copied.
     let (pseudo, mask, counts) =
-        pseudo_labels(model, weak, known.as_deref(), unlabeled.threshold, device);
+        pseudo_labels(model, weak, known.as_deref(), unlabeled, shares, device);
     let n = batch.len();
     let mut pixels = batch.images;
     pixels.extend_from_slice(&strong);
@@ -126,4 +179,30 @@ pub fn forward_backward(
     };
     let grads = GradientsParams::from_grads(loss.backward(), model);
     (grads, f64::from(loss_l.into_scalar::<f32>()), hits, counts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alignment_lifts_a_class_the_batch_rarely_predicts() {
+        // Two classes, equally labelled; the batch leans 3:1 to class 0.
+        let mut probs = vec![0.9, 0.1, 0.8, 0.2, 0.6, 0.4, 0.7, 0.3];
+        align(&mut probs, &class_shares(&[0, 1], 2));
+        let (mean0, mean1): (f32, f32) = probs
+            .chunks(2)
+            .fold((0.0, 0.0), |(a, b), r| (a + r[0] / 4.0, b + r[1] / 4.0));
+        assert!(mean1 > 0.4 && mean0 < 0.6, "means {mean0} {mean1}");
+        for r in probs.chunks(2) {
+            assert!((r[0] + r[1] - 1.0).abs() < 1e-6);
+        }
+        // The third image, 0.6/0.4 before, now goes to class 1.
+        assert!(probs[5] > probs[4]);
+    }
+
+    #[test]
+    fn class_shares_count_labels_and_ignore_out_of_range_ones() {
+        assert_eq!(class_shares(&[0, 0, 1, 7], 2), vec![0.5, 0.25]);
+    }
 }
