@@ -8,10 +8,44 @@ use std::path::{Path, PathBuf};
 
 #[test]
 fn bundled_data_matches_checksums() {
-    for d in ["data/mnist", "data/fashion-1k"] {
+    // Each set's images and labels (and, for the labelled sets, its test files) are listed.
+    for (d, files) in [
+        ("data/mnist", 4),
+        ("data/fashion-1k", 7),
+        ("data/fashion-pool", 2),
+    ] {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(d);
         let n = warmstart::bundled::verify(&dir).unwrap();
-        assert!(n >= 4, "{d}: only {n} files checked");
+        assert!(n >= files, "{d}: only {n} files checked");
+    }
+}
+
+/// The bundled pool shares no image with fashion-1k's training, validation or test sets, so a
+/// run that learns from it sees no test image and no labelled image twice.
+#[test]
+fn bundled_pool_is_disjoint_from_fashion_1k() {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("data");
+    let read = |dir: &str, prefix: &str| {
+        let d = data.join(dir);
+        warmstart::data::idx::read_pair(
+            &d.join(format!("{prefix}-images-idx3-ubyte.gz")),
+            &d.join(format!("{prefix}-labels-idx1-ubyte.gz")),
+        )
+        .unwrap()
+    };
+    let pool = read("fashion-pool", "train");
+    assert_eq!(pool.len(), 20_000);
+    let seen: std::collections::HashSet<&[u8]> = (0..pool.len()).map(|i| pool.image(i)).collect();
+    assert_eq!(seen.len(), pool.len(), "the pool repeats an image");
+    for prefix in ["train", "val", "t10k"] {
+        let set = read("fashion-1k", prefix);
+        let shared = (0..set.len())
+            .filter(|&i| seen.contains(set.image(i)))
+            .count();
+        assert_eq!(
+            shared, 0,
+            "fashion-1k {prefix} shares {shared} images with the pool"
+        );
     }
 }
 
@@ -23,16 +57,30 @@ fn bundled_data_matches_checksums() {
 fn fashion_1k_rebuilds_identically_from_the_originals() {
     let src = Path::new(option_env!("WARMSTART_FASHION_ORIGINALS").unwrap_or_default());
     let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("fashion-1k");
-    ok(&["make-fashion-1k", "--from", s(src), "--out", s(&out)]);
-    let bundled = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("data/fashion-1k/SHA256SUMS"),
-    )
-    .unwrap();
-    assert_eq!(
-        std::fs::read_to_string(out.join("SHA256SUMS")).unwrap(),
-        bundled
-    );
+    let (out, pool) = (tmp.path().join("fashion-1k"), tmp.path().join("pool"));
+    ok(&[
+        "make-fashion-1k",
+        "--from",
+        s(src),
+        "--out",
+        s(&out),
+        "--pool-out",
+        s(&pool),
+    ]);
+    for (built, bundled) in [(&out, "fashion-1k"), (&pool, "fashion-pool")] {
+        let sums = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("data")
+                .join(bundled)
+                .join("SHA256SUMS"),
+        )
+        .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(built.join("SHA256SUMS")).unwrap(),
+            sums,
+            "{bundled}"
+        );
+    }
 }
 
 fn bundled_test_set(name: &str) -> warmstart::data::Images {

@@ -54,13 +54,20 @@ fn command_on_workers(command: Command) -> Result<()> {
         Command::Export(a) => export(&a),
         Command::Serve(a) => serve(&a),
         Command::Bench(a) => bench(&a),
-        Command::MakeFashion1k { from, out } => {
+        Command::MakeFashion1k {
+            from,
+            out,
+            pool_out,
+        } => {
             warmstart::bundled::build_fashion_1k(&from, &out)?;
-            let n = warmstart::bundled::verify(&out)?;
-            say(format_args!(
-                "wrote {} ({n} files, checksums in SHA256SUMS)",
-                out.display()
-            ));
+            warmstart::bundled::build_fashion_pool(&from, &pool_out)?;
+            for dir in [&out, &pool_out] {
+                let n = warmstart::bundled::verify(dir)?;
+                say(format_args!(
+                    "wrote {} ({n} files, checksums in SHA256SUMS)",
+                    dir.display()
+                ));
+            }
             Ok(())
         }
     }

@@ -103,11 +103,11 @@ pub enum Command {
         after_help = "Example:\n  warmstart augment-preview --data my-images/ --augment rotation=15,shift=0.1,zoom=0.2 --out preview.png"
     )]
     AugmentPreview(PreviewArgs),
-    /// Rebuild data/fashion-1k from the original Fashion-MNIST IDX files.
+    /// Rebuild data/fashion-1k and data/fashion-pool from the original Fashion-MNIST IDX files.
     #[command(
         name = "make-fashion-1k",
         after_help = "Example:\n  \
-                            warmstart make-fashion-1k --from fashion-mnist/ --out data/fashion-1k"
+                            warmstart make-fashion-1k --from fashion-mnist/ --out data/fashion-1k --pool-out data/fashion-pool"
     )]
     MakeFashion1k {
         /// Directory holding train-*/t10k-* Fashion-MNIST IDX files.
@@ -115,6 +115,9 @@ pub enum Command {
         from: PathBuf,
         #[arg(long, default_value = "data/fashion-1k")]
         out: PathBuf,
+        /// Where the unlabelled pool for fashion-1k goes.
+        #[arg(long, default_value = "data/fashion-pool")]
+        pool_out: PathBuf,
     },
 }
 
