@@ -3,6 +3,8 @@
 
 - fashion-300: the first 30 training images of each Fashion-MNIST class (300), the next 20 of each
   as validation (200), and the official 10,000 test images.
+- fashion-50: the first 50 training images of each Fashion-MNIST class (500) with no validation
+  set (warmstart holds out a stratified 10%, 50 images), and the official 10,000 test images.
 - digits-1k: 100 digits of each class from MNIST's *test* file as training (1,000; the first in
   file order), the next 10 of each as validation (100), the remaining 8,900 as the test set. The
   default pretraining uses only MNIST's training file, so none of these digits is seen there.
@@ -63,6 +65,10 @@ write(d, "train", *subset(fi, fl, per_class(fi, fl, 0, 30)))
 write(d, "val", *subset(fi, fl, per_class(fi, fl, 30, 20)))
 write(d, "t10k", ti, tl)
 open(os.path.join(d, "classes.txt"), "w").write("\n".join(FASHION) + "\n")
+d = os.path.join(out, "fashion-50")
+write(d, "train", *subset(fi, fl, per_class(fi, fl, 0, 50)))
+write(d, "t10k", ti, tl)
+open(os.path.join(d, "classes.txt"), "w").write("\n".join(FASHION) + "\n")
 
 mi, ml = load(os.path.join(src, "mnist"), "t10k")
 train = per_class(mi, ml, 0, 100)
@@ -83,5 +89,6 @@ write(os.path.join(out, "fashion-pool"), "train", *subset(fi, fl, rest))
 write(os.path.join(out, "fashion-pool-5k"), "train", *subset(fi, fl, rest[:5000]))
 write(os.path.join(out, "digits-pool"), "train", *load(os.path.join(src, "mnist"), "train"))
 print(f"wrote {out}/fashion-pool ({len(rest)}), fashion-pool-5k (5000), digits-pool (60000)")
-print(f"wrote {out}/fashion-300 (300 train / 200 val / 10000 test) and {out}/digits-1k "
+print(f"wrote {out}/fashion-300 (300 train / 200 val / 10000 test), {out}/fashion-50 (500 train / "
+      f"10000 test) and {out}/digits-1k "
       f"(1000 train / 100 val / {len(test)} test)")

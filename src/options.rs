@@ -206,7 +206,7 @@ pub struct TrainOptions {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unlabeled_ratio: Option<usize>,
     /// With --unlabeled: correct the pseudo-labels' class balance (classes) or not (none)
-    /// [default: none].
+    /// [default: classes].
     #[arg(long, value_enum)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub align: Option<Align>,

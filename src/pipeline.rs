@@ -109,11 +109,12 @@ fn load_pool(
     info(
         progress,
         format_args!(
-            "Unlabeled: {} — {} images{known}; threshold {}, {} per labelled image",
+            "Unlabeled: {} — {} images{known}; threshold {}, {} per labelled image, pseudo-labels {}",
             u.path.display(),
             pool.len(),
             u.threshold,
-            u.ratio
+            u.ratio,
+            u.align.describe()
         ),
     );
     Ok(pool)

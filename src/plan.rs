@@ -28,7 +28,7 @@ pub const DEFAULT_UNLABELED_RATIO: usize = 7;
 /// Which epoch's weights a run keeps (docs/accuracy.md, "Which checkpoint to keep").
 pub const DEFAULT_KEEP: Keep = Keep::Auto;
 /// How pseudo-labels are balanced between classes (docs/accuracy.md).
-pub const DEFAULT_ALIGN: Align = Align::None;
+pub const DEFAULT_ALIGN: Align = Align::Classes;
 
 /// The settings a stage uses where the request leaves them open.
 #[derive(Debug, Clone, PartialEq)]

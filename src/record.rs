@@ -297,6 +297,16 @@ pub enum Align {
     Classes,
 }
 
+impl Align {
+    /// How the console and the report say it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Align::None => "as predicted",
+            Align::Classes => "aligned to the labelled class shares",
+        }
+    }
+}
+
 impl RunRecord {
     /// The augmentation as the console and the report name it, with the clean epochs.
     pub fn augment_description(&self) -> String {

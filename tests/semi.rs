@@ -98,6 +98,15 @@ fn the_pool_trains_and_its_labels_never_reach_the_loss() {
         let text = ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
         outs.push((out, text));
     }
+    // The same pool with the pseudo-labels as predicted rather than aligned to the class shares.
+    let unaligned = t.join("unaligned");
+    let mut a = args(&unaligned, Some(&right), "32");
+    a.extend(["--align", "none"].map(String::from));
+    ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        checkpoints(&unaligned) != checkpoints(&outs[0].0),
+        "--align changed nothing"
+    );
     let bits: Vec<_> = outs.iter().map(|(o, _)| checkpoints(o)).collect();
     assert!(bits[0] == bits[1], "the pool's labels changed the weights");
     assert!(
@@ -148,7 +157,9 @@ fn the_pool_trains_and_its_labels_never_reach_the_loss() {
     // The run record keeps the pool.
     let meta = std::fs::read_to_string(outs[0].0.join("best.json")).unwrap();
     assert!(
-        meta.contains("pool-right") && meta.contains("\"count\": 300"),
+        meta.contains("pool-right")
+            && meta.contains("\"count\": 300")
+            && meta.contains("\"align\": \"classes\""),
         "{meta}"
     );
 }
