@@ -250,6 +250,13 @@ fn bad_pools_and_pool_flags_are_refused_by_name() {
     assert!(e.contains("junk") && e.contains("no readable image"), "{e}");
     let e = base(&["--threshold", "0.5"]);
     assert!(e.contains("--unlabeled"), "{e}");
+    let e = base(&["--align", "none"]);
+    assert!(
+        e.contains("--align") && e.contains("--unlabeled PATH"),
+        "{e}"
+    );
+    let e = base(&["--unlabeled", "x", "--align", "sideways"]);
+    assert!(e.contains("sideways") && e.contains("classes"), "{e}");
     let pool = pool_dir(&tmp.path().join("pool"), 10, None);
     let e = base(&["--unlabeled", s(&pool), "--threshold", "1.5"]);
     assert!(e.contains("--threshold"), "{e}");
