@@ -63,7 +63,7 @@ pub struct Metrics {
     pub val_loss: f64,
     /// Validation accuracy after the epoch.
     pub val_acc: f64,
-    /// Test accuracy, recorded in the best checkpoint after training when there is a test set.
+    /// Test accuracy, recorded in the kept checkpoint after training when there is a test set.
     pub test_acc: Option<f64>,
 }
 

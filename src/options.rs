@@ -211,8 +211,9 @@ pub struct TrainOptions {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub align: Option<Align>,
     /// Which epoch's weights the run keeps as its model (best.safetensors): the best validation
-    /// accuracy's (best), the last epoch's (last), or of those two the one with the lower
-    /// validation loss (auto, steadier when the validation set is small) [default: auto].
+    /// accuracy's (best), the last epoch's (last), or the last unless the best one's validation
+    /// loss is a quarter or more lower (auto, steadier when the validation set is small)
+    /// [default: auto].
     #[arg(long, value_enum)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub keep: Option<Keep>,

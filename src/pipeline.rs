@@ -27,7 +27,7 @@ pub struct StageResult {
     pub out: PathBuf,
     /// The data it trained on.
     pub data: Dataset,
-    /// The best checkpoint's predictions on the test set, when the data has one.
+    /// The kept checkpoint's predictions on the test set, when the data has one.
     pub test: Option<Predictions>,
     /// Every epoch's figures.
     pub history: History,
@@ -228,7 +228,7 @@ fn resume_stage(
     finish_stage(outcome, data, &run, &dev, observer.progress)
 }
 
-/// Evaluates the best checkpoint on the test set (or the validation set when there is none),
+/// Evaluates the kept checkpoint (`best.safetensors`) on the test set (or the validation set when there is none),
 /// records the test accuracy in its sidecar, writes the report, and reports the results.
 fn finish_stage(
     outcome: train::Outcome,

@@ -436,7 +436,7 @@ fn training_writes_a_report_that_renders_in_a_browser() {
         4,
         "curves, confusion, mistakes, preview"
     );
-    assert!(html.contains("Test accuracy (best checkpoint)") && html.contains("Ankle boot"));
+    assert!(html.contains("Test accuracy (kept checkpoint)") && html.contains("Ankle boot"));
     assert!(
         !html.contains("src=\"/") && !html.contains("src=\"file:"),
         "images must be embedded"
@@ -823,8 +823,8 @@ fn clean_epochs_train_on_the_images_as_they_are() {
 }
 
 /// `--keep` decides which epoch's weights are the model: `last` the last, `best` the best
-/// validation accuracy's, and the default (`auto`) whichever of those two has the lower
-/// validation loss, read back from the run's own history.
+/// validation accuracy's, and the default (`auto`) the last unless the best one's validation loss
+/// is lower by the margin, read back from the run's own history.
 #[test]
 fn keep_decides_which_epoch_is_the_model() {
     let tmp = tempfile::tempdir().unwrap();
@@ -896,10 +896,11 @@ fn keep_decides_which_epoch_is_the_model() {
     assert!(read(&last, "last.safetensors") == read(&keep_best, "last.safetensors"));
 
     let (auto, auto_text) = run(None);
-    let expected = if last_row.1 < best.1 {
-        last_row.0
-    } else {
+    let margin = warmstart::history::AUTO_MARGIN;
+    let expected = if best.1 < last_row.1 * (1.0 - margin) {
         best.0
+    } else {
+        last_row.0
     };
     assert_eq!(epoch_of(&auto), expected, "{auto_text}\n{history}");
     assert!(

@@ -166,7 +166,7 @@ pub struct RunResult {
     pub seed: u64,
     /// The run's settings ([`settings`]), to tell a re-run with other flags.
     pub settings: Value,
-    /// Accuracy of the best checkpoint on the test set (or the validation set without one).
+    /// Accuracy of the kept checkpoint on the test set (or the validation set without one).
     pub accuracy: f64,
     /// Images it got right.
     pub correct: usize,

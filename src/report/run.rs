@@ -107,9 +107,9 @@ pub struct FinishedRun<'a> {
     pub history: &'a History,
     /// Why it stopped early, if it did.
     pub stopped: Option<&'a str>,
-    /// The best checkpoint's predictions on the test set (or the validation set without one).
+    /// The kept checkpoint's predictions on the test set (or the validation set without one).
     pub scored: &'a Predictions,
-    /// The best checkpoint's architecture, as its sidecar names it.
+    /// The kept checkpoint's architecture, as its sidecar names it.
     pub architecture: String,
 }
 
@@ -136,7 +136,7 @@ pub fn write_run_report(f: &FinishedRun) -> Result<PathBuf> {
     let mut metrics = Vec::new();
     if data.test.is_some() {
         metrics.push((
-            "Test accuracy (best checkpoint)".to_string(),
+            "Test accuracy (kept checkpoint)".to_string(),
             format!("{:.4} ({}/{})", p.accuracy(), p.correct(), p.len()),
         ));
     }

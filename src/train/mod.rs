@@ -8,6 +8,7 @@
 //! batch — so a resumed run draws exactly what an uninterrupted one would.
 
 pub mod init;
+pub mod optim;
 pub mod precise_bn;
 pub mod resume;
 pub mod rundir;
@@ -31,6 +32,8 @@ use burn::optim::ModuleOptimizer;
 use burn::prelude::*;
 use burn::store::ModuleRecord;
 use burn::tensor::Bytes;
+use optim::new_optimizer;
+pub use optim::step;
 use precise_bn::precise_bn;
 use state::LoopState;
 use std::path::{Path, PathBuf};
@@ -109,16 +112,6 @@ pub fn fit(
     };
     let optim = new_optimizer(&record.optimizer);
     run_loop(model, optim, state, data, device, observer)
-}
-
-/// burn's `Adam` arithmetic (`AdamW` with weight decay), fused into one pass on the CPU.
-fn new_optimizer(a: &AdamSettings) -> ModuleOptimizer {
-    ModuleOptimizer::from(crate::fast::FusedAdam::with_weight_decay(
-        a.beta_1,
-        a.beta_2,
-        a.epsilon,
-        a.weight_decay,
-    ))
 }
 
 /// Continues a run from a saved state (its record's `out` and `epochs` may have been changed by
@@ -229,61 +222,9 @@ pub fn training_parts(
     )
 }
 
-/// One optimizer step at rate `lr`: one rate for all, or discriminative rates by `lr_ratio`.
-pub fn step(
-    model: Net,
-    optim: &mut ModuleOptimizer,
-    grads: GradientsParams,
-    lr: f64,
-    lr_ratio: Option<f64>,
-) -> Net {
-    match lr_ratio {
-        None => optim.step(lr, model, grads),
-        Some(r) => step_by_block(model, optim, grads, lr, r),
-    }
-}
-
 /// Cross-entropy, with label smoothing `alpha` when given.
 fn loss(alpha: Option<f32>, ad: &Device) -> CrossEntropyLoss {
     CrossEntropyLossConfig::new().with_smoothing(alpha).init(ad)
-}
-
-/// One optimizer step with discriminative rates: the head at `lr`, each block before it at
-/// `ratio` times the next one's rate (the gradients are split by block; Adam's state is kept per
-/// parameter, so four partial steps equal one step at four rates).
-fn step_by_block(
-    model: Net,
-    optim: &mut ModuleOptimizer,
-    mut grads: GradientsParams,
-    lr: f64,
-    ratio: f64,
-) -> Net {
-    let blocks = model.block_params();
-    let mut model = model;
-    for (depth, params) in blocks.into_iter().rev().enumerate() {
-        let mut part = GradientsParams::new();
-        for (id, rank) in params {
-            match rank {
-                4 => move_grad::<4>(&mut grads, &mut part, id),
-                2 => move_grad::<2>(&mut grads, &mut part, id),
-                _ => move_grad::<1>(&mut grads, &mut part, id),
-            }
-        }
-        if !part.is_empty() {
-            model = optim.step(lr * ratio.powi(depth as i32), model, part);
-        }
-    }
-    model
-}
-
-fn move_grad<const D: usize>(
-    from: &mut GradientsParams,
-    to: &mut GradientsParams,
-    id: burn::module::ParamId,
-) {
-    if let Some(g) = from.remove::<D>(id) {
-        to.register(id, g);
-    }
 }
 
 /// An epoch's pool figures from its counts.
@@ -518,6 +459,7 @@ fn run_loop(
 
 #[cfg(test)]
 mod tests {
+    use super::optim::step_by_block;
     use super::*;
 
     fn history(val_accs: &[f64]) -> History {
