@@ -20,9 +20,10 @@ pub const RECORD_VERSION: u32 = 1;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Keep {
+    // The margin is `history::AUTO_MARGIN`, beside the rule.
     /// The last epoch, unless the best-accuracy epoch's validation loss is lower by a quarter or
-    /// more (`history::AUTO_MARGIN`): accuracy on a small validation set moves in coarse, noisy
-    /// steps (2 points an image at 50), so its best epoch is often a lucky one.
+    /// more: accuracy on a small validation set moves in coarse, noisy steps (2 points an image
+    /// at 50), so its best epoch is often a lucky one.
     Auto,
     /// The epoch with the best validation accuracy (the earliest among equals).
     #[default]
