@@ -228,8 +228,9 @@ fn resume_stage(
     finish_stage(outcome, data, &run, &dev, observer.progress)
 }
 
-/// Evaluates the kept checkpoint (`best.safetensors`) on the test set (or the validation set when there is none),
-/// records the test accuracy in its sidecar, writes the report, and reports the results.
+/// Evaluates the kept checkpoint (`best.safetensors`) on the test set (or the validation set when
+/// there is none), records the test accuracy in its sidecar, writes the report, and reports the
+/// results.
 fn finish_stage(
     outcome: train::Outcome,
     data: Dataset,

@@ -148,7 +148,9 @@ pub(super) fn one_run(
                     return Err(Error::format(
                         &dir,
                         format!(
-                            "this run finished on another unlabelled pool (its images changed                              since): a comparison's runs must share their data; use another                              --out, or remove {} to train it again",
+                            "this run finished on another unlabelled pool (its images changed since): a comparison's \
+                             runs must share their data; use another --out, or remove {} to \
+                             train it again",
                             dir.display()
                         ),
                     ));
@@ -242,22 +244,22 @@ fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
 /// The fingerprints of the data (and unlabelled pools) the runs load, loaded once per distinct
 /// loading.
 #[derive(Default)]
-pub(super) struct DataFingerprints(
-    std::collections::HashMap<String, Fingerprint>,
-    std::collections::HashMap<String, String>,
-);
+pub(super) struct DataFingerprints {
+    data: std::collections::HashMap<String, Fingerprint>,
+    pools: std::collections::HashMap<String, String>,
+}
 
 impl DataFingerprints {
     /// The fingerprint of the data run `r` would train on, as it is now.
     fn of(&mut self, r: &TrainRequest) -> Result<Fingerprint> {
         let record = crate::plan::resolve(Stage::Train, r)?.record;
         let key = format!("{:?} {:?}", record.data.path, record.load_options());
-        if let Some(f) = self.0.get(&key) {
+        if let Some(f) = self.data.get(&key) {
             return Ok(f.clone());
         }
         let d = crate::data::load(&record.data.path, &record.load_options())?;
         let f = Fingerprint::of(&d);
-        self.0.insert(key, f.clone());
+        self.data.insert(key, f.clone());
         Ok(f)
     }
 
@@ -271,12 +273,12 @@ impl DataFingerprints {
             "{:?} {:?} {:?}",
             u.path, record.data.invert, record.data.fit
         );
-        if let Some(f) = self.1.get(&key) {
+        if let Some(f) = self.pools.get(&key) {
             return Ok(Some(f.clone()));
         }
         let f =
             crate::data::pool::load(&u.path, record.data.invert, record.data.fit)?.fingerprint();
-        self.1.insert(key, f.clone());
+        self.pools.insert(key, f.clone());
         Ok(Some(f))
     }
 }

@@ -286,7 +286,7 @@ fn run_loop(
         }
         _ => None,
     };
-    let shares = semi::class_shares(data.train.labels(), data.classes.len());
+    let shares = semi::class_shares(&data.train, data.classes.len());
     let (best_p, last_p) = (best_path(&run.out), last_path(&run.out));
 
     let total_steps = run.epochs * n_batches;
@@ -317,13 +317,16 @@ fn run_loop(
             let n = batch.labelled.len();
             let (grads, l, hits) = match (batch.pool, &run.unlabeled) {
                 (Some(p), Some(u)) => {
+                    let how = semi::Pseudo {
+                        unlabeled: u,
+                        shares: &shares,
+                    };
                     let (g, l, h, counts) = semi::forward_backward(
                         &model,
                         &loss_fn,
                         batch.labelled,
                         p,
-                        u,
-                        &shares,
+                        &how,
                         device,
                         &ad,
                     );

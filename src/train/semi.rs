@@ -10,6 +10,7 @@
 
 use super::labelled_loss;
 use crate::batch::{Batch, PoolBatch};
+use crate::data::Images;
 use crate::eval::{argmax, probabilities};
 use crate::model::{Net, images_tensor};
 use crate::record::{Align, UnlabeledRecord};
@@ -54,16 +55,23 @@ impl PoolCounts {
     }
 }
 
+/// How a run turns pool predictions into pseudo-labels: its settings and the labelled set's
+/// class shares (the target of [`Align::Classes`]).
+pub struct Pseudo<'a> {
+    /// The run's pool settings.
+    pub unlabeled: &'a UnlabeledRecord,
+    /// Each class's share of the labelled set.
+    pub shares: &'a [f32],
+}
+
 /// The labelled set's class shares, the target of [`Align::Classes`].
-pub fn class_shares(labels: &[u32], classes: usize) -> Vec<f32> {
-    let mut counts = vec![0usize; classes];
-    for &l in labels {
-        if let Some(c) = counts.get_mut(l as usize) {
-            *c += 1;
-        }
-    }
-    let total = labels.len().max(1) as f32;
-    counts.into_iter().map(|c| c as f32 / total).collect()
+pub fn class_shares(labelled: &Images, classes: usize) -> Vec<f32> {
+    let total = labelled.len().max(1) as f32;
+    labelled
+        .class_counts(classes)
+        .into_iter()
+        .map(|c| c as f32 / total)
+        .collect()
 }
 
 /// Distribution alignment over one batch: each class's probabilities scaled by its labelled
@@ -104,17 +112,16 @@ fn pseudo_labels(
     model: &Net,
     weak: Vec<f32>,
     known: Option<&[u32]>,
-    u: &UnlabeledRecord,
-    shares: &[f32],
+    how: &Pseudo,
     device: &Device,
 ) -> (Vec<i64>, Vec<f32>, PoolCounts) {
     let n = weak.len() / crate::data::PIXELS;
     let mut probs = probabilities(&model.valid(), weak, device);
     let classes = probs.len() / n.max(1);
-    if u.align == Align::Classes && shares.len() == classes {
-        align(&mut probs, shares);
+    if how.unlabeled.align == Align::Classes && how.shares.len() == classes {
+        align(&mut probs, how.shares);
     }
-    let threshold = u.threshold;
+    let threshold = how.unlabeled.threshold;
     let mut counts = PoolCounts {
         seen: n,
         per_class: vec![0; classes],
@@ -140,15 +147,13 @@ fn pseudo_labels(
 
 /// One FixMatch step's gradients, the labelled batch's mean loss and correct predictions, and
 /// the pool's counts. `model` is in training mode on the autodiff device `ad`; `device` is the
-/// plain device the pseudo-labels are computed on; `shares` are the labelled class shares.
-#[allow(clippy::too_many_arguments)]
+/// plain device the pseudo-labels are computed on.
 pub fn forward_backward(
     model: &Net,
     loss_fn: &CrossEntropyLoss,
     batch: Batch,
     pool: PoolBatch,
-    unlabeled: &UnlabeledRecord,
-    shares: &[f32],
+    how: &Pseudo,
     device: &Device,
     ad: &Device,
 ) -> (GradientsParams, f64, usize, PoolCounts) {
@@ -159,8 +164,7 @@ pub fn forward_backward(
         known,
     } = pool;
     // The weak views are only predicted: moved into that prediction, not copied.
-    let (pseudo, mask, counts) =
-        pseudo_labels(model, weak, known.as_deref(), unlabeled, shares, device);
+    let (pseudo, mask, counts) = pseudo_labels(model, weak, known.as_deref(), how, device);
     let n = batch.len();
     let mut pixels = batch.images;
     pixels.extend_from_slice(&strong);
@@ -173,7 +177,7 @@ pub fn forward_backward(
         let w = Tensor::<2>::from_data(TensorData::new(mask, [m, 1]), ad);
         let picked = log_softmax(unlabelled, 1).gather(1, idx);
         let loss_u = (picked * w).sum().neg().div_scalar(m as f32);
-        loss_l.clone() + loss_u.mul_scalar(unlabeled.weight)
+        loss_l.clone() + loss_u.mul_scalar(how.unlabeled.weight)
     } else {
         loss_l.clone()
     };
@@ -185,11 +189,15 @@ pub fn forward_backward(
 mod tests {
     use super::*;
 
+    fn labelled(labels: &[u32]) -> Images {
+        Images::new(vec![0; labels.len() * crate::data::PIXELS], labels.to_vec()).unwrap()
+    }
+
     #[test]
     fn alignment_lifts_a_class_the_batch_rarely_predicts() {
         // Two classes, equally labelled; the batch leans 3:1 to class 0.
         let mut probs = vec![0.9, 0.1, 0.8, 0.2, 0.6, 0.4, 0.7, 0.3];
-        align(&mut probs, &class_shares(&[0, 1], 2));
+        align(&mut probs, &class_shares(&labelled(&[0, 1]), 2));
         let (mean0, mean1): (f32, f32) = probs
             .chunks(2)
             .fold((0.0, 0.0), |(a, b), r| (a + r[0] / 4.0, b + r[1] / 4.0));
@@ -203,6 +211,6 @@ mod tests {
 
     #[test]
     fn class_shares_count_labels_and_ignore_out_of_range_ones() {
-        assert_eq!(class_shares(&[0, 0, 1, 7], 2), vec![0.5, 0.25]);
+        assert_eq!(class_shares(&labelled(&[0, 0, 1, 7]), 2), vec![0.5, 0.25]);
     }
 }
