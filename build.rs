@@ -2,13 +2,20 @@
 //! cannot run is reported as *ignored* (with the reason) instead of passing without running:
 //! `warmstart_avx512` (AVX512F), `warmstart_bf16` (AVX512_BF16 with AVX512F/BW) and
 //! `warmstart_fashion_originals` (the original Fashion-MNIST IDX files, from
-//! `WARMSTART_FASHION_MNIST`). Tests are built and run on the same machine; a target directory
+//! `WARMSTART_FASHION_MNIST`) and `warmstart_gpu` (built with the `gpu` feature where a Vulkan
+//! driver is installed, or wherever `WARMSTART_REQUIRE_GPU=1` asks for the GPU tests to run and
+//! fail without an adapter). Tests are built and run on the same machine; a target directory
 //! carried to another CPU is rebuilt by `cargo clean`.
 
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(warmstart_avx512)");
     println!("cargo::rustc-check-cfg=cfg(warmstart_bf16)");
     println!("cargo::rustc-check-cfg=cfg(warmstart_fashion_originals)");
+    println!("cargo::rustc-check-cfg=cfg(warmstart_gpu)");
+    println!("cargo::rerun-if-env-changed=WARMSTART_REQUIRE_GPU");
+    if std::env::var_os("CARGO_FEATURE_GPU").is_some() && gpu_driver_expected() {
+        println!("cargo::rustc-cfg=warmstart_gpu");
+    }
     println!("cargo::rerun-if-changed=build.rs");
     println!("cargo::rerun-if-env-changed=WARMSTART_FASHION_MNIST");
     #[cfg(target_arch = "x86_64")]
@@ -36,4 +43,23 @@ fn main() {
             );
         }
     }
+}
+
+/// Whether the GPU tests should run: asked for, or a Vulkan driver's manifest is installed where
+/// the Vulkan loader looks on Linux (macOS and Windows come with a graphics API).
+fn gpu_driver_expected() -> bool {
+    if std::env::var_os("WARMSTART_REQUIRE_GPU").is_some_and(|v| v == "1") {
+        return true;
+    }
+    if std::env::var("CARGO_CFG_TARGET_OS").is_ok_and(|os| os != "linux") {
+        return true;
+    }
+    let dirs = ["/usr/share/vulkan/icd.d", "/etc/vulkan/icd.d"];
+    dirs.iter().any(|d| {
+        let dir = std::path::Path::new(d);
+        if dir.is_dir() {
+            println!("cargo::rerun-if-changed={d}");
+        }
+        std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some())
+    })
 }

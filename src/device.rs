@@ -169,17 +169,80 @@ pub fn make(kind: DeviceKind, seed: u64) -> Result<Device> {
     Ok(device)
 }
 
+/// The GPU adapter `--device gpu` computes on, in words (name, kind, graphics API); `None` for
+/// the CPU. Brings the GPU up if it is not yet, so it fails as [`make`] does.
+pub fn describe(kind: DeviceKind) -> Result<Option<String>> {
+    match kind {
+        DeviceKind::Cpu => Ok(None),
+        DeviceKind::Gpu => gpu_adapter().map(Some),
+    }
+}
+
+/// How to get a GPU adapter, for the error that says there is none.
+#[cfg(feature = "gpu")]
+const NO_ADAPTER_HELP: &str = "--device gpu found no GPU adapter: install your GPU's Vulkan \
+     driver, or a software one to try the GPU path on the CPU (Debian and Ubuntu: \
+     `apt install mesa-vulkan-drivers`; `vulkaninfo --summary` from vulkan-tools lists what is \
+     found), or use --device cpu";
+
+#[cfg(feature = "gpu")]
+mod wgpu_adapter {
+    use burn::prelude::Device;
+    use burn::tensor::wgpu::wgpu::{AdapterInfo, DeviceType};
+
+    /// The one wgpu runtime of this process, brought up on first use: burn registers a runtime
+    /// per adapter selector once, and later selections of the same one reuse it.
+    static GPU: std::sync::OnceLock<Result<(Device, String), String>> = std::sync::OnceLock::new();
+
+    pub fn get() -> &'static Result<(Device, String), String> {
+        GPU.get_or_init(|| {
+            Device::wgpu_options()
+                .init_with_setup()
+                .map(|(device, setup)| (device, words(&setup.adapter.get_info())))
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn words(info: &AdapterInfo) -> String {
+        let kind = match info.device_type {
+            DeviceType::DiscreteGpu => "a discrete GPU",
+            DeviceType::IntegratedGpu => "an integrated GPU",
+            DeviceType::VirtualGpu => "a virtual GPU",
+            DeviceType::Cpu => "a software adapter running on the CPU",
+            DeviceType::Other => "an adapter of unknown kind",
+        };
+        format!("{} ({kind}, {:?})", info.name, info.backend)
+    }
+}
+
 #[cfg(feature = "gpu")]
 fn gpu() -> Result<Device> {
-    Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice))
+    wgpu_adapter::get()
+        .as_ref()
+        .map(|(device, _)| device.clone())
+        .map_err(|e| Error::invalid(format!("{NO_ADAPTER_HELP} ({e})")))
+}
+
+#[cfg(feature = "gpu")]
+fn gpu_adapter() -> Result<String> {
+    wgpu_adapter::get()
+        .as_ref()
+        .map(|(_, words)| words.clone())
+        .map_err(|e| Error::invalid(format!("{NO_ADAPTER_HELP} ({e})")))
 }
 
 #[cfg(not(feature = "gpu"))]
 fn gpu() -> Result<Device> {
-    Err(Error::invalid(
-        "this warmstart was built without GPU support; rebuild with `cargo build --release --features gpu`",
-    ))
+    Err(Error::invalid(NO_GPU_BUILD))
 }
+
+#[cfg(not(feature = "gpu"))]
+fn gpu_adapter() -> Result<String> {
+    Err(Error::invalid(NO_GPU_BUILD))
+}
+
+#[cfg(not(feature = "gpu"))]
+const NO_GPU_BUILD: &str = "this warmstart was built without GPU support; rebuild with `cargo build --release --features gpu`";
 
 /// Runs `f` on a worker thread of the global CPU pool (sized by [`set_threads`] beforehand).
 ///

@@ -68,13 +68,26 @@ fn info(progress: &mut dyn Progress, text: impl std::fmt::Display) {
     progress.event(Event::Info(text.to_string()));
 }
 
+/// The device for `kind` (seeded), with the GPU adapter it runs on reported.
+fn device_reported(
+    kind: device::DeviceKind,
+    seed: u64,
+    progress: &mut dyn Progress,
+) -> Result<Device> {
+    let dev = device::make(kind, seed)?;
+    if let Some(adapter) = device::describe(kind)? {
+        info(progress, format_args!("GPU: {adapter}"));
+    }
+    Ok(dev)
+}
+
 /// What a new run starts from: its device, its data (reported) and its initial network, with
 /// what was loaded into it.
 fn start(
     plan: &mut plan::TrainPlan,
     progress: &mut dyn Progress,
 ) -> Result<(Device, Dataset, crate::model::Net, String)> {
-    let dev = device::make(plan.record.device, plan.record.seed)?;
+    let dev = device_reported(plan.record.device, plan.record.seed, progress)?;
     let data = load_data(
         &plan.record.data.path,
         &plan.record.load_options(),
@@ -193,7 +206,7 @@ fn resume_stage(
             run.data.path.display()
         )));
     }
-    let dev = device::make(req.runtime.device, run.seed)?;
+    let dev = device_reported(req.runtime.device, run.seed, progress)?;
     let mut data = load_data(&run.data.path, &run.load_options(), progress)?;
     plan::check_fingerprint(&run, &data)?;
     if let Some(u) = &run.unlabeled {
@@ -471,7 +484,7 @@ pub fn eval(req: &EvalRequest, progress: &mut dyn Progress) -> Result<Evaluation
     let plan = plan::eval(&req.model, req.data.as_deref())?;
     let record = &plan.meta.training;
     let seed = record.seed;
-    let dev = device::make(req.runtime.device, seed)?;
+    let dev = device_reported(req.runtime.device, seed, progress)?;
     let precision = device::resolve_precision(req.runtime.precision, req.runtime.device)?;
     let (model, meta) = checkpoint::load(&plan.weights, &dev)?;
     let model = model.with_precision(precision);

@@ -144,6 +144,9 @@ fn predict(a: &PredictArgs) -> Result<()> {
         device: a.runtime.device,
         precision: a.runtime.precision,
     };
+    if let Some(adapter) = device::describe(a.runtime.device)? {
+        eprintln!("GPU: {adapter}");
+    }
     let p = predict::predict(&req)?;
     let classes = &p.classes;
     match p.predicted {
@@ -246,9 +249,9 @@ fn bench(a: &BenchArgs) -> Result<()> {
     let threads = rayon::current_num_threads();
     say(format_args!(
         "Benchmark of the seed CNN on {} ({threads} threads), data: {} MNIST images",
-        match a.runtime.device {
-            device::DeviceKind::Cpu => "cpu (burn flex)",
-            device::DeviceKind::Gpu => "gpu (burn wgpu)",
+        match device::describe(a.runtime.device)? {
+            None => "cpu (burn flex)".to_string(),
+            Some(adapter) => format!("gpu (burn wgpu on {adapter})"),
         },
         t.len()
     ));

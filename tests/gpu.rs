@@ -1,0 +1,224 @@
+//! The GPU path (`--features gpu`, `--device gpu`) against the CPU path, on whatever adapter
+//! wgpu finds: a GPU, or a software Vulkan driver such as Mesa's lavapipe, which CI installs.
+//!
+//! Built without the `gpu` feature, or where no Vulkan driver is installed, these tests are
+//! reported as ignored (see build.rs); `WARMSTART_REQUIRE_GPU=1` makes them run, and fail where
+//! no adapter is found.
+
+mod common;
+
+use burn::module::Module;
+use burn::prelude::*;
+use common::*;
+use std::path::Path;
+use warmstart::data::Images;
+use warmstart::device::{self, DeviceKind};
+use warmstart::model::{ArchConfig, Net, images_tensor};
+use warmstart::record::AdamSettings;
+use warmstart::train::{forward_backward, precise_bn::precise_bn, step, training_parts};
+
+const NEEDS: &str = "needs the gpu feature and a Vulkan driver (Debian: mesa-vulkan-drivers)";
+
+fn gpu() -> Device {
+    device::make(DeviceKind::Gpu, 7).unwrap_or_else(|e| panic!("no GPU device: {e}"))
+}
+
+fn cpu() -> Device {
+    device::make(DeviceKind::Cpu, 7).unwrap()
+}
+
+/// The first `n` bundled MNIST training images.
+fn mnist(n: usize) -> Images {
+    let dir = warmstart::bundled::dir("mnist");
+    warmstart::data::idx::read_pair(
+        &dir.join("train-images-idx3-ubyte.gz"),
+        &dir.join("train-labels-idx1-ubyte.gz"),
+    )
+    .unwrap()
+    .truncate(n)
+}
+
+fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data().iter::<f32>().collect()
+}
+
+/// The largest difference between `a` and `b`, relative to `b`'s largest magnitude.
+fn rel_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    let scale = b.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+    a.iter()
+        .zip(b)
+        .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()))
+        / scale
+}
+
+/// Every tensor of two networks (weights and batch-norm statistics), by name.
+fn tensors(net: &Net) -> Vec<(&'static str, Vec<f32>)> {
+    let bn = |b: &burn::nn::BatchNorm| {
+        [
+            host(b.gamma.val()),
+            host(b.beta.val()),
+            host(b.running_mean.value()),
+            host(b.running_var.value()),
+        ]
+    };
+    let [g1, b1, m1, v1] = bn(&net.bn1);
+    let [g2, b2, m2, v2] = bn(&net.bn2);
+    let [g3, b3, m3, v3] = bn(&net.bn3);
+    vec![
+        ("conv1.weight", host(net.conv1.weight.val())),
+        ("conv2.weight", host(net.conv2.weight.val())),
+        ("fc1.weight", host(net.fc1.weight.val())),
+        ("fc2.weight", host(net.fc2.weight.val())),
+        ("bn1.gamma", g1),
+        ("bn1.beta", b1),
+        ("bn1.running_mean", m1),
+        ("bn1.running_var", v1),
+        ("bn2.gamma", g2),
+        ("bn2.beta", b2),
+        ("bn2.running_mean", m2),
+        ("bn2.running_var", v2),
+        ("bn3.gamma", g3),
+        ("bn3.beta", b3),
+        ("bn3.running_mean", m3),
+        ("bn3.running_var", v3),
+    ]
+}
+
+fn assert_close(what: &str, a: &Net, b: &Net, tol: f32) {
+    let diffs: Vec<(&str, f32)> = tensors(a)
+        .into_iter()
+        .zip(tensors(b))
+        .map(|((name, x), (_, y))| (name, rel_diff(&x, &y)))
+        .collect();
+    for (name, d) in diffs {
+        assert!(
+            d < tol,
+            "{what}: {name} differs by {d} (relative) between the devices"
+        );
+    }
+}
+
+#[test]
+#[cfg_attr(
+    not(warmstart_gpu),
+    ignore = "needs the gpu feature and a Vulkan driver"
+)]
+fn dropout_keeps_the_share_it_should_on_the_gpu() {
+    let _ = NEEDS;
+    for dev in [cpu(), gpu()] {
+        let ad = dev.clone().autodiff();
+        let drop = burn::nn::DropoutConfig::new(0.25).init();
+        let y = drop.forward(Tensor::<2>::ones([256, 256], &ad));
+        let kept = host(y.clone().greater_elem(0.0).float())
+            .iter()
+            .sum::<f32>()
+            / 65536.0;
+        let mean = host(y.mean())[0];
+        assert!(
+            (kept - 0.75).abs() < 0.02,
+            "{dev:?}: dropout 0.25 kept {kept} of the values"
+        );
+        assert!(
+            (mean - 1.0).abs() < 0.03,
+            "{dev:?}: mean after dropout {mean}"
+        );
+    }
+}
+
+#[test]
+#[cfg_attr(
+    not(warmstart_gpu),
+    ignore = "needs the gpu feature and a Vulkan driver"
+)]
+fn the_same_weights_predict_normalise_and_learn_alike_on_both_devices() {
+    let (cpu, gpu) = (cpu(), gpu());
+    let mut net = ArchConfig::standard(10).init(&cpu);
+    // Dropout draws from each device's own generator: without it both compute the same thing.
+    (net.drop1.prob, net.drop2.prob) = (0.0, 0.0);
+    // Batches of 128 as training uses them, and a short last one: at 128 images conv1's batch
+    // statistics reduce 86,528 values a channel, past where the GPU's long reductions fail.
+    let images = mnist(2 * 128 + 9);
+    let batch = |k: usize| warmstart::batch::plain(&images, k * 128..((k + 1) * 128).min(265));
+
+    // Inference: the same probabilities.
+    let probs = |dev: &Device| {
+        let net = net.clone().fork(dev).valid();
+        host(net.probabilities(images_tensor(batch(0).images, dev)))
+    };
+    let d = rel_diff(&probs(&gpu), &probs(&cpu));
+    assert!(d < 1e-4, "probabilities differ by {d}");
+
+    // Training: PreciseBN's statistics, the first step's gradients, then the losses of three
+    // Adam steps, from the same start. (Weights after Adam steps are not compared: Adam's first
+    // steps move every weight by about ±lr, and a gradient that is zero up to rounding can take
+    // either sign on either device.)
+    let adam = AdamSettings {
+        lr: 1e-3,
+        beta_1: 0.9,
+        beta_2: 0.999,
+        epsilon: 1e-7,
+        weight_decay: 0.0,
+    };
+    let train = |dev: &Device| {
+        let ad = dev.clone().autodiff();
+        let (model, mut optim, loss) = training_parts(net.clone(), &adam, None, &ad);
+        let stats = precise_bn(model.clone(), &images, 128, &ad).valid();
+        let mut model = model;
+        let (mut losses, mut first) = (vec![], vec![]);
+        for k in 0..3 {
+            let (grads, l, _) = forward_backward(&model, &loss, batch(k), &ad);
+            if k == 0 {
+                first = gradients(&model, &grads);
+            }
+            losses.push(l);
+            model = step(model, &mut optim, grads, 1e-3, None);
+        }
+        (stats, first, losses)
+    };
+    let (stats_c, grads_c, losses_c) = train(&cpu);
+    let (stats_g, grads_g, losses_g) = train(&gpu);
+    assert_close("PreciseBN", &stats_g, &stats_c, 1e-3);
+    for ((name, g), (_, c)) in grads_g.iter().zip(&grads_c) {
+        let d = rel_diff(g, c);
+        assert!(d < 1e-3, "the gradient of {name} differs by {d} (relative)");
+    }
+    for (g, c) in losses_g.iter().zip(&losses_c) {
+        assert!(
+            (g - c).abs() < 1e-3 * c.abs(),
+            "losses {losses_g:?} on the GPU, {losses_c:?} on the CPU"
+        );
+    }
+}
+
+/// The gradient of every weight, by name. Not the biases of the layers batch norm follows: their
+/// gradient is zero but for rounding, which differs between devices.
+fn gradients(net: &Net, grads: &burn::optim::GradientsParams) -> Vec<(&'static str, Vec<f32>)> {
+    let g4 = |p: &burn::module::Param<Tensor<4>>| host(grads.get::<4>(p.id).expect("a gradient"));
+    let g2 = |p: &burn::module::Param<Tensor<2>>| host(grads.get::<2>(p.id).expect("a gradient"));
+    let g1 = |p: &burn::module::Param<Tensor<1>>| host(grads.get::<1>(p.id).expect("a gradient"));
+    vec![
+        ("conv1.weight", g4(&net.conv1.weight)),
+        ("conv2.weight", g4(&net.conv2.weight)),
+        ("fc1.weight", g2(&net.fc1.weight)),
+        ("fc2.weight", g2(&net.fc2.weight)),
+        ("fc2.bias", g1(net.fc2.bias.as_ref().unwrap())),
+        ("bn1.gamma", g1(&net.bn1.gamma)),
+        ("bn1.beta", g1(&net.bn1.beta)),
+        ("bn2.gamma", g1(&net.bn2.gamma)),
+        ("bn2.beta", g1(&net.bn2.beta)),
+        ("bn3.gamma", g1(&net.bn3.gamma)),
+        ("bn3.beta", g1(&net.bn3.beta)),
+    ]
+}
+
+#[test]
+#[cfg_attr(
+    not(warmstart_gpu),
+    ignore = "needs the gpu feature and a Vulkan driver"
+)]
+fn the_gpu_trains_evaluates_predicts_and_exports() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("gpu");
+    let _ = Path::new(&out);
+}
