@@ -10,14 +10,11 @@ mod common;
 use burn::module::Module;
 use burn::prelude::*;
 use common::*;
-use std::path::Path;
 use warmstart::data::Images;
 use warmstart::device::{self, DeviceKind};
 use warmstart::model::{ArchConfig, Net, images_tensor};
 use warmstart::record::AdamSettings;
 use warmstart::train::{forward_backward, precise_bn::precise_bn, step, training_parts};
-
-const NEEDS: &str = "needs the gpu feature and a Vulkan driver (Debian: mesa-vulkan-drivers)";
 
 fn gpu() -> Device {
     device::make(DeviceKind::Gpu, 7).unwrap_or_else(|e| panic!("no GPU device: {e}"))
@@ -105,7 +102,6 @@ fn assert_close(what: &str, a: &Net, b: &Net, tol: f32) {
     ignore = "needs the gpu feature and a Vulkan driver"
 )]
 fn dropout_keeps_the_share_it_should_on_the_gpu() {
-    let _ = NEEDS;
     for dev in [cpu(), gpu()] {
         let ad = dev.clone().autodiff();
         let drop = burn::nn::DropoutConfig::new(0.25).init();
@@ -219,6 +215,117 @@ fn gradients(net: &Net, grads: &burn::optim::GradientsParams) -> Vec<(&'static s
 )]
 fn the_gpu_trains_evaluates_predicts_and_exports() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("gpu");
-    let _ = Path::new(&out);
+    let run = tmp.path().join("gpu");
+    let out = bin()
+        .args([
+            "pretrain", "--device", "gpu", "--limit", "200", "--epochs", "1",
+        ])
+        .args([
+            "--batch-size",
+            "64",
+            "--test-limit",
+            "100",
+            "--out",
+            s(&run),
+        ])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(
+        format!("{stdout}{stderr}").contains("GPU: "),
+        "the adapter is not named: {stdout}{stderr}"
+    );
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("best.json")).unwrap()).unwrap();
+    assert_eq!(record["training"]["device"], "gpu", "{record}");
+
+    // The GPU-trained checkpoint evaluates alike on both devices.
+    let acc = |device: &str| {
+        let ev = ok(&[
+            "eval",
+            "--model",
+            s(&run),
+            "--limit",
+            "100",
+            "--device",
+            device,
+        ]);
+        figure_after(&ev, "Accuracy on test")
+    };
+    let (on_gpu, on_cpu) = (acc("gpu"), acc("cpu"));
+    assert!(
+        (on_gpu - on_cpu).abs() <= 0.01,
+        "eval: {on_gpu} on the GPU, {on_cpu} on the CPU"
+    );
+
+    // predict: the same probabilities, to the four decimals printed, on both devices.
+    let test = mnist_test(3);
+    let mut files = vec![];
+    for i in 0..3 {
+        let path = tmp.path().join(format!("digit{i}.png"));
+        let px: Vec<u8> = test.image(i).iter().map(|p| 255 - p).collect();
+        image::GrayImage::from_raw(28, 28, px)
+            .unwrap()
+            .save(&path)
+            .unwrap();
+        files.push(path);
+    }
+    let predict = |device: &str| {
+        let mut args = vec![
+            "predict",
+            "--model",
+            s(&run),
+            "--top",
+            "10",
+            "--device",
+            device,
+        ];
+        args.extend(files.iter().map(|f| s(f)));
+        probabilities(&ok(&args))
+    };
+    let (p_gpu, p_cpu) = (predict("gpu"), predict("cpu"));
+    assert_eq!(p_gpu.len(), 30, "three images, ten classes each");
+    for ((label, g), (_, c)) in p_gpu.iter().zip(&p_cpu) {
+        assert!(
+            (g - c).abs() <= 2e-4,
+            "{label}: {g} on the GPU, {c} on the CPU"
+        );
+    }
+
+    // export reads the GPU-trained checkpoint as any other.
+    let onnx = tmp.path().join("gpu.onnx");
+    ok(&["export", "--model", s(&run), "--out", s(&onnx)]);
+    assert!(std::fs::metadata(&onnx).unwrap().len() > 1_000_000);
+}
+
+/// The first `n` bundled MNIST test images.
+fn mnist_test(n: usize) -> Images {
+    let dir = warmstart::bundled::dir("mnist");
+    warmstart::data::idx::read_pair(
+        &dir.join("t10k-images-idx3-ubyte.gz"),
+        &dir.join("t10k-labels-idx1-ubyte.gz"),
+    )
+    .unwrap()
+    .truncate(n)
+}
+
+/// `(file: class, probability)` for every `class (p)` that `predict` printed, in order.
+fn probabilities(out: &str) -> Vec<(String, f64)> {
+    let mut found = vec![];
+    for line in out.lines() {
+        let Some((file, rest)) = line.split_once(": ") else {
+            continue;
+        };
+        for item in rest.split(", ") {
+            if let Some((class, p)) = item.split_once(" (") {
+                let p = p.trim_end_matches(')').parse().expect("a probability");
+                found.push((format!("{file}: {class}"), p));
+            }
+        }
+    }
+    found
 }
