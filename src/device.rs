@@ -180,7 +180,7 @@ pub fn describe(kind: DeviceKind) -> Result<Option<String>> {
 
 /// How to get a GPU adapter, for the error that says there is none.
 #[cfg(feature = "gpu")]
-const NO_ADAPTER_HELP: &str = "--device gpu found no GPU adapter: install your GPU's Vulkan \
+const NO_ADAPTER_HELP: &str = "--device gpu found no Vulkan adapter: install your GPU's Vulkan \
      driver, or a software one to try the GPU path on the CPU (Debian and Ubuntu: \
      `apt install mesa-vulkan-drivers`; `vulkaninfo --summary` from vulkan-tools lists what is \
      found), or use --device cpu";
@@ -188,6 +188,8 @@ const NO_ADAPTER_HELP: &str = "--device gpu found no GPU adapter: install your G
 #[cfg(feature = "gpu")]
 mod wgpu_adapter {
     use burn::prelude::Device;
+    #[cfg(not(target_os = "macos"))]
+    use burn::tensor::wgpu::WgpuBackend;
     use burn::tensor::wgpu::wgpu::{AdapterInfo, DeviceType};
 
     /// The one wgpu runtime of this process, brought up on first use: burn registers a runtime
@@ -196,7 +198,13 @@ mod wgpu_adapter {
 
     pub fn get() -> &'static Result<(Device, String), String> {
         GPU.get_or_init(|| {
-            Device::wgpu_options()
+            let options = Device::wgpu_options();
+            // Vulkan only outside macOS (Metal there): where Vulkan finds no adapter, wgpu's
+            // automatic choice falls back to OpenGL, on which burn's kernels fail at the first
+            // reduction (a launch error, with Mesa's llvmpipe).
+            #[cfg(not(target_os = "macos"))]
+            let options = options.graphics_api(WgpuBackend::Vulkan);
+            options
                 .init_with_setup()
                 .map(|(device, setup)| (device, words(&setup.adapter.get_info())))
                 .map_err(|e| e.to_string())
@@ -215,29 +223,24 @@ mod wgpu_adapter {
     }
 }
 
-#[cfg(feature = "gpu")]
 fn gpu() -> Result<Device> {
-    wgpu_adapter::get()
-        .as_ref()
-        .map(|(device, _)| device.clone())
-        .map_err(|e| Error::invalid(format!("{NO_ADAPTER_HELP} ({e})")))
+    gpu_runtime().map(|(device, _)| device)
 }
 
-#[cfg(feature = "gpu")]
 fn gpu_adapter() -> Result<String> {
+    gpu_runtime().map(|(_, adapter)| adapter)
+}
+
+/// The GPU device and its adapter in words.
+#[cfg(feature = "gpu")]
+fn gpu_runtime() -> Result<(Device, String)> {
     wgpu_adapter::get()
-        .as_ref()
-        .map(|(_, words)| words.clone())
+        .clone()
         .map_err(|e| Error::invalid(format!("{NO_ADAPTER_HELP} ({e})")))
 }
 
 #[cfg(not(feature = "gpu"))]
-fn gpu() -> Result<Device> {
-    Err(Error::invalid(NO_GPU_BUILD))
-}
-
-#[cfg(not(feature = "gpu"))]
-fn gpu_adapter() -> Result<String> {
+fn gpu_runtime() -> Result<(Device, String)> {
     Err(Error::invalid(NO_GPU_BUILD))
 }
 

@@ -24,12 +24,12 @@ fn cpu() -> Device {
     device::make(DeviceKind::Cpu, 7).unwrap()
 }
 
-/// The first `n` bundled MNIST training images.
-fn mnist(n: usize) -> Images {
+/// The first `n` bundled MNIST images of `set` ("train" or "t10k").
+fn mnist(set: &str, n: usize) -> Images {
     let dir = warmstart::bundled::dir("mnist");
     warmstart::data::idx::read_pair(
-        &dir.join("train-images-idx3-ubyte.gz"),
-        &dir.join("train-labels-idx1-ubyte.gz"),
+        &dir.join(format!("{set}-images-idx3-ubyte.gz")),
+        &dir.join(format!("{set}-labels-idx1-ubyte.gz")),
     )
     .unwrap()
     .truncate(n)
@@ -134,7 +134,7 @@ fn the_same_weights_predict_normalise_and_learn_alike_on_both_devices() {
     (net.drop1.prob, net.drop2.prob) = (0.0, 0.0);
     // Batches of 128 as training uses them, and a short last one: at 128 images conv1's batch
     // statistics reduce 86,528 values a channel, past where the GPU's long reductions fail.
-    let images = mnist(2 * 128 + 9);
+    let images = mnist("train", 2 * 128 + 9);
     let batch = |k: usize| warmstart::batch::plain(&images, k * 128..((k + 1) * 128).min(265));
 
     // Inference: the same probabilities.
@@ -263,7 +263,7 @@ fn the_gpu_trains_evaluates_predicts_and_exports() {
     );
 
     // predict: the same probabilities, to the four decimals printed, on both devices.
-    let test = mnist_test(3);
+    let test = mnist("t10k", 3);
     let mut files = vec![];
     for i in 0..3 {
         let path = tmp.path().join(format!("digit{i}.png"));
@@ -300,17 +300,6 @@ fn the_gpu_trains_evaluates_predicts_and_exports() {
     let onnx = tmp.path().join("gpu.onnx");
     ok(&["export", "--model", s(&run), "--out", s(&onnx)]);
     assert!(std::fs::metadata(&onnx).unwrap().len() > 1_000_000);
-}
-
-/// The first `n` bundled MNIST test images.
-fn mnist_test(n: usize) -> Images {
-    let dir = warmstart::bundled::dir("mnist");
-    warmstart::data::idx::read_pair(
-        &dir.join("t10k-images-idx3-ubyte.gz"),
-        &dir.join("t10k-labels-idx1-ubyte.gz"),
-    )
-    .unwrap()
-    .truncate(n)
 }
 
 /// `(file: class, probability)` for every `class (p)` that `predict` printed, in order.
