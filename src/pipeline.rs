@@ -6,7 +6,7 @@ use crate::augment::AugmentConfig;
 use crate::bundled;
 use crate::checkpoint;
 use crate::data::{self, Dataset, LoadOptions, Split};
-use crate::device;
+use crate::device::{self, DeviceKind};
 use crate::error::{Error, Result};
 use crate::eval::{Confusion, Predictions, predict_set_cancellable, with_tta};
 use crate::fsutil;
@@ -69,11 +69,7 @@ fn info(progress: &mut dyn Progress, text: impl std::fmt::Display) {
 }
 
 /// The device for `kind` (seeded), with the GPU adapter it runs on reported.
-fn device_reported(
-    kind: device::DeviceKind,
-    seed: u64,
-    progress: &mut dyn Progress,
-) -> Result<Device> {
+fn device_reported(kind: DeviceKind, seed: u64, progress: &mut dyn Progress) -> Result<Device> {
     let dev = device::make(kind, seed)?;
     if let Some(adapter) = device::describe(kind)? {
         info(progress, format_args!("GPU: {adapter}"));
