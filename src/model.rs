@@ -214,8 +214,9 @@ impl Net {
 /// on the `wgpu` backend (cubecl 0.11) a row longer than about 65,000 values sums wrong: at
 /// batch 128, conv1's 86,528 values a channel gave batch statistics off by up to 97% on Mesa's
 /// lavapipe, and GPU-trained models evaluated 20 points below CPU-trained ones. One axis at a
-/// time, no row is longer than the batch or an image side, forward or backward.
-fn batch_norm<const D: usize>(bn: &BatchNorm, x: Tensor<D>) -> Tensor<D> {
+/// time, no row is longer than the batch or an image side, forward or backward. Public for the
+/// device tests, which check it at those sizes.
+pub fn batch_norm<const D: usize>(bn: &BatchNorm, x: Tensor<D>) -> Tensor<D> {
     if !(x.device().is_autodiff() && bn.training.is_enabled()) {
         return bn.forward(x);
     }
