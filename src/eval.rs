@@ -78,13 +78,28 @@ pub fn argmax(v: &[f32]) -> usize {
     best
 }
 
+/// Images one forward pass on burn's layers (the GPU path) takes at once. Why: at batch 1000,
+/// conv2's output alone is 147 MB, past what a GPU may hold in one buffer (wgpu's default binding
+/// limit is 128 MiB; lavapipe failed to allocate it), and `eval` and `bench` pass 1000 images.
+const LAYERS_CHUNK: usize = 256;
+
 /// Class probabilities for host pixels (`n * 784` values in `[0, 1]`); `model` must be in
 /// evaluation mode (`Module::valid`) and `device` without autodiff.
 pub fn probabilities(model: &Net, pixels: Vec<f32>, device: &Device) -> Vec<f32> {
-    model
-        .probabilities(images_tensor(pixels, device))
-        .into_data()
-        .iter::<f32>()
+    let forward = |pixels: Vec<f32>| {
+        model
+            .probabilities(images_tensor(pixels, device))
+            .into_data()
+            .iter::<f32>()
+            .collect::<Vec<f32>>()
+    };
+    let chunk = LAYERS_CHUNK * crate::data::PIXELS;
+    if crate::fast::enabled(device) || pixels.len() <= chunk {
+        return forward(pixels);
+    }
+    pixels
+        .chunks(chunk)
+        .flat_map(|c| forward(c.to_vec()))
         .collect()
 }
 
