@@ -81,6 +81,14 @@ pub fn read(path: &Path, if_missing: &str) -> Result<Vec<u8>> {
     })
 }
 
+/// Removes the file at `path`; one that is not there is not an error.
+pub fn remove_if_exists(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(path, e)),
+        _ => Ok(()),
+    }
+}
+
 /// Creates `dir` (and parents), with an error that names it.
 pub fn create_dir(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))

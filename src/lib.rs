@@ -5,9 +5,11 @@
 //! the pipeline: [`data`] (loading and splitting) → [`augment`] → [`batch`] → [`model`] (with
 //! [`fast`], the fused CPU kernels) → [`options`] (what a user asks for) → [`record`] (what a run
 //! was given) → [`checkpoint`] → [`plan`] (resolving a request into a record) → [`eval`] →
-//! [`train`] → [`report`] → [`pipeline`] (the commands end to end). Imports point one way: no
+//! [`train`] → [`report`] → [`pipeline`] (the commands end to end), and the commands of many
+//! runs: [`compare`], [`audit`]. Imports point one way: no
 //! module imports one that imports it back (`tests/layers.rs` checks it).
 
+pub mod audit;
 pub mod augment;
 pub mod batch;
 pub mod bench;

@@ -39,12 +39,14 @@ pub enum Event<'a> {
         /// The run's epochs.
         epochs: usize,
     },
-    /// A comparison starts its `total` runs.
+    /// A command of several training runs (a comparison, an audit's folds) starts them.
     RunsStarted {
-        /// Runs in the comparison.
+        /// Runs in the command.
         total: usize,
+        /// The command, for the progress bar.
+        what: &'static str,
     },
-    /// One run of a comparison is done (trained, resumed or read back), with its line.
+    /// One of those runs is done (trained, resumed or read back), with its line.
     RunDone(String),
 }
 

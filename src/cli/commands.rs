@@ -43,6 +43,7 @@ fn command_on_workers(command: Command) -> Result<()> {
         Command::Predict(a) => predict(&a),
         Command::Run(a) => Ok(pipeline::run(&a, console)?),
         Command::Compare(a) => compare(&a, console),
+        Command::Audit(a) => audit(&a, console),
         Command::LrFind(a) => {
             if a.resume.is_some() {
                 bail!("lr-find has no --resume: it trains nothing it keeps");
@@ -71,6 +72,45 @@ fn command_on_workers(command: Command) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn audit(a: &warmstart::audit::AuditRequest, console: &mut Console) -> Result<()> {
+    let audit = warmstart::audit::run(a, console)?;
+    let f = &audit.findings;
+    let s = &audit.similarity;
+    let wrong: f64 = f.estimated_wrong.iter().sum();
+    let n = audit.data.images.len();
+    say(format_args!(
+        "Out-of-fold predictions agree with {:.2}% of the given labels",
+        100.0 * audit.agreement()
+    ));
+    say(format_args!(
+        "Wrong labels: about {wrong:.0} of {n} estimated ({:.1}%); {} flagged in label_issues.csv",
+        100.0 * wrong / n.max(1) as f64,
+        f.issues.len()
+    ));
+    for x in f.issues.iter().take(5) {
+        say(format_args!(
+            "  {}: given {}, looks like {} ({:.0}% vs {:.0}%)",
+            audit.data.origins[x.image].relative_to(&audit.data.source),
+            audit.data.classes[x.given as usize],
+            audit.data.classes[x.suggested as usize],
+            100.0 * audit.probs[x.image * audit.data.classes.len() + x.given as usize],
+            100.0 * audit.probs[x.image * audit.data.classes.len() + x.suggested as usize]
+        ));
+    }
+    say(format_args!(
+        "Duplicates: {} pairs among the labelled images, {} with the test set; outliers: {}",
+        s.within.len(),
+        s.across.len(),
+        s.outliers.len()
+    ));
+    say(format_args!(
+        "Wrote {}: label_issues.csv, classes.csv, duplicates.csv, outliers.csv, out_of_fold.csv, \
+         audit.html",
+        audit.out.display()
+    ));
+    Ok(())
 }
 
 fn export(a: &ExportArgs) -> Result<()> {

@@ -77,6 +77,16 @@ pub enum Command {
                             --limit, --data, ...) apply to every variant; a variant's own flags take precedence."
     )]
     Compare(CompareArgs),
+    /// Find the likely wrong labels of a dataset (out-of-fold predictions of K-fold
+    /// cross-validation, then confident learning), its duplicated images (also those leaked into
+    /// the test set) and its outliers. Writes label_issues.csv, classes.csv, duplicates.csv,
+    /// outliers.csv, out_of_fold.csv and audit.html.
+    #[command(
+        after_help = "Example:\n  warmstart audit --data my-images/ --out runs/audit\n  \
+                            warmstart audit --data my-images/ --folds 10 --epochs 50\n\n\
+                            Each fold trains as `warmstart train` would (same flags), 30 epochs unless --epochs is given."
+    )]
+    Audit(warmstart::audit::AuditRequest),
     /// Measure training and inference speed of the seed CNN on this machine.
     #[command(after_help = "Example:\n  warmstart bench --threads 2\n\n\
                             The last lines are machine-readable: train_b128, train_b32_aug, infer_b1000 (images/s), \
@@ -132,6 +142,7 @@ impl Command {
             Command::Predict(a) => Some(&a.runtime),
             Command::Run(a) => Some(&a.runtime),
             Command::Compare(a) => Some(&a.train.request.runtime),
+            Command::Audit(a) => Some(&a.train.runtime),
             Command::Bench(a) => Some(&a.runtime),
             Command::Serve(a) => Some(&a.runtime),
             Command::AugmentPreview(_) | Command::MakeFashion1k { .. } | Command::Export(_) => None,

@@ -107,8 +107,9 @@ impl Progress for Console {
                 }
             }
             Event::Epoch { record, epochs } => self.line(&record.keras_line(epochs)),
-            Event::RunsStarted { total } if self.bars => {
-                self.runs = Some(bar(total, "compare [{bar:30}] {pos}/{len} runs ({eta})"));
+            Event::RunsStarted { total, what } if self.bars => {
+                let style = format!("{what} [{{bar:30}}] {{pos}}/{{len}} runs ({{eta}})");
+                self.runs = Some(bar(total, &style));
             }
             Event::RunDone(text) => match &self.runs {
                 Some(b) => {

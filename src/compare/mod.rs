@@ -246,7 +246,10 @@ pub fn run(req: &CompareRequest, progress: &mut dyn Progress) -> Result<Comparis
         req.seeds.len(),
         req.out.display()
     )));
-    progress.event(Event::RunsStarted { total });
+    progress.event(Event::RunsStarted {
+        total,
+        what: "compare",
+    });
     let mut runs = Vec::with_capacity(total);
     let mut data = DataFingerprints::default();
     for v in &req.variants {

@@ -165,8 +165,7 @@ pub fn load(path: &Path) -> Result<RawDataset> {
         train: read(&path.join("train.csv"))?,
         val: opt("val.csv")?,
         test: opt("test.csv")?,
-        skipped: Vec::new(),
-        grouped_by_class: false,
+        ..Default::default()
     })
 }
 

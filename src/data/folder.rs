@@ -40,17 +40,18 @@ fn dir_name(p: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// Reads `dir/<class>/*` for the given class names. A file that is not a readable image is
-/// skipped and reported; an empty class folder is an error.
+/// Reads `dir/<class>/*` for the given class names, with each image's file. A file that is not a
+/// readable image is skipped and reported; an empty class folder is an error.
 fn read_split(
     dir: &Path,
     classes: &[String],
     invert: Invert,
     fit: Fit,
     skipped: &mut Vec<(PathBuf, String)>,
-) -> Result<Images> {
+) -> Result<(Images, Vec<PathBuf>)> {
     let mut pixels = Vec::new();
     let mut labels = Vec::new();
+    let mut files = Vec::new();
     for sub in subdirs(dir)? {
         let name = dir_name(&sub);
         let label = classes.iter().position(|c| *c == name).ok_or_else(|| {
@@ -78,6 +79,7 @@ fn read_split(
                 Ok(px) => {
                     pixels.extend_from_slice(&px);
                     labels.push(label as u32);
+                    files.push(f);
                     found += 1;
                 }
                 Err(e @ Error::Io { .. }) => return Err(e),
@@ -94,7 +96,7 @@ fn read_split(
             return Err(Error::format(&sub, "class folder has no readable images"));
         }
     }
-    Images::new(pixels, labels)
+    Ok((Images::new(pixels, labels)?, files))
 }
 
 /// Loads an image-folder dataset.
@@ -127,8 +129,8 @@ pub fn load(root: &Path, invert: Invert, fit: Fit) -> Result<RawDataset> {
         return Err(Error::format(&train_dir, "no class folders"));
     }
     let mut skipped = Vec::new();
-    let train = read_split(&train_dir, &classes, invert, fit, &mut skipped)?;
-    let mut opt = |name: &str| -> Result<Option<Images>> {
+    let (train, train_files) = read_split(&train_dir, &classes, invert, fit, &mut skipped)?;
+    let mut opt = |name: &str| -> Result<Option<(Images, Vec<PathBuf>)>> {
         match part(name) {
             Some(d) if split_layout => {
                 read_split(&d, &classes, invert, fit, &mut skipped).map(Some)
@@ -136,8 +138,8 @@ pub fn load(root: &Path, invert: Invert, fit: Fit) -> Result<RawDataset> {
             _ => Ok(None),
         }
     };
-    let val = opt("val")?;
-    let test = opt("test")?;
+    let (val, val_files) = opt("val")?.unzip();
+    let (test, test_files) = opt("test")?.unzip();
     Ok(RawDataset {
         classes: Some(classes),
         train,
@@ -145,6 +147,9 @@ pub fn load(root: &Path, invert: Invert, fit: Fit) -> Result<RawDataset> {
         test,
         skipped,
         grouped_by_class: true,
+        train_files,
+        val_files: val_files.unwrap_or_default(),
+        test_files: test_files.unwrap_or_default(),
     })
 }
 

@@ -241,8 +241,7 @@ pub fn load_dir(dir: &Path) -> Result<RawDataset> {
         train,
         val: load_split(dir, "val")?,
         test,
-        skipped: Vec::new(),
-        grouped_by_class: false,
+        ..Default::default()
     })
 }
 

@@ -7,6 +7,7 @@ pub mod csv;
 pub mod decode;
 pub mod folder;
 pub mod idx;
+pub mod labelled;
 pub mod pool;
 pub mod prepare;
 pub mod split;
@@ -121,6 +122,13 @@ pub struct RawDataset {
     /// The training images are in class order (image folders), so `--limit` must take from
     /// every class rather than the first N.
     pub grouped_by_class: bool,
+    /// Each training image's file, for image folders (empty for IDX and CSV, whose images are
+    /// known by their position in the file).
+    pub train_files: Vec<PathBuf>,
+    /// Each validation image's file, likewise.
+    pub val_files: Vec<PathBuf>,
+    /// Each test image's file, likewise.
+    pub test_files: Vec<PathBuf>,
 }
 
 /// A dataset ready for training: class names, a training set, a validation set and perhaps a test set.
@@ -295,10 +303,19 @@ fn has_ext(path: &Path, ext: &str) -> bool {
 
 /// Loads the dataset at `path`, whatever its kind, validates it and makes sure it has a validation set.
 pub fn load(path: &Path, opts: &LoadOptions) -> Result<Dataset> {
+    let (raw, mut warnings) = read_source(path, opts.invert, opts.fit)?;
+    let mut d = finish(path, raw, opts)?;
+    warnings.append(&mut d.warnings);
+    d.warnings = warnings;
+    Ok(d)
+}
+
+/// Reads the source at `path`, whatever its kind, with a warning for each file it skipped.
+fn read_source(path: &Path, invert: Invert, fit: Fit) -> Result<(RawDataset, Vec<String>)> {
     let raw = match detect(path)? {
         SourceKind::Idx => idx::load_dir(path)?,
         SourceKind::Csv => csv::load(path)?,
-        SourceKind::Folder => folder::load(path, opts.invert, opts.fit)?,
+        SourceKind::Folder => folder::load(path, invert, fit)?,
     };
     crate::cancel::check("loading data")?;
     let mut warnings: Vec<String> = raw
@@ -313,14 +330,12 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Dataset> {
             path.display()
         ));
     }
-    let mut d = finish(path, raw, opts)?;
-    warnings.append(&mut d.warnings);
-    d.warnings = warnings;
-    Ok(d)
+    Ok((raw, warnings))
 }
 
-/// Validates labels against classes, applies limits and splits off a validation set when needed.
-fn finish(path: &Path, raw: RawDataset, opts: &LoadOptions) -> Result<Dataset> {
+/// The class names of `raw`, checked against its labels (every label a class, every class a
+/// label, at least two), and that it has training images.
+fn checked_classes(path: &Path, raw: &RawDataset) -> Result<Vec<String>> {
     let parts = [
         ("training", Some(&raw.train)),
         ("validation", raw.val.as_ref()),
@@ -343,8 +358,8 @@ fn finish(path: &Path, raw: RawDataset, opts: &LoadOptions) -> Result<Dataset> {
             ),
         ));
     }
-    let classes = match raw.classes {
-        Some(c) => c,
+    let classes = match &raw.classes {
+        Some(c) => c.clone(),
         None => (0..max_label.map_or(0, |(m, _)| m + 1))
             .map(|i| i.to_string())
             .collect(),
@@ -385,6 +400,12 @@ fn finish(path: &Path, raw: RawDataset, opts: &LoadOptions) -> Result<Dataset> {
             ),
         ));
     }
+    Ok(classes)
+}
+
+/// Validates labels against classes, applies limits and splits off a validation set when needed.
+fn finish(path: &Path, raw: RawDataset, opts: &LoadOptions) -> Result<Dataset> {
+    let classes = checked_classes(path, &raw)?;
     if opts.limit == Some(0) || opts.test_limit == Some(0) {
         return Err(Error::invalid(
             "--limit and --test-limit must be at least 1 (leave them out to use every image)",

@@ -147,5 +147,19 @@ pub fn dropout<const D: usize>(drop: &burn::nn::Dropout, x: Tensor<D>) -> Tensor
     x * Tensor::<D>::from_data(TensorData::new(mask, dims), &device)
 }
 
+/// `dst[m,n] = a[m,k] · b[n,k]ᵀ` in f32 on every thread, `m = a.len() / k`, `n = b.len() / k`:
+/// the dot products of every row of `a` with every row of `b` (the audit's image similarities).
+pub fn multiply_by_transpose(dst: &mut [f32], a: &[f32], b: &[f32], k: usize) {
+    let (m, n) = (a.len() / k.max(1), b.len() / k.max(1));
+    gemm::matmul(
+        dst,
+        (m, n, k),
+        operand::Operand::rows(a),
+        operand::Operand::transposed(b),
+        operand::Write::Overwrite,
+        operand::Threads::All,
+    );
+}
+
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,274 @@
+//! `warmstart audit`: which labels of a dataset are likely wrong, which images are duplicated
+//! (within the labelled images, and leaked into the test set) and which look like nothing else.
+//!
+//! Every labelled image (training and validation parts together) is predicted by a model that
+//! never saw it: stratified K-fold cross-validation with the training recipe ([`folds`]). Those
+//! out-of-fold probabilities go through confident learning ([`confident`]); the pixels alone give
+//! the duplicates and outliers ([`similar`]). The results are written as CSV files and one
+//! self-contained page ([`page`]); nothing is written until every fold has trained.
+
+pub mod confident;
+pub mod folds;
+pub mod page;
+pub mod similar;
+mod write;
+
+use crate::checkpoint;
+use crate::data::Dataset;
+use crate::data::labelled::{self, Labelled};
+use crate::device;
+use crate::error::{Error, Result};
+use crate::eval::predict_set_cancellable;
+use crate::fsutil;
+use crate::history::History;
+use crate::options::TrainRequest;
+use crate::plan;
+use crate::progress::{Event, Progress, WarningsOnly};
+use crate::record::Stage;
+use crate::train;
+use std::path::PathBuf;
+
+pub use confident::{Findings, Issue};
+pub use similar::{Pair, Similarity};
+
+/// Folds when `--folds` is not given.
+pub const DEFAULT_FOLDS: usize = 5;
+/// Epochs of each fold's training when `--epochs` is not given: the training recipe's schedule,
+/// shortened (a model that has not yet memorised the wrong labels of its training folds
+/// predicts the held-out images' true classes better; docs/labelling.md).
+pub const DEFAULT_EPOCHS: usize = 30;
+/// Where the audit writes when `--out` is not given.
+pub const DEFAULT_OUT: &str = "runs/audit";
+
+/// The flags an audit refuses, with why: it checks every labelled image, the folds are its
+/// validation, and it keeps each fold's last epoch.
+const REFUSED: [(&str, &str); 8] = [
+    ("--limit", "it checks every labelled image"),
+    ("--test-limit", "it checks every labelled image"),
+    (
+        "--val-split",
+        "each fold is the validation set of the others",
+    ),
+    ("--keep", "each fold's model is its last epoch"),
+    ("--unlabeled", "its folds train on the labelled images only"),
+    ("--threshold", "its folds train on the labelled images only"),
+    (
+        "--unlabeled-ratio",
+        "its folds train on the labelled images only",
+    ),
+    ("--align", "its folds train on the labelled images only"),
+];
+
+/// `warmstart audit`: the training flags its folds train with, and how many folds.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct AuditRequest {
+    /// The data, where the audit writes (`--out`, default runs/audit), and how each fold trains
+    /// (the `train` recipe, with 30 epochs unless `--epochs` is given).
+    #[command(flatten)]
+    pub train: TrainRequest,
+    /// Folds of the cross-validation: each image is predicted by a model trained on the other
+    /// folds [default: 5].
+    #[arg(long)]
+    pub folds: Option<usize>,
+}
+
+/// What an audit found.
+#[derive(Debug, Clone)]
+pub struct Audit {
+    /// The audited images and where they came from.
+    pub data: Labelled,
+    /// Out-of-fold probabilities, `classes` per image.
+    pub probs: Vec<f32>,
+    /// The fold of each image.
+    pub folds: Vec<usize>,
+    /// Likely wrong labels and the per-class estimates.
+    pub findings: Findings,
+    /// Duplicates and outliers.
+    pub similarity: Similarity,
+    /// Where it wrote its files.
+    pub out: PathBuf,
+}
+
+impl Audit {
+    /// The share of images whose likeliest out-of-fold class is their given label.
+    pub fn agreement(&self) -> f64 {
+        let c = self.data.classes.len();
+        let labels = self.data.images.labels();
+        let agree = (0..labels.len())
+            .filter(|&i| crate::eval::argmax(&self.probs[i * c..(i + 1) * c]) as u32 == labels[i])
+            .count();
+        agree as f64 / labels.len().max(1) as f64
+    }
+}
+
+/// Refuses the flags an audit cannot use, naming them and why.
+fn check_flags(req: &AuditRequest) -> Result<usize> {
+    let given = req.train.options.given();
+    let refused: Vec<String> = REFUSED
+        .iter()
+        .filter(|(f, _)| given.iter().any(|g| g == f))
+        .map(|(f, why)| format!("{f} ({why})"))
+        .collect();
+    if !refused.is_empty() {
+        return Err(Error::invalid(format!(
+            "audit does not take {}",
+            refused.join(", ")
+        )));
+    }
+    let folds = req.folds.unwrap_or(DEFAULT_FOLDS);
+    if folds < 2 {
+        return Err(Error::invalid(format!(
+            "--folds must be at least 2 (each image is predicted by a model trained on the other folds), not {folds}"
+        )));
+    }
+    Ok(folds)
+}
+
+/// The files an audit writes into its directory.
+pub const FILES: [&str; 6] = [
+    "label_issues.csv",
+    "classes.csv",
+    "duplicates.csv",
+    "outliers.csv",
+    "out_of_fold.csv",
+    "audit.html",
+];
+
+/// Refuses an output directory that holds a training run or an earlier audit, unless
+/// `overwrite`.
+fn check_out(out: &std::path::Path, overwrite: bool) -> Result<()> {
+    if overwrite {
+        return Ok(());
+    }
+    train::rundir::check_out_dir(out, Stage::Train, false)?;
+    let found: Vec<&str> = FILES
+        .iter()
+        .copied()
+        .filter(|f| out.join(f).exists())
+        .collect();
+    if !found.is_empty() {
+        return Err(Error::invalid(format!(
+            "{} holds an earlier audit ({}): pass --overwrite to replace it, or choose another --out",
+            out.display(),
+            found.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+/// What a fold's training does after each epoch: nothing beyond reporting.
+struct FoldObserver<'a>(WarningsOnly<'a>);
+
+impl train::Observer for FoldObserver<'_> {
+    fn progress(&mut self) -> &mut dyn Progress {
+        &mut self.0
+    }
+    fn epoch_end(&mut self, _: &History, _: usize) -> Result<()> {
+        Ok(())
+    }
+}
+
+fn info(progress: &mut dyn Progress, text: impl std::fmt::Display) {
+    progress.event(Event::Info(text.to_string()));
+}
+
+/// Audits the labelled images of the request's data: trains the folds, finds likely wrong
+/// labels, duplicates and outliers, and writes them into the output directory.
+pub fn run(req: &AuditRequest, progress: &mut dyn Progress) -> Result<Audit> {
+    let k = check_flags(req)?;
+    let mut request = req.train.clone();
+    let o = &mut request.options;
+    o.epochs = Some(o.epochs.unwrap_or(DEFAULT_EPOCHS));
+    o.out = Some(o.out.take().unwrap_or_else(|| PathBuf::from(DEFAULT_OUT)));
+    let plan = plan::resolve(Stage::Train, &request)?;
+    let out = plan.record.out.clone();
+    let _lock = fsutil::lock_dir(&out)?;
+    check_out(&out, request.options.overwrite)?;
+    let record = &plan.record;
+    let mut data = labelled::load(&record.data.path, record.data.invert, record.data.fit)?;
+    for w in std::mem::take(&mut data.warnings) {
+        progress.event(Event::Warning(w));
+    }
+    let classes = data.classes.len();
+    let counts = data.images.class_counts(classes);
+    if let Some(c) = (0..classes).find(|&c| counts[c] < k) {
+        progress.event(Event::Warning(format!(
+            "class {:?} has {} image(s), fewer than the {k} folds: some folds' models never see it, \
+             so its labels look doubtful",
+            data.classes[c], counts[c]
+        )));
+    }
+    info(
+        progress,
+        format_args!(
+            "Audit: {} — {} labelled images, {classes} classes; {k}-fold cross-validation, each \
+             fold {} epochs from {} -> {}",
+            record.data.path.display(),
+            data.images.len(),
+            record.epochs,
+            record.init,
+            out.display()
+        ),
+    );
+    let dev = device::make(record.device, record.seed)?;
+    let folds = folds::assign(data.images.labels(), classes, k, record.seed);
+    let mut probs = vec![0f32; data.images.len() * classes];
+    progress.event(Event::RunsStarted {
+        total: k,
+        what: "audit",
+    });
+    for fold in 0..k {
+        let (train_idx, held) = folds::split(&folds, fold);
+        let fold_data = Dataset {
+            classes: data.classes.clone(),
+            train: data.images.select(&train_idx),
+            val: data.images.select(&held),
+            test: None,
+            source: record.data.path.clone(),
+            val_was_split: false,
+            warnings: Vec::new(),
+            pool: None,
+        };
+        let mut fold_plan = plan.clone();
+        fold_plan.record.out = out.join("folds").join(format!("fold-{}", fold + 1));
+        let (model, _) = train::init::initial_model(&mut fold_plan, &fold_data, &dev)?;
+        let mut observer = FoldObserver(WarningsOnly(progress));
+        let outcome = train::fit(model, &fold_data, &fold_plan.record, &dev, &mut observer)?;
+        train::resume::remove(&fold_plan.record.out)?;
+        let (model, _) = checkpoint::load(&train::last_path(&fold_plan.record.out), &dev)?;
+        let model = model.with_precision(record.precision);
+        let p = predict_set_cancellable(&model, &fold_data.val, &dev)?;
+        // The fold's model has done its work: only its history stays (about 10 MB less a fold).
+        for f in [
+            "best.safetensors",
+            "best.json",
+            "last.safetensors",
+            "last.json",
+        ] {
+            fsutil::remove_if_exists(&fold_plan.record.out.join(f))?;
+        }
+        for (r, &i) in held.iter().enumerate() {
+            probs[i * classes..(i + 1) * classes].copy_from_slice(p.row(r));
+        }
+        let seconds: f64 = outcome.history.0.iter().map(|e| e.seconds).sum();
+        progress.event(Event::RunDone(format!(
+            "fold {}/{k}: trained on {}, predicted {} (their given labels: {:.4} agree) in {seconds:.0} s",
+            fold + 1,
+            train_idx.len(),
+            held.len(),
+            p.accuracy()
+        )));
+    }
+    let findings = confident::find(&probs, data.images.labels(), classes);
+    let similarity = similar::analyse(&data.images, data.test.as_ref());
+    let audit = Audit {
+        data,
+        probs,
+        folds,
+        findings,
+        similarity,
+        out,
+    };
+    write::all(&audit)?;
+    Ok(audit)
+}
