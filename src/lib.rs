@@ -6,7 +6,7 @@
 //! [`fast`], the fused CPU kernels) → [`options`] (what a user asks for) → [`record`] (what a run
 //! was given) → [`checkpoint`] → [`plan`] (resolving a request into a record) → [`eval`] →
 //! [`train`] → [`report`] → [`pipeline`] (the commands end to end), and the commands of many
-//! runs: [`compare`], [`audit`]. Imports point one way: no
+//! runs: [`compare`], [`audit`]; and [`suggest`], which images to label next. Imports point one way: no
 //! module imports one that imports it back (`tests/layers.rs` checks it).
 
 pub mod audit;
@@ -37,6 +37,7 @@ pub mod record;
 pub mod report;
 pub mod schedule;
 pub mod serve;
+pub mod suggest;
 pub mod train;
 
 pub use error::{Error, Result};

@@ -170,15 +170,38 @@ impl Net {
 
     /// The forward pass on burn's reference layers (the definition the fused path must match).
     pub fn forward_reference(&self, x: Tensor<4>) -> Tensor<2> {
+        let x = self.body_reference(x);
+        self.fc2.forward(self.drop2.forward(x))
+    }
+
+    /// Everything before the head's dropout, on burn's layers: the penultimate features.
+    fn body_reference(&self, x: Tensor<4>) -> Tensor<2> {
         let x = relu(batch_norm(&self.bn1, self.conv1.forward(x)));
         let x = relu(batch_norm(&self.bn2, self.conv2.forward(x)));
         let x = self.drop1.forward(self.pool.forward(x));
         let x: Tensor<2> = x.flatten(1, 3);
-        let x = relu(batch_norm(&self.bn3, self.fc1.forward(x)));
-        self.fc2.forward(self.drop2.forward(x))
+        relu(batch_norm(&self.bn3, self.fc1.forward(x)))
+    }
+
+    /// The penultimate features `[batch, 128]` (fc1's block, after ReLU) and the logits, in
+    /// evaluation mode: how `suggest` tells kinds of image apart.
+    pub fn features_and_logits(&self, x: Tensor<4>) -> (Tensor<2>, Tensor<2>) {
+        let features = if fast::enabled(&x.device()) && !x.device().is_autodiff() {
+            self.body_fast(x, false)
+        } else {
+            self.body_reference(x)
+        };
+        let logits = self.fc2.forward(features.clone());
+        (features, logits)
     }
 
     fn forward_fast(&self, x: Tensor<4>, train: bool) -> Tensor<2> {
+        let x = self.body_fast(x, train);
+        self.fc2.forward(fast::dropout(&self.drop2, x))
+    }
+
+    /// Everything before the head's dropout, on the fused path.
+    fn body_fast(&self, x: Tensor<4>, train: bool) -> Tensor<2> {
         let prec = self.precision;
         let x = if train {
             let x = conv_block_train(&self.conv1, &self.bn1, x, prec);
@@ -192,8 +215,7 @@ impl Net {
             fast::conv_blocks_pool_eval(x, first, second, prec)
         };
         let x: Tensor<2> = x.flatten(1, 3);
-        let x = dense_block(&self.fc1, &self.bn3, x, train, prec);
-        self.fc2.forward(fast::dropout(&self.drop2, x))
+        dense_block(&self.fc1, &self.bn3, x, train, prec)
     }
 
     /// Class probabilities `[batch, classes]`.

@@ -44,6 +44,7 @@ fn command_on_workers(command: Command) -> Result<()> {
         Command::Run(a) => Ok(pipeline::run(&a, console)?),
         Command::Compare(a) => compare(&a, console),
         Command::Audit(a) => audit(&a, console),
+        Command::Suggest(a) => suggest(&a, console),
         Command::LrFind(a) => {
             if a.resume.is_some() {
                 bail!("lr-find has no --resume: it trains nothing it keeps");
@@ -109,6 +110,31 @@ fn audit(a: &warmstart::audit::AuditRequest, console: &mut Console) -> Result<()
         "Wrote {}: label_issues.csv, classes.csv, duplicates.csv, outliers.csv, out_of_fold.csv, \
          audit.html",
         audit.out.display()
+    ));
+    Ok(())
+}
+
+fn suggest(a: &warmstart::suggest::SuggestRequest, console: &mut Console) -> Result<()> {
+    let s = warmstart::suggest::run(a, console)?;
+    if s.already_labelled > 0 {
+        say(format_args!(
+            "{} pool images are already labelled and were left out",
+            s.already_labelled
+        ));
+    }
+    for p in s.picks.iter().take(5) {
+        say(format_args!(
+            "  {}: the model guesses {} ({:.0}%)",
+            p.origin,
+            s.classes[p.guess as usize],
+            100.0 * p.guess_probability
+        ));
+    }
+    say(format_args!(
+        "Wrote {} images to label into {} (listed in {})",
+        s.picks.len(),
+        s.out.join("to-label").display(),
+        s.out.join("suggested.csv").display()
     ));
     Ok(())
 }

@@ -87,6 +87,14 @@ pub enum Command {
                             Each fold trains as `warmstart train` would (same flags), 30 epochs unless --epochs is given."
     )]
     Audit(warmstart::audit::AuditRequest),
+    /// Pick the unlabelled images to label next: the ones a trained model is least sure of,
+    /// spread over the kinds of image it tells apart. Copies them into OUT/to-label/ and lists
+    /// them in OUT/suggested.csv.
+    #[command(
+        after_help = "Example:\n  warmstart suggest --model runs/mine --unlabeled my-unlabelled/ --count 100 --labelled my-images/\n  \
+                            warmstart suggest --model runs/pretrain --unlabeled pool/ --strategy typical --count 50   # a first round"
+    )]
+    Suggest(warmstart::suggest::SuggestRequest),
     /// Measure training and inference speed of the seed CNN on this machine.
     #[command(after_help = "Example:\n  warmstart bench --threads 2\n\n\
                             The last lines are machine-readable: train_b128, train_b32_aug, infer_b1000 (images/s), \
@@ -143,6 +151,7 @@ impl Command {
             Command::Run(a) => Some(&a.runtime),
             Command::Compare(a) => Some(&a.train.request.runtime),
             Command::Audit(a) => Some(&a.train.runtime),
+            Command::Suggest(a) => Some(&a.runtime),
             Command::Bench(a) => Some(&a.runtime),
             Command::Serve(a) => Some(&a.runtime),
             Command::AugmentPreview(_) | Command::MakeFashion1k { .. } | Command::Export(_) => None,

@@ -9,6 +9,7 @@
 //! column) are kept apart, only to report how accurate the pseudo-labels are.
 
 use super::folder::{hidden, sorted_entries};
+use super::labelled::Origin;
 use super::prepare::{Fit, Invert, load_image};
 use super::{PIXELS, csv, idx};
 use crate::error::{Error, Result};
@@ -25,6 +26,10 @@ pub struct Pool {
     pub source: PathBuf,
     /// Files skipped, and a count, for the user.
     pub warnings: Vec<String>,
+    /// Each image's file, for image folders; empty when one file holds them all (`held_in`).
+    files: Vec<PathBuf>,
+    /// The file holding every image (IDX images, CSV), when there is one.
+    held_in: PathBuf,
 }
 
 impl Pool {
@@ -52,9 +57,22 @@ impl Pool {
         Ok(Pool {
             pixels,
             known_labels,
+            held_in: source.clone(),
             source,
             warnings: Vec::new(),
+            files: Vec::new(),
         })
+    }
+
+    /// Where image `i` came from: its file, or its position in the file holding them all.
+    pub fn origin(&self, i: usize) -> Origin {
+        match self.files.get(i) {
+            Some(f) => Origin::File(f.clone()),
+            None => Origin::Entry {
+                file: self.held_in.clone(),
+                index: i,
+            },
+        }
     }
 
     /// Images in the pool.
@@ -111,7 +129,9 @@ pub fn load(path: &Path, invert: Invert, fit: Fit) -> Result<Pool> {
             }
             None => None,
         };
-        return Pool::new(pixels, labels, src);
+        let mut pool = Pool::new(pixels, labels, src)?;
+        pool.held_in = images;
+        return Ok(pool);
     }
     if path.join("train.csv").is_file() {
         return csv_pool(&path.join("train.csv"));
@@ -145,12 +165,16 @@ fn folder_pool(root: &Path, invert: Invert, fit: Fit) -> Result<Pool> {
     files.sort();
     let mut pixels = Vec::with_capacity(files.len() * PIXELS);
     let mut skipped = Vec::new();
+    let mut read = Vec::with_capacity(files.len());
     for (i, f) in files.iter().enumerate() {
         if i % 256 == 0 {
             crate::cancel::check("reading the unlabelled pool")?;
         }
         match load_image(f, invert, fit) {
-            Ok(px) => pixels.extend_from_slice(&px),
+            Ok(px) => {
+                pixels.extend_from_slice(&px);
+                read.push(f.clone());
+            }
             Err(e) => skipped.push(format!("skipped {e}")),
         }
     }
@@ -164,6 +188,7 @@ fn folder_pool(root: &Path, invert: Invert, fit: Fit) -> Result<Pool> {
         ));
     }
     let mut pool = Pool::new(pixels, None, root.to_path_buf())?;
+    pool.files = read;
     if !skipped.is_empty() {
         let n = skipped.len();
         pool.warnings = skipped;
@@ -194,6 +219,8 @@ mod tests {
         let p = load(d.path(), Invert::No, Fit::Box).unwrap();
         assert_eq!(p.len(), 2);
         assert!(p.known_labels.is_none());
+        assert_eq!(p.origin(0), Origin::File(d.path().join("a/b/deep.png")));
+        assert_eq!(p.origin(1), Origin::File(d.path().join("top.png")));
         assert!(
             p.warnings.iter().any(|w| w.contains("notes.txt")),
             "{:?}",

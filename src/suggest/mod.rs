@@ -1,0 +1,376 @@
+//! `warmstart suggest`: which unlabelled images to label next. A trained model scores every pool
+//! image by how unsure it is ([`rank`]); the most unsure candidates are then spread over the
+//! kinds of image the model tells apart ([`spread`]), so that a batch is not twenty copies of one
+//! confusing kind. The picks are copied into a folder to label (the original files for an image
+//! folder, prepared 28x28 PNGs otherwise) and listed in `suggested.csv`.
+
+pub mod rank;
+pub mod spread;
+
+use crate::checkpoint;
+use crate::data::labelled::{self, Origin};
+use crate::data::pool::{self, Pool};
+use crate::data::{PIXELS, SIDE};
+use crate::device;
+use crate::error::{Error, Result};
+use crate::fsutil::{self, create_dir, write_atomic};
+use crate::model::{Net, images_tensor};
+use crate::options::RuntimeArgs;
+use crate::progress::{Event, Progress};
+use burn::prelude::Device;
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rank::Strategy;
+use spread::Points;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+/// Candidates a batch is spread over, per image picked: the most unsure `CANDIDATES x count`.
+pub const CANDIDATES: usize = 10;
+/// Images predicted at a time.
+const CHUNK: usize = 1000;
+
+/// How a batch is spread over kinds of image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Diversity {
+    /// Group the most unsure candidates (k-means on the model's features, one group per pick)
+    /// and take the most unsure of each group.
+    Clusters,
+    /// The most unsure images, in order.
+    None,
+}
+
+/// `warmstart suggest`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SuggestRequest {
+    /// The trained model: a checkpoint or a run directory.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// The unlabelled images: an image folder (any nesting), an IDX images file or a directory
+    /// holding train-images-idx3-ubyte[.gz], or a CSV file.
+    #[arg(long)]
+    pub unlabeled: PathBuf,
+    /// How many images to suggest.
+    #[arg(long, default_value_t = 100)]
+    pub count: usize,
+    /// Which images first: margin (unsure between two classes), entropy, least-confidence,
+    /// random, or typical (the most typical image of each kind, for a first round with a handful
+    /// of labels a class).
+    #[arg(long, value_enum, default_value = "margin")]
+    pub strategy: Strategy,
+    /// Spread a batch over kinds of image (clusters) or take the most unsure in order (none).
+    #[arg(long, value_enum, default_value = "clusters")]
+    pub diversity: Diversity,
+    /// Labelled data (any --data format): pool images identical to one of its images are
+    /// already labelled and never suggested (the pool can stay as it is between rounds).
+    #[arg(long)]
+    pub labelled: Option<PathBuf>,
+    /// Where the picks go: OUT/suggested.csv and OUT/to-label/.
+    #[arg(long, default_value = "runs/suggest")]
+    pub out: PathBuf,
+    /// Replace an earlier suggestion in OUT.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Seeds k-means and the random strategy.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Where and how to compute.
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+/// One suggested image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pick {
+    /// Its index in the pool.
+    pub image: usize,
+    /// Where it came from.
+    pub origin: Origin,
+    /// The model's likeliest class.
+    pub guess: u32,
+    /// Its probability.
+    pub guess_probability: f32,
+    /// The strategy's score (higher: more worth labelling; 0 for random and typical).
+    pub score: f32,
+    /// The copy to label, inside OUT/to-label/.
+    pub copy: PathBuf,
+}
+
+/// What `suggest` picked.
+#[derive(Debug, Clone)]
+pub struct Suggestion {
+    /// The model's class names.
+    pub classes: Vec<String>,
+    /// The picks, first to label first.
+    pub picks: Vec<Pick>,
+    /// Pool images considered (those not already labelled).
+    pub considered: usize,
+    /// Pool images skipped as already labelled.
+    pub already_labelled: usize,
+    /// Where `suggested.csv` and `to-label/` are.
+    pub out: PathBuf,
+}
+
+/// The files `suggest` writes into OUT.
+pub const FILES: [&str; 2] = ["suggested.csv", "to-label"];
+
+/// The model's features (unit length) and probabilities for every pool image in `keep`.
+fn features(
+    model: &Net,
+    pool: &Pool,
+    keep: &[usize],
+    dev: &Device,
+) -> Result<(Vec<f32>, Vec<f32>)> {
+    let mut feats = Vec::new();
+    let mut probs = Vec::new();
+    for chunk in keep.chunks(CHUNK) {
+        crate::cancel::check("scoring the pool")?;
+        let px: Vec<f32> = chunk
+            .iter()
+            .flat_map(|&i| pool.image(i).iter().map(|&v| v as f32 / 255.0))
+            .collect();
+        let (f, logits) = model.features_and_logits(images_tensor(px, dev));
+        feats.extend(f.into_data().iter::<f32>());
+        let p = burn::tensor::activation::softmax(logits, 1);
+        probs.extend(p.into_data().iter::<f32>());
+    }
+    let dim = feats.len() / keep.len().max(1);
+    spread::unit_rows(&mut feats, dim.max(1));
+    Ok((feats, probs))
+}
+
+/// The pool images not already among the labelled images of `labelled`.
+fn unlabelled(
+    pool: &Pool,
+    labelled: Option<&Path>,
+    model_invert_fit: (crate::data::Invert, crate::data::Fit),
+) -> Result<Vec<usize>> {
+    let Some(path) = labelled else {
+        return Ok((0..pool.len()).collect());
+    };
+    let l = labelled::load(path, model_invert_fit.0, model_invert_fit.1)?;
+    let known: HashSet<&[u8]> = (0..l.images.len()).map(|i| l.images.image(i)).collect();
+    Ok((0..pool.len())
+        .filter(|&i| !known.contains(pool.image(i)))
+        .collect())
+}
+
+/// Picks `count` of the candidates `keep` (pool indices) from their features and probabilities.
+fn choose(req: &SuggestRequest, feats: &[f32], probs: &[f32], classes: usize) -> Vec<(usize, f32)> {
+    let n = probs.len() / classes;
+    let count = req.count.min(n);
+    let dim = feats.len() / n.max(1);
+    let scores: Vec<f32> = (0..n)
+        .map(|i| rank::score(req.strategy, &probs[i * classes..(i + 1) * classes]))
+        .collect();
+    match req.strategy {
+        Strategy::Random => {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(req.seed ^ 0x7a4d_0001);
+            let mut all: Vec<usize> = (0..n).collect();
+            all.shuffle(&mut rng);
+            all.truncate(count);
+            all.into_iter().map(|i| (i, 0.0)).collect()
+        }
+        Strategy::Typical => {
+            let points = Points { data: feats, dim };
+            let group = spread::kmeans(&points, count, req.seed);
+            let typical = spread::typicality(&points, &group);
+            // The largest groups first: the kinds of image that matter most.
+            let mut sizes = vec![0usize; count];
+            group.iter().for_each(|&g| sizes[g] += 1);
+            let mut picks = spread::best_of_each(&group, &typical);
+            picks.sort_by(|&a, &b| sizes[group[b]].cmp(&sizes[group[a]]).then(a.cmp(&b)));
+            let mut rest: Vec<usize> = (0..n).collect();
+            rest.sort_by(|&a, &b| typical[b].total_cmp(&typical[a]).then(a.cmp(&b)));
+            fill(&mut picks, &rest, count);
+            picks.into_iter().map(|i| (i, 0.0)).collect()
+        }
+        _ => {
+            let mut order: Vec<usize> = (0..n).collect();
+            order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+            if req.diversity == Diversity::None {
+                order.truncate(count);
+                return order.into_iter().map(|i| (i, scores[i])).collect();
+            }
+            order.truncate((CANDIDATES * count).min(n));
+            let rows: Vec<f32> = order
+                .iter()
+                .flat_map(|&i| feats[i * dim..(i + 1) * dim].to_vec())
+                .collect();
+            let group = spread::kmeans(&Points { data: &rows, dim }, count, req.seed);
+            let cand_scores: Vec<f32> = order.iter().map(|&i| scores[i]).collect();
+            let mut picks: Vec<usize> = spread::best_of_each(&group, &cand_scores)
+                .into_iter()
+                .map(|c| order[c])
+                .collect();
+            fill(&mut picks, &order, count);
+            picks.into_iter().map(|i| (i, scores[i])).collect()
+        }
+    }
+}
+
+/// Tops `picks` up to `count` from `order` (best first), skipping those already picked: a
+/// k-means group can end up empty.
+fn fill(picks: &mut Vec<usize>, order: &[usize], count: usize) {
+    let taken: HashSet<usize> = picks.iter().copied().collect();
+    let missing = count.saturating_sub(picks.len());
+    picks.extend(
+        order
+            .iter()
+            .copied()
+            .filter(|i| !taken.contains(i))
+            .take(missing),
+    );
+    picks.truncate(count);
+}
+
+/// A file name for the copy of a pick: its rank, then its own name.
+fn copy_name(rank: usize, origin: &Origin) -> String {
+    let base = |p: &Path| {
+        p.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "image".into())
+    };
+    match origin {
+        Origin::File(p) => format!("{rank:04}-{}", base(p)),
+        Origin::Entry { file, index } => {
+            let stem = base(file).trim_end_matches(".gz").replace('.', "-");
+            format!("{rank:04}-{stem}-{index}.png")
+        }
+    }
+}
+
+fn check_out(out: &Path, overwrite: bool) -> Result<()> {
+    let found: Vec<&str> = FILES
+        .iter()
+        .copied()
+        .filter(|f| out.join(f).exists())
+        .collect();
+    if found.is_empty() || overwrite {
+        return Ok(());
+    }
+    Err(Error::invalid(format!(
+        "{} holds an earlier suggestion ({}): label those first, or pass --overwrite to replace it, or choose another --out",
+        out.display(),
+        found.join(", ")
+    )))
+}
+
+/// Ranks the pool and writes the picks.
+pub fn run(req: &SuggestRequest, progress: &mut dyn Progress) -> Result<Suggestion> {
+    if req.count == 0 {
+        return Err(Error::invalid("--count must be at least 1"));
+    }
+    let _lock = fsutil::lock_dir(&req.out)?;
+    check_out(&req.out, req.overwrite)?;
+    let rt = &req.runtime;
+    let dev = device::make(rt.device, req.seed)?;
+    let (model, meta) = checkpoint::load(&req.model, &dev)?;
+    let model = model.with_precision(device::resolve_precision(rt.precision, rt.device)?);
+    let classes = meta.classes.clone();
+    let (invert, fit) = (meta.input.invert, meta.input.fit);
+    let mut pool = pool::load(&req.unlabeled, invert, fit)?;
+    for w in std::mem::take(&mut pool.warnings) {
+        progress.event(Event::Warning(w));
+    }
+    let keep = unlabelled(&pool, req.labelled.as_deref(), (invert, fit))?;
+    if keep.is_empty() {
+        return Err(Error::format(
+            &req.unlabeled,
+            "every image of the pool is already labelled: nothing left to suggest",
+        ));
+    }
+    progress.event(Event::Info(format!(
+        "Suggest: {} of {} pool images unlabelled; {} by {}{}",
+        keep.len(),
+        pool.len(),
+        req.count.min(keep.len()),
+        req.strategy.name(),
+        match (req.strategy, req.diversity) {
+            (Strategy::Random | Strategy::Typical, _) | (_, Diversity::None) => "",
+            (_, Diversity::Clusters) => ", spread over kinds of image",
+        }
+    )));
+    let (feats, probs) = features(&model, &pool, &keep, &dev)?;
+    let c = classes.len();
+    let chosen = choose(req, &feats, &probs, c);
+    let dir = req.out.join("to-label");
+    // A new suggestion never mixes with the files of an earlier one.
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    }
+    create_dir(&dir)?;
+    let mut picks = Vec::with_capacity(chosen.len());
+    for (r, &(k, score)) in chosen.iter().enumerate() {
+        let i = keep[k];
+        let p = &probs[k * c..(k + 1) * c];
+        let guess = crate::eval::argmax(p) as u32;
+        let origin = pool.origin(i);
+        let copy = dir.join(copy_name(r + 1, &origin));
+        match &origin {
+            Origin::File(f) => {
+                let bytes = std::fs::read(f).map_err(|e| Error::io(f, e))?;
+                write_atomic(&copy, &bytes)?;
+            }
+            Origin::Entry { .. } => {
+                let img = image::GrayImage::from_raw(
+                    SIDE as u32,
+                    SIDE as u32,
+                    pool.image(i)[..PIXELS].to_vec(),
+                )
+                .ok_or_else(|| Error::invalid("a pool image of the wrong size"))?;
+                let mut png = Vec::new();
+                img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+                    .map_err(|e| Error::invalid(format!("cannot encode a pool image: {e}")))?;
+                write_atomic(&copy, &png)?;
+            }
+        }
+        picks.push(Pick {
+            image: i,
+            origin,
+            guess,
+            guess_probability: p[guess as usize],
+            score,
+            copy,
+        });
+    }
+    write_csv(&req.out.join("suggested.csv"), &picks, &classes)?;
+    Ok(Suggestion {
+        classes,
+        considered: keep.len(),
+        already_labelled: pool.len() - keep.len(),
+        picks,
+        out: req.out.clone(),
+    })
+}
+
+fn write_csv(path: &Path, picks: &[Pick], classes: &[String]) -> Result<()> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let bad = |e: csv::Error| Error::invalid(format!("cannot write a CSV row: {e}"));
+    w.write_record([
+        "rank",
+        "file",
+        "index",
+        "guess",
+        "guess_probability",
+        "score",
+        "copy",
+    ])
+    .map_err(bad)?;
+    for (r, p) in picks.iter().enumerate() {
+        w.write_record([
+            (r + 1).to_string(),
+            p.origin.file().display().to_string(),
+            p.origin.index().map_or(String::new(), |i| i.to_string()),
+            classes[p.guess as usize].clone(),
+            format!("{:.4}", p.guess_probability),
+            format!("{:.4}", p.score),
+            p.copy.display().to_string(),
+        ])
+        .map_err(bad)?;
+    }
+    let bytes = w
+        .into_inner()
+        .map_err(|e| Error::invalid(format!("cannot write {}: {e}", path.display())))?;
+    write_atomic(path, &bytes)
+}
