@@ -45,6 +45,17 @@ fn command_on_workers(command: Command) -> Result<()> {
         Command::Compare(a) => compare(&a, console),
         Command::Audit(a) => audit(&a, console),
         Command::Suggest(a) => suggest(&a, console),
+        Command::Label(a) => {
+            warmstart::serve::label::serve(&a, |addr, n| {
+                say(format_args!(
+                    "Labelling {n} images of {} into {} at http://{addr}/ (Ctrl-C stops; every answer is saved at once)",
+                    a.pool.display(),
+                    a.into.display()
+                ));
+            })?;
+            say("stopped");
+            Ok(())
+        }
         Command::LrFind(a) => {
             if a.resume.is_some() {
                 bail!("lr-find has no --resume: it trains nothing it keeps");

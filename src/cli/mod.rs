@@ -95,6 +95,13 @@ pub enum Command {
                             warmstart suggest --model runs/pretrain --unlabeled pool/ --strategy typical --count 50   # a first round"
     )]
     Suggest(warmstart::suggest::SuggestRequest),
+    /// Label images in the browser: a local page shows each image of a folder with the model's
+    /// guess; a click or a key (1-9, 0) moves it into INTO/<class>/, undo moves it back.
+    #[command(
+        after_help = "Example:\n  warmstart label --pool runs/suggest/to-label --into my-images/ --model runs/mine\n  \
+                            # then open http://127.0.0.1:8090/"
+    )]
+    Label(warmstart::serve::label::LabelRequest),
     /// Measure training and inference speed of the seed CNN on this machine.
     #[command(after_help = "Example:\n  warmstart bench --threads 2\n\n\
                             The last lines are machine-readable: train_b128, train_b32_aug, infer_b1000 (images/s), \
@@ -154,7 +161,10 @@ impl Command {
             Command::Suggest(a) => Some(&a.runtime),
             Command::Bench(a) => Some(&a.runtime),
             Command::Serve(a) => Some(&a.runtime),
-            Command::AugmentPreview(_) | Command::MakeFashion1k { .. } | Command::Export(_) => None,
+            Command::AugmentPreview(_)
+            | Command::MakeFashion1k { .. }
+            | Command::Export(_)
+            | Command::Label(_) => None,
         }
     }
 }

@@ -14,7 +14,7 @@ pub(super) fn hidden(p: &Path) -> bool {
 }
 
 /// The visible entries of `dir`, sorted.
-pub(super) fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
+pub fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
     let rd = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
     let mut v = Vec::new();
     for e in rd {

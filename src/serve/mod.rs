@@ -17,6 +17,7 @@
 
 pub mod api;
 pub mod guard;
+pub mod label;
 pub mod limits;
 mod routes;
 
@@ -62,7 +63,6 @@ struct Page<'a> {
 pub fn serve(req: &ServeRequest, on_ready: impl FnOnce(SocketAddr)) -> Result<()> {
     let device = Device::flex();
     let (net, meta) = checkpoint::load(&req.model, &device)?;
-    let net = net.with_precision(req.precision);
     let name = model_name(&req.model);
     let page = Page {
         name: &name,
@@ -74,21 +74,35 @@ pub fn serve(req: &ServeRequest, on_ready: impl FnOnce(SocketAddr)) -> Result<()
     }
     .render()
     .map_err(|e| Error::invalid(format!("cannot render the page: {e}")))?;
-    let cannot_listen = |e: std::io::Error| {
-        Error::invalid(format!("cannot listen on {}:{}: {e}", req.host, req.port))
-    };
-    let listener =
-        std::net::TcpListener::bind((req.host.as_str(), req.port)).map_err(cannot_listen)?;
+    let precision = req.precision;
+    let workers = req.workers.max(1);
+    run(&req.host, req.port, on_ready, move |addr| {
+        let nets = vec![net.with_precision(precision); workers];
+        routes::router(Arc::new(routes::App::new(
+            meta,
+            name,
+            page,
+            guard::Guard::new(addr),
+            nets,
+        )))
+    })
+}
+
+/// Listens on `host:port`, builds the routes for the bound address (`routes`), calls
+/// `on_ready` and serves until Ctrl-C or SIGTERM: the connection handling every page of
+/// warmstart shares.
+pub(crate) fn run(
+    host: &str,
+    port: u16,
+    on_ready: impl FnOnce(SocketAddr),
+    routes: impl FnOnce(SocketAddr) -> axum::Router,
+) -> Result<()> {
+    let cannot_listen =
+        |e: std::io::Error| Error::invalid(format!("cannot listen on {host}:{port}: {e}"));
+    let listener = std::net::TcpListener::bind((host, port)).map_err(cannot_listen)?;
     listener.set_nonblocking(true).map_err(cannot_listen)?;
     let addr = listener.local_addr().map_err(cannot_listen)?;
-    let nets = vec![net; req.workers.max(1)];
-    let app = Arc::new(routes::App::new(
-        meta,
-        name,
-        page,
-        guard::Guard::new(addr),
-        nets,
-    ));
+    let router = routes(addr);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("serve")
@@ -98,10 +112,10 @@ pub fn serve(req: &ServeRequest, on_ready: impl FnOnce(SocketAddr)) -> Result<()
     let served = runtime.block_on(async {
         let listener = TcpListener::from_std(listener).map_err(cannot_listen)?;
         on_ready(addr);
-        accept_until_stopped(listener, routes::router(app)).await;
+        accept_until_stopped(listener, router).await;
         Ok(())
     });
-    // Predictions still computing are not waited for: their answers have nowhere to go.
+    // Work still under way is not waited for: its answers have nowhere to go.
     runtime.shutdown_timeout(Duration::from_millis(100));
     served
 }

@@ -208,14 +208,14 @@ fn with_net<T>(app: &App, f: impl FnOnce(&Net) -> T) -> Result<T, Reply> {
 }
 
 /// A complete answer: status, type and body (JSON unless it is the page).
-pub struct Reply {
+pub(crate) struct Reply {
     status: StatusCode,
     content_type: &'static str,
     body: Vec<u8>,
 }
 
 impl Reply {
-    fn json(value: &impl serde::Serialize) -> Reply {
+    pub(crate) fn json(value: &impl serde::Serialize) -> Reply {
         match serde_json::to_vec(value) {
             Ok(body) => Reply {
                 status: StatusCode::OK,
@@ -229,7 +229,7 @@ impl Reply {
         }
     }
 
-    fn error(status: StatusCode, message: &str) -> Reply {
+    pub(crate) fn error(status: StatusCode, message: &str) -> Reply {
         Reply {
             status,
             content_type: "application/json",

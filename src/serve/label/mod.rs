@@ -1,0 +1,150 @@
+//! `warmstart label`: a local page that shows the images of a folder one at a time, enlarged,
+//! with the model's guess, and files each into `INTO/<class>/` on a click or a key (1–9, 0);
+//! undo takes an answer back. Every answer is a file moved at once ([`queue`]), so closing the
+//! tab or pressing Ctrl-C loses nothing. It runs on `serve`'s hardened connection handling and
+//! its Host/Origin guard, on 127.0.0.1 only: a page that moves files must not be reachable from
+//! another machine or drivable by another web site.
+
+pub mod queue;
+mod routes;
+
+use crate::checkpoint;
+use crate::data::folder::sorted_entries;
+use crate::data::prepare;
+use crate::error::{Error, Result};
+use crate::eval::{argmax, image_probabilities};
+use burn::prelude::Device;
+use queue::Queue;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// `warmstart label`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct LabelRequest {
+    /// The images to label: a folder (any nesting), such as `suggest`'s OUT/to-label.
+    #[arg(long)]
+    pub pool: PathBuf,
+    /// The labelled data folder: each answer moves the image into INTO/<class>/.
+    #[arg(long)]
+    pub into: PathBuf,
+    /// The classes, comma-separated, in key order [default: INTO's class folders, else the
+    /// model's classes].
+    #[arg(long, value_delimiter = ',')]
+    pub classes: Vec<String>,
+    /// A trained model (checkpoint or run directory) whose guess is shown with each image.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Port on 127.0.0.1 (0: any free one).
+    #[arg(long, default_value_t = 8090)]
+    pub port: u16,
+}
+
+/// The key that gives class `k`: 1–9, then 0 for the tenth; none after.
+pub fn key(k: usize) -> Option<char> {
+    match k {
+        0..=8 => char::from_digit(k as u32 + 1, 10),
+        9 => Some('0'),
+        _ => None,
+    }
+}
+
+/// The class names: `--classes`, else INTO's class folders, else the model's.
+fn classes(req: &LabelRequest, model_classes: Option<&[String]>) -> Result<Vec<String>> {
+    if !req.classes.is_empty() {
+        let mut seen = std::collections::HashSet::new();
+        if let Some(dup) = req.classes.iter().find(|c| !seen.insert(c.as_str())) {
+            return Err(Error::invalid(format!("--classes names {dup:?} twice")));
+        }
+        return Ok(req.classes.clone());
+    }
+    if req.into.is_dir() {
+        let found: Vec<String> = sorted_entries(&req.into)?
+            .into_iter()
+            .filter(|p| p.is_dir())
+            .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect();
+        if !found.is_empty() {
+            return Ok(found);
+        }
+    }
+    model_classes.map(<[String]>::to_vec).ok_or_else(|| {
+        Error::invalid(format!(
+            "{} has no class folders yet: name the classes with --classes a,b,c (or give --model)",
+            req.into.display()
+        ))
+    })
+}
+
+/// The model's guess for each image of the queue (an unreadable image has none).
+fn guesses(model: &Path, q: &Queue) -> Result<(Vec<queue::Guess>, Vec<String>)> {
+    let dev = Device::flex();
+    let (net, meta) = checkpoint::load(model, &dev)?;
+    let guesses = q
+        .items()
+        .iter()
+        .map(|it| {
+            crate::cancel::check("reading the images to label")?;
+            Ok(
+                prepare::load_image(&it.path, meta.input.invert, meta.input.fit)
+                    .ok()
+                    .map(|px| {
+                        let p = image_probabilities(&net, &px, &dev);
+                        let k = argmax(&p);
+                        (k, p[k])
+                    }),
+            )
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok((guesses, meta.classes))
+}
+
+/// Serves the labelling page until Ctrl-C or SIGTERM; `on_ready` gets the address and the number
+/// of images.
+pub fn serve(req: &LabelRequest, on_ready: impl FnOnce(SocketAddr, usize)) -> Result<()> {
+    let model_classes = match &req.model {
+        Some(m) => Some(checkpoint::read_meta(&checkpoint::resolve(m)?)?.classes),
+        None => None,
+    };
+    let classes = classes(req, model_classes.as_deref())?;
+    let mut q = Queue::new(&req.pool, &req.into, classes)?;
+    if let Some(m) = &req.model {
+        let (g, model_classes) = guesses(m, &q)?;
+        // A guess is shown only under a class name the page has.
+        let g = g
+            .into_iter()
+            .map(|g| {
+                g.and_then(|(k, p)| {
+                    let name = &model_classes[k];
+                    q.classes().iter().position(|c| c == name).map(|i| (i, p))
+                })
+            })
+            .collect();
+        q.set_guesses(g);
+    }
+    let total = q.items().len();
+    let state = Arc::new(routes::State {
+        queue: Mutex::new(q),
+        page: routes::page()?,
+    });
+    super::run(
+        "127.0.0.1",
+        req.port,
+        |addr| on_ready(addr, total),
+        move |addr| routes::router(state, super::guard::Guard::new(addr)),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_follow_the_keyboard_row() {
+        let keys: Vec<Option<char>> = (0..11).map(key).collect();
+        assert_eq!(keys[0], Some('1'));
+        assert_eq!(keys[8], Some('9'));
+        assert_eq!(keys[9], Some('0'));
+        assert_eq!(keys[10], None);
+    }
+}

@@ -1,0 +1,280 @@
+//! The images waiting for a label and the answers given: each answer moves one file into
+//! `INTO/<class>/` at once (a rename, or a copy made durable before the original is removed when
+//! the folders are on different disks), so nothing is lost when the page or the program stops;
+//! undo moves it back. A file is never written over: a taken name gets a `-1`, `-2`, ... suffix.
+
+use crate::data::folder::sorted_entries;
+use crate::error::{Error, Result};
+use std::path::{Path, PathBuf};
+
+/// Extensions of the files offered for labelling.
+const IMAGE_EXTENSIONS: [&str; 11] = [
+    "png", "jpg", "jpeg", "gif", "bmp", "tif", "tiff", "webp", "pgm", "ppm", "pnm",
+];
+
+/// The model's likeliest class for an image and its probability, when a model was given.
+pub type Guess = Option<(usize, f32)>;
+
+/// One image to label.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Item {
+    /// Its name inside the pool folder.
+    pub name: String,
+    /// Where the file is now.
+    #[serde(skip)]
+    pub path: PathBuf,
+    /// The class it was given, if it was.
+    pub class: Option<usize>,
+    /// The model's guess.
+    pub guess: Guess,
+}
+
+/// One answer, to undo.
+#[derive(Debug, Clone)]
+struct Move {
+    item: usize,
+    from: PathBuf,
+    was: Option<usize>,
+}
+
+/// The labelling session.
+#[derive(Debug)]
+pub struct Queue {
+    into: PathBuf,
+    classes: Vec<String>,
+    items: Vec<Item>,
+    undo: Vec<Move>,
+}
+
+fn is_image(p: &Path) -> bool {
+    p.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
+}
+
+/// Every image file under `dir`, at any depth, in path order.
+fn image_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut found = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for p in sorted_entries(&d)? {
+            if p.is_dir() {
+                dirs.push(p);
+            } else if is_image(&p) {
+                found.push(p);
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// `dir/name`, or `dir/stem-N.ext` with the first N that is free.
+fn free_name(dir: &Path, name: &str) -> PathBuf {
+    let first = dir.join(name);
+    if !first.exists() {
+        return first;
+    }
+    let p = Path::new(name);
+    let stem = p.file_stem().map_or(name.into(), |s| s.to_string_lossy());
+    let ext = p.extension().map(|e| format!(".{}", e.to_string_lossy()));
+    (1..)
+        .map(|n| dir.join(format!("{stem}-{n}{}", ext.as_deref().unwrap_or(""))))
+        .find(|p| !p.exists())
+        .unwrap_or(first)
+}
+
+/// Moves `from` to `to` (which must not exist): a rename, or across disks a copy synced to disk
+/// under a temporary name, renamed into place, then the original removed.
+fn move_file(from: &Path, to: &Path) -> Result<()> {
+    if let Some(dir) = to.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    if std::fs::rename(from, to).is_ok() {
+        return Ok(());
+    }
+    let bytes = std::fs::read(from).map_err(|e| Error::io(from, e))?;
+    crate::fsutil::write_atomic(to, &bytes)?;
+    std::fs::remove_file(from).map_err(|e| Error::io(from, e))
+}
+
+impl Queue {
+    /// The image files under `pool`, to be filed into `into`'s class folders named `classes`.
+    pub fn new(pool: &Path, into: &Path, classes: Vec<String>) -> Result<Queue> {
+        let files = image_files(pool)?;
+        if files.is_empty() {
+            return Err(Error::format(
+                pool,
+                "holds no image files to label (png, jpg, gif, bmp, tiff, webp, pgm/ppm)",
+            ));
+        }
+        if let Some(bad) = classes.iter().find(|c| {
+            c.is_empty() || c.starts_with('.') || c.contains(['/', '\\']) || c.as_str() == ".."
+        }) {
+            return Err(Error::invalid(format!(
+                "{bad:?} cannot be a class folder's name"
+            )));
+        }
+        let into_abs = std::path::absolute(into).map_err(|e| Error::io(into, e))?;
+        let items = files
+            .into_iter()
+            .filter(|f| std::path::absolute(f).map_or(true, |a| !a.starts_with(&into_abs)))
+            .map(|path| Item {
+                name: path
+                    .strip_prefix(pool)
+                    .unwrap_or(&path)
+                    .display()
+                    .to_string(),
+                path,
+                class: None,
+                guess: None,
+            })
+            .collect();
+        Ok(Queue {
+            into: into.to_path_buf(),
+            classes,
+            items,
+            undo: Vec::new(),
+        })
+    }
+
+    /// The class names, in key order.
+    pub fn classes(&self) -> &[String] {
+        &self.classes
+    }
+
+    /// The images, in order.
+    pub fn items(&self) -> &[Item] {
+        &self.items
+    }
+
+    /// Sets the model's guesses (one per image, in order).
+    pub fn set_guesses(&mut self, guesses: Vec<Guess>) {
+        for (item, g) in self.items.iter_mut().zip(guesses) {
+            item.guess = g;
+        }
+    }
+
+    /// The first image without a label.
+    pub fn next(&self) -> Option<usize> {
+        self.items.iter().position(|i| i.class.is_none())
+    }
+
+    /// Images labelled so far.
+    pub fn done(&self) -> usize {
+        self.items.iter().filter(|i| i.class.is_some()).count()
+    }
+
+    /// Whether there is an answer to undo.
+    pub fn can_undo(&self) -> bool {
+        !self.undo.is_empty()
+    }
+
+    /// Files image `item` into class `class` (moving it again if it had another label).
+    pub fn label(&mut self, item: usize, class: usize) -> Result<()> {
+        let name = self
+            .classes
+            .get(class)
+            .ok_or_else(|| Error::invalid(format!("there is no class {class}")))?
+            .clone();
+        let it = self
+            .items
+            .get(item)
+            .ok_or_else(|| Error::invalid(format!("there is no image {item}")))?;
+        if it.class == Some(class) {
+            return Ok(());
+        }
+        let file = it
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned());
+        let to = free_name(
+            &self.into.join(&name),
+            &file.unwrap_or_else(|| "image".into()),
+        );
+        let from = it.path.clone();
+        move_file(&from, &to)?;
+        let was = it.class;
+        self.undo.push(Move { item, from, was });
+        let it = &mut self.items[item];
+        it.path = to;
+        it.class = Some(class);
+        Ok(())
+    }
+
+    /// Takes the last answer back (the file returns where it was); the image it concerned.
+    pub fn undo(&mut self) -> Result<Option<usize>> {
+        let Some(m) = self.undo.pop() else {
+            return Ok(None);
+        };
+        let now = self.items[m.item].path.clone();
+        // Where it came from may have been taken meanwhile (a file put there by hand).
+        let back = if m.from.exists() {
+            let dir = m.from.parent().unwrap_or(Path::new("."));
+            let name = m.from.file_name().map(|n| n.to_string_lossy().into_owned());
+            free_name(dir, &name.unwrap_or_else(|| "image".into()))
+        } else {
+            m.from
+        };
+        move_file(&now, &back)?;
+        let it = &mut self.items[m.item];
+        it.path = back;
+        it.class = m.was;
+        Ok(Some(m.item))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn touch(p: &Path, bytes: &[u8]) {
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, bytes).unwrap();
+    }
+
+    #[test]
+    fn answers_move_files_and_undo_moves_them_back() {
+        let d = tempfile::tempdir().unwrap();
+        let pool = d.path().join("pool");
+        let into = d.path().join("data");
+        touch(&pool.join("b/2.png"), b"two");
+        touch(&pool.join("1.png"), b"one");
+        touch(&pool.join("notes.txt"), b"not an image");
+        touch(&into.join("cat/1.png"), b"already there");
+        let mut q = Queue::new(&pool, &into, vec!["cat".into(), "dog".into()]).unwrap();
+        let names: Vec<&str> = q.items().iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, ["1.png", "b/2.png"]);
+        assert_eq!(q.next(), Some(0));
+        q.label(0, 0).unwrap();
+        // The name was taken: a suffix, and the file already there is untouched.
+        assert_eq!(std::fs::read(into.join("cat/1-1.png")).unwrap(), b"one");
+        assert_eq!(
+            std::fs::read(into.join("cat/1.png")).unwrap(),
+            b"already there"
+        );
+        assert!(!pool.join("1.png").exists());
+        assert_eq!((q.next(), q.done()), (Some(1), 1));
+        q.label(1, 1).unwrap();
+        assert_eq!(std::fs::read(into.join("dog/2.png")).unwrap(), b"two");
+        // Relabel, then undo twice: back to the first answer, then to the pool.
+        q.label(1, 0).unwrap();
+        assert_eq!(std::fs::read(into.join("cat/2.png")).unwrap(), b"two");
+        assert_eq!(q.undo().unwrap(), Some(1));
+        assert_eq!(std::fs::read(into.join("dog/2.png")).unwrap(), b"two");
+        assert_eq!(q.undo().unwrap(), Some(1));
+        assert_eq!(std::fs::read(pool.join("b/2.png")).unwrap(), b"two");
+        assert_eq!((q.next(), q.done()), (Some(1), 1));
+        assert!(q.label(0, 7).is_err() && q.label(9, 0).is_err());
+    }
+
+    #[test]
+    fn an_empty_pool_and_bad_class_names_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let e = Queue::new(d.path(), &d.path().join("x"), vec!["a".into()]).unwrap_err();
+        assert!(e.to_string().contains("no image files"), "{e}");
+        touch(&d.path().join("p/1.png"), b"x");
+        let e = Queue::new(&d.path().join("p"), d.path(), vec!["../up".into()]).unwrap_err();
+        assert!(e.to_string().contains("../up"), "{e}");
+    }
+}

@@ -1,0 +1,174 @@
+//! The labelling page's routes: the page, the queue's state, each image (as the 28x28 PNG the
+//! model sees, enlarged by the page), and the two answers that move files — behind the
+//! Host/Origin guard, and taking JSON only (a type another site's form cannot send without a
+//! preflight, which this server never grants).
+
+use super::key;
+use super::queue::Queue;
+use crate::data::prepare::{self, Fit, Invert};
+use crate::error::{Error, Result};
+use crate::serve::guard::Guard;
+use crate::serve::routes::Reply;
+use askama::Template;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Request, State as Extract};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use std::sync::{Arc, Mutex};
+
+/// What the handlers share.
+pub struct State {
+    /// The images and the answers so far.
+    pub queue: Mutex<Queue>,
+    /// The page.
+    pub page: String,
+}
+
+#[derive(Template)]
+#[template(path = "label.html")]
+struct Page;
+
+/// The page, rendered once.
+pub fn page() -> Result<String> {
+    Page.render()
+        .map_err(|e| Error::invalid(format!("cannot render the labelling page: {e}")))
+}
+
+/// The routes, behind the guard.
+pub fn router(state: Arc<State>, guard: Guard) -> Router {
+    let guard = Arc::new(guard);
+    Router::new()
+        .route("/", get(show_page))
+        .route("/api/state", get(state_json))
+        .route("/api/image/{id}", get(image))
+        .route("/api/label", post(label))
+        .route("/api/undo", post(undo))
+        .fallback(|| async { Reply::error(StatusCode::NOT_FOUND, "no such page") })
+        .method_not_allowed_fallback(|| async {
+            Reply::error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here")
+        })
+        .layer(middleware::from_fn_with_state(guard, local_json_only))
+        .with_state(state)
+}
+
+/// Host and Origin must be this server's; a POST must be JSON.
+async fn local_json_only(
+    Extract(guard): Extract<Arc<Guard>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    // In a block: a borrow of the request must not live across the await below.
+    let refusal = {
+        let text = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
+        let json = text(header::CONTENT_TYPE)
+            .and_then(|t| t.split(';').next())
+            .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"));
+        match guard.refusal(text(header::HOST), text(header::ORIGIN)) {
+            Some(why) => Some((StatusCode::FORBIDDEN, why)),
+            None if req.method() == axum::http::Method::POST && !json => Some((
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "answers are sent as application/json".to_string(),
+            )),
+            None => None,
+        }
+    };
+    match refusal {
+        Some((status, why)) => Reply::error(status, &why).into_response(),
+        None => next.run(req).await,
+    }
+}
+
+async fn show_page(Extract(s): Extract<Arc<State>>) -> Response {
+    let mut r = s.page.clone().into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    r
+}
+
+/// The queue as the page needs it.
+fn describe(q: &Queue) -> serde_json::Value {
+    let classes: Vec<serde_json::Value> = q
+        .classes()
+        .iter()
+        .enumerate()
+        .map(|(k, name)| serde_json::json!({ "name": name, "key": key(k).map(String::from) }))
+        .collect();
+    serde_json::json!({
+        "classes": classes,
+        "items": q.items(),
+        "next": q.next(),
+        "done": q.done(),
+        "total": q.items().len(),
+        "can_undo": q.can_undo(),
+    })
+}
+
+fn locked(s: &State) -> std::sync::MutexGuard<'_, Queue> {
+    // A panic while holding the lock leaves the queue as consistent as the files: go on.
+    s.queue.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+async fn state_json(Extract(s): Extract<Arc<State>>) -> Reply {
+    Reply::json(&describe(&locked(&s)))
+}
+
+async fn image(Extract(s): Extract<Arc<State>>, Path(id): Path<usize>) -> Response {
+    let path = locked(&s).items().get(id).map(|i| i.path.clone());
+    let Some(path) = path else {
+        return Reply::error(StatusCode::NOT_FOUND, "no such image").into_response();
+    };
+    let png = tokio::task::block_in_place(|| -> Result<Vec<u8>> {
+        let px = prepare::load_image(&path, Invert::Auto, Fit::Box)?;
+        let img = image::GrayImage::from_raw(28, 28, px.to_vec())
+            .ok_or_else(|| Error::invalid("an image of the wrong size"))?;
+        let mut png = Vec::new();
+        img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .map_err(|e| Error::invalid(format!("cannot encode {}: {e}", path.display())))?;
+        Ok(png)
+    });
+    match png {
+        Ok(png) => {
+            let mut r = png.into_response();
+            r.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("image/png"));
+            r
+        }
+        Err(e) => Reply::error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string()).into_response(),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct Answer {
+    id: usize,
+    class: usize,
+}
+
+async fn label(Extract(s): Extract<Arc<State>>, body: Bytes) -> Reply {
+    let a: Answer = match serde_json::from_slice(&body) {
+        Ok(a) => a,
+        Err(e) => {
+            return Reply::error(
+                StatusCode::BAD_REQUEST,
+                &format!("expected {{\"id\": N, \"class\": K}}: {e}"),
+            );
+        }
+    };
+    let mut q = locked(&s);
+    match tokio::task::block_in_place(|| q.label(a.id, a.class)) {
+        Ok(()) => Reply::json(&describe(&q)),
+        Err(e) => Reply::error(StatusCode::BAD_REQUEST, &e.to_string()),
+    }
+}
+
+async fn undo(Extract(s): Extract<Arc<State>>) -> Reply {
+    let mut q = locked(&s);
+    match tokio::task::block_in_place(|| q.undo()) {
+        Ok(_) => Reply::json(&describe(&q)),
+        Err(e) => Reply::error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}

@@ -1,0 +1,274 @@
+//! `warmstart label`: real key presses in Chromium file images into class folders and undo takes
+//! an answer back; another site's requests and a foreign Host move nothing; Ctrl-C stops it with
+//! every answer on disk.
+
+mod common;
+
+use common::*;
+use headless_chrome::{Browser, LaunchOptions};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A pool of `n` MNIST test digits as PNG files.
+fn pool(dir: &Path, n: usize) -> Vec<PathBuf> {
+    let d = warmstart::data::idx::read_pair(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist/t10k-images-idx3-ubyte.gz"),
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist/t10k-labels-idx1-ubyte.gz"),
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    (0..n)
+        .map(|i| {
+            let p = dir.join(format!("{i:02}.png"));
+            image::GrayImage::from_raw(28, 28, d.image(i).to_vec())
+                .unwrap()
+                .save(&p)
+                .unwrap();
+            p
+        })
+        .collect()
+}
+
+/// Starts `warmstart label ARGS --port 0`; its URL from the first line it prints.
+fn start(args: &[&str]) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_warmstart"))
+        .arg("label")
+        .args(args)
+        .args(["--port", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .trim_end_matches('/')
+        .to_string();
+    (child, url)
+}
+
+/// Sends a raw HTTP request; the status code.
+fn status(url: &str, request: &str) -> u16 {
+    let addr = url.trim_start_matches("http://");
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.write_all(request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    c.read_to_string(&mut answer).unwrap();
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {answer:?}"))
+}
+
+/// Every file under `dir`, relative, sorted.
+fn files(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else {
+                out.push(p.strip_prefix(dir).unwrap().display().to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !ok() {
+        assert!(t0.elapsed() < Duration::from_secs(20), "timed out: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn foreign_sites_and_hosts_move_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().join("pool");
+    pool(&p, 2);
+    let into = tmp.path().join("data");
+    let (mut child, url) = start(&["--pool", s(&p), "--into", s(&into), "--classes", "a,b"]);
+    let host = url.trim_start_matches("http://");
+    let body = r#"{"id":0,"class":1}"#;
+    let post = |extra: &str, ct: &str| {
+        format!(
+            "POST /api/label HTTP/1.1\r\nHost: {host}\r\n{extra}Content-Type: {ct}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    // Another web site's page (a form, or a script) and DNS rebinding (a foreign Host).
+    assert_eq!(
+        status(
+            &url,
+            &post("Origin: http://evil.example\r\n", "application/json")
+        ),
+        403
+    );
+    assert_eq!(
+        status(&url, &post("Origin: http://evil.example\r\n", "text/plain")),
+        403
+    );
+    let rebinding = format!(
+        "POST /api/label HTTP/1.1\r\nHost: evil.example:{}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        host.rsplit(':').next().unwrap(),
+        body.len()
+    );
+    assert_eq!(status(&url, &rebinding), 403);
+    // A same-site form can only send simple types: not JSON.
+    assert_eq!(status(&url, &post("", "text/plain")), 415);
+    assert_eq!(files(&p), ["00.png", "01.png"]);
+    assert!(!into.exists() || files(&into).is_empty());
+    // The page's own request does move the file.
+    assert_eq!(
+        status(
+            &url,
+            &post(&format!("Origin: {url}\r\n"), "application/json")
+        ),
+        200
+    );
+    assert_eq!(files(&into), ["b/00.png"]);
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn key_presses_in_chromium_file_images_and_undo_takes_one_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().join("to-label");
+    let originals: Vec<Vec<u8>> = pool(&p, 4)
+        .iter()
+        .map(|f| std::fs::read(f).unwrap())
+        .collect();
+    let into = tmp.path().join("data");
+    for c in ["zero", "one", "two"] {
+        std::fs::create_dir_all(into.join(c)).unwrap();
+    }
+    let (mut child, url) = start(&["--pool", s(&p), "--into", s(&into)]);
+    let Some(chromium) = browser_for_test() else {
+        let _ = child.kill();
+        return;
+    };
+    let browser = Browser::new(
+        LaunchOptions::default_builder()
+            .path(Some(chromium))
+            .sandbox(false)
+            .headless(true)
+            .idle_browser_timeout(Duration::from_secs(60))
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let tab = browser.new_tab().unwrap();
+    tab.navigate_to(&format!("{url}/"))
+        .unwrap()
+        .wait_until_navigated()
+        .unwrap();
+    let done = || -> String {
+        let v = tab
+            .evaluate("document.getElementById('progress').dataset.done", false)
+            .unwrap()
+            .value;
+        match v {
+            Some(serde_json::Value::String(s)) => s,
+            other => format!("{other:?}"),
+        }
+    };
+    wait_until("the page shows the first image", || {
+        tab.evaluate("document.getElementById('current').dataset.id", false)
+            .unwrap()
+            .value
+            == Some(serde_json::Value::String("0".into()))
+    });
+    // Class keys follow the folders' (sorted) order: 1 = one, 2 = two, 3 = zero.
+    for (key, want) in [("2", "1"), ("3", "2"), ("1", "3")] {
+        tab.press_key(key).unwrap();
+        wait_until(&format!("answer {want} saved"), || done() == want);
+    }
+    assert_eq!(files(&into), ["one/02.png", "two/00.png", "zero/01.png"]);
+    assert_eq!(files(&p), ["03.png"]);
+    // Undo: 02.png goes back to the pool; then it is filed under another key.
+    tab.press_key("z").unwrap();
+    wait_until("undo saved", || done() == "2");
+    assert_eq!(files(&p), ["02.png", "03.png"]);
+    tab.press_key("3").unwrap();
+    wait_until("relabelled", || done() == "3");
+    assert_eq!(files(&into), ["two/00.png", "zero/01.png", "zero/02.png"]);
+    // The files are the originals, moved whole.
+    assert_eq!(
+        std::fs::read(into.join("zero/02.png")).unwrap(),
+        originals[2]
+    );
+    // Ctrl-C: the server stops; every answer is on disk, nothing lost.
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    assert!(child.wait().unwrap().success());
+    assert_eq!(files(&p).len() + files(&into).len(), 4);
+}
+
+#[test]
+fn bad_label_input_is_refused_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let into = tmp.path().join("data");
+    let err = fails(&[
+        "label",
+        "--pool",
+        s(&empty),
+        "--into",
+        s(&into),
+        "--classes",
+        "a,b",
+        "--port",
+        "0",
+    ]);
+    assert!(
+        err.contains(s(&empty)) && err.contains("no image files"),
+        "{err}"
+    );
+    let p = tmp.path().join("pool");
+    pool(&p, 1);
+    let err = fails(&["label", "--pool", s(&p), "--into", s(&into), "--port", "0"]);
+    assert!(err.contains("--classes"), "{err}");
+    let err = fails(&[
+        "label",
+        "--pool",
+        s(&p),
+        "--into",
+        s(&into),
+        "--classes",
+        "a,a",
+        "--port",
+        "0",
+    ]);
+    assert!(err.contains("twice"), "{err}");
+    let err = fails(&[
+        "label",
+        "--pool",
+        "/no/pool",
+        "--into",
+        s(&into),
+        "--classes",
+        "a,b",
+        "--port",
+        "0",
+    ]);
+    assert!(err.contains("/no/pool"), "{err}");
+}
