@@ -272,3 +272,86 @@ fn bad_label_input_is_refused_by_name() {
     ]);
     assert!(err.contains("/no/pool"), "{err}");
 }
+
+#[test]
+fn an_audits_flagged_labels_are_checked_and_moved_to_the_right_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = warmstart::data::idx::read_pair(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist/t10k-images-idx3-ubyte.gz"),
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist/t10k-labels-idx1-ubyte.gz"),
+    )
+    .unwrap();
+    // Zeros and ones in class folders, three of them in the wrong one.
+    let data = tmp.path().join("digits");
+    let mut n = 0;
+    for i in 0..400 {
+        let l = d.label(i);
+        if l > 1 || n >= 120 {
+            continue;
+        }
+        let folder = if n % 40 == 7 { 1 - l } else { l };
+        let dir = data.join(["zero", "one"][folder as usize]);
+        std::fs::create_dir_all(&dir).unwrap();
+        image::GrayImage::from_raw(28, 28, d.image(i).to_vec())
+            .unwrap()
+            .save(dir.join(format!("{i:03}.png")))
+            .unwrap();
+        n += 1;
+    }
+    let audit = tmp.path().join("audit");
+    ok(&[
+        "audit",
+        "--data",
+        s(&data),
+        "--init",
+        "random",
+        "--epochs",
+        "3",
+        "--folds",
+        "2",
+        "--batch-size",
+        "16",
+        "--out",
+        s(&audit),
+    ]);
+    let issues = csv::Reader::from_path(audit.join("label_issues.csv"))
+        .unwrap()
+        .records()
+        .map(|r| r.unwrap())
+        .collect::<Vec<_>>();
+    assert!(!issues.is_empty(), "the audit flagged nothing");
+    let first = PathBuf::from(&issues[0][1]);
+    let suggested = issues[0][4].to_string();
+    let (mut child, url) = start(&["--audit", s(&audit)]);
+    let host = url.trim_start_matches("http://");
+    let answer = |class: usize| {
+        let body = format!(r#"{{"id":0,"class":{class}}}"#);
+        format!(
+            "POST /api/label HTTP/1.1\r\nHost: {host}\r\nOrigin: {url}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    // Classes in classes.csv order: one, zero. The answer moves the file to the sibling folder.
+    let k = ["one", "zero"]
+        .iter()
+        .position(|c| *c == suggested)
+        .unwrap();
+    assert_eq!(status(&url, &answer(k)), 200);
+    let moved = data.join(&suggested).join(first.file_name().unwrap());
+    assert!(moved.is_file() && !first.exists(), "{moved:?}");
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    assert!(child.wait().unwrap().success());
+    // An IDX audit cannot be checked on the page: refused by name.
+    let idx_audit = tmp.path().join("idx-audit");
+    std::fs::create_dir_all(&idx_audit).unwrap();
+    std::fs::write(idx_audit.join("classes.csv"), "class,images\n0,1\n1,1\n").unwrap();
+    std::fs::write(
+        idx_audit.join("label_issues.csv"),
+        "rank,file,index,given,suggested,given_probability,suggested_probability\n1,/x/train-images-idx3-ubyte.gz,4,0,1,0.1,0.9\n",
+    )
+    .unwrap();
+    let err = fails(&["label", "--audit", s(&idx_audit), "--port", "0"]);
+    assert!(err.contains("IDX or CSV"), "{err}");
+}

@@ -47,10 +47,22 @@ fn command_on_workers(command: Command) -> Result<()> {
         Command::Suggest(a) => suggest(&a, console),
         Command::Label(a) => {
             warmstart::serve::label::serve(&a, |addr, n| {
+                let what = match (&a.audit, &a.pool, &a.into) {
+                    (Some(d), _, _) => format!(
+                        "Checking {n} labels flagged by the audit in {}",
+                        d.display()
+                    ),
+                    (_, Some(p), Some(i)) => {
+                        format!(
+                            "Labelling {n} images of {} into {}",
+                            p.display(),
+                            i.display()
+                        )
+                    }
+                    _ => format!("Labelling {n} images"),
+                };
                 say(format_args!(
-                    "Labelling {n} images of {} into {} at http://{addr}/ (Ctrl-C stops; every answer is saved at once)",
-                    a.pool.display(),
-                    a.into.display()
+                    "{what} at http://{addr}/ (Ctrl-C stops; every answer is saved at once)"
                 ));
             })?;
             say("stopped");

@@ -23,11 +23,16 @@ use std::sync::{Arc, Mutex};
 #[derive(clap::Args, Debug, Clone)]
 pub struct LabelRequest {
     /// The images to label: a folder (any nesting), such as `suggest`'s OUT/to-label.
-    #[arg(long)]
-    pub pool: PathBuf,
+    #[arg(long, required_unless_present = "audit", requires = "into")]
+    pub pool: Option<PathBuf>,
     /// The labelled data folder: each answer moves the image into INTO/<class>/.
     #[arg(long)]
-    pub into: PathBuf,
+    pub into: Option<PathBuf>,
+    /// Instead of a pool: an audit's output folder, to check its likely wrong labels (each
+    /// answer leaves the image in its class folder or moves it to the sibling folder of the
+    /// class chosen).
+    #[arg(long, conflicts_with_all = ["pool", "into"])]
+    pub audit: Option<PathBuf>,
     /// The classes, comma-separated, in key order [default: INTO's class folders, else the
     /// model's classes].
     #[arg(long, value_delimiter = ',')]
@@ -50,7 +55,11 @@ pub fn key(k: usize) -> Option<char> {
 }
 
 /// The class names: `--classes`, else INTO's class folders, else the model's.
-fn classes(req: &LabelRequest, model_classes: Option<&[String]>) -> Result<Vec<String>> {
+fn classes(
+    req: &LabelRequest,
+    into: &Path,
+    model_classes: Option<&[String]>,
+) -> Result<Vec<String>> {
     if !req.classes.is_empty() {
         let mut seen = std::collections::HashSet::new();
         if let Some(dup) = req.classes.iter().find(|c| !seen.insert(c.as_str())) {
@@ -58,8 +67,8 @@ fn classes(req: &LabelRequest, model_classes: Option<&[String]>) -> Result<Vec<S
         }
         return Ok(req.classes.clone());
     }
-    if req.into.is_dir() {
-        let found: Vec<String> = sorted_entries(&req.into)?
+    if into.is_dir() {
+        let found: Vec<String> = sorted_entries(into)?
             .into_iter()
             .filter(|p| p.is_dir())
             .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
@@ -71,9 +80,78 @@ fn classes(req: &LabelRequest, model_classes: Option<&[String]>) -> Result<Vec<S
     model_classes.map(<[String]>::to_vec).ok_or_else(|| {
         Error::invalid(format!(
             "{} has no class folders yet: name the classes with --classes a,b,c (or give --model)",
-            req.into.display()
+            into.display()
         ))
     })
+}
+
+/// The likely wrong labels of an audit (`label_issues.csv`, classes from `classes.csv`), to
+/// check.
+fn audit_queue(dir: &Path) -> Result<Queue> {
+    let read = |name: &str| -> Result<Vec<csv::StringRecord>> {
+        let path = dir.join(name);
+        let mut r = csv::Reader::from_path(&path).map_err(|e| {
+            Error::format(
+                &path,
+                format!(
+                    "cannot be read ({e}): is {} an audit's folder?",
+                    dir.display()
+                ),
+            )
+        })?;
+        r.records()
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| Error::format(&path, e.to_string()))
+    };
+    let classes: Vec<String> = read("classes.csv")?
+        .iter()
+        .map(|r| r[0].to_string())
+        .collect();
+    let class_of = |name: &str, path: &Path| {
+        classes.iter().position(|c| c == name).ok_or_else(|| {
+            Error::format(
+                path,
+                format!("names class {name:?}, which classes.csv does not have"),
+            )
+        })
+    };
+    let issues = dir.join("label_issues.csv");
+    let mut files = Vec::new();
+    for r in read("label_issues.csv")? {
+        let bad = || {
+            Error::format(
+                &issues,
+                "expected rank,file,index,given,suggested,given_probability,suggested_probability",
+            )
+        };
+        let (file, index, given, suggested, p) = (
+            r.get(1).ok_or_else(bad)?,
+            r.get(2).ok_or_else(bad)?,
+            r.get(3).ok_or_else(bad)?,
+            r.get(4).ok_or_else(bad)?,
+            r.get(6).ok_or_else(bad)?,
+        );
+        if !index.is_empty() {
+            return Err(Error::format(
+                &issues,
+                format!(
+                    "lists images inside {file} (IDX or CSV): the page moves image files between class folders; correct those labels in the file itself"
+                ),
+            ));
+        }
+        let guess = (
+            class_of(suggested, &issues)?,
+            p.parse::<f32>().unwrap_or(0.0),
+        );
+        files.push((PathBuf::from(file), class_of(given, &issues)?, Some(guess)));
+    }
+    if files.is_empty() {
+        return Err(Error::format(
+            &issues,
+            "lists no likely wrong label: nothing to check",
+        ));
+    }
+    Queue::to_check(classes, files)
 }
 
 /// The model's guess for each image of the queue (an unreadable image has none).
@@ -106,22 +184,33 @@ pub fn serve(req: &LabelRequest, on_ready: impl FnOnce(SocketAddr, usize)) -> Re
         Some(m) => Some(checkpoint::read_meta(&checkpoint::resolve(m)?)?.classes),
         None => None,
     };
-    let classes = classes(req, model_classes.as_deref())?;
-    let mut q = Queue::new(&req.pool, &req.into, classes)?;
-    if let Some(m) = &req.model {
-        let (g, model_classes) = guesses(m, &q)?;
-        // A guess is shown only under a class name the page has.
-        let g = g
-            .into_iter()
-            .map(|g| {
-                g.and_then(|(k, p)| {
-                    let name = &model_classes[k];
-                    q.classes().iter().position(|c| c == name).map(|i| (i, p))
-                })
-            })
-            .collect();
-        q.set_guesses(g);
-    }
+    let q = match (&req.audit, &req.pool, &req.into) {
+        (Some(dir), _, _) => audit_queue(dir)?,
+        (None, Some(pool), Some(into)) => {
+            let classes = classes(req, into, model_classes.as_deref())?;
+            let mut q = Queue::new(pool, into, classes)?;
+            if let Some(m) = &req.model {
+                let (g, model_classes) = guesses(m, &q)?;
+                // A guess is shown only under a class name the page has.
+                let g = g
+                    .into_iter()
+                    .map(|g| {
+                        g.and_then(|(k, p)| {
+                            let name = &model_classes[k];
+                            q.classes().iter().position(|c| c == name).map(|i| (i, p))
+                        })
+                    })
+                    .collect();
+                q.set_guesses(g);
+            }
+            q
+        }
+        _ => {
+            return Err(Error::invalid(
+                "give --pool DIR --into DATA, or --audit DIR",
+            ));
+        }
+    };
     let total = q.items().len();
     let state = Arc::new(routes::State {
         queue: Mutex::new(q),

@@ -18,13 +18,18 @@ pub type Guess = Option<(usize, f32)>;
 /// One image to label.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Item {
-    /// Its name inside the pool folder.
+    /// Its name, as the page shows it.
     pub name: String,
     /// Where the file is now.
     #[serde(skip)]
     pub path: PathBuf,
-    /// The class it was given, if it was.
+    /// The folder holding the class folders it is filed into.
+    #[serde(skip)]
+    pub root: PathBuf,
+    /// The class folder it is in (a label to check), or `None` while it waits in the pool.
     pub class: Option<usize>,
+    /// Whether it was answered on this page.
+    pub answered: bool,
     /// The model's guess.
     pub guess: Guess,
 }
@@ -34,13 +39,12 @@ pub struct Item {
 struct Move {
     item: usize,
     from: PathBuf,
-    was: Option<usize>,
+    class: Option<usize>,
 }
 
 /// The labelling session.
 #[derive(Debug)]
 pub struct Queue {
-    into: PathBuf,
     classes: Vec<String>,
     items: Vec<Item>,
     undo: Vec<Move>,
@@ -98,7 +102,58 @@ fn move_file(from: &Path, to: &Path) -> Result<()> {
     std::fs::remove_file(from).map_err(|e| Error::io(from, e))
 }
 
+/// Refuses class names that cannot be folder names.
+fn check_names(classes: &[String]) -> Result<()> {
+    match classes.iter().find(|c| {
+        c.is_empty() || c.starts_with('.') || c.contains(['/', '\\']) || c.as_str() == ".."
+    }) {
+        Some(bad) => Err(Error::invalid(format!(
+            "{bad:?} cannot be a class folder's name"
+        ))),
+        None => Ok(()),
+    }
+}
+
 impl Queue {
+    /// Images already in class folders whose labels are to be checked (an audit's likely wrong
+    /// labels): each `(file, its class, the model's guess)`, the file in `ROOT/<class>/`.
+    pub fn to_check(classes: Vec<String>, files: Vec<(PathBuf, usize, Guess)>) -> Result<Queue> {
+        check_names(&classes)?;
+        let mut items = Vec::with_capacity(files.len());
+        for (path, class, guess) in files {
+            let root = path
+                .parent()
+                .and_then(Path::parent)
+                .ok_or_else(|| Error::format(&path, "is not inside a class folder"))?;
+            if !path.is_file() {
+                return Err(Error::format(
+                    &path,
+                    "is not there any more (moved or relabelled since the audit?)",
+                ));
+            }
+            items.push(Item {
+                name: path
+                    .strip_prefix(root)
+                    .unwrap_or(&path)
+                    .display()
+                    .to_string(),
+                root: root.to_path_buf(),
+                path,
+                class: Some(class),
+                answered: false,
+                guess,
+            });
+        }
+        if items.is_empty() {
+            return Err(Error::invalid("no image to check"));
+        }
+        Ok(Queue {
+            classes,
+            items,
+            undo: Vec::new(),
+        })
+    }
+
     /// The image files under `pool`, to be filed into `into`'s class folders named `classes`.
     pub fn new(pool: &Path, into: &Path, classes: Vec<String>) -> Result<Queue> {
         let files = image_files(pool)?;
@@ -108,13 +163,7 @@ impl Queue {
                 "holds no image files to label (png, jpg, gif, bmp, tiff, webp, pgm/ppm)",
             ));
         }
-        if let Some(bad) = classes.iter().find(|c| {
-            c.is_empty() || c.starts_with('.') || c.contains(['/', '\\']) || c.as_str() == ".."
-        }) {
-            return Err(Error::invalid(format!(
-                "{bad:?} cannot be a class folder's name"
-            )));
-        }
+        check_names(&classes)?;
         let into_abs = std::path::absolute(into).map_err(|e| Error::io(into, e))?;
         let items = files
             .into_iter()
@@ -126,12 +175,13 @@ impl Queue {
                     .display()
                     .to_string(),
                 path,
+                root: into.to_path_buf(),
                 class: None,
+                answered: false,
                 guess: None,
             })
             .collect();
         Ok(Queue {
-            into: into.to_path_buf(),
             classes,
             items,
             undo: Vec::new(),
@@ -155,14 +205,14 @@ impl Queue {
         }
     }
 
-    /// The first image without a label.
+    /// The first image not yet answered.
     pub fn next(&self) -> Option<usize> {
-        self.items.iter().position(|i| i.class.is_none())
+        self.items.iter().position(|i| !i.answered)
     }
 
-    /// Images labelled so far.
+    /// Images answered so far.
     pub fn done(&self) -> usize {
-        self.items.iter().filter(|i| i.class.is_some()).count()
+        self.items.iter().filter(|i| i.answered).count()
     }
 
     /// Whether there is an answer to undo.
@@ -170,7 +220,8 @@ impl Queue {
         !self.undo.is_empty()
     }
 
-    /// Files image `item` into class `class` (moving it again if it had another label).
+    /// Files image `item` into class `class` (moving it again if it had another class; keeping
+    /// it where it is if that is its class already).
     pub fn label(&mut self, item: usize, class: usize) -> Result<()> {
         let name = self
             .classes
@@ -181,24 +232,31 @@ impl Queue {
             .items
             .get(item)
             .ok_or_else(|| Error::invalid(format!("there is no image {item}")))?;
-        if it.class == Some(class) {
-            return Ok(());
-        }
-        let file = it
-            .path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned());
-        let to = free_name(
-            &self.into.join(&name),
-            &file.unwrap_or_else(|| "image".into()),
-        );
         let from = it.path.clone();
-        move_file(&from, &to)?;
-        let was = it.class;
-        self.undo.push(Move { item, from, was });
+        let undo = Move {
+            item,
+            from: from.clone(),
+            class: it.class,
+        };
+        let to = if it.class == Some(class) {
+            from
+        } else {
+            let file = it
+                .path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned());
+            let to = free_name(
+                &it.root.join(&name),
+                &file.unwrap_or_else(|| "image".into()),
+            );
+            move_file(&from, &to)?;
+            to
+        };
+        self.undo.push(undo);
         let it = &mut self.items[item];
         it.path = to;
         it.class = Some(class);
+        it.answered = true;
         Ok(())
     }
 
@@ -208,18 +266,24 @@ impl Queue {
             return Ok(None);
         };
         let now = self.items[m.item].path.clone();
-        // Where it came from may have been taken meanwhile (a file put there by hand).
-        let back = if m.from.exists() {
-            let dir = m.from.parent().unwrap_or(Path::new("."));
-            let name = m.from.file_name().map(|n| n.to_string_lossy().into_owned());
-            free_name(dir, &name.unwrap_or_else(|| "image".into()))
+        let back = if now == m.from {
+            now
         } else {
-            m.from
+            // Where it came from may have been taken meanwhile (a file put there by hand).
+            let back = if m.from.exists() {
+                let dir = m.from.parent().unwrap_or(Path::new("."));
+                let name = m.from.file_name().map(|n| n.to_string_lossy().into_owned());
+                free_name(dir, &name.unwrap_or_else(|| "image".into()))
+            } else {
+                m.from
+            };
+            move_file(&now, &back)?;
+            back
         };
-        move_file(&now, &back)?;
         let it = &mut self.items[m.item];
         it.path = back;
-        it.class = m.was;
+        it.class = m.class;
+        it.answered = self.undo.iter().any(|u| u.item == m.item);
         Ok(Some(m.item))
     }
 }
@@ -266,6 +330,34 @@ mod tests {
         assert_eq!(std::fs::read(pool.join("b/2.png")).unwrap(), b"two");
         assert_eq!((q.next(), q.done()), (Some(1), 1));
         assert!(q.label(0, 7).is_err() && q.label(9, 0).is_err());
+    }
+
+    #[test]
+    fn a_checked_label_stays_or_moves_to_the_sibling_class_folder() {
+        let d = tempfile::tempdir().unwrap();
+        let data = d.path().join("data/train");
+        touch(&data.join("cat/1.png"), b"one");
+        touch(&data.join("dog/2.png"), b"two");
+        let mut q = Queue::to_check(
+            vec!["cat".into(), "dog".into()],
+            vec![
+                (data.join("cat/1.png"), 0, Some((1, 0.9))),
+                (data.join("dog/2.png"), 1, None),
+            ],
+        )
+        .unwrap();
+        assert_eq!(q.items()[0].name, "cat/1.png");
+        q.label(0, 1).unwrap();
+        assert_eq!(std::fs::read(data.join("dog/1.png")).unwrap(), b"one");
+        q.label(1, 1).unwrap();
+        assert_eq!(std::fs::read(data.join("dog/2.png")).unwrap(), b"two");
+        assert_eq!((q.done(), q.next()), (2, None));
+        q.undo().unwrap();
+        q.undo().unwrap();
+        assert_eq!(std::fs::read(data.join("cat/1.png")).unwrap(), b"one");
+        assert_eq!((q.done(), q.next()), (0, Some(0)));
+        let gone = Queue::to_check(vec!["cat".into()], vec![(data.join("cat/9.png"), 0, None)]);
+        assert!(gone.unwrap_err().to_string().contains("9.png"));
     }
 
     #[test]
