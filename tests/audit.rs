@@ -10,16 +10,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use warmstart::data::idx;
 
-/// MNIST test digits (the pretraining saw only the training file).
-fn digits() -> warmstart::data::Images {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist");
-    idx::read_pair(
-        &dir.join("t10k-images-idx3-ubyte.gz"),
-        &dir.join("t10k-labels-idx1-ubyte.gz"),
-    )
-    .unwrap()
-}
-
 fn write_idx(dir: &Path, prefix: &str, px: &[u8], labels: &[u8]) {
     std::fs::create_dir_all(dir).unwrap();
     let n = labels.len();
@@ -35,28 +25,12 @@ fn write_idx(dir: &Path, prefix: &str, px: &[u8], labels: &[u8]) {
     .unwrap();
 }
 
-/// Rows of a CSV file as (header → value) maps.
-fn rows(path: &Path) -> Vec<std::collections::HashMap<String, String>> {
-    let mut r = csv::Reader::from_path(path).unwrap();
-    let header: Vec<String> = r.headers().unwrap().iter().map(String::from).collect();
-    r.records()
-        .map(|rec| {
-            let rec = rec.unwrap();
-            header
-                .iter()
-                .cloned()
-                .zip(rec.iter().map(String::from))
-                .collect()
-        })
-        .collect()
-}
-
 #[test]
 fn flipped_labels_copies_and_test_leaks_are_found() {
     let tmp = tempfile::tempdir().unwrap();
     let pre = tmp.path().join("pre");
     quick_pretrain(&pre, "2000", "10");
-    let d = digits();
+    let d = mnist_test_digits();
     // 400 labelled digits, 12 of them with a wrong label; image 399 is a copy of image 5.
     let n = 400;
     let mut px: Vec<u8> = (0..n).flat_map(|i| d.image(i).to_vec()).collect();
@@ -99,7 +73,7 @@ fn flipped_labels_copies_and_test_leaks_are_found() {
     assert!(said.contains("flagged in label_issues.csv"), "{said}");
 
     let images_file = data.join("train-images-idx3-ubyte.gz");
-    let issues = rows(&out.join("label_issues.csv"));
+    let issues = csv_rows(&out.join("label_issues.csv"));
     assert!(!issues.is_empty());
     for r in &issues {
         assert_eq!(Path::new(&r["file"]), images_file);
@@ -124,7 +98,7 @@ fn flipped_labels_copies_and_test_leaks_are_found() {
         }
     }
 
-    let oof = rows(&out.join("out_of_fold.csv"));
+    let oof = csv_rows(&out.join("out_of_fold.csv"));
     assert_eq!(oof.len(), n);
     for (i, r) in oof.iter().enumerate() {
         assert_eq!(r["index"], i.to_string());
@@ -136,7 +110,7 @@ fn flipped_labels_copies_and_test_leaks_are_found() {
         assert!(["1", "2", "3"].contains(&r["fold"].as_str()));
     }
 
-    let dups = rows(&out.join("duplicates.csv"));
+    let dups = csv_rows(&out.join("duplicates.csv"));
     let exact: HashSet<(String, String, String)> = dups
         .iter()
         .filter(|r| r["kind"] == "exact")
@@ -156,7 +130,7 @@ fn flipped_labels_copies_and_test_leaks_are_found() {
         let want = (want.0.to_string(), want.1.to_string(), want.2.to_string());
         assert!(exact.contains(&want), "{want:?} not in {exact:?}");
     }
-    let classes = rows(&out.join("classes.csv"));
+    let classes = csv_rows(&out.join("classes.csv"));
     assert_eq!(classes.len(), 10);
     let estimated: f64 = classes
         .iter()
@@ -200,7 +174,7 @@ fn flipped_labels_copies_and_test_leaks_are_found() {
 #[test]
 fn folder_images_are_named_by_file_and_ctrl_c_writes_nothing() {
     let tmp = tempfile::tempdir().unwrap();
-    let d = digits();
+    let d = mnist_test_digits();
     let data = tmp.path().join("shapes");
     for i in 0..120 {
         let class = ["zero", "one", "two"][i % 3];
@@ -253,7 +227,7 @@ fn folder_images_are_named_by_file_and_ctrl_c_writes_nothing() {
     let args = base("1");
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     ok(&args);
-    let oof = rows(&out.join("out_of_fold.csv"));
+    let oof = csv_rows(&out.join("out_of_fold.csv"));
     assert_eq!(oof.len(), 120);
     let files: HashSet<PathBuf> = oof.iter().map(|r| PathBuf::from(&r["file"])).collect();
     assert_eq!(files.len(), 120);

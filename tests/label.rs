@@ -5,8 +5,7 @@
 mod common;
 
 use common::*;
-use headless_chrome::{Browser, LaunchOptions};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -14,11 +13,7 @@ use std::time::{Duration, Instant};
 
 /// A pool of `n` MNIST test digits as PNG files.
 fn pool(dir: &Path, n: usize) -> Vec<PathBuf> {
-    let d = warmstart::data::idx::read_pair(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist/t10k-images-idx3-ubyte.gz"),
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist/t10k-labels-idx1-ubyte.gz"),
-    )
-    .unwrap();
+    let d = mnist_test_digits();
     std::fs::create_dir_all(dir).unwrap();
     (0..n)
         .map(|i| {
@@ -42,16 +37,7 @@ fn start(args: &[&str]) -> (Child, String) {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .trim_end_matches('/')
-        .to_string();
+    let url = url_in_first_line(&mut BufReader::new(child.stdout.take().unwrap()));
     (child, url)
 }
 
@@ -164,16 +150,7 @@ fn key_presses_in_chromium_file_images_and_undo_takes_one_back() {
         let _ = child.kill();
         return;
     };
-    let browser = Browser::new(
-        LaunchOptions::default_builder()
-            .path(Some(chromium))
-            .sandbox(false)
-            .headless(true)
-            .idle_browser_timeout(Duration::from_secs(60))
-            .build()
-            .unwrap(),
-    )
-    .unwrap();
+    let browser = launch_browser(chromium);
     let tab = browser.new_tab().unwrap();
     tab.navigate_to(&format!("{url}/"))
         .unwrap()
@@ -276,11 +253,7 @@ fn bad_label_input_is_refused_by_name() {
 #[test]
 fn an_audits_flagged_labels_are_checked_and_moved_to_the_right_folder() {
     let tmp = tempfile::tempdir().unwrap();
-    let d = warmstart::data::idx::read_pair(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist/t10k-images-idx3-ubyte.gz"),
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist/t10k-labels-idx1-ubyte.gz"),
-    )
-    .unwrap();
+    let d = mnist_test_digits();
     // Zeros and ones in class folders, three of them in the wrong one.
     let data = tmp.path().join("digits");
     let mut n = 0;

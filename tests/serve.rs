@@ -6,7 +6,6 @@ mod common;
 use common::server::Server;
 use common::*;
 use headless_chrome::protocol::cdp::Input;
-use headless_chrome::{Browser, LaunchOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -256,16 +255,7 @@ fn the_page_recognises_drawings_and_uploads_in_chromium() {
     let run = model(tmp.path());
     let pngs = mnist_pngs(tmp.path(), 0..1);
     let server = Server::start(&run, &["--workers", "4"]);
-    let browser = Browser::new(
-        LaunchOptions::default_builder()
-            .path(Some(chromium))
-            .sandbox(false)
-            .headless(true)
-            .idle_browser_timeout(Duration::from_secs(60))
-            .build()
-            .unwrap(),
-    )
-    .unwrap();
+    let browser = launch_browser(chromium);
     let tab = browser.new_tab().unwrap();
     tab.navigate_to(&format!("{}/", server.url))
         .unwrap()

@@ -8,35 +8,12 @@ use common::*;
 use std::path::Path;
 use warmstart::data::idx;
 
-fn digits() -> warmstart::data::Images {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist");
-    idx::read_pair(
-        &dir.join("t10k-images-idx3-ubyte.gz"),
-        &dir.join("t10k-labels-idx1-ubyte.gz"),
-    )
-    .unwrap()
-}
-
-fn rows(path: &Path) -> Vec<std::collections::HashMap<String, String>> {
-    let mut r = csv::Reader::from_path(path).unwrap();
-    let header: Vec<String> = r.headers().unwrap().iter().map(String::from).collect();
-    r.records()
-        .map(|rec| {
-            header
-                .iter()
-                .cloned()
-                .zip(rec.unwrap().iter().map(String::from))
-                .collect()
-        })
-        .collect()
-}
-
 #[test]
 fn picks_are_copied_ranked_and_never_already_labelled() {
     let tmp = tempfile::tempdir().unwrap();
     let pre = tmp.path().join("pre");
     quick_pretrain(&pre, "2000", "10");
-    let d = digits();
+    let d = mnist_test_digits();
     // A folder pool of 60 digits; 10 of them also sit in the labelled folder.
     let pool = tmp.path().join("pool");
     let labelled = tmp.path().join("labelled");
@@ -84,7 +61,7 @@ fn picks_are_copied_ranked_and_never_already_labelled() {
         said.contains("10 pool images are already labelled"),
         "{said}"
     );
-    let picks = rows(&out.join("suggested.csv"));
+    let picks = csv_rows(&out.join("suggested.csv"));
     assert_eq!(picks.len(), 8);
     let mut last = f64::INFINITY;
     for (r, p) in picks.iter().enumerate() {
@@ -121,7 +98,7 @@ fn picks_are_copied_ranked_and_never_already_labelled() {
     again[8] = "clusters";
     again.push("--overwrite");
     ok(&again);
-    assert_eq!(rows(&out.join("suggested.csv")).len(), 8);
+    assert_eq!(csv_rows(&out.join("suggested.csv")).len(), 8);
     assert_eq!(std::fs::read_dir(out.join("to-label")).unwrap().count(), 8);
 }
 
@@ -130,7 +107,7 @@ fn an_idx_pool_gives_its_own_pixels_as_png_and_each_strategy_runs() {
     let tmp = tempfile::tempdir().unwrap();
     let pre = tmp.path().join("pre");
     tiny_pretrain(&pre);
-    let d = digits();
+    let d = mnist_test_digits();
     let pool = tmp.path().join("pool");
     std::fs::create_dir_all(&pool).unwrap();
     let px: Vec<u8> = (200..300).flat_map(|i| d.image(i).to_vec()).collect();
@@ -154,7 +131,7 @@ fn an_idx_pool_gives_its_own_pixels_as_png_and_each_strategy_runs() {
             "--out",
             s(&out),
         ]);
-        let picks = rows(&out.join("suggested.csv"));
+        let picks = csv_rows(&out.join("suggested.csv"));
         assert_eq!(picks.len(), 6, "{strategy}");
         let mut seen = std::collections::HashSet::new();
         for p in &picks {

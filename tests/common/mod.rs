@@ -183,3 +183,53 @@ pub fn ctrl_c_after_the_first_epoch(
     );
     child.wait().unwrap()
 }
+
+/// MNIST's test digits, as bundled (the default pretraining saw only the training file).
+pub fn mnist_test_digits() -> warmstart::data::Images {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist");
+    warmstart::data::idx::read_pair(
+        &dir.join("t10k-images-idx3-ubyte.gz"),
+        &dir.join("t10k-labels-idx1-ubyte.gz"),
+    )
+    .unwrap()
+}
+
+/// The rows of a CSV file with a header, each as (column name → value).
+pub fn csv_rows(path: &Path) -> Vec<std::collections::HashMap<String, String>> {
+    let mut r = csv::Reader::from_path(path).unwrap();
+    let header: Vec<String> = r.headers().unwrap().iter().map(String::from).collect();
+    r.records()
+        .map(|rec| {
+            header
+                .iter()
+                .cloned()
+                .zip(rec.unwrap().iter().map(String::from))
+                .collect()
+        })
+        .collect()
+}
+
+/// A headless Chromium driven over its DevTools protocol.
+pub fn launch_browser(chromium: PathBuf) -> headless_chrome::Browser {
+    headless_chrome::Browser::new(
+        headless_chrome::LaunchOptions::default_builder()
+            .path(Some(chromium))
+            .sandbox(false)
+            .headless(true)
+            .idle_browser_timeout(std::time::Duration::from_secs(60))
+            .build()
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+/// The `http://…` address in the first line a server prints (no trailing slash).
+pub fn url_in_first_line(stdout: &mut impl std::io::BufRead) -> String {
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    line.split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .trim_end_matches('/')
+        .to_string()
+}

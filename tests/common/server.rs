@@ -1,7 +1,7 @@
 //! A running `warmstart serve` for the server tests, and raw TCP clients that misbehave.
 
 use super::{bin, s};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Stdio};
@@ -26,15 +26,8 @@ impl Server {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
-        let mut line = String::new();
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        stdout.read_line(&mut line).unwrap();
-        let url = line
-            .split_whitespace()
-            .find(|w| w.starts_with("http://"))
-            .unwrap_or_else(|| panic!("no address in {line:?}"))
-            .trim_end_matches('/')
-            .to_string();
+        let url = super::url_in_first_line(&mut stdout);
         let addr = url.trim_start_matches("http://").parse().unwrap();
         Server {
             child,
