@@ -84,7 +84,15 @@ pub enum Command {
     #[command(
         after_help = "Example:\n  warmstart audit --data my-images/ --out runs/audit\n  \
                             warmstart audit --data my-images/ --folds 10 --epochs 50\n\n\
-                            Each fold trains as `warmstart train` would (same flags), 30 epochs unless --epochs is given."
+                            Each fold trains as `warmstart train` would (same flags), with fewer epochs unless --epochs is given.",
+        mut_arg("epochs", |a| a.help(format!(
+            "Epochs of each fold's training [default: {}]",
+            warmstart::audit::DEFAULT_EPOCHS
+        ))),
+        mut_arg("out", |a| a.help(format!(
+            "Where the audit writes its files [default: {}]",
+            warmstart::audit::DEFAULT_OUT
+        )))
     )]
     Audit(warmstart::audit::AuditRequest),
     /// Pick the unlabelled images to label next: the ones a trained model is least sure of,
