@@ -45,13 +45,27 @@ pub struct LabelRequest {
     pub port: u16,
 }
 
-/// The key that gives class `k`: 1–9, then 0 for the tenth; none after.
-pub fn key(k: usize) -> Option<char> {
-    match k {
-        0..=8 => char::from_digit(k as u32 + 1, 10),
-        9 => Some('0'),
-        _ => None,
+/// The key of each class: its own name when every class is a single digit (digits `0`–`9`: the
+/// key `3` gives the class `3`, not the fourth); else 1–9 in order, then 0 for the tenth, none
+/// after.
+pub fn keys(classes: &[String]) -> Vec<Option<char>> {
+    let digit = |c: &String| {
+        let mut ch = c.chars();
+        ch.next()
+            .filter(|d| d.is_ascii_digit() && ch.next().is_none())
+    };
+    let own: Vec<Option<char>> = classes.iter().map(digit).collect();
+    let distinct: std::collections::HashSet<_> = own.iter().flatten().collect();
+    if own.iter().all(Option::is_some) && distinct.len() == classes.len() {
+        return own;
     }
+    (0..classes.len())
+        .map(|k| match k {
+            0..=8 => char::from_digit(k as u32 + 1, 10),
+            9 => Some('0'),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The class names: `--classes`, else INTO's class folders, else the model's.
@@ -229,11 +243,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keys_follow_the_keyboard_row() {
-        let keys: Vec<Option<char>> = (0..11).map(key).collect();
-        assert_eq!(keys[0], Some('1'));
-        assert_eq!(keys[8], Some('9'));
-        assert_eq!(keys[9], Some('0'));
-        assert_eq!(keys[10], None);
+    fn keys_follow_the_keyboard_row_or_the_digit_names() {
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let eleven: Vec<String> = (0..11).map(|i| format!("c{i}")).collect();
+        let k = keys(&eleven);
+        assert_eq!(
+            (k[0], k[8], k[9], k[10]),
+            (Some('1'), Some('9'), Some('0'), None)
+        );
+        let digits = names(&["0", "1", "2", "7"]);
+        assert_eq!(keys(&digits), [Some('0'), Some('1'), Some('2'), Some('7')]);
+        // Not all digits: positions.
+        assert_eq!(keys(&names(&["0", "x"])), [Some('1'), Some('2')]);
     }
 }

@@ -3,7 +3,7 @@
 //! Host/Origin guard, and taking JSON only (a type another site's form cannot send without a
 //! preflight, which this server never grants).
 
-use super::key;
+use super::keys;
 use super::queue::Queue;
 use crate::data::prepare::{self, Fit, Invert};
 use crate::error::{Error, Result};
@@ -92,11 +92,12 @@ async fn show_page(Extract(s): Extract<Arc<State>>) -> Response {
 
 /// The queue as the page needs it.
 fn describe(q: &Queue) -> serde_json::Value {
+    let keys = keys(q.classes());
     let classes: Vec<serde_json::Value> = q
         .classes()
         .iter()
-        .enumerate()
-        .map(|(k, name)| serde_json::json!({ "name": name, "key": key(k).map(String::from) }))
+        .zip(keys)
+        .map(|(name, key)| serde_json::json!({ "name": name, "key": key.map(String::from) }))
         .collect();
     serde_json::json!({
         "classes": classes,
