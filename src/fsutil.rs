@@ -81,6 +81,18 @@ pub fn read(path: &Path, if_missing: &str) -> Result<Vec<u8>> {
     })
 }
 
+/// A CSV file's bytes: `header`, then `rows` (the csv crate quotes what needs quoting).
+pub fn csv_bytes(header: &[String], rows: impl Iterator<Item = Vec<String>>) -> Result<Vec<u8>> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let bad = |e: csv::Error| Error::invalid(format!("cannot write a CSV row: {e}"));
+    w.write_record(header).map_err(bad)?;
+    for r in rows {
+        w.write_record(&r).map_err(bad)?;
+    }
+    w.into_inner()
+        .map_err(|e| Error::invalid(format!("cannot write a CSV file: {e}")))
+}
+
 /// Removes the file at `path`; one that is not there is not an error.
 pub fn remove_if_exists(path: &Path) -> Result<()> {
     match std::fs::remove_file(path) {

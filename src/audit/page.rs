@@ -4,7 +4,8 @@
 //! users).
 
 use super::Audit;
-use crate::data::{Images, SIDE};
+use crate::data::Images;
+use crate::data::prepare::png_bytes;
 use crate::error::{Error, Result};
 use askama::Template;
 use base64::Engine;
@@ -54,15 +55,7 @@ struct Page<'a> {
 
 /// The 28x28 image `i` of `set` as a base64 PNG.
 fn png(set: &Images, i: usize) -> Result<String> {
-    let img = image::GrayImage::from_raw(SIDE as u32, SIDE as u32, set.image(i).to_vec())
-        .ok_or_else(|| Error::invalid("an image of the wrong size"))?;
-    let mut bytes = Vec::new();
-    img.write_to(
-        &mut std::io::Cursor::new(&mut bytes),
-        image::ImageFormat::Png,
-    )
-    .map_err(|e| Error::invalid(format!("cannot encode an image for the page: {e}")))?;
-    Ok(base64::engine::general_purpose::STANDARD.encode(bytes))
+    Ok(base64::engine::general_purpose::STANDARD.encode(png_bytes(set.image(i))?))
 }
 
 fn pct(p: f32) -> String {

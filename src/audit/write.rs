@@ -3,19 +3,8 @@
 
 use super::{Audit, page};
 use crate::data::labelled::Origin;
-use crate::error::{Error, Result};
-use crate::fsutil::{create_dir, write_atomic};
-
-fn csv_bytes(header: &[String], rows: impl Iterator<Item = Vec<String>>) -> Result<Vec<u8>> {
-    let mut w = csv::Writer::from_writer(Vec::new());
-    let bad = |e: csv::Error| Error::invalid(format!("cannot write a CSV row: {e}"));
-    w.write_record(header).map_err(bad)?;
-    for r in rows {
-        w.write_record(&r).map_err(bad)?;
-    }
-    w.into_inner()
-        .map_err(|e| Error::invalid(format!("cannot write a CSV file: {e}")))
-}
+use crate::error::Result;
+use crate::fsutil::{create_dir, csv_bytes, write_atomic};
 
 fn strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| s.to_string()).collect()

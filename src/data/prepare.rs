@@ -17,7 +17,7 @@
 
 pub use super::decode::{MAX_ALLOC, MAX_SIDE, PRESHRINK, decode, decode_bytes, decoded_bytes};
 use super::{PIXELS, SIDE};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use image::{DynamicImage, GrayImage};
 use std::path::Path;
 
@@ -64,6 +64,17 @@ impl Fit {
             Fit::Mnist => "mnist",
         }
     }
+}
+
+/// A prepared 28x28 image (light on dark) as PNG bytes: what the audit page, `suggest`'s copies
+/// and the labelling page show.
+pub fn png_bytes(px: &[u8]) -> Result<Vec<u8>> {
+    let img = image::GrayImage::from_raw(SIDE as u32, SIDE as u32, px.to_vec())
+        .ok_or_else(|| Error::invalid("an image that is not 28x28"))?;
+    let mut png = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .map_err(|e| Error::invalid(format!("cannot encode an image as PNG: {e}")))?;
+    Ok(png)
 }
 
 /// Reads an image file and converts it to a 28x28 light-on-dark image by the rule above.

@@ -10,7 +10,7 @@ pub mod spread;
 use crate::checkpoint;
 use crate::data::labelled::{self, Origin};
 use crate::data::pool::{self, Pool};
-use crate::data::{PIXELS, SIDE};
+use crate::data::prepare::png_bytes;
 use crate::device;
 use crate::error::{Error, Result};
 use crate::fsutil::{self, create_dir, write_atomic};
@@ -312,18 +312,7 @@ pub fn run(req: &SuggestRequest, progress: &mut dyn Progress) -> Result<Suggesti
                 let bytes = std::fs::read(f).map_err(|e| Error::io(f, e))?;
                 write_atomic(&copy, &bytes)?;
             }
-            Origin::Entry { .. } => {
-                let img = image::GrayImage::from_raw(
-                    SIDE as u32,
-                    SIDE as u32,
-                    pool.image(i)[..PIXELS].to_vec(),
-                )
-                .ok_or_else(|| Error::invalid("a pool image of the wrong size"))?;
-                let mut png = Vec::new();
-                img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
-                    .map_err(|e| Error::invalid(format!("cannot encode a pool image: {e}")))?;
-                write_atomic(&copy, &png)?;
-            }
+            Origin::Entry { .. } => write_atomic(&copy, &png_bytes(pool.image(i))?)?,
         }
         picks.push(Pick {
             image: i,
@@ -345,9 +334,7 @@ pub fn run(req: &SuggestRequest, progress: &mut dyn Progress) -> Result<Suggesti
 }
 
 fn write_csv(path: &Path, picks: &[Pick], classes: &[String]) -> Result<()> {
-    let mut w = csv::Writer::from_writer(Vec::new());
-    let bad = |e: csv::Error| Error::invalid(format!("cannot write a CSV row: {e}"));
-    w.write_record([
+    let header = [
         "rank",
         "file",
         "index",
@@ -355,10 +342,9 @@ fn write_csv(path: &Path, picks: &[Pick], classes: &[String]) -> Result<()> {
         "guess_probability",
         "score",
         "copy",
-    ])
-    .map_err(bad)?;
-    for (r, p) in picks.iter().enumerate() {
-        w.write_record([
+    ];
+    let rows = picks.iter().enumerate().map(|(r, p)| {
+        vec![
             (r + 1).to_string(),
             p.origin.file().display().to_string(),
             p.origin.index().map_or(String::new(), |i| i.to_string()),
@@ -366,11 +352,7 @@ fn write_csv(path: &Path, picks: &[Pick], classes: &[String]) -> Result<()> {
             format!("{:.4}", p.guess_probability),
             format!("{:.4}", p.score),
             p.copy.display().to_string(),
-        ])
-        .map_err(bad)?;
-    }
-    let bytes = w
-        .into_inner()
-        .map_err(|e| Error::invalid(format!("cannot write {}: {e}", path.display())))?;
-    write_atomic(path, &bytes)
+        ]
+    });
+    write_atomic(path, &fsutil::csv_bytes(&header.map(String::from), rows)?)
 }

@@ -42,7 +42,7 @@ struct Move {
     class: Option<usize>,
 }
 
-/// The labelling session.
+/// The images the page goes through, and the answers given so far.
 #[derive(Debug)]
 pub struct Queue {
     classes: Vec<String>,

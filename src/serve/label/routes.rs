@@ -124,13 +124,7 @@ async fn image(Extract(s): Extract<Arc<State>>, Path(id): Path<usize>) -> Respon
         return Reply::error(StatusCode::NOT_FOUND, "no such image").into_response();
     };
     let png = tokio::task::block_in_place(|| -> Result<Vec<u8>> {
-        let px = prepare::load_image(&path, Invert::Auto, Fit::Box)?;
-        let img = image::GrayImage::from_raw(28, 28, px.to_vec())
-            .ok_or_else(|| Error::invalid("an image of the wrong size"))?;
-        let mut png = Vec::new();
-        img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
-            .map_err(|e| Error::invalid(format!("cannot encode {}: {e}", path.display())))?;
-        Ok(png)
+        prepare::png_bytes(&prepare::load_image(&path, Invert::Auto, Fit::Box)?)
     });
     match png {
         Ok(png) => {
