@@ -218,6 +218,39 @@ impl Net {
         dense_block(&self.fc1, &self.bn3, x, train, prec)
     }
 
+    /// Class probabilities `[batch, classes]` of `samples` passes with both dropout layers on
+    /// and batch norm in evaluation mode (MC dropout): where the passes disagree, the model does
+    /// not know (`suggest --strategy bald`). The convolutions, before any dropout, run once; pass
+    /// `s` draws its masks from `seed + s`.
+    pub fn dropout_samples(&self, x: Tensor<4>, samples: usize, seed: u64) -> Vec<Tensor<2>> {
+        let on_fast = fast::enabled(&x.device()) && !x.device().is_autodiff();
+        let pooled: Tensor<2> = if on_fast {
+            let (first, second) = (
+                folded(&self.conv1, &self.bn1),
+                folded(&self.conv2, &self.bn2),
+            );
+            fast::conv_blocks_pool_eval(x, first, second, self.precision)
+        } else {
+            let x = relu(batch_norm(&self.bn1, self.conv1.forward(x)));
+            let x = relu(batch_norm(&self.bn2, self.conv2.forward(x)));
+            self.pool.forward(x)
+        }
+        .flatten(1, 3);
+        (0..samples as u64)
+            .map(|s| {
+                let seed = seed.wrapping_add(s).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                let x = fast::dropout_seeded(pooled.clone(), self.drop1.prob, seed);
+                let x = if on_fast {
+                    dense_block(&self.fc1, &self.bn3, x, false, self.precision)
+                } else {
+                    relu(batch_norm(&self.bn3, self.fc1.forward(x)))
+                };
+                let x = fast::dropout_seeded(x, self.drop2.prob, seed ^ 1);
+                softmax(self.fc2.forward(x), 1)
+            })
+            .collect()
+    }
+
     /// Class probabilities `[batch, classes]`.
     pub fn probabilities(&self, x: Tensor<4>) -> Tensor<2> {
         softmax(self.forward(x), 1)
@@ -385,5 +418,31 @@ mod tests {
         }
         assert_eq!(net.classes(), 7);
         assert_eq!(ArchConfig::standard(10).flat_features(), 9216);
+    }
+
+    #[test]
+    fn dropout_samples_are_the_forward_pass_with_masks() {
+        let device = Device::flex();
+        let mut net = ArchConfig::standard(5).init(&device).valid();
+        let x = images_tensor(
+            (0..2 * 784).map(|i| (i % 13) as f32 / 13.0).collect(),
+            &device,
+        );
+        let v = |t: Tensor<2>| t.into_data().iter::<f32>().collect::<Vec<f32>>();
+        let sampled = net.dropout_samples(x.clone(), 3, 7);
+        // Masks differ between passes, and the same seed gives the same passes.
+        assert_ne!(v(sampled[0].clone()), v(sampled[1].clone()));
+        assert_eq!(
+            v(sampled[2].clone()),
+            v(net.dropout_samples(x.clone(), 3, 7)[2].clone())
+        );
+        // Without dropout, every pass is the model's own evaluation.
+        (net.drop1.prob, net.drop2.prob) = (0.0, 0.0);
+        let plain = v(net.probabilities(x.clone()));
+        for pass in net.dropout_samples(x, 2, 7) {
+            for (a, b) in v(pass).iter().zip(&plain) {
+                assert!((a - b).abs() < 1e-6, "{a} against {b}");
+            }
+        }
     }
 }

@@ -116,7 +116,14 @@ fn an_idx_pool_gives_its_own_pixels_as_png_and_each_strategy_runs() {
         idx::gzip(&idx::encode(&[100, 28, 28], &px)),
     )
     .unwrap();
-    for strategy in ["margin", "entropy", "least-confidence", "random", "typical"] {
+    for strategy in [
+        "margin",
+        "entropy",
+        "least-confidence",
+        "bald",
+        "random",
+        "typical",
+    ] {
         let out = tmp.path().join(strategy);
         ok(&[
             "suggest",
@@ -145,6 +152,35 @@ fn an_idx_pool_gives_its_own_pixels_as_png_and_each_strategy_runs() {
             );
         }
     }
+    // BALD's dropout passes come from the seed: the same seed, the same picks, best first.
+    let bald = |name: &str| {
+        let out = tmp.path().join(name);
+        ok(&[
+            "suggest",
+            "--model",
+            s(&pre),
+            "--unlabeled",
+            s(&pool),
+            "--count",
+            "10",
+            "--strategy",
+            "bald",
+            "--diversity",
+            "none",
+            "--seed",
+            "3",
+            "--out",
+            s(&out),
+        ]);
+        csv_rows(&out.join("suggested.csv"))
+            .iter()
+            .map(|r| (r["index"].clone(), r["score"].parse::<f32>().unwrap()))
+            .collect::<Vec<_>>()
+    };
+    let (first, again) = (bald("bald-a"), bald("bald-b"));
+    assert_eq!(first, again);
+    assert!(first.windows(2).all(|w| w[0].1 >= w[1].1), "{first:?}");
+    assert!(first[0].1 > 0.0, "the passes never disagree: {first:?}");
 }
 
 #[test]

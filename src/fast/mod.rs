@@ -147,6 +147,18 @@ pub fn dropout<const D: usize>(drop: &burn::nn::Dropout, x: Tensor<D>) -> Tensor
     x * Tensor::<D>::from_data(TensorData::new(mask, dims), &device)
 }
 
+/// `x` with dropout at `prob` from the mask of `seed`, in any mode and on any device: the
+/// samples of MC dropout at evaluation time (`suggest --strategy bald`), reproducible by seed.
+pub fn dropout_seeded<const D: usize>(x: Tensor<D>, prob: f64, seed: u64) -> Tensor<D> {
+    if prob <= 0.0 {
+        return x;
+    }
+    let dims = x.dims();
+    let mask = dropout::dropout_mask(dims.iter().product(), (1.0 - prob) as f32, seed);
+    let device = x.device();
+    x * Tensor::<D>::from_data(TensorData::new(mask, dims), &device)
+}
+
 /// `dst[m,n] = a[m,k] · b[n,k]ᵀ` in f32 on every thread, `m = a.len() / k`, `n = b.len() / k`:
 /// the dot products of every row of `a` with every row of `b` (the audit's image similarities).
 pub fn multiply_by_transpose(dst: &mut [f32], a: &[f32], b: &[f32], k: usize) {

@@ -53,9 +53,9 @@ pub struct SuggestRequest {
     /// How many images to suggest.
     #[arg(long, default_value_t = 100)]
     pub count: usize,
-    /// Which images first: margin (unsure between two classes), entropy, least-confidence,
-    /// random, or typical (the most typical image of each kind, for a first round with a handful
-    /// of labels a class).
+    /// Which images first: margin (unsure between two classes), entropy, least-confidence, bald
+    /// (passes with dropout on disagree), random, or typical (the most typical image of each
+    /// kind, for a first round with a handful of labels a class).
     #[arg(long, value_enum, default_value = "margin")]
     pub strategy: Strategy,
     /// Spread a batch over kinds of image (clusters) or take the most unsure in order (none).
@@ -71,7 +71,7 @@ pub struct SuggestRequest {
     /// Replace an earlier suggestion in OUT.
     #[arg(long)]
     pub overwrite: bool,
-    /// Seeds k-means and the random strategy.
+    /// Seeds k-means, the random strategy and BALD's dropout masks.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// Where and how to compute.
@@ -114,29 +114,59 @@ pub struct Suggestion {
 /// The files `suggest` writes into OUT.
 pub const FILES: [&str; 2] = ["suggested.csv", "to-label"];
 
-/// The model's features (unit length) and probabilities for every pool image in `keep`.
-fn features(
+/// The model's view of the pool images it may suggest, in the order of `keep`.
+struct Scored {
+    /// Penultimate features, unit length, a row per image.
+    feats: Vec<f32>,
+    /// Class probabilities (evaluation mode), a row per image.
+    probs: Vec<f32>,
+    /// The strategy's score of each image (higher: more worth labelling).
+    scores: Vec<f32>,
+}
+
+/// Scores every pool image in `keep` under `strategy` (`seed` draws BALD's dropout masks).
+fn score_pool(
     model: &Net,
     pool: &Pool,
     keep: &[usize],
+    (strategy, seed): (Strategy, u64),
     dev: &Device,
-) -> Result<(Vec<f32>, Vec<f32>)> {
-    let mut feats = Vec::new();
-    let mut probs = Vec::new();
-    for chunk in keep.chunks(CHUNK) {
+) -> Result<Scored> {
+    let c = model.classes();
+    let (mut feats, mut probs, mut scores) = (Vec::new(), Vec::new(), Vec::new());
+    for (k, chunk) in keep.chunks(CHUNK).enumerate() {
         crate::cancel::check("scoring the pool")?;
         let px: Vec<f32> = chunk
             .iter()
             .flat_map(|&i| pool.image(i).iter().map(|&v| v as f32 / 255.0))
             .collect();
-        let (f, logits) = model.features_and_logits(images_tensor(px, dev));
+        let x = images_tensor(px, dev);
+        let (f, logits) = model.features_and_logits(x.clone());
         feats.extend(f.into_data().iter::<f32>());
-        let p = burn::tensor::activation::softmax(logits, 1);
-        probs.extend(p.into_data().iter::<f32>());
+        let p: Vec<f32> = burn::tensor::activation::softmax(logits, 1)
+            .into_data()
+            .iter::<f32>()
+            .collect();
+        if strategy == Strategy::Bald {
+            let chunk_seed = seed ^ ((k as u64 + 1) << 32);
+            let passes: Vec<Vec<f32>> = model
+                .dropout_samples(x, rank::DROPOUT_PASSES, chunk_seed)
+                .into_iter()
+                .map(|t| t.into_data().iter::<f32>().collect())
+                .collect();
+            scores.extend(rank::bald(&passes, c));
+        } else {
+            scores.extend(p.chunks(c).map(|row| rank::score(strategy, row)));
+        }
+        probs.extend(p);
     }
     let dim = feats.len() / keep.len().max(1);
     spread::unit_rows(&mut feats, dim.max(1));
-    Ok((feats, probs))
+    Ok(Scored {
+        feats,
+        probs,
+        scores,
+    })
 }
 
 /// The pool images not already among the labelled images of `labelled`.
@@ -155,14 +185,12 @@ fn unlabelled(
         .collect())
 }
 
-/// Picks `count` of the candidates `keep` (pool indices) from their features and probabilities.
-fn choose(req: &SuggestRequest, feats: &[f32], probs: &[f32], classes: usize) -> Vec<(usize, f32)> {
-    let n = probs.len() / classes;
+/// Picks `count` of the scored candidates (positions in `keep`), with their scores.
+fn choose(req: &SuggestRequest, scored: &Scored) -> Vec<(usize, f32)> {
+    let (feats, scores) = (&scored.feats, &scored.scores);
+    let n = scores.len();
     let count = req.count.min(n);
     let dim = feats.len() / n.max(1);
-    let scores: Vec<f32> = (0..n)
-        .map(|i| rank::score(req.strategy, &probs[i * classes..(i + 1) * classes]))
-        .collect();
     match req.strategy {
         Strategy::Random => {
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(req.seed ^ 0x7a4d_0001);
@@ -291,9 +319,9 @@ pub fn run(req: &SuggestRequest, progress: &mut dyn Progress) -> Result<Suggesti
             (_, Diversity::Clusters) => ", spread over kinds of image",
         }
     )));
-    let (feats, probs) = features(&model, &pool, &keep, &dev)?;
-    let c = classes.len();
-    let chosen = choose(req, &feats, &probs, c);
+    let scored = score_pool(&model, &pool, &keep, (req.strategy, req.seed), &dev)?;
+    let (probs, c) = (&scored.probs, classes.len());
+    let chosen = choose(req, &scored);
     let dir = req.out.join("to-label");
     // A new suggestion never mixes with the files of an earlier one.
     if dir.exists() {
