@@ -116,6 +116,15 @@ fn an_idx_pool_gives_its_own_pixels_as_png_and_each_strategy_runs() {
         idx::gzip(&idx::encode(&[100, 28, 28], &px)),
     )
     .unwrap();
+    // `suggest` of the pool into OUT: the CSV's rows.
+    let suggest = |out: &str, flags: &[&str]| {
+        let out = tmp.path().join(out);
+        let mut args = vec!["suggest", "--model", s(&pre), "--unlabeled", s(&pool)];
+        args.extend(flags);
+        args.extend(["--out", s(&out)]);
+        ok(&args);
+        csv_rows(&out.join("suggested.csv"))
+    };
     for strategy in [
         "margin",
         "entropy",
@@ -124,21 +133,7 @@ fn an_idx_pool_gives_its_own_pixels_as_png_and_each_strategy_runs() {
         "random",
         "typical",
     ] {
-        let out = tmp.path().join(strategy);
-        ok(&[
-            "suggest",
-            "--model",
-            s(&pre),
-            "--unlabeled",
-            s(&pool),
-            "--count",
-            "6",
-            "--strategy",
-            strategy,
-            "--out",
-            s(&out),
-        ]);
-        let picks = csv_rows(&out.join("suggested.csv"));
+        let picks = suggest(strategy, &["--count", "6", "--strategy", strategy]);
         assert_eq!(picks.len(), 6, "{strategy}");
         let mut seen = std::collections::HashSet::new();
         for p in &picks {
@@ -153,14 +148,8 @@ fn an_idx_pool_gives_its_own_pixels_as_png_and_each_strategy_runs() {
         }
     }
     // BALD's dropout passes come from the seed: the same seed, the same picks, best first.
-    let bald = |name: &str| {
-        let out = tmp.path().join(name);
-        ok(&[
-            "suggest",
-            "--model",
-            s(&pre),
-            "--unlabeled",
-            s(&pool),
+    let bald = |out: &str| {
+        let flags = [
             "--count",
             "10",
             "--strategy",
@@ -169,10 +158,8 @@ fn an_idx_pool_gives_its_own_pixels_as_png_and_each_strategy_runs() {
             "none",
             "--seed",
             "3",
-            "--out",
-            s(&out),
-        ]);
-        csv_rows(&out.join("suggested.csv"))
+        ];
+        suggest(out, &flags)
             .iter()
             .map(|r| (r["index"].clone(), r["score"].parse::<f32>().unwrap()))
             .collect::<Vec<_>>()
