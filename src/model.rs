@@ -186,13 +186,35 @@ impl Net {
     /// The penultimate features `[batch, 128]` (fc1's block, after ReLU) and the logits, in
     /// evaluation mode: how `suggest` tells kinds of image apart.
     pub fn features_and_logits(&self, x: Tensor<4>) -> (Tensor<2>, Tensor<2>) {
-        let features = if fast::enabled(&x.device()) && !x.device().is_autodiff() {
-            self.body_fast(x, false)
-        } else {
-            self.body_reference(x)
-        };
+        let features = self.hidden_eval(self.pooled_eval(x));
         let logits = self.fc2.forward(features.clone());
         (features, logits)
+    }
+
+    /// In evaluation mode, the convolution blocks and max pooling, flattened `[batch, 9216]`:
+    /// everything before the first dropout (fused where the device allows).
+    fn pooled_eval(&self, x: Tensor<4>) -> Tensor<2> {
+        if fast::enabled(&x.device()) && !x.device().is_autodiff() {
+            let (first, second) = (
+                folded(&self.conv1, &self.bn1),
+                folded(&self.conv2, &self.bn2),
+            );
+            fast::conv_blocks_pool_eval(x, first, second, self.precision)
+        } else {
+            let x = relu(batch_norm(&self.bn1, self.conv1.forward(x)));
+            let x = relu(batch_norm(&self.bn2, self.conv2.forward(x)));
+            self.pool.forward(x)
+        }
+        .flatten(1, 3)
+    }
+
+    /// In evaluation mode, fc1's block `[batch, 128]` from the pooled features.
+    fn hidden_eval(&self, x: Tensor<2>) -> Tensor<2> {
+        if fast::enabled(&x.device()) && !x.device().is_autodiff() {
+            dense_block(&self.fc1, &self.bn3, x, false, self.precision)
+        } else {
+            relu(batch_norm(&self.bn3, self.fc1.forward(x)))
+        }
     }
 
     fn forward_fast(&self, x: Tensor<4>, train: bool) -> Tensor<2> {
@@ -223,29 +245,12 @@ impl Net {
     /// not know (`suggest --strategy bald`). The convolutions, before any dropout, run once; pass
     /// `s` draws its masks from `seed + s`.
     pub fn dropout_samples(&self, x: Tensor<4>, samples: usize, seed: u64) -> Vec<Tensor<2>> {
-        let on_fast = fast::enabled(&x.device()) && !x.device().is_autodiff();
-        let pooled: Tensor<2> = if on_fast {
-            let (first, second) = (
-                folded(&self.conv1, &self.bn1),
-                folded(&self.conv2, &self.bn2),
-            );
-            fast::conv_blocks_pool_eval(x, first, second, self.precision)
-        } else {
-            let x = relu(batch_norm(&self.bn1, self.conv1.forward(x)));
-            let x = relu(batch_norm(&self.bn2, self.conv2.forward(x)));
-            self.pool.forward(x)
-        }
-        .flatten(1, 3);
+        let pooled = self.pooled_eval(x);
         (0..samples as u64)
             .map(|s| {
                 let seed = seed.wrapping_add(s).wrapping_mul(0x9e37_79b9_7f4a_7c15);
                 let x = fast::dropout_seeded(pooled.clone(), self.drop1.prob, seed);
-                let x = if on_fast {
-                    dense_block(&self.fc1, &self.bn3, x, false, self.precision)
-                } else {
-                    relu(batch_norm(&self.bn3, self.fc1.forward(x)))
-                };
-                let x = fast::dropout_seeded(x, self.drop2.prob, seed ^ 1);
+                let x = fast::dropout_seeded(self.hidden_eval(x), self.drop2.prob, seed ^ 1);
                 softmax(self.fc2.forward(x), 1)
             })
             .collect()

@@ -142,9 +142,7 @@ pub fn dropout<const D: usize>(drop: &burn::nn::Dropout, x: Tensor<D>) -> Tensor
         .into_data()
         .iter::<i64>()
         .fold(0u64, |acc, w| (acc << 31) ^ w as u64);
-    let dims = x.dims();
-    let mask = dropout::dropout_mask(dims.iter().product(), (1.0 - drop.prob) as f32, seed);
-    x * Tensor::<D>::from_data(TensorData::new(mask, dims), &device)
+    dropout_seeded(x, drop.prob, seed)
 }
 
 /// `x` with dropout at `prob` from the mask of `seed`, in any mode and on any device: the

@@ -52,14 +52,18 @@ pub fn score(strategy: Strategy, p: &[f32]) -> f32 {
             }
             1.0 - (first - second.max(0.0))
         }
-        Strategy::Entropy => -p
-            .iter()
-            .filter(|&&v| v > 0.0)
-            .map(|&v| v * v.ln())
-            .sum::<f32>(),
+        Strategy::Entropy => entropy(p),
         Strategy::LeastConfidence => 1.0 - p.iter().copied().fold(0.0, f32::max),
         Strategy::Bald | Strategy::Random | Strategy::Typical => 0.0,
     }
+}
+
+/// The entropy of probabilities `p` (natural log).
+fn entropy(p: &[f32]) -> f32 {
+    -p.iter()
+        .filter(|&&v| v > 0.0)
+        .map(|&v| v * v.ln())
+        .sum::<f32>()
 }
 
 /// Passes with dropout on, the input of [`bald`].
@@ -69,12 +73,6 @@ pub const DROPOUT_PASSES: usize = 20;
 /// minus the mean entropy of the passes. High when the passes are each sure but disagree; zero
 /// when they agree, however unsure they agree to be.
 pub fn bald(passes: &[Vec<f32>], classes: usize) -> Vec<f32> {
-    let entropy = |p: &[f32]| -> f32 {
-        -p.iter()
-            .filter(|&&v| v > 0.0)
-            .map(|&v| v * v.ln())
-            .sum::<f32>()
-    };
     let t = passes.len().max(1) as f32;
     let n = passes.first().map_or(0, |p| p.len() / classes.max(1));
     let mut mean = vec![0f32; classes];
