@@ -205,6 +205,11 @@ pub struct TrainOptions {
     #[arg(long, value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unlabeled_ratio: Option<usize>,
+    /// With --unlabeled: the weight of the unlabelled images' loss against the labelled
+    /// images' loss [default: 1].
+    #[arg(long, value_name = "W", value_parser = finite::<f32>)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unlabeled_weight: Option<f32>,
     /// With --unlabeled: correct the pseudo-labels' class balance (classes) or not (none)
     /// [default: classes].
     #[arg(long, value_enum)]
@@ -373,7 +378,7 @@ mod tests {
                     "new_head" | "overwrite" => None,
                     "data" | "out" | "unlabeled" => Some("x"),
                     "val_split" | "warmup" | "lr" | "lr_ratio" | "weight_decay"
-                    | "label_smoothing" | "threshold" => Some("0.5"),
+                    | "label_smoothing" | "threshold" | "unlabeled_weight" => Some("0.5"),
                     _ => Some("3"),
                 };
                 std::iter::once(flag(id)).chain(value.map(String::from))

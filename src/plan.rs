@@ -25,6 +25,8 @@ pub const DEFAULT_VAL_SPLIT: f64 = 0.1;
 pub const DEFAULT_THRESHOLD: f32 = 0.95;
 /// FixMatch's unlabelled images per labelled one in a step (its μ).
 pub const DEFAULT_UNLABELED_RATIO: usize = 7;
+/// Weight of the unlabelled loss against the labelled one (FixMatch's published default).
+pub const DEFAULT_UNLABELED_WEIGHT: f32 = 1.0;
 /// Which epoch's weights a run keeps (docs/accuracy.md, "Which checkpoint to keep").
 pub const DEFAULT_KEEP: Keep = Keep::Auto;
 /// How pseudo-labels are balanced between classes (docs/accuracy.md).
@@ -205,20 +207,30 @@ pub fn resolve(stage: Stage, request: &TrainRequest) -> Result<TrainPlan> {
             if ratio == 0 {
                 return Err(Error::invalid("--unlabeled-ratio must be at least 1"));
             }
+            let weight = req.unlabeled_weight.unwrap_or(DEFAULT_UNLABELED_WEIGHT);
+            if !(weight > 0.0) {
+                return Err(Error::invalid(format!(
+                    "--unlabeled-weight must be above 0, not {weight}"
+                )));
+            }
             Some(UnlabeledRecord {
                 path: absolute(path)?,
                 threshold,
                 ratio,
-                weight: 1.0,
+                weight,
                 count: None,
                 fingerprint: None,
                 align: req.align.unwrap_or(DEFAULT_ALIGN),
             })
         }
         None => {
-            if req.threshold.is_some() || req.unlabeled_ratio.is_some() || req.align.is_some() {
+            if req.threshold.is_some()
+                || req.unlabeled_ratio.is_some()
+                || req.unlabeled_weight.is_some()
+                || req.align.is_some()
+            {
                 return Err(Error::invalid(
-                    "--threshold, --unlabeled-ratio and --align set how unlabelled images are used: give them with --unlabeled PATH",
+                    "--threshold, --unlabeled-ratio, --unlabeled-weight and --align set how unlabelled images are used: give them with --unlabeled PATH",
                 ));
             }
             None

@@ -144,6 +144,11 @@ fn bad_inputs_are_refused_with_clear_errors() {
         ("--epochs=-3", "", "invalid value '-3' for '--epochs"),
         ("--threshold", "0.5", "give them with --unlabeled PATH"),
         ("--unlabeled-ratio", "3", "give them with --unlabeled PATH"),
+        (
+            "--unlabeled-weight",
+            "0.5",
+            "give them with --unlabeled PATH",
+        ),
         ("--unlabeled", "/no/such/pool", "/no/such/pool"),
     ] {
         let mut args = vec!["train", "--init", "random", flag];
@@ -720,6 +725,21 @@ fn bad_inputs_are_refused_with_clear_errors() {
                 o,
             ],
             "--unlabeled-ratio must be at least 1",
+        ),
+        (
+            "--unlabeled-weight 0 with a pool",
+            vec![
+                "train",
+                "--init",
+                "random",
+                "--unlabeled",
+                s(&pool),
+                "--unlabeled-weight",
+                "0",
+                "--out",
+                o,
+            ],
+            "--unlabeled-weight must be above 0",
         ),
         (
             "predict on a 16-bit 16,384-pixel square (512 MiB decoded)",

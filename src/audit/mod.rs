@@ -42,7 +42,7 @@ pub const DEFAULT_OUT: &str = "runs/audit";
 
 /// The flags an audit refuses, with why: it checks every labelled image, the folds are its
 /// validation, and it keeps each fold's last epoch.
-const REFUSED: [(&str, &str); 8] = [
+const REFUSED: [(&str, &str); 9] = [
     ("--limit", "it checks every labelled image"),
     ("--test-limit", "it checks every labelled image"),
     (
@@ -54,6 +54,10 @@ const REFUSED: [(&str, &str); 8] = [
     ("--threshold", "its folds train on the labelled images only"),
     (
         "--unlabeled-ratio",
+        "its folds train on the labelled images only",
+    ),
+    (
+        "--unlabeled-weight",
         "its folds train on the labelled images only",
     ),
     ("--align", "its folds train on the labelled images only"),
