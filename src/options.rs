@@ -201,7 +201,7 @@ pub struct TrainOptions {
     #[arg(long, value_parser = finite::<f32>)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub threshold: Option<f32>,
-    /// With --unlabeled: unlabelled images per labelled image in each step [default: 7].
+    /// With --unlabeled: unlabelled images per labelled image in each step [default: 2].
     #[arg(long, value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unlabeled_ratio: Option<usize>,
