@@ -118,11 +118,12 @@ fn load_pool(
     info(
         progress,
         format_args!(
-            "Unlabeled: {} — {} images{known}; threshold {}, {} per labelled image, pseudo-labels {}",
+            "Unlabeled: {} — {} images{known}; threshold {}, {} per labelled image, loss weight {}, pseudo-labels {}",
             u.path.display(),
             pool.len(),
             u.threshold,
             u.ratio,
+            u.weight,
             u.align.describe()
         ),
     );

@@ -107,6 +107,16 @@ fn the_pool_trains_and_its_labels_never_reach_the_loss() {
         checkpoints(&unaligned) != checkpoints(&outs[0].0),
         "--align changed nothing"
     );
+    // The pool's loss at half weight: other weights, and the weight said where the pool is.
+    let half = t.join("half");
+    let mut a = args(&half, Some(&right), "32");
+    a.extend(["--unlabeled-weight", "0.5"].map(String::from));
+    let half_text = ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        checkpoints(&half) != checkpoints(&outs[0].0),
+        "--unlabeled-weight changed nothing"
+    );
+    assert!(half_text.contains("loss weight 0.5"), "{half_text}");
     let bits: Vec<_> = outs.iter().map(|(o, _)| checkpoints(o)).collect();
     assert!(bits[0] == bits[1], "the pool's labels changed the weights");
     assert!(

@@ -214,12 +214,13 @@ pub fn write_run_report(f: &FinishedRun) -> Result<PathBuf> {
             "Unlabelled pool".into(),
             run.unlabeled.as_ref().map_or("none".into(), |u| {
                 format!(
-                    "{} ({} images): FixMatch, pseudo-labels {} at confidence ≥ {}, {} pool images per labelled one",
+                    "{} ({} images): FixMatch, pseudo-labels {} at confidence ≥ {}, {} pool images per labelled one, loss weight {}",
                     u.path.display(),
                     u.count.map_or("?".into(), |c| c.to_string()),
                     u.align.describe(),
                     u.threshold,
-                    u.ratio
+                    u.ratio,
+                    u.weight
                 )
             }),
         ),
