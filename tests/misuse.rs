@@ -682,6 +682,25 @@ fn bad_inputs_are_refused_with_clear_errors() {
     std::fs::write(pool.join("sub/a.png"), "not a png").unwrap();
     let bomb = t.join("bomb16.png");
     std::fs::write(&bomb, common::server::bomb_png(16_384, true)).unwrap();
+    // Each pool setting out of range, with a pool that would otherwise be read.
+    for (flag, expect) in [
+        ("--threshold", "--threshold must be above 0"),
+        ("--unlabeled-ratio", "--unlabeled-ratio must be at least 1"),
+        ("--unlabeled-weight", "--unlabeled-weight must be above 0"),
+    ] {
+        let args = [
+            "train",
+            "--init",
+            "random",
+            "--unlabeled",
+            s(&pool),
+            flag,
+            "0",
+            "--out",
+            o,
+        ];
+        cases.push(case(&format!("{flag} 0 with a pool"), &args, &[expect]));
+    }
     for (what, args, expect) in [
         (
             "a pool with no readable image",
@@ -695,51 +714,6 @@ fn bad_inputs_are_refused_with_clear_errors() {
                 o,
             ],
             "no readable image",
-        ),
-        (
-            "--threshold 0 with a pool",
-            vec![
-                "train",
-                "--init",
-                "random",
-                "--unlabeled",
-                s(&pool),
-                "--threshold",
-                "0",
-                "--out",
-                o,
-            ],
-            "--threshold must be above 0",
-        ),
-        (
-            "--unlabeled-ratio 0 with a pool",
-            vec![
-                "train",
-                "--init",
-                "random",
-                "--unlabeled",
-                s(&pool),
-                "--unlabeled-ratio",
-                "0",
-                "--out",
-                o,
-            ],
-            "--unlabeled-ratio must be at least 1",
-        ),
-        (
-            "--unlabeled-weight 0 with a pool",
-            vec![
-                "train",
-                "--init",
-                "random",
-                "--unlabeled",
-                s(&pool),
-                "--unlabeled-weight",
-                "0",
-                "--out",
-                o,
-            ],
-            "--unlabeled-weight must be above 0",
         ),
         (
             "predict on a 16-bit 16,384-pixel square (512 MiB decoded)",
