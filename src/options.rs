@@ -11,7 +11,7 @@
 use crate::augment::AugmentConfig;
 use crate::data::{Fit, Invert};
 use crate::device::{DeviceKind, PrecisionRequest};
-use crate::record::{Align, Keep};
+use crate::record::{Align, Keep, Thresholds};
 use crate::schedule::ScheduleName;
 use clap::Args;
 use serde::{Deserialize, Serialize};
@@ -215,6 +215,12 @@ pub struct TrainOptions {
     #[arg(long, value_enum)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub align: Option<Align>,
+    /// With --unlabeled: one confidence threshold for every class (fixed), or lower ones for
+    /// the classes pseudo-labelled least in the previous epoch (per-class, FlexMatch)
+    /// [default: fixed].
+    #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thresholds: Option<Thresholds>,
     /// Which epoch's weights the run keeps as its model (best.safetensors): the best validation
     /// accuracy's (best), the last epoch's (last), or the last unless the best one's validation
     /// loss is a quarter or more lower (auto, steadier when the validation set is small)
@@ -374,6 +380,7 @@ mod tests {
                     "schedule" => Some("cosine"),
                     "keep" => Some("last"),
                     "align" => Some("none"),
+                    "thresholds" => Some("per-class"),
                     "precise_bn" => Some("false"),
                     "new_head" | "overwrite" => None,
                     "data" | "out" | "unlabeled" => Some("x"),

@@ -121,7 +121,7 @@ fn load_pool(
             "Unlabeled: {} — {} images{known}; threshold {}, {} per labelled image, loss weight {}, pseudo-labels {}",
             u.path.display(),
             pool.len(),
-            u.threshold,
+            u.threshold_description(),
             u.ratio,
             u.weight,
             u.align.describe()

@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 pub use crate::options::{InitRequest, TrainOptions, TrainRequest};
 use crate::record::{
     AdamSettings, Align, DataRecord, Fingerprint, InitRecord, Keep, RECORD_VERSION, RunRecord,
-    Stage, UnlabeledRecord,
+    Stage, Thresholds, UnlabeledRecord,
 };
 use crate::schedule::ScheduleName;
 use std::path::{Path, PathBuf};
@@ -33,6 +33,8 @@ pub const DEFAULT_UNLABELED_WEIGHT: f32 = 1.0;
 pub const DEFAULT_KEEP: Keep = Keep::Auto;
 /// How pseudo-labels are balanced between classes (docs/accuracy.md).
 pub const DEFAULT_ALIGN: Align = Align::Classes;
+/// One threshold for every class, or one per class.
+pub const DEFAULT_THRESHOLDS: Thresholds = Thresholds::Fixed;
 
 /// The settings a stage uses where the request leaves them open.
 #[derive(Debug, Clone, PartialEq)]
@@ -223,6 +225,7 @@ pub fn resolve(stage: Stage, request: &TrainRequest) -> Result<TrainPlan> {
                 count: None,
                 fingerprint: None,
                 align: req.align.unwrap_or(DEFAULT_ALIGN),
+                thresholds: req.thresholds.unwrap_or(DEFAULT_THRESHOLDS),
             })
         }
         None => {
@@ -230,9 +233,10 @@ pub fn resolve(stage: Stage, request: &TrainRequest) -> Result<TrainPlan> {
                 || req.unlabeled_ratio.is_some()
                 || req.unlabeled_weight.is_some()
                 || req.align.is_some()
+                || req.thresholds.is_some()
             {
                 return Err(Error::invalid(
-                    "--threshold, --unlabeled-ratio, --unlabeled-weight and --align set how unlabelled images are used: give them with --unlabeled PATH",
+                    "--threshold, --thresholds, --unlabeled-ratio, --unlabeled-weight and --align set how unlabelled images are used: give them with --unlabeled PATH",
                 ));
             }
             None

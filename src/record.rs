@@ -281,6 +281,38 @@ pub struct UnlabeledRecord {
     /// How the pseudo-labels' class balance is corrected (records before it had none).
     #[serde(default)]
     pub align: Align,
+    /// One threshold for every class, or one per class (records before it had one).
+    #[serde(default)]
+    pub thresholds: Thresholds,
+}
+
+impl UnlabeledRecord {
+    /// The threshold as the console and the report say it.
+    pub fn threshold_description(&self) -> String {
+        match self.thresholds {
+            Thresholds::Fixed => format!("{}", self.threshold),
+            Thresholds::PerClass => format!(
+                "{} for the class pseudo-labelled most, lower for the others (per class)",
+                self.threshold
+            ),
+        }
+    }
+}
+
+/// Whether every class's pseudo-labels need the same confidence. At one fixed threshold the
+/// classes a network learns slowly are hardly ever pseudo-labelled, so the pool teaches it to
+/// call their images something else; per-class thresholds (FlexMatch, Zhang et al. 2021) fall
+/// for those classes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Thresholds {
+    /// `--threshold` for every class (FixMatch).
+    #[default]
+    Fixed,
+    /// Class c's threshold is `--threshold` × M(β_c), β_c its pseudo-labels in the previous
+    /// epoch over the most any class got, M(x) = x / (2 − x) (FlexMatch's convex mapping); the
+    /// first epoch, and one after an epoch without pseudo-labels, use `--threshold`.
+    PerClass,
 }
 
 /// Distribution alignment of pseudo-labels (ReMixMatch, Berthelot et al. 2020): a network

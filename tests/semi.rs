@@ -72,6 +72,21 @@ fn args(out: &Path, pool: Option<&Path>, batch: &str) -> Vec<String> {
     a
 }
 
+/// Each epoch's share of confident pool images (history.csv's pool_confident).
+fn csv_confident(dir: &Path) -> Vec<f64> {
+    let h = std::fs::read_to_string(dir.join("history.csv")).unwrap();
+    let mut lines = h.lines();
+    let col = lines
+        .next()
+        .unwrap()
+        .split(',')
+        .position(|c| c == "pool_confident")
+        .unwrap();
+    lines
+        .map(|l| l.split(',').nth(col).unwrap().parse().unwrap())
+        .collect()
+}
+
 fn checkpoints(dir: &Path) -> Vec<Vec<u8>> {
     ["best.safetensors", "last.safetensors"]
         .iter()
@@ -117,6 +132,27 @@ fn the_pool_trains_and_its_labels_never_reach_the_loss() {
         "--unlabeled-weight changed nothing"
     );
     assert!(half_text.contains("loss weight 0.5"), "{half_text}");
+    // Per-class thresholds: after an epoch with pseudo-labels, the classes that got the fewest
+    // get lower thresholds, so more pool images are learned than at one fixed threshold (three
+    // epochs: at 0.2 the first has almost none).
+    let mut per_class = Vec::new();
+    for mode in ["fixed", "per-class"] {
+        let out = t.join(mode);
+        let mut a = args(&out, Some(&right), "32");
+        let at = a.iter().position(|w| w == "--threshold").unwrap();
+        a[at + 1] = "0.2".into();
+        let at = a.iter().position(|w| w == "--epochs").unwrap();
+        a[at + 1] = "3".into();
+        a.extend(["--thresholds", mode].map(String::from));
+        let text = ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
+        per_class.push((checkpoints(&out), text, csv_confident(&out)));
+    }
+    let (fixed, flex) = (&per_class[0], &per_class[1]);
+    assert!(fixed.0 != flex.0, "--thresholds per-class changed nothing");
+    assert!(flex.1.contains("(per class)") && !fixed.1.contains("(per class)"));
+    // The first two epochs are the same; the third learns from more pool images.
+    assert_eq!(fixed.2[..2], flex.2[..2]);
+    assert!(flex.2[2] > fixed.2[2], "{:?} {:?}", fixed.2, flex.2);
     let bits: Vec<_> = outs.iter().map(|(o, _)| checkpoints(o)).collect();
     assert!(bits[0] == bits[1], "the pool's labels changed the weights");
     assert!(

@@ -42,7 +42,7 @@ pub const DEFAULT_OUT: &str = "runs/audit";
 
 /// The flags an audit refuses, with why: it checks every labelled image, the folds are its
 /// validation, and it keeps each fold's last epoch.
-const REFUSED: [(&str, &str); 9] = [
+const REFUSED: [(&str, &str); 10] = [
     ("--limit", "it checks every labelled image"),
     ("--test-limit", "it checks every labelled image"),
     (
@@ -61,6 +61,10 @@ const REFUSED: [(&str, &str); 9] = [
         "its folds train on the labelled images only",
     ),
     ("--align", "its folds train on the labelled images only"),
+    (
+        "--thresholds",
+        "its folds train on the labelled images only",
+    ),
 ];
 
 /// `warmstart audit`: the training flags its folds train with, and how many folds.

@@ -218,7 +218,7 @@ pub fn write_run_report(f: &FinishedRun) -> Result<PathBuf> {
                     u.path.display(),
                     u.count.map_or("?".into(), |c| c.to_string()),
                     u.align.describe(),
-                    u.threshold,
+                    u.threshold_description(),
                     u.ratio,
                     u.weight
                 )

@@ -303,6 +303,10 @@ fn run_loop(
             batches: n_batches,
             done: st.batch,
         });
+        let thresholds = run.unlabeled.as_ref().map_or_else(Vec::new, |u| {
+            let last = st.history.0.last().and_then(|r| r.pool.as_ref());
+            semi::class_thresholds(u, last, data.classes.len())
+        });
         let steps = epoch_steps(
             train.clone(),
             run.batch_size,
@@ -320,6 +324,7 @@ fn run_loop(
                     let how = semi::Pseudo {
                         unlabeled: u,
                         shares: &shares,
+                        thresholds: &thresholds,
                     };
                     let (g, l, h, counts) = semi::forward_backward(
                         &model,

@@ -12,8 +12,9 @@ use super::labelled_loss;
 use crate::batch::{Batch, PoolBatch};
 use crate::data::Images;
 use crate::eval::{argmax, probabilities};
+use crate::history::PoolEpoch;
 use crate::model::{Net, images_tensor};
-use crate::record::{Align, UnlabeledRecord};
+use crate::record::{Align, Thresholds, UnlabeledRecord};
 use burn::nn::loss::CrossEntropyLoss;
 use burn::optim::GradientsParams;
 use burn::prelude::*;
@@ -55,13 +56,40 @@ impl PoolCounts {
     }
 }
 
-/// How a run turns pool predictions into pseudo-labels: its settings and the labelled set's
-/// class shares (the target of [`Align::Classes`]).
+/// How a run turns pool predictions into pseudo-labels: its settings, the labelled set's
+/// class shares (the target of [`Align::Classes`]) and this epoch's thresholds.
 pub struct Pseudo<'a> {
     /// The run's pool settings.
     pub unlabeled: &'a UnlabeledRecord,
     /// Each class's share of the labelled set.
     pub shares: &'a [f32],
+    /// Each class's confidence threshold this epoch ([`class_thresholds`]).
+    pub thresholds: &'a [f32],
+}
+
+/// Each class's confidence threshold for an epoch, from the pool figures of the epoch before
+/// (`None` for the first). With [`Thresholds::PerClass`] the class with the most pseudo-labels
+/// keeps `--threshold` and the others get `τ·β/(2−β)`, β their share over the largest share
+/// (FlexMatch's convex mapping). Counting the previous epoch's draws, not each pool image's
+/// latest prediction as FlexMatch does, needs no per-image state, so a resumed run's thresholds
+/// come from its history and match an uninterrupted run's.
+pub fn class_thresholds(u: &UnlabeledRecord, last: Option<&PoolEpoch>, classes: usize) -> Vec<f32> {
+    let fixed = vec![u.threshold; classes];
+    let shares = match (u.thresholds, last) {
+        (Thresholds::PerClass, Some(p)) if p.shares.len() == classes => &p.shares,
+        _ => return fixed,
+    };
+    let most = shares.iter().copied().fold(0.0, f64::max);
+    if most <= 0.0 {
+        return fixed;
+    }
+    shares
+        .iter()
+        .map(|&s| {
+            let beta = s / most;
+            u.threshold * (beta / (2.0 - beta)) as f32
+        })
+        .collect()
 }
 
 /// The labelled set's class shares, the target of [`Align::Classes`].
@@ -121,7 +149,12 @@ fn pseudo_labels(
     if how.unlabeled.align == Align::Classes && how.shares.len() == classes {
         align(&mut probs, how.shares);
     }
-    let threshold = how.unlabeled.threshold;
+    let threshold = |c: usize| {
+        how.thresholds
+            .get(c)
+            .copied()
+            .unwrap_or(how.unlabeled.threshold)
+    };
     let mut counts = PoolCounts {
         seen: n,
         per_class: vec![0; classes],
@@ -130,7 +163,7 @@ fn pseudo_labels(
     let (mut labels, mut mask) = (Vec::with_capacity(n), Vec::with_capacity(n));
     for (k, p) in probs.chunks(classes).enumerate() {
         let c = argmax(p);
-        let sure = p[c] >= threshold;
+        let sure = p[c] >= threshold(c);
         labels.push(c as i64);
         mask.push(if sure { 1.0 } else { 0.0 });
         if sure {
@@ -212,5 +245,50 @@ mod tests {
     #[test]
     fn class_shares_count_labels_and_ignore_out_of_range_ones() {
         assert_eq!(class_shares(&labelled(&[0, 0, 1, 7]), 2), vec![0.5, 0.25]);
+    }
+
+    fn pool(thresholds: Thresholds) -> UnlabeledRecord {
+        UnlabeledRecord {
+            path: "pool".into(),
+            threshold: 0.9,
+            ratio: 2,
+            weight: 1.0,
+            count: None,
+            fingerprint: None,
+            align: Align::None,
+            thresholds,
+        }
+    }
+
+    #[test]
+    fn per_class_thresholds_fall_for_the_classes_pseudo_labelled_least() {
+        let last = PoolEpoch {
+            confident: 0.5,
+            pseudo_acc: None,
+            shares: vec![0.6, 0.3, 0.1, 0.0],
+        };
+        let t = class_thresholds(&pool(Thresholds::PerClass), Some(&last), 4);
+        assert_eq!(t[0], 0.9);
+        // β = 0.5: 0.9 · 0.5 / 1.5; β = 1/6: 0.9 · (1/6) / (11/6).
+        assert!((t[1] - 0.3).abs() < 1e-6, "{t:?}");
+        assert!((t[2] - 0.9 / 11.0).abs() < 1e-6, "{t:?}");
+        assert_eq!(t[3], 0.0);
+        // The first epoch, an epoch without pseudo-labels, and fixed thresholds: --threshold.
+        assert_eq!(
+            class_thresholds(&pool(Thresholds::PerClass), None, 4),
+            vec![0.9; 4]
+        );
+        let none = PoolEpoch {
+            shares: vec![0.0; 4],
+            ..last.clone()
+        };
+        assert_eq!(
+            class_thresholds(&pool(Thresholds::PerClass), Some(&none), 4),
+            vec![0.9; 4]
+        );
+        assert_eq!(
+            class_thresholds(&pool(Thresholds::Fixed), Some(&last), 4),
+            vec![0.9; 4]
+        );
     }
 }
