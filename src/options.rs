@@ -217,7 +217,7 @@ pub struct TrainOptions {
     pub align: Option<Align>,
     /// With --unlabeled: one confidence threshold for every class (fixed), or lower ones for
     /// the classes pseudo-labelled least in the previous epoch (per-class, FlexMatch)
-    /// [default: fixed].
+    /// [default: per-class].
     #[arg(long, value_enum)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub thresholds: Option<Thresholds>,

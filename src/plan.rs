@@ -33,8 +33,9 @@ pub const DEFAULT_UNLABELED_WEIGHT: f32 = 1.0;
 pub const DEFAULT_KEEP: Keep = Keep::Auto;
 /// How pseudo-labels are balanced between classes (docs/accuracy.md).
 pub const DEFAULT_ALIGN: Align = Align::Classes;
-/// One threshold for every class, or one per class.
-pub const DEFAULT_THRESHOLDS: Thresholds = Thresholds::Fixed;
+/// One threshold for every class, or one per class: per class, the pool gained on every study
+/// set and labels picked by `suggest` kept their lead (docs/labelling.md, "Per-class thresholds").
+pub const DEFAULT_THRESHOLDS: Thresholds = Thresholds::PerClass;
 
 /// The settings a stage uses where the request leaves them open.
 #[derive(Debug, Clone, PartialEq)]

@@ -281,7 +281,8 @@ pub struct UnlabeledRecord {
     /// How the pseudo-labels' class balance is corrected (records before it had none).
     #[serde(default)]
     pub align: Align,
-    /// One threshold for every class, or one per class (records before it had one).
+    /// One threshold for every class, or one per class (records before it had one threshold,
+    /// hence the serde default `Fixed`, which the command line no longer defaults to).
     #[serde(default)]
     pub thresholds: Thresholds,
 }
@@ -546,5 +547,24 @@ mod tests {
         assert!(e.contains("version 2"), "{e}");
         let e = RunRecord::from_json(serde_json::json!({"version": 1, "epochs": 3})).unwrap_err();
         assert!(e.contains("missing field"), "{e}");
+    }
+
+    /// A run with a pool recorded before per-class thresholds resumes and evaluates as it ran:
+    /// with one threshold, whatever the command line's default is now.
+    #[test]
+    fn a_pool_record_without_thresholds_reads_as_one_threshold() {
+        let u: UnlabeledRecord = serde_json::from_value(serde_json::json!({
+            "path": "/pool", "threshold": 0.95, "ratio": 7, "weight": 1.0,
+            "count": 20000, "fingerprint": null, "align": "classes"
+        }))
+        .unwrap();
+        assert_eq!(u.thresholds, Thresholds::Fixed);
+        assert_eq!(u.threshold_description(), "0.95");
+        let json = serde_json::to_value(UnlabeledRecord {
+            thresholds: Thresholds::PerClass,
+            ..u
+        })
+        .unwrap();
+        assert_eq!(json["thresholds"], "per-class");
     }
 }

@@ -149,6 +149,7 @@ fn bad_inputs_are_refused_with_clear_errors() {
             "0.5",
             "give them with --unlabeled PATH",
         ),
+        ("--thresholds", "fixed", "give them with --unlabeled PATH"),
         ("--unlabeled", "/no/such/pool", "/no/such/pool"),
     ] {
         let mut args = vec!["train", "--init", "random", flag];

@@ -205,7 +205,8 @@ fn the_pool_trains_and_its_labels_never_reach_the_loss() {
     assert!(
         meta.contains("pool-right")
             && meta.contains("\"count\": 300")
-            && meta.contains("\"align\": \"classes\""),
+            && meta.contains("\"align\": \"classes\"")
+            && meta.contains("\"thresholds\": \"per-class\""),
         "{meta}"
     );
 }
@@ -301,6 +302,8 @@ fn bad_pools_and_pool_flags_are_refused_by_name() {
         e.contains("--align") && e.contains("--unlabeled PATH"),
         "{e}"
     );
+    let e = base(&["--unlabeled", "x", "--thresholds", "each"]);
+    assert!(e.contains("each") && e.contains("per-class"), "{e}");
     let e = base(&["--unlabeled", "x", "--align", "sideways"]);
     assert!(e.contains("sideways") && e.contains("classes"), "{e}");
     let pool = pool_dir(&tmp.path().join("pool"), 10, None);
