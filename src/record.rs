@@ -262,8 +262,9 @@ pub struct RunRecord {
 
 /// Semi-supervised training (FixMatch): each step's labelled batch comes with `ratio` times as
 /// many pool images; a weakly augmented view of each (the run's augmentation) is predicted, and
-/// where the prediction's confidence reaches `threshold` its class is learned, with weight
-/// `weight`, from a strongly augmented view ([`crate::augment::strong`]).
+/// where the prediction's confidence reaches `threshold` (or, with [`Thresholds::PerClass`], its
+/// class's share of it) its class is learned, with weight `weight`, from a strongly augmented
+/// view ([`crate::augment::strong`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UnlabeledRecord {
     /// The pool (absolute).

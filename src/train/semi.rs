@@ -1,9 +1,10 @@
 //! One step of semi-supervised training (FixMatch, Sohn et al. 2020): the labelled batch's
 //! cross-entropy, plus, for each pool image whose weak view the model predicts with confidence
-//! at least the threshold, the cross-entropy of its strong view against that prediction
-//! (the pseudo-label). The pseudo-labels come from the network as it is at this step, in
-//! evaluation mode (running batch-norm statistics, no dropout), and carry no gradient; with
-//! [`Align::Classes`] their probabilities are first rebalanced to the labelled class shares.
+//! at least its class's threshold ([`class_thresholds`]), the cross-entropy of its strong view
+//! against that prediction (the pseudo-label). The pseudo-labels come from the network as it is
+//! at this step, in evaluation mode (running batch-norm statistics, no dropout), and carry no
+//! gradient; with [`Align::Classes`] their probabilities are first rebalanced to the labelled
+//! class shares.
 //!
 //! Labels that came with the pool only count how often the pseudo-labels are right: they never
 //! reach the loss.
