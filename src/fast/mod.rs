@@ -16,7 +16,7 @@
 //! They are written by hand because no crate offers fused conv + batch-norm + ReLU training
 //! kernels for the CPU; the arithmetic-heavy part, matrix multiplication, is the `gemm` crate's
 //! in f32, and `bf16`'s (hand-written: no crate multiplies in bf16 on the CPU) for
-//! `--precision bf16`, chosen per multiply by [`multiply::matmul_in`].
+//! `--precision bf16`, chosen per multiply by `multiply::matmul_in`.
 //!
 //! Reproducibility: batch reductions are summed per image, then across images in image order (or
 //! in a fixed number of chunks in chunk order), so a run gives the same bits for the same seed and

@@ -8,7 +8,7 @@
 //!   class's probability and the 28x28 image the model saw.
 //!
 //! hyper serves each connection on tokio (HTTP/1.1, with the head size and time limits of
-//! [`limits`]), axum routes the requests ([`routes`]), and [`guard`] refuses requests that are not
+//! [`limits`]), axum routes the requests (`routes`), and [`guard`] refuses requests that are not
 //! from this server's own page. Predictions run on the thread that took the request
 //! (`block_in_place`), each with its own copy of the network, so requests are answered
 //! concurrently with no lock around inference. Ctrl-C or

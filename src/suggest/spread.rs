@@ -142,7 +142,7 @@ pub fn best_of_each(group: &[usize], score: &[f32]) -> Vec<usize> {
 }
 
 /// How typical each point is within its group: the inverse of its mean distance to its nearest
-/// [`TYPICAL_NEIGHBOURS`] fellow members (a lone member scores 0).
+/// `TYPICAL_NEIGHBOURS` fellow members (a lone member scores 0).
 pub fn typicality(p: &Points, group: &[usize]) -> Vec<f32> {
     let k = group.iter().max().map_or(0, |m| m + 1);
     let mut members: Vec<Vec<usize>> = vec![Vec::new(); k];

@@ -1,5 +1,5 @@
 //! The run directory: the files a run writes into it, whether a new run may start there, and
-//! clearing an older run's files. (Its resume file is [`super::resume`]'s.)
+//! clearing an older run's files. (Its resume file is `super::resume`'s.)
 
 use crate::error::{Error, Result};
 use crate::record::Stage;

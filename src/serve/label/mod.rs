@@ -25,7 +25,7 @@ pub struct LabelRequest {
     /// The images to label: a folder (any nesting), such as `suggest`'s OUT/to-label.
     #[arg(long, required_unless_present = "audit", requires = "into")]
     pub pool: Option<PathBuf>,
-    /// The labelled data folder: each answer moves the image into INTO/<class>/.
+    /// The labelled data folder: each answer moves the image into `INTO/<class>/`.
     #[arg(long)]
     pub into: Option<PathBuf>,
     /// Instead of a pool: an audit's output folder, to check its likely wrong labels (each
