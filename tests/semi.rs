@@ -216,13 +216,23 @@ fn an_interrupted_run_with_a_pool_resumes_to_the_same_bits() {
     use std::io::BufRead;
     let tmp = tempfile::tempdir().unwrap();
     let pool = pool_dir(&tmp.path().join("pool"), 200, None);
+    // Threshold 0.2 over 3 epochs: the later epochs' per-class thresholds come from the
+    // earlier epochs' pseudo-labels, which a resumed run reads back from its history.
+    let run = |out: &Path| {
+        let mut a = args(out, Some(&pool), "8");
+        for (flag, value) in [("--threshold", "0.2"), ("--epochs", "3")] {
+            let at = a.iter().position(|w| w == flag).unwrap();
+            a[at + 1] = value.into();
+        }
+        a
+    };
     let whole = tmp.path().join("whole");
-    let a = args(&whole, Some(&pool), "8");
+    let a = run(&whole);
     ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
     for (k, wait) in [150u64, 600].into_iter().enumerate() {
         let cut = tmp.path().join(format!("cut-{k}"));
         let mut child = bin()
-            .args(args(&cut, Some(&pool), "8"))
+            .args(run(&cut))
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
