@@ -72,6 +72,16 @@ fn args(out: &Path, pool: Option<&Path>, batch: &str) -> Vec<String> {
     a
 }
 
+/// `args` at threshold 0.2 over 3 epochs: the first epoch has few pseudo-labels and uneven
+/// classes, so the later epochs' per-class thresholds differ from the fixed one.
+fn per_class_setting(mut a: Vec<String>) -> Vec<String> {
+    for (flag, value) in [("--threshold", "0.2"), ("--epochs", "3")] {
+        let at = a.iter().position(|w| w == flag).unwrap();
+        a[at + 1] = value.into();
+    }
+    a
+}
+
 /// Each epoch's share of confident pool images (history.csv's pool_confident).
 fn csv_confident(dir: &Path) -> Vec<f64> {
     let h = std::fs::read_to_string(dir.join("history.csv")).unwrap();
@@ -138,11 +148,7 @@ fn the_pool_trains_and_its_labels_never_reach_the_loss() {
     let mut per_class = Vec::new();
     for mode in ["fixed", "per-class"] {
         let out = t.join(mode);
-        let mut a = args(&out, Some(&right), "32");
-        let at = a.iter().position(|w| w == "--threshold").unwrap();
-        a[at + 1] = "0.2".into();
-        let at = a.iter().position(|w| w == "--epochs").unwrap();
-        a[at + 1] = "3".into();
+        let mut a = per_class_setting(args(&out, Some(&right), "32"));
         a.extend(["--thresholds", mode].map(String::from));
         let text = ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
         per_class.push((checkpoints(&out), text, csv_confident(&out)));
@@ -216,16 +222,9 @@ fn an_interrupted_run_with_a_pool_resumes_to_the_same_bits() {
     use std::io::BufRead;
     let tmp = tempfile::tempdir().unwrap();
     let pool = pool_dir(&tmp.path().join("pool"), 200, None);
-    // Threshold 0.2 over 3 epochs: the later epochs' per-class thresholds come from the
-    // earlier epochs' pseudo-labels, which a resumed run reads back from its history.
-    let run = |out: &Path| {
-        let mut a = args(out, Some(&pool), "8");
-        for (flag, value) in [("--threshold", "0.2"), ("--epochs", "3")] {
-            let at = a.iter().position(|w| w == flag).unwrap();
-            a[at + 1] = value.into();
-        }
-        a
-    };
+    // The later epochs' per-class thresholds come from the earlier epochs' pseudo-labels, which a
+    // resumed run reads back from its history.
+    let run = |out: &Path| per_class_setting(args(out, Some(&pool), "8"));
     let whole = tmp.path().join("whole");
     let a = run(&whole);
     ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
