@@ -471,7 +471,8 @@ fn bad_inputs_are_refused_with_clear_errors() {
                 std::fs::create_dir_all(d.join("c")).unwrap();
                 std::fs::write(d.join("c/0.png"), b"not a png").unwrap();
             }),
-            "no readable images",
+            // The error names the file and its problem (no warning is printed before it).
+            "0.png: not an image in a known format",
         ),
     ];
     for (what, d, expect) in folder_cases {

@@ -304,6 +304,7 @@ fn bad_pools_and_pool_flags_are_refused_by_name() {
     std::fs::write(junk.join("a.png"), "not a png").unwrap();
     let e = base(&["--unlabeled", s(&junk)]);
     assert!(e.contains("junk") && e.contains("no readable image"), "{e}");
+    assert!(e.contains("a.png: not an image in a known format"), "{e}");
     let e = base(&["--threshold", "0.5"]);
     assert!(e.contains("--unlabeled"), "{e}");
     let e = base(&["--align", "none"]);

@@ -60,7 +60,7 @@ fn read_split(
                 format!("class {name:?} is not among the training classes {classes:?}"),
             )
         })?;
-        let mut found = 0;
+        let (mut found, skipped_before) = (0, skipped.len());
         for f in sorted_entries(&sub)? {
             crate::cancel::check("loading images")?;
             // Follows symbolic links: a dangling or looping one is skipped like an unreadable file.
@@ -93,7 +93,18 @@ fn read_split(
             }
         }
         if found == 0 {
-            return Err(Error::format(&sub, "class folder has no readable images"));
+            // Say why, naming a file: the warnings for skipped files are never printed when
+            // loading fails.
+            let why = skipped[skipped_before..]
+                .first()
+                .map_or(String::new(), |(f, e)| {
+                    let n = skipped.len() - skipped_before;
+                    format!(" ({n} file(s) skipped, e.g. {}: {e})", f.display())
+                });
+            return Err(Error::format(
+                &sub,
+                format!("class folder has no readable images{why}"),
+            ));
         }
     }
     Ok((Images::new(pixels, labels)?, files))

@@ -175,14 +175,16 @@ fn folder_pool(root: &Path, invert: Invert, fit: Fit) -> Result<Pool> {
                 pixels.extend_from_slice(&px);
                 read.push(f.clone());
             }
-            Err(e) => skipped.push(format!("skipped {e}")),
+            Err(e) => skipped.push(e.to_string()),
         }
     }
     if pixels.is_empty() {
+        // Name the first file and its problem: the skip warnings are dropped with the pool.
+        let first = skipped.first().map_or(String::new(), |e| format!("; {e}"));
         return Err(Error::format(
             root,
             format!(
-                "the unlabelled pool holds no readable image ({} file(s) found)",
+                "the unlabelled pool holds no readable image ({} file(s) found{first})",
                 files.len()
             ),
         ));
@@ -191,7 +193,7 @@ fn folder_pool(root: &Path, invert: Invert, fit: Fit) -> Result<Pool> {
     pool.files = read;
     if !skipped.is_empty() {
         let n = skipped.len();
-        pool.warnings = skipped;
+        pool.warnings = skipped.iter().map(|e| format!("skipped {e}")).collect();
         pool.warnings.push(format!(
             "{n} file(s) under {} could not be used and were skipped",
             root.display()
