@@ -45,6 +45,16 @@ impl Default for BenchConfig {
     }
 }
 
+/// The images a benchmark runs on: the bundled MNIST test set (10,000 images), the same on
+/// every machine so that figures compare.
+pub fn images() -> Result<Images> {
+    let dir = crate::bundled::dir("mnist");
+    crate::data::idx::read_pair(
+        &dir.join("t10k-images-idx3-ubyte.gz"),
+        &dir.join("t10k-labels-idx1-ubyte.gz"),
+    )
+}
+
 /// Measured figures.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct BenchResult {

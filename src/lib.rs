@@ -23,6 +23,7 @@ pub mod error;
 pub mod eval;
 pub mod export;
 pub mod fast;
+pub mod flags;
 pub mod fsutil;
 pub mod fuzzing;
 pub mod history;
@@ -39,5 +40,6 @@ pub mod schedule;
 pub mod serve;
 pub mod suggest;
 pub mod train;
+pub mod unlabeled;
 
 pub use error::{Error, Result};

@@ -315,7 +315,7 @@ fn conv_block_train(conv: &Conv2d, bn: &BatchNorm, x: Tensor<4>, prec: Precision
     let (mode, stats) = bn_mode(bn, true);
     let w = conv.weight.val();
     let b = bias_or_zeros(conv.bias.as_ref(), w.dims()[0], &device);
-    let y = fast::conv_bn_relu(x, w, b, bn.gamma.val(), bn.beta.val(), mode, prec);
+    let y = fast::conv_bn_relu(x, block(w, b, bn, mode, prec));
     update_running(bn, stats, &device);
     y
 }
@@ -352,9 +352,27 @@ fn dense_block(
     let (mode, stats) = bn_mode(bn, train);
     let w = fc.weight.val();
     let b = bias_or_zeros(fc.bias.as_ref(), w.dims()[1], &device);
-    let y = fast::dense_bn_relu(x, w, b, bn.gamma.val(), bn.beta.val(), mode, prec);
+    let y = fast::dense_bn_relu(x, block(w, b, bn, mode, prec));
     update_running(bn, stats, &device);
     y
+}
+
+/// A fused block's description from its layer's weights and bias and its batch norm.
+fn block<const D: usize>(
+    weight: Tensor<D>,
+    bias: Tensor<1>,
+    bn: &BatchNorm,
+    norm: BnMode,
+    precision: Precision,
+) -> fast::BnRelu<D> {
+    fast::BnRelu {
+        weight,
+        bias,
+        gamma: bn.gamma.val(),
+        beta: bn.beta.val(),
+        norm,
+        precision,
+    }
 }
 
 fn bias_or_zeros(bias: Option<&Param<Tensor<1>>>, len: usize, device: &Device) -> Tensor<1> {

@@ -11,8 +11,10 @@
 use crate::augment::AugmentConfig;
 use crate::data::{Fit, Invert};
 use crate::device::{DeviceKind, PrecisionRequest};
-use crate::record::{Align, Keep, Thresholds};
+use crate::flags::finite;
+use crate::record::Keep;
 use crate::schedule::ScheduleName;
+use crate::unlabeled::PoolOptions;
 use clap::Args;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -190,37 +192,10 @@ pub struct TrainOptions {
     #[arg(long, value_parser = finite::<f32>)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub label_smoothing: Option<f32>,
-    /// Unlabelled images to learn from as well (semi-supervised, FixMatch): an image folder (any
-    /// nesting), an IDX images file or a directory of IDX files, or a CSV file. Labels that come
-    /// with them are never trained on.
-    #[arg(long, value_name = "PATH")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub unlabeled: Option<PathBuf>,
-    /// With --unlabeled: the confidence an unlabelled image's prediction needs to be learned as
-    /// its label [default: 0.95].
-    #[arg(long, value_parser = finite::<f32>)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub threshold: Option<f32>,
-    /// With --unlabeled: unlabelled images per labelled image in each step [default: 2].
-    #[arg(long, value_name = "N")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub unlabeled_ratio: Option<usize>,
-    /// With --unlabeled: the weight of the unlabelled images' loss against the labelled
-    /// images' loss [default: 1].
-    #[arg(long, value_name = "W", value_parser = finite::<f32>)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub unlabeled_weight: Option<f32>,
-    /// With --unlabeled: correct the pseudo-labels' class balance (classes) or not (none)
-    /// [default: classes].
-    #[arg(long, value_enum)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub align: Option<Align>,
-    /// With --unlabeled: one confidence threshold for every class (fixed), or lower ones for
-    /// the classes pseudo-labelled least in the previous epoch (per-class, FlexMatch)
-    /// [default: per-class].
-    #[arg(long, value_enum)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub thresholds: Option<Thresholds>,
+    /// The unlabelled pool and how it is learned from (`--unlabeled` and its settings).
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub pool: PoolOptions,
     /// Which epoch's weights the run keeps as its model (best.safetensors): the best validation
     /// accuracy's (best), the last epoch's (last), or the last unless the best one's validation
     /// loss is a quarter or more lower (auto, steadier when the validation set is small)
@@ -235,23 +210,6 @@ pub struct TrainOptions {
     pub overwrite: bool,
 }
 
-/// A number flag's parser: finite numbers only (`nan` and `inf` are no setting, and would not
-/// survive the JSON that `compare` saves).
-fn finite<T>(s: &str) -> std::result::Result<T, String>
-where
-    T: std::str::FromStr + Into<f64> + Copy,
-{
-    let x: T = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?} is not a number"))?;
-    if x.into().is_finite() {
-        Ok(x)
-    } else {
-        Err(format!("{s:?} is not a finite number"))
-    }
-}
-
 /// One training run as asked for: its options and where it computes.
 #[derive(Args, Debug, Clone, Default, PartialEq)]
 pub struct TrainRequest {
@@ -261,6 +219,18 @@ pub struct TrainRequest {
     /// Where it computes.
     #[command(flatten)]
     pub runtime: RuntimeArgs,
+}
+
+/// The flags of `pretrain`, `train` and `lr-find` (and of each `compare` variant): the training
+/// request and `--resume`.
+#[derive(Args, Debug, Clone, Default, PartialEq)]
+pub struct TrainArgs {
+    /// The run as asked for.
+    #[command(flatten)]
+    pub request: TrainRequest,
+    /// Continue the interrupted run in DIR (its options and data are reused; `--epochs` may extend it).
+    #[arg(long, value_name = "DIR")]
+    pub resume: Option<PathBuf>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -276,9 +246,17 @@ fn object(o: &TrainOptions) -> serde_json::Map<String, serde_json::Value> {
     }
 }
 
-/// `--batch-size` for the field `batch_size`.
-pub fn flag(field: &str) -> String {
-    format!("--{}", field.replace('_', "-"))
+/// The flag of the option saved under `key`: `--batch-size` for `batch_size`, `--threshold-rule`
+/// for `thresholds` (saved under the flag's former name); other keys as `--key-name`.
+pub fn flag(key: &str) -> String {
+    <TrainOptions as clap::Args>::augment_args(clap::Command::new("options"))
+        .get_arguments()
+        .find(|a| a.get_id() == key)
+        .and_then(|a| a.get_long())
+        .map_or_else(
+            || format!("--{}", key.replace('_', "-")),
+            |l| format!("--{l}"),
+        )
 }
 
 impl TrainOptions {
@@ -288,9 +266,8 @@ impl TrainOptions {
         // `object` may sort its keys: keep the order of the definition (clap's ids).
         <Self as clap::Args>::augment_args(clap::Command::new("options"))
             .get_arguments()
-            .map(|a| a.get_id().as_str().to_string())
-            .filter(|id| m.contains_key(id))
-            .map(|id| flag(&id))
+            .filter(|a| m.contains_key(a.get_id().as_str()))
+            .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
             .collect()
     }
 

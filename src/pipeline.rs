@@ -118,13 +118,10 @@ fn load_pool(
     info(
         progress,
         format_args!(
-            "Unlabeled: {} — {} images{known}; threshold {}, {} per labelled image, loss weight {}, pseudo-labels {}",
+            "Unlabeled: {} — {} images{known}; {}",
             u.path.display(),
             pool.len(),
-            u.threshold_description(),
-            u.ratio,
-            u.weight,
-            u.align.describe()
+            u.describe()
         ),
     );
     Ok(pool)
@@ -469,6 +466,8 @@ pub struct Evaluation {
     pub confusion: Confusion,
     /// The files written.
     pub files: EvalFiles,
+    /// The unlabelled pool the model was trained with, if any.
+    pub pool: Option<crate::record::UnlabeledRecord>,
 }
 
 /// Scores a checkpoint on a part of a dataset and writes the evaluation files.
@@ -531,6 +530,7 @@ pub fn eval(req: &EvalRequest, progress: &mut dyn Progress) -> Result<Evaluation
     };
     let (confusion, files) = write_eval(&out, scored, &set, &meta.classes, &name)?;
     Ok(Evaluation {
+        pool: record.unlabeled.clone(),
         weights: plan.weights,
         classes: meta.classes,
         data: plan.data,

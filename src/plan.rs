@@ -11,8 +11,7 @@ use crate::device::PrecisionRequest;
 use crate::error::{Error, Result};
 pub use crate::options::{InitRequest, TrainOptions, TrainRequest};
 use crate::record::{
-    AdamSettings, Align, DataRecord, Fingerprint, InitRecord, Keep, RECORD_VERSION, RunRecord,
-    Stage, Thresholds, UnlabeledRecord,
+    AdamSettings, DataRecord, Fingerprint, InitRecord, Keep, RECORD_VERSION, RunRecord, Stage,
 };
 use crate::schedule::ScheduleName;
 use std::path::{Path, PathBuf};
@@ -21,22 +20,8 @@ use std::path::{Path, PathBuf};
 pub const DEFAULT_SEED: u64 = 42;
 /// The validation fraction unless `--val-split` says otherwise.
 pub const DEFAULT_VAL_SPLIT: f64 = 0.1;
-/// FixMatch's confidence threshold for pseudo-labels (Sohn et al. 2020).
-pub const DEFAULT_THRESHOLD: f32 = 0.95;
-/// Unlabelled images per labelled one in a step (FixMatch's μ, 7 in the paper): at 2 a run takes
-/// half the time, its pool gain is the same on the study sets, and hard picked labels keep more of
-/// their lead (docs/labelling.md, "How many pool images a step").
-pub const DEFAULT_UNLABELED_RATIO: usize = 2;
-/// Weight of the unlabelled loss against the labelled one (FixMatch's published default).
-pub const DEFAULT_UNLABELED_WEIGHT: f32 = 1.0;
 /// Which epoch's weights a run keeps (docs/accuracy.md, "Which checkpoint to keep").
 pub const DEFAULT_KEEP: Keep = Keep::Auto;
-/// How pseudo-labels are balanced between classes (docs/accuracy.md).
-pub const DEFAULT_ALIGN: Align = Align::Classes;
-/// One threshold for every class, or one per class: per class, the pool gained on every study
-/// set and labels picked by `suggest` kept their lead (docs/labelling.md, "Per-class thresholds").
-pub const DEFAULT_THRESHOLDS: Thresholds = Thresholds::PerClass;
-
 /// The settings a stage uses where the request leaves them open.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StageDefaults {
@@ -200,49 +185,7 @@ pub fn resolve(stage: Stage, request: &TrainRequest) -> Result<TrainPlan> {
             "--label-smoothing must be at least 0 and below 1, not {a}"
         )));
     }
-    let unlabeled = match &req.unlabeled {
-        Some(path) => {
-            let threshold = req.threshold.unwrap_or(DEFAULT_THRESHOLD);
-            if !(threshold > 0.0 && threshold <= 1.0) {
-                return Err(Error::invalid(format!(
-                    "--threshold must be above 0 and at most 1, not {threshold}"
-                )));
-            }
-            let ratio = req.unlabeled_ratio.unwrap_or(DEFAULT_UNLABELED_RATIO);
-            if ratio == 0 {
-                return Err(Error::invalid("--unlabeled-ratio must be at least 1"));
-            }
-            let weight = req.unlabeled_weight.unwrap_or(DEFAULT_UNLABELED_WEIGHT);
-            if weight <= 0.0 {
-                return Err(Error::invalid(format!(
-                    "--unlabeled-weight must be above 0, not {weight}"
-                )));
-            }
-            Some(UnlabeledRecord {
-                path: absolute(path)?,
-                threshold,
-                ratio,
-                weight,
-                count: None,
-                fingerprint: None,
-                align: req.align.unwrap_or(DEFAULT_ALIGN),
-                thresholds: req.thresholds.unwrap_or(DEFAULT_THRESHOLDS),
-            })
-        }
-        None => {
-            if req.threshold.is_some()
-                || req.unlabeled_ratio.is_some()
-                || req.unlabeled_weight.is_some()
-                || req.align.is_some()
-                || req.thresholds.is_some()
-            {
-                return Err(Error::invalid(
-                    "--threshold, --thresholds, --unlabeled-ratio, --unlabeled-weight and --align set how unlabelled images are used: give them with --unlabeled PATH",
-                ));
-            }
-            None
-        }
-    };
+    let unlabeled = req.pool.resolve(epochs)?;
     let init = match req.init.clone().unwrap_or(d.init) {
         InitRequest::Random => InitRecord::Random,
         InitRequest::From(p) => InitRecord::Checkpoint {

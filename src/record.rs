@@ -8,6 +8,7 @@ use crate::data::{Dataset, Fit, Images, Invert, LoadOptions};
 use crate::device::DeviceKind;
 pub use crate::device::Precision;
 pub use crate::schedule::Schedule;
+pub use crate::unlabeled::UnlabeledRecord;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
@@ -260,88 +261,6 @@ pub struct RunRecord {
     pub keep: Keep,
 }
 
-/// Semi-supervised training (FixMatch): each step's labelled batch comes with `ratio` times as
-/// many pool images; a weakly augmented view of each (the run's augmentation) is predicted, and
-/// where the prediction's confidence reaches `threshold` (or, with [`Thresholds::PerClass`], its
-/// class's share of it) its class is learned, with weight `weight`, from a strongly augmented
-/// view ([`crate::augment::strong`]).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct UnlabeledRecord {
-    /// The pool (absolute).
-    pub path: PathBuf,
-    /// Confidence a pseudo-label needs.
-    pub threshold: f32,
-    /// Pool images per labelled image in a step.
-    pub ratio: usize,
-    /// Weight of the unlabelled loss against the labelled one.
-    pub weight: f32,
-    /// Images in the pool, once loaded.
-    pub count: Option<usize>,
-    /// SHA-256 of the pool's images, once loaded (a resumed run must see the same pool).
-    pub fingerprint: Option<String>,
-    /// How the pseudo-labels' class balance is corrected (records before it had none).
-    #[serde(default)]
-    pub align: Align,
-    /// One threshold for every class, or one per class (records before it had one threshold,
-    /// hence the serde default `Fixed`, which the command line no longer defaults to).
-    #[serde(default)]
-    pub thresholds: Thresholds,
-}
-
-impl UnlabeledRecord {
-    /// The threshold as the console and the report say it.
-    pub fn threshold_description(&self) -> String {
-        match self.thresholds {
-            Thresholds::Fixed => format!("{}", self.threshold),
-            Thresholds::PerClass => format!(
-                "{} for the class pseudo-labelled most, lower for the others (per class)",
-                self.threshold
-            ),
-        }
-    }
-}
-
-/// Whether every class's pseudo-labels need the same confidence. At one fixed threshold the
-/// classes a network learns slowly are hardly ever pseudo-labelled, so the pool teaches it to
-/// call their images something else; per-class thresholds (FlexMatch, Zhang et al. 2021) fall
-/// for those classes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum Thresholds {
-    /// `--threshold` for every class (FixMatch).
-    #[default]
-    Fixed,
-    /// Class c's threshold is `--threshold` × M(β_c), β_c its pseudo-labels in the previous
-    /// epoch over the most any class got, M(x) = x / (2 − x) (FlexMatch's convex mapping); the
-    /// first epoch, and one after an epoch without pseudo-labels, use `--threshold`.
-    PerClass,
-}
-
-/// Distribution alignment of pseudo-labels (ReMixMatch, Berthelot et al. 2020): a network
-/// trained on few labels predicts its easy classes far more often than its hard ones, so at a
-/// fixed threshold the hard classes are hardly ever pseudo-labelled.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Align {
-    /// The network's probabilities as they are.
-    #[default]
-    None,
-    /// Each pool batch's probabilities rescaled, class by class, by the labelled set's class
-    /// share over the batch's mean probability, then renormalised: every class is predicted
-    /// about as often as it is labelled.
-    Classes,
-}
-
-impl Align {
-    /// How the console and the report say it.
-    pub fn describe(self) -> &'static str {
-        match self {
-            Align::None => "as predicted",
-            Align::Classes => "aligned to the labelled class shares",
-        }
-    }
-}
-
 impl RunRecord {
     /// The augmentation as the console and the report name it, with the clean epochs.
     pub fn augment_description(&self) -> String {
@@ -548,24 +467,5 @@ mod tests {
         assert!(e.contains("version 2"), "{e}");
         let e = RunRecord::from_json(serde_json::json!({"version": 1, "epochs": 3})).unwrap_err();
         assert!(e.contains("missing field"), "{e}");
-    }
-
-    /// A run with a pool recorded before per-class thresholds resumes and evaluates as it ran:
-    /// with one threshold, whatever the command line's default is now.
-    #[test]
-    fn a_pool_record_without_thresholds_reads_as_one_threshold() {
-        let u: UnlabeledRecord = serde_json::from_value(serde_json::json!({
-            "path": "/pool", "threshold": 0.95, "ratio": 7, "weight": 1.0,
-            "count": 20000, "fingerprint": null, "align": "classes"
-        }))
-        .unwrap();
-        assert_eq!(u.thresholds, Thresholds::Fixed);
-        assert_eq!(u.threshold_description(), "0.95");
-        let json = serde_json::to_value(UnlabeledRecord {
-            thresholds: Thresholds::PerClass,
-            ..u
-        })
-        .unwrap();
-        assert_eq!(json["thresholds"], "per-class");
     }
 }

@@ -142,14 +142,16 @@ fn bad_inputs_are_refused_with_clear_errors() {
         ("--augment", "spin=3", "spin"),
         ("--threads", "0", "--threads must be at least 1"),
         ("--epochs=-3", "", "invalid value '-3' for '--epochs"),
-        ("--threshold", "0.5", "give them with --unlabeled PATH"),
-        ("--unlabeled-ratio", "3", "give them with --unlabeled PATH"),
         (
-            "--unlabeled-weight",
+            "--threshold",
             "0.5",
-            "give them with --unlabeled PATH",
+            "--threshold sets how unlabelled images are used: give it with --unlabeled PATH",
         ),
-        ("--thresholds", "fixed", "give them with --unlabeled PATH"),
+        ("--unlabeled-ratio", "3", "--unlabeled-ratio sets how"),
+        ("--unlabeled-weight", "0.5", "--unlabeled-weight sets how"),
+        ("--unlabeled-after", "2", "--unlabeled-after sets how"),
+        ("--threshold-rule", "fixed", "--threshold-rule sets how"),
+        ("--thresholds", "fixed", "--threshold-rule sets how"),
         ("--unlabeled", "/no/such/pool", "/no/such/pool"),
     ] {
         let mut args = vec!["train", "--init", "random", flag];

@@ -142,6 +142,24 @@ fn the_pool_trains_and_its_labels_never_reach_the_loss() {
         "--unlabeled-weight changed nothing"
     );
     assert!(half_text.contains("loss weight 0.5"), "{half_text}");
+    // The pool from the second epoch on: the first trains exactly as the labels alone do (its
+    // figures are the labels-only run's), the second learns pool images.
+    let late = t.join("late");
+    let mut a = args(&late, Some(&right), "32");
+    a.extend(["--unlabeled-after", "1"].map(String::from));
+    let late_text = ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(late_text.contains("from epoch 2"), "{late_text}");
+    let confident = csv_confident(&late);
+    assert!(confident[0] == 0.0 && confident[1] > 0.5, "{confident:?}");
+    let epoch_figures = |dir: &Path, row: usize| -> Vec<String> {
+        let h = std::fs::read_to_string(dir.join("history.csv")).unwrap();
+        let line = h.lines().nth(row).unwrap().to_string();
+        // loss, acc, val_loss, val_acc (the epoch's seconds differ between runs).
+        line.split(',').skip(2).take(4).map(String::from).collect()
+    };
+    assert_eq!(epoch_figures(&late, 1), epoch_figures(&outs[3].0, 1));
+    assert_ne!(epoch_figures(&late, 2), epoch_figures(&outs[3].0, 2));
+    assert!(checkpoints(&late) != checkpoints(&outs[0].0));
     // Per-class thresholds: after an epoch with pseudo-labels, the classes that got the fewest
     // get lower thresholds, so more pool images are learned than at one fixed threshold (three
     // epochs: at 0.2 the first has almost none).
@@ -149,7 +167,7 @@ fn the_pool_trains_and_its_labels_never_reach_the_loss() {
     for mode in ["fixed", "per-class"] {
         let out = t.join(mode);
         let mut a = per_class_setting(args(&out, Some(&right), "32"));
-        a.extend(["--thresholds", mode].map(String::from));
+        a.extend(["--threshold-rule", mode].map(String::from));
         let text = ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
         per_class.push((checkpoints(&out), text, csv_confident(&out)));
     }

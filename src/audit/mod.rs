@@ -26,6 +26,7 @@ use crate::plan;
 use crate::progress::{Event, Progress, WarningsOnly};
 use crate::record::Stage;
 use crate::train;
+use crate::unlabeled::PoolOptions;
 use std::path::PathBuf;
 
 pub use confident::{Findings, Issue};
@@ -40,32 +41,46 @@ pub const DEFAULT_EPOCHS: usize = 30;
 /// Where the audit writes when `--out` is not given.
 pub const DEFAULT_OUT: &str = "runs/audit";
 
-/// The flags an audit refuses, with why: it checks every labelled image, the folds are its
-/// validation, and it keeps each fold's last epoch.
-const REFUSED: [(&str, &str); 10] = [
-    ("--limit", "it checks every labelled image"),
-    ("--test-limit", "it checks every labelled image"),
-    (
-        "--val-split",
-        "each fold is the validation set of the others",
-    ),
-    ("--keep", "each fold's model is its last epoch"),
-    ("--unlabeled", "its folds train on the labelled images only"),
-    ("--threshold", "its folds train on the labelled images only"),
-    (
-        "--unlabeled-ratio",
-        "its folds train on the labelled images only",
-    ),
-    (
-        "--unlabeled-weight",
-        "its folds train on the labelled images only",
-    ),
-    ("--align", "its folds train on the labelled images only"),
-    (
-        "--thresholds",
-        "its folds train on the labelled images only",
-    ),
+/// The training flags an audit honours; any other is refused by name (so a flag added to the
+/// training options is refused until an audit is made to use it). It checks every labelled
+/// image, the folds are its validation, each fold keeps its last epoch and trains on the labels
+/// alone.
+pub const USED: [&str; 21] = [
+    "--data",
+    "--out",
+    "--epochs",
+    "--batch-size",
+    "--lr",
+    "--seed",
+    "--augment",
+    "--init",
+    "--new-head",
+    "--invert",
+    "--fit",
+    "--schedule",
+    "--warmup",
+    "--patience",
+    "--freeze-epochs",
+    "--clean-epochs",
+    "--lr-ratio",
+    "--precise-bn",
+    "--weight-decay",
+    "--label-smoothing",
+    "--overwrite",
 ];
+
+/// Why an audit refuses `flag`.
+fn why_refused(flag: &str) -> &'static str {
+    match flag {
+        "--limit" | "--test-limit" => "it checks every labelled image",
+        "--val-split" => "each fold is the validation set of the others",
+        "--keep" => "each fold's model is its last epoch",
+        f if PoolOptions::flags().iter().any(|p| p == f) => {
+            "its folds train on the labelled images only"
+        }
+        _ => "its folds do not use it",
+    }
+}
 
 /// `warmstart audit`: the training flags its folds train with, and how many folds.
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -112,10 +127,10 @@ impl Audit {
 /// Refuses the flags an audit cannot use, naming them and why.
 fn check_flags(req: &AuditRequest) -> Result<usize> {
     let given = req.train.options.given();
-    let refused: Vec<String> = REFUSED
+    let refused: Vec<String> = given
         .iter()
-        .filter(|(f, _)| given.iter().any(|g| g == f))
-        .map(|(f, why)| format!("{f} ({why})"))
+        .filter(|f| !USED.contains(&f.as_str()))
+        .map(|f| format!("{f} ({})", why_refused(f)))
         .collect();
     if !refused.is_empty() {
         return Err(Error::invalid(format!(
@@ -279,4 +294,50 @@ pub fn run(req: &AuditRequest, progress: &mut dyn Progress) -> Result<Audit> {
     };
     write::all(&audit)?;
     Ok(audit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::options::TrainOptions;
+
+    /// Every flag an audit honours is a training flag (a renamed one cannot quietly drop out),
+    /// and every pool flag, a future one included, is refused with the reason.
+    #[test]
+    fn the_allow_list_names_training_flags_and_refuses_the_pool() {
+        let all: Vec<String> = <TrainOptions as clap::Args>::augment_args(clap::Command::new("o"))
+            .get_arguments()
+            .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
+            .collect();
+        for f in USED {
+            assert!(all.iter().any(|a| a == f), "{f} is not a training flag");
+        }
+        for f in PoolOptions::flags() {
+            assert!(!USED.contains(&f.as_str()), "{f}");
+            assert_eq!(
+                why_refused(&f),
+                "its folds train on the labelled images only"
+            );
+        }
+        let req = AuditRequest {
+            train: TrainRequest {
+                options: TrainOptions {
+                    limit: Some(5),
+                    pool: PoolOptions {
+                        unlabeled_after: Some(2),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+            folds: None,
+        };
+        let e = check_flags(&req).unwrap_err().to_string();
+        assert!(
+            e.contains("--limit (it checks every labelled image)")
+                && e.contains("--unlabeled-after (its folds train on the labelled images only)"),
+            "{e}"
+        );
+    }
 }

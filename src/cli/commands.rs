@@ -3,12 +3,10 @@
 use super::render::{Console, say, say_raw};
 use super::{
     BenchArgs, Cli, Command, CompareArgs, ExportArgs, PredictArgs, PreviewArgs, ServeArgs,
-    TrainArgs,
 };
-use anyhow::{Context, Result, anyhow, bail};
-use clap::{ArgMatches, Args, FromArgMatches};
+use anyhow::{Context, Result, bail};
 use warmstart::checkpoint;
-use warmstart::compare::{self, CompareRequest, Variant};
+use warmstart::compare::{self, CompareRequest};
 use warmstart::data::LoadOptions;
 use warmstart::device;
 use warmstart::options::RuntimeArgs;
@@ -176,33 +174,10 @@ fn export(a: &ExportArgs) -> Result<()> {
 }
 
 fn serve(a: &ServeArgs) -> Result<()> {
-    if a.runtime.device != device::DeviceKind::Cpu {
-        bail!("serve runs on the CPU only");
+    let (req, warning) = a.resolve()?;
+    if let Some(w) = warning {
+        eprintln!("warning: {w}");
     }
-    let workers = a
-        .workers
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-    if workers == 0 {
-        bail!("--workers must be at least 1");
-    }
-    let loopback = a.host == "localhost"
-        || a.host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    if !loopback {
-        eprintln!(
-            "warning: listening on {} opens the page and its API to other machines on the \
-             network; --host 127.0.0.1 keeps it on this one",
-            a.host
-        );
-    }
-    let req = warmstart::serve::ServeRequest {
-        model: a.model.clone(),
-        host: a.host.clone(),
-        port: a.port,
-        workers,
-        precision: device::resolve_precision(a.runtime.precision, a.runtime.device)?,
-    };
     warmstart::serve::serve(&req, |addr| {
         say(format_args!(
             "Serving {} at http://{addr}/ (Ctrl-C stops)",
@@ -330,11 +305,7 @@ fn augment_preview(a: &PreviewArgs, console: &mut Console) -> Result<()> {
 
 fn bench(a: &BenchArgs) -> Result<()> {
     let dev = device::for_inference(a.runtime.device)?;
-    let dir = warmstart::bundled::dir("mnist");
-    let t = warmstart::data::idx::read_pair(
-        &dir.join("t10k-images-idx3-ubyte.gz"),
-        &dir.join("t10k-labels-idx1-ubyte.gz"),
-    )?;
+    let t = warmstart::bench::images()?;
     let threads = rayon::current_num_threads();
     say(format_args!(
         "Benchmark of the seed CNN on {} ({threads} threads), data: {} MNIST images",
@@ -360,48 +331,6 @@ fn bench(a: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
-/// Flags a variant may not set: they belong to the whole comparison.
-const NOT_PER_VARIANT: [(&str, &str); 5] = [
-    ("out", "--out (the comparison's directory is one)"),
-    ("seed", "--seed (use --seeds)"),
-    (
-        "resume",
-        "--resume (re-run the same compare command to continue)",
-    ),
-    ("threads", "--threads (one pool serves every run)"),
-    ("device", "--device (give it once, for every variant)"),
-];
-
-fn given(m: &ArgMatches, id: &str) -> bool {
-    m.value_source(id) == Some(clap::parser::ValueSource::CommandLine)
-}
-
-/// Parses `--variant NAME=FLAGS`: the flags are split as a shell would and parsed as `train`'s.
-fn parse_variant(spec: &str) -> Result<Variant> {
-    let (name, flags) = spec.split_once('=').ok_or_else(|| {
-        anyhow!("--variant {spec:?}: expected NAME='FLAGS', e.g. lr3='--lr 0.003'")
-    })?;
-    compare::check_name(name)?;
-    let words = shell_words::split(flags)
-        .map_err(|e| anyhow!("variant {name}: cannot split its flags {flags:?}: {e}"))?;
-    let cmd = TrainArgs::augment_args(clap::Command::new("variant").no_binary_name(true));
-    let m = cmd.try_get_matches_from(&words).map_err(|e| {
-        let first = e.to_string().lines().next().unwrap_or_default().to_string();
-        anyhow!("variant {name}: {}", first.trim_start_matches("error: "))
-    })?;
-    for (id, what) in NOT_PER_VARIANT {
-        if given(&m, id) {
-            bail!("variant {name}: {what} cannot be set per variant");
-        }
-    }
-    let args = TrainArgs::from_arg_matches(&m).map_err(|e| anyhow!("variant {name}: {e}"))?;
-    Ok(Variant {
-        name: name.to_string(),
-        flags: flags.trim().to_string(),
-        request: args.request,
-    })
-}
-
 fn compare(a: &CompareArgs, console: &mut Console) -> Result<()> {
     if a.train.resume.is_some() {
         bail!("compare has no --resume: re-run the same compare command to continue it");
@@ -409,8 +338,8 @@ fn compare(a: &CompareArgs, console: &mut Console) -> Result<()> {
     let variants = a
         .variants
         .iter()
-        .map(|v| parse_variant(v))
-        .collect::<Result<_>>()?;
+        .map(|v| compare::variant::parse(v))
+        .collect::<warmstart::Result<_>>()?;
     let req = CompareRequest::new(a.train.request.clone(), variants, a.seeds.as_deref())?;
     let out = req.out.clone();
     let c = compare::run(&req, console)?;
@@ -429,6 +358,13 @@ fn eval(a: &EvalRequest, console: &mut Console) -> Result<()> {
         e.weights.display(),
         e.classes.len()
     ));
+    if let Some(u) = &e.pool {
+        say(format_args!(
+            "Trained with the unlabelled pool {}: {}",
+            u.path.display(),
+            u.describe()
+        ));
+    }
     let p = &e.plain;
     say(format_args!(
         "Accuracy on {} ({}): {:.4} ({}/{})",

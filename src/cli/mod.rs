@@ -7,10 +7,11 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use warmstart::augment::AugmentConfig;
 use warmstart::data::{Fit, Invert};
-use warmstart::options::{RuntimeArgs, TrainRequest};
+use warmstart::options::{RuntimeArgs, TrainArgs};
 use warmstart::pipeline::{EvalRequest, RunRequest};
 
 pub use commands::dispatch;
+use warmstart::serve::ServeArgs;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -177,17 +178,6 @@ impl Command {
     }
 }
 
-/// Flags of `pretrain`, `train` and `lr-find`: the training request (each option defined once,
-/// in the library) and `--resume`.
-#[derive(Args, Debug, Clone)]
-pub struct TrainArgs {
-    #[command(flatten)]
-    pub request: TrainRequest,
-    /// Continue the interrupted run in DIR (its options and data are reused; `--epochs` may extend it).
-    #[arg(long, value_name = "DIR")]
-    pub resume: Option<PathBuf>,
-}
-
 /// Flags of `compare`: its own, and `train`'s for every variant (`--out` is the comparison's
 /// directory, [default: runs/compare]; `--seed` and `--resume` do not apply).
 #[derive(Args, Debug, Clone)]
@@ -287,22 +277,4 @@ pub struct ExportArgs {
     /// Replace --out if it exists.
     #[arg(long)]
     pub overwrite: bool,
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct ServeArgs {
-    /// Checkpoint: a .safetensors file or a run directory (uses its best.safetensors).
-    #[arg(long, default_value = "runs/train")]
-    pub model: PathBuf,
-    /// Address to listen on; anything but 127.0.0.1 (this machine only) opens the page to others.
-    #[arg(long, default_value = "127.0.0.1")]
-    pub host: String,
-    /// Port to listen on (0: any free port, printed at start).
-    #[arg(long, default_value_t = 8080)]
-    pub port: u16,
-    /// Request workers, each with its own copy of the network [default: the number of cores].
-    #[arg(long)]
-    pub workers: Option<usize>,
-    #[command(flatten)]
-    pub runtime: RuntimeArgs,
 }

@@ -14,6 +14,7 @@ mod runs;
 pub mod stats;
 #[cfg(test)]
 mod tests;
+pub mod variant;
 
 use crate::augment::AugmentConfig;
 use crate::device::PrecisionRequest;

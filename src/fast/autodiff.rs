@@ -5,8 +5,10 @@ use super::adam::AdamStep;
 use super::batchnorm::{BlockGrads, BnSaved, InputGrad, Upstream};
 use super::conv::FoldedConv;
 use super::dense::Dense;
-use super::im2col::Conv3x3;
-use super::ops::{Block, BnMode, FastOps, block_forward, block_train, dims, flex, host, tensor};
+use super::geometry::Conv3x3;
+use super::ops::{
+    Block, BnMode, BnReluLayer, FastOps, block_forward, block_train, dims, flex, host, tensor,
+};
 use super::pool::{max_pool2, max_pool2_backward};
 use crate::device::Precision;
 use burn::backend::autodiff::NodeId;
@@ -86,13 +88,16 @@ impl<G: Block> Backward<Flex, 5> for BlockBackward<G> {
 /// needs) or not (then the plain forward).
 fn block_forward_autodiff<G: Block, C: CheckpointStrategy>(
     x: FloatTensor<Autodiff<Flex, C>>,
-    w: FloatTensor<Autodiff<Flex, C>>,
-    b: FloatTensor<Autodiff<Flex, C>>,
-    gamma: FloatTensor<Autodiff<Flex, C>>,
-    beta: FloatTensor<Autodiff<Flex, C>>,
-    bn: BnMode,
-    prec: Precision,
+    layer: BnReluLayer<Autodiff<Flex, C>>,
 ) -> FloatTensor<Autodiff<Flex, C>> {
+    let BnReluLayer {
+        weight: w,
+        bias: b,
+        gamma,
+        beta,
+        norm: bn,
+        precision: prec,
+    } = layer;
     let nodes = [x.node(), w.node(), b.node(), gamma.node(), beta.node()];
     let backward = BlockBackward::<G>(PhantomData);
     match backward.prepare::<C>(nodes).compute_bound().stateful() {
@@ -117,12 +122,14 @@ fn block_forward_autodiff<G: Block, C: CheckpointStrategy>(
         }
         OpsKind::UnTracked(prep) => prep.finish(block_forward::<G>(
             x.into_primitive(),
-            w.into_primitive(),
-            b.into_primitive(),
-            gamma.into_primitive(),
-            beta.into_primitive(),
-            bn,
-            prec,
+            BnReluLayer {
+                weight: w.into_primitive(),
+                bias: b.into_primitive(),
+                gamma: gamma.into_primitive(),
+                beta: beta.into_primitive(),
+                norm: bn,
+                precision: prec,
+            },
         )),
     }
 }
@@ -161,28 +168,12 @@ const TRACKED_EVAL: &str = "fused batch norm in evaluation mode cannot be differ
      Net::forward uses burn's reference ops for that case";
 
 impl<C: CheckpointStrategy> FastOps for Autodiff<Flex, C> {
-    fn conv_bn_relu(
-        x: FloatTensor<Self>,
-        w: FloatTensor<Self>,
-        b: FloatTensor<Self>,
-        gamma: FloatTensor<Self>,
-        beta: FloatTensor<Self>,
-        bn: BnMode,
-        prec: Precision,
-    ) -> FloatTensor<Self> {
-        block_forward_autodiff::<Conv3x3, C>(x, w, b, gamma, beta, bn, prec)
+    fn conv_bn_relu(x: FloatTensor<Self>, layer: BnReluLayer<Self>) -> FloatTensor<Self> {
+        block_forward_autodiff::<Conv3x3, C>(x, layer)
     }
 
-    fn dense_bn_relu(
-        x: FloatTensor<Self>,
-        w: FloatTensor<Self>,
-        b: FloatTensor<Self>,
-        gamma: FloatTensor<Self>,
-        beta: FloatTensor<Self>,
-        bn: BnMode,
-        prec: Precision,
-    ) -> FloatTensor<Self> {
-        block_forward_autodiff::<Dense, C>(x, w, b, gamma, beta, bn, prec)
+    fn dense_bn_relu(x: FloatTensor<Self>, layer: BnReluLayer<Self>) -> FloatTensor<Self> {
+        block_forward_autodiff::<Dense, C>(x, layer)
     }
 
     fn max_pool2(x: FloatTensor<Self>) -> FloatTensor<Self> {

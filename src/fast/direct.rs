@@ -7,7 +7,7 @@
 //! and a transpose for Winograd. Directly, each output pixel is 9 broadcast multiplies and adds
 //! per 16 channels.
 
-use super::im2col::Conv3x3;
+use super::geometry::Conv3x3;
 use multiversion::multiversion;
 
 /// The weights `[cout][cin][3][3]` as `[cin * 9][cout]`: one tap's channels contiguous.

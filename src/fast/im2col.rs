@@ -1,41 +1,11 @@
-//! The geometry of a valid 3x3 convolution and its im2col / col2im copies: a convolution becomes
-//! one matrix multiply per image over a `[cin*9, pixels]` matrix of shifted copies of the input.
+//! A valid 3x3 convolution's im2col / col2im copies: a convolution becomes one matrix multiply
+//! per image over a `[cin*9, pixels]` matrix of shifted copies of the input.
 
 use super::bf16::{available, im2col_paired_512};
+use super::geometry::Conv3x3;
 use multiversion::multiversion;
 
-/// Shape of a valid 3x3 convolution, stride 1, over `n` images of `cin x h x w`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Conv3x3 {
-    pub n: usize,
-    pub cin: usize,
-    pub h: usize,
-    pub w: usize,
-    pub cout: usize,
-}
-
 impl Conv3x3 {
-    pub fn oh(&self) -> usize {
-        self.h - 2
-    }
-    pub fn ow(&self) -> usize {
-        self.w - 2
-    }
-    /// Output pixels per channel.
-    pub fn p(&self) -> usize {
-        self.oh() * self.ow()
-    }
-    /// Patch length (the matrix multiply's inner dimension).
-    pub fn k(&self) -> usize {
-        self.cin * 9
-    }
-    pub fn in_len(&self) -> usize {
-        self.cin * self.h * self.w
-    }
-    pub fn out_len(&self) -> usize {
-        self.cout * self.p()
-    }
-
     /// `col[k, p]`: row `ci*9 + ky*3 + kx` holds the input shifted by `(ky, kx)`.
     pub(crate) fn im2col(&self, x: &[f32], col: &mut [f32]) {
         let (ow, p) = (self.ow(), self.p());

@@ -37,6 +37,7 @@ mod direct;
 mod dropout;
 mod fused_adam;
 mod gemm;
+mod geometry;
 mod im2col;
 mod multiply;
 mod operand;
@@ -48,7 +49,7 @@ mod winograd;
 pub use crate::device::Precision;
 pub use conv::FoldedConv;
 pub use fused_adam::FusedAdam;
-pub use ops::{BatchStats, BnMode, FastOps};
+pub use ops::{BatchStats, BnMode, BnReluLayer, FastOps};
 
 use burn::prelude::*;
 
@@ -60,45 +61,50 @@ pub fn enabled(device: &Device) -> bool {
     *device == Device::flex() && std::env::var_os(REFERENCE_ENV).is_none()
 }
 
+/// One fused block's parameters as tensors, how its batch norm normalises and the arithmetic of
+/// its multiply: the model's side of [`BnReluLayer`].
+#[derive(Debug, Clone)]
+pub struct BnRelu<const D: usize> {
+    /// `[cout, cin, 3, 3]` for a convolution, `[in, out]` for a dense layer.
+    pub weight: Tensor<D>,
+    /// One per output channel.
+    pub bias: Tensor<1>,
+    /// Batch norm's scale.
+    pub gamma: Tensor<1>,
+    /// Batch norm's shift.
+    pub beta: Tensor<1>,
+    /// The batch's statistics (training) or the running ones (evaluation).
+    pub norm: BnMode,
+    /// The multiply's arithmetic.
+    pub precision: Precision,
+}
+
+impl<const D: usize> BnRelu<D> {
+    fn into_dispatch(self) -> BnReluLayer<burn::backend::Dispatch> {
+        BnReluLayer {
+            weight: self.weight.into_dispatch(),
+            bias: self.bias.into_dispatch(),
+            gamma: self.gamma.into_dispatch(),
+            beta: self.beta.into_dispatch(),
+            norm: self.norm,
+            precision: self.precision,
+        }
+    }
+}
+
 /// `relu(batch_norm(conv3x3(x, w) + b))` for `x: [n, cin, h, w]`, `w: [cout, cin, 3, 3]`.
-pub fn conv_bn_relu(
-    x: Tensor<4>,
-    w: Tensor<4>,
-    b: Tensor<1>,
-    gamma: Tensor<1>,
-    beta: Tensor<1>,
-    bn: BnMode,
-    prec: Precision,
-) -> Tensor<4> {
+pub fn conv_bn_relu(x: Tensor<4>, layer: BnRelu<4>) -> Tensor<4> {
     Tensor::from_dispatch(<burn::backend::Dispatch as FastOps>::conv_bn_relu(
         x.into_dispatch(),
-        w.into_dispatch(),
-        b.into_dispatch(),
-        gamma.into_dispatch(),
-        beta.into_dispatch(),
-        bn,
-        prec,
+        layer.into_dispatch(),
     ))
 }
 
 /// `relu(batch_norm(x · w + b))` for `x: [n, in]`, `w: [in, out]`.
-pub fn dense_bn_relu(
-    x: Tensor<2>,
-    w: Tensor<2>,
-    b: Tensor<1>,
-    gamma: Tensor<1>,
-    beta: Tensor<1>,
-    bn: BnMode,
-    prec: Precision,
-) -> Tensor<2> {
+pub fn dense_bn_relu(x: Tensor<2>, layer: BnRelu<2>) -> Tensor<2> {
     Tensor::from_dispatch(<burn::backend::Dispatch as FastOps>::dense_bn_relu(
         x.into_dispatch(),
-        w.into_dispatch(),
-        b.into_dispatch(),
-        gamma.into_dispatch(),
-        beta.into_dispatch(),
-        bn,
-        prec,
+        layer.into_dispatch(),
     ))
 }
 

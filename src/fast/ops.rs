@@ -9,12 +9,12 @@ use super::conv::{
     two_blocks_pool_infer,
 };
 use super::dense::{Dense, dense_bn_relu_backward, dense_bn_relu_infer, dense_bn_relu_train};
-use super::im2col::Conv3x3;
+use super::geometry::Conv3x3;
 use super::pool::max_pool2;
 use crate::device::Precision;
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Backend, Flex, backend_extension};
+use burn::backend::{Backend, ExtensionType, Flex, backend_extension};
 use burn::tensor::TensorData;
 use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
@@ -59,29 +59,39 @@ impl BatchStats {
     }
 }
 
+/// One fused block (a 3x3 convolution or a dense layer, then batch norm, then ReLU) as the
+/// backend receives it: the layer's parameters, which statistics its batch norm uses and the
+/// arithmetic of its multiply — one value instead of six loose arguments, as the kernels inside
+/// take a `Layer` and a `Norm`.
+#[derive(ExtensionType)]
+pub struct BnReluLayer<B: Backend> {
+    /// `[cout, cin, 3, 3]` for a convolution, `[in, out]` for a dense layer.
+    pub weight: FloatTensor<B>,
+    /// One per output channel.
+    pub bias: FloatTensor<B>,
+    /// Batch norm's scale, one per output channel.
+    pub gamma: FloatTensor<B>,
+    /// Batch norm's shift, one per output channel.
+    pub beta: FloatTensor<B>,
+    /// The batch's statistics (training) or the running ones (evaluation).
+    pub norm: BnMode,
+    /// The multiply's arithmetic.
+    pub precision: Precision,
+}
+
 #[backend_extension(Flex, Autodiff)]
 /// The fused operations as a burn backend extension: implemented for `Flex` and `Autodiff<Flex>`.
 pub trait FastOps: Backend {
     /// `relu(batch_norm(conv3x3(x, w) + b))`.
     fn conv_bn_relu(
         x: FloatTensor<Self>,
-        w: FloatTensor<Self>,
-        b: FloatTensor<Self>,
-        gamma: FloatTensor<Self>,
-        beta: FloatTensor<Self>,
-        bn: BnMode,
-        prec: Precision,
+        #[extension_type] layer: BnReluLayer<Self>,
     ) -> FloatTensor<Self>;
 
     /// `relu(batch_norm(x · w + b))`.
     fn dense_bn_relu(
         x: FloatTensor<Self>,
-        w: FloatTensor<Self>,
-        b: FloatTensor<Self>,
-        gamma: FloatTensor<Self>,
-        beta: FloatTensor<Self>,
-        bn: BnMode,
-        prec: Precision,
+        #[extension_type] layer: BnReluLayer<Self>,
     ) -> FloatTensor<Self>;
 
     /// 2x2 max pooling with stride 2.
@@ -288,17 +298,17 @@ pub(super) fn block_train<G: Block>(
 }
 
 /// A block's forward pass without autodiff, in either batch-norm mode.
-pub(super) fn block_forward<G: Block>(
-    x: FlexTensor,
-    w: FlexTensor,
-    b: FlexTensor,
-    gamma: FlexTensor,
-    beta: FlexTensor,
-    bn: BnMode,
-    prec: Precision,
-) -> FlexTensor {
+pub(super) fn block_forward<G: Block>(x: FlexTensor, layer: BnReluLayer<Flex>) -> FlexTensor {
+    let BnReluLayer {
+        weight: w,
+        bias: b,
+        gamma,
+        beta,
+        norm,
+        precision: prec,
+    } = layer;
     let g = G::of(&x, &w);
-    let y = match bn {
+    let y = match norm {
         BnMode::Train { eps, sink } => {
             block_train(prec, g, &x, [&w, &b, &gamma, &beta], eps, &sink).0
         }
@@ -313,28 +323,12 @@ pub(super) fn block_forward<G: Block>(
 }
 
 impl FastOps for Flex {
-    fn conv_bn_relu(
-        x: FlexTensor,
-        w: FlexTensor,
-        b: FlexTensor,
-        gamma: FlexTensor,
-        beta: FlexTensor,
-        bn: BnMode,
-        prec: Precision,
-    ) -> FlexTensor {
-        block_forward::<Conv3x3>(x, w, b, gamma, beta, bn, prec)
+    fn conv_bn_relu(x: FlexTensor, layer: BnReluLayer<Self>) -> FlexTensor {
+        block_forward::<Conv3x3>(x, layer)
     }
 
-    fn dense_bn_relu(
-        x: FlexTensor,
-        w: FlexTensor,
-        b: FlexTensor,
-        gamma: FlexTensor,
-        beta: FlexTensor,
-        bn: BnMode,
-        prec: Precision,
-    ) -> FlexTensor {
-        block_forward::<Dense>(x, w, b, gamma, beta, bn, prec)
+    fn dense_bn_relu(x: FlexTensor, layer: BnReluLayer<Self>) -> FlexTensor {
+        block_forward::<Dense>(x, layer)
     }
 
     fn max_pool2(x: FlexTensor) -> FlexTensor {

@@ -214,13 +214,10 @@ pub fn write_run_report(f: &FinishedRun) -> Result<PathBuf> {
             "Unlabelled pool".into(),
             run.unlabeled.as_ref().map_or("none".into(), |u| {
                 format!(
-                    "{} ({} images): FixMatch, pseudo-labels {} at confidence ≥ {}, {} pool images per labelled one, loss weight {}",
+                    "{} ({} images): {}",
                     u.path.display(),
                     u.count.map_or("?".into(), |c| c.to_string()),
-                    u.align.describe(),
-                    u.threshold_description(),
-                    u.ratio,
-                    u.weight
+                    u.describe()
                 )
             }),
         ),

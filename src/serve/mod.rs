@@ -36,6 +36,66 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
+/// `warmstart serve`'s flags, resolved by [`ServeArgs::resolve`].
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Checkpoint: a .safetensors file or a run directory (uses its best.safetensors).
+    #[arg(long, default_value = "runs/train")]
+    pub model: PathBuf,
+    /// Address to listen on; anything but 127.0.0.1 (this machine only) opens the page to others.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to listen on (0: any free port, printed at start).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Request workers, each with its own copy of the network [default: the number of cores].
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Where and with what arithmetic it computes.
+    #[command(flatten)]
+    pub runtime: crate::options::RuntimeArgs,
+}
+
+impl ServeArgs {
+    /// The request: one worker per core unless `--workers` says otherwise, on the CPU only (its
+    /// workers hold copies of the network, which a GPU would serialise anyway). With it, a
+    /// warning when the address is reachable from other machines.
+    pub fn resolve(&self) -> Result<(ServeRequest, Option<String>)> {
+        if self.runtime.device != crate::device::DeviceKind::Cpu {
+            return Err(Error::invalid("serve runs on the CPU only"));
+        }
+        let workers = self
+            .workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+        if workers == 0 {
+            return Err(Error::invalid("--workers must be at least 1"));
+        }
+        let loopback = self.host == "localhost"
+            || self
+                .host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        let warning = (!loopback).then(|| {
+            format!(
+                "listening on {} opens the page and its API to other machines on the network; \
+                 --host 127.0.0.1 keeps it on this one",
+                self.host
+            )
+        });
+        let req = ServeRequest {
+            model: self.model.clone(),
+            host: self.host.clone(),
+            port: self.port,
+            workers,
+            precision: crate::device::resolve_precision(
+                self.runtime.precision,
+                self.runtime.device,
+            )?,
+        };
+        Ok((req, warning))
+    }
+}
+
 /// What `serve` was asked for.
 #[derive(Debug, Clone)]
 pub struct ServeRequest {

@@ -313,7 +313,12 @@ fn run_loop(
             run.augment_at(st.epoch),
             run.seed,
             st.epoch,
-            pool.clone(),
+            // Labels alone in the epochs before the pool joins (`--unlabeled-after`).
+            pool.clone().filter(|_| {
+                run.unlabeled
+                    .as_ref()
+                    .is_some_and(|u| u.trains_in(st.epoch))
+            }),
         );
         // A resumed epoch regenerates the same stream and skips what was already trained.
         for (b, batch) in steps.into_iter().enumerate().skip(st.batch) {

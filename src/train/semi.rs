@@ -15,7 +15,7 @@ use crate::data::Images;
 use crate::eval::{argmax, probabilities};
 use crate::history::PoolEpoch;
 use crate::model::{Net, images_tensor};
-use crate::record::{Align, Thresholds, UnlabeledRecord};
+use crate::unlabeled::{Align, ThresholdRule, UnlabeledRecord};
 use burn::nn::loss::CrossEntropyLoss;
 use burn::optim::GradientsParams;
 use burn::prelude::*;
@@ -69,7 +69,7 @@ pub struct Pseudo<'a> {
 }
 
 /// Each class's confidence threshold for an epoch, from the pool figures of the epoch before
-/// (`None` for the first). With [`Thresholds::PerClass`] the class with the most pseudo-labels
+/// (`None` for the first). With [`ThresholdRule::PerClass`] the class with the most pseudo-labels
 /// keeps `--threshold` and the others get `τ·β/(2−β)`, β their share over the largest share
 /// (FlexMatch's convex mapping). Counting the previous epoch's draws, not each pool image's
 /// latest prediction as FlexMatch does, needs no per-image state, so a resumed run's thresholds
@@ -77,7 +77,7 @@ pub struct Pseudo<'a> {
 pub fn class_thresholds(u: &UnlabeledRecord, last: Option<&PoolEpoch>, classes: usize) -> Vec<f32> {
     let fixed = vec![u.threshold; classes];
     let shares = match (u.thresholds, last) {
-        (Thresholds::PerClass, Some(p)) if p.shares.len() == classes => &p.shares,
+        (ThresholdRule::PerClass, Some(p)) if p.shares.len() == classes => &p.shares,
         _ => return fixed,
     };
     let most = shares.iter().copied().fold(0.0, f64::max);
@@ -248,7 +248,7 @@ mod tests {
         assert_eq!(class_shares(&labelled(&[0, 0, 1, 7]), 2), vec![0.5, 0.25]);
     }
 
-    fn pool(thresholds: Thresholds) -> UnlabeledRecord {
+    fn pool(thresholds: ThresholdRule) -> UnlabeledRecord {
         UnlabeledRecord {
             path: "pool".into(),
             threshold: 0.9,
@@ -258,6 +258,7 @@ mod tests {
             fingerprint: None,
             align: Align::None,
             thresholds,
+            after: 0,
         }
     }
 
@@ -268,7 +269,7 @@ mod tests {
             pseudo_acc: None,
             shares: vec![0.6, 0.3, 0.1, 0.0],
         };
-        let t = class_thresholds(&pool(Thresholds::PerClass), Some(&last), 4);
+        let t = class_thresholds(&pool(ThresholdRule::PerClass), Some(&last), 4);
         assert_eq!(t[0], 0.9);
         // β = 0.5: 0.9 · 0.5 / 1.5; β = 1/6: 0.9 · (1/6) / (11/6).
         assert!((t[1] - 0.3).abs() < 1e-6, "{t:?}");
@@ -276,7 +277,7 @@ mod tests {
         assert_eq!(t[3], 0.0);
         // The first epoch, an epoch without pseudo-labels, and fixed thresholds: --threshold.
         assert_eq!(
-            class_thresholds(&pool(Thresholds::PerClass), None, 4),
+            class_thresholds(&pool(ThresholdRule::PerClass), None, 4),
             vec![0.9; 4]
         );
         let none = PoolEpoch {
@@ -284,11 +285,11 @@ mod tests {
             ..last.clone()
         };
         assert_eq!(
-            class_thresholds(&pool(Thresholds::PerClass), Some(&none), 4),
+            class_thresholds(&pool(ThresholdRule::PerClass), Some(&none), 4),
             vec![0.9; 4]
         );
         assert_eq!(
-            class_thresholds(&pool(Thresholds::Fixed), Some(&last), 4),
+            class_thresholds(&pool(ThresholdRule::Fixed), Some(&last), 4),
             vec![0.9; 4]
         );
     }

@@ -18,7 +18,7 @@
 //! against (bf16-rounded operands, f32 sums).
 
 use super::gemm::nothing_to_multiply;
-use super::im2col::Conv3x3;
+use super::geometry::Conv3x3;
 use crate::fast::operand::{Operand, Threads, Write};
 use pack::{PANEL, Rhs, pack_rows_interleaved, pack_rows_paired};
 use rayon::prelude::*;

@@ -9,7 +9,8 @@ use super::batchnorm::{
 use super::bf16::matmul_bf16_words;
 use super::direct::{conv_bn_relu_hwc, taps_channel_last};
 use super::gemm::with_scratch;
-use super::im2col::{Conv3x3, col2im, im2col_paired};
+use super::geometry::Conv3x3;
+use super::im2col::{col2im, im2col_paired};
 use super::multiply::{Operand, Threads, Write, in_bf16, matmul_in};
 use super::pool::pool_plane;
 use super::transpose::transpose;

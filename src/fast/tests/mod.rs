@@ -139,15 +139,15 @@ fn conv_bn_relu_matches_burn_forward_and_backward() {
                 sink: sink.clone(),
             };
             let bias = conv.bias.as_ref().map(|b| b.val()).expect("bias");
-            let fast = conv_bn_relu(
-                x.clone(),
-                conv.weight.val(),
+            let layer = BnRelu {
+                weight: conv.weight.val(),
                 bias,
-                bn.gamma.val(),
-                bn.beta.val(),
-                mode,
-                prec,
-            );
+                gamma: bn.gamma.val(),
+                beta: bn.beta.val(),
+                norm: mode,
+                precision: prec,
+            };
+            let fast = conv_bn_relu(x.clone(), layer);
             let what = format!("{prec} conv n={n} cin={cin} side={side} cout={cout}");
             assert_close_in(&what, values(fast.clone()), values(reference.clone()), tol);
             let (mean, _) = sink.take().expect("batch statistics reported");
@@ -185,15 +185,15 @@ fn dense_bn_relu_matches_burn_forward_and_backward() {
                 sink: BatchStats::default(),
             };
             let bias = fc.bias.as_ref().map(|b| b.val()).expect("bias");
-            let fast = dense_bn_relu(
-                x.clone(),
-                fc.weight.val(),
-                bias.clone(),
-                bn.gamma.val(),
-                bn.beta.val(),
-                mode,
-                prec,
-            );
+            let layer = BnRelu {
+                weight: fc.weight.val(),
+                bias: bias.clone(),
+                gamma: bn.gamma.val(),
+                beta: bn.beta.val(),
+                norm: mode,
+                precision: prec,
+            };
+            let fast = dense_bn_relu(x.clone(), layer);
             let what = format!("{prec} dense n={n} in={inp} out={out}");
             assert_close_in(&what, values(fast.clone()), values(reference.clone()), tol);
             let gf = (fast * probe.clone()).sum().backward();

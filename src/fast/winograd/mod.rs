@@ -15,7 +15,7 @@
 
 use super::bf16::{self, PackedRhs};
 use super::gemm::with_scratch;
-use super::im2col::Conv3x3;
+use super::geometry::Conv3x3;
 use super::multiply::{Operand, Threads, Write, matmul_in};
 use super::transpose::transpose;
 use crate::device::Precision;
