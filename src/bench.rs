@@ -3,14 +3,14 @@
 //! Benchmarks report; they never assert times.
 
 use crate::augment::AugmentConfig;
-use crate::batch::{epoch_batches, plain};
+use crate::batch::{PoolDraw, epoch_batches, epoch_steps, plain};
 use crate::cancel;
 use crate::data::Images;
 use crate::device::Precision;
 use crate::error::{Error, Result};
 use crate::eval::probabilities;
 use crate::model::ArchConfig;
-use crate::train::{forward_backward, training_parts};
+use crate::train::{forward_backward, semi, training_parts};
 use burn::prelude::*;
 use std::sync::Arc;
 use std::time::Instant;
@@ -64,15 +64,21 @@ pub struct BenchResult {
     pub train_b32_aug: f64,
     /// Inference images per second at batch 1000.
     pub infer_b1000: f64,
+    /// Labelled images per second in semi-supervised steps at batch 32 with augmentation, each
+    /// with its [`SEMI_RATIO`] pool images per labelled one.
+    pub semi_b32: f64,
     /// Milliseconds to predict one image.
     pub latency_b1_ms: f64,
+    /// This machine's multiply peak in the run's arithmetic, GFLOP/s ([`peak_gflops`]).
+    pub peak_gflops: f64,
     /// Peak resident memory of the process, MiB (where the OS tells).
     pub peak_rss_mib: Option<f64>,
 }
 
 impl BenchResult {
-    /// The machine-readable lines: `train_b128: 812.4 images/s`, ... fp32's keep their names
-    /// (scripts read them); bf16's get a `_bf16` suffix (`train_b128_bf16: ...`).
+    /// The machine-readable lines: `train_b128: 812.4 images/s = 58.1 GFLOP/s = 55% of peak`,
+    /// ... fp32's keep their names (scripts read the first figure of a line); bf16's get a
+    /// `_bf16` suffix (`train_b128_bf16: ...`).
     pub fn lines(&self, precision: Precision) -> String {
         let rss = self
             .peak_rss_mib
@@ -81,12 +87,91 @@ impl BenchResult {
             Precision::Fp32 => "",
             Precision::Bf16 => "_bf16",
         };
+        let f = Flops::of(&ArchConfig::standard(10));
+        let of_peak = |images_per_s: f64, flops: f64| {
+            let g = images_per_s * flops / 1e9;
+            format!(
+                "= {g:.1} GFLOP/s = {:.0}% of peak",
+                100.0 * g / self.peak_gflops
+            )
+        };
         format!(
-            "train_b128{sfx}: {:.1} images/s\ntrain_b32_aug{sfx}: {:.1} images/s\n\
-             infer_b1000{sfx}: {:.1} images/s\nlatency_b1{sfx}: {:.3} ms\npeak_rss{sfx}: {rss}\n",
-            self.train_b128, self.train_b32_aug, self.infer_b1000, self.latency_b1_ms
+            "peak{sfx}: {:.1} GFLOP/s ({PEAK_SIDE}x{PEAK_SIDE} matrix product, {precision})\n\
+             train_b128{sfx}: {:.1} images/s {}\n\
+             train_b32_aug{sfx}: {:.1} images/s {}\n\
+             semi_b32{sfx}: {:.1} labelled images/s, {SEMI_RATIO} pool images each {}\n\
+             infer_b1000{sfx}: {:.1} images/s {}\n\
+             latency_b1{sfx}: {:.3} ms\npeak_rss{sfx}: {rss}\n",
+            self.peak_gflops,
+            self.train_b128,
+            of_peak(self.train_b128, f.train),
+            self.train_b32_aug,
+            of_peak(self.train_b32_aug, f.train),
+            self.semi_b32,
+            of_peak(self.semi_b32, f.semi(SEMI_RATIO)),
+            self.infer_b1000,
+            of_peak(self.infer_b1000, f.infer),
+            self.latency_b1_ms
         )
     }
+}
+
+/// Pool images per labelled image in the semi-supervised step measured (the default ratio).
+pub const SEMI_RATIO: usize = crate::unlabeled::DEFAULT_RATIO;
+
+/// The side of the square matrix product that measures the peak.
+pub const PEAK_SIDE: usize = 2048;
+
+/// Floating-point operations of one image through the network as the direct computation counts
+/// them (a multiply-add is 2): the same for every algorithm that computes it (Winograd does
+/// fewer), so throughputs turn into GFLOP/s that compare across builds and machines.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Flops {
+    /// One forward pass.
+    pub infer: f64,
+    /// A training step's share: the forward pass, then each layer's weight gradient and its
+    /// input gradient (none for the first convolution, whose input is the image).
+    pub train: f64,
+}
+
+impl Flops {
+    /// The counts of `arch` on 28x28 images: conv 3x3 to 26x26, conv 3x3 to 24x24, 2x2 pooling,
+    /// dense, head (pooling, batch norm and activations are left out: a few per value).
+    pub fn of(arch: &ArchConfig) -> Flops {
+        let conv1 = 26.0 * 26.0 * arch.conv1 as f64 * 9.0;
+        let conv2 = 24.0 * 24.0 * arch.conv2 as f64 * 9.0 * arch.conv1 as f64;
+        let dense = 12.0 * 12.0 * arch.conv2 as f64 * arch.dense as f64;
+        let head = arch.dense as f64 * arch.classes as f64;
+        let forward = 2.0 * (conv1 + conv2 + dense + head);
+        Flops {
+            infer: forward,
+            train: 3.0 * forward - 2.0 * conv1,
+        }
+    }
+
+    /// A semi-supervised step's per labelled image: its training, and for each of `ratio` pool
+    /// images a forward pass of the weak view and the training of the strong one.
+    pub fn semi(&self, ratio: usize) -> f64 {
+        self.train + ratio as f64 * (self.infer + self.train)
+    }
+}
+
+/// This machine's multiply peak in `precision`, GFLOP/s: the fastest of three products of two
+/// [`PEAK_SIDE`]-square matrices on every thread, through the multiply the kernels use.
+pub fn peak_gflops(precision: Precision) -> f64 {
+    let n = PEAK_SIDE;
+    let a: Vec<f32> = (0..n * n).map(|i| (i % 7) as f32 * 0.1).collect();
+    let b: Vec<f32> = (0..n * n).map(|i| (i % 5) as f32 * 0.1).collect();
+    let mut c = vec![0.0f32; n * n];
+    crate::fast::multiply_square(precision, n, &a, &b, &mut c);
+    let best = (0..3)
+        .map(|_| {
+            let t = Instant::now();
+            crate::fast::multiply_square(precision, n, &a, &b, &mut c);
+            t.elapsed().as_secs_f64()
+        })
+        .fold(f64::MAX, f64::min);
+    2.0 * (n as f64).powi(3) / best / 1e9
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -122,6 +207,68 @@ fn train_throughput(
         let b = stream.next().expect("an endless stream");
         seen += b.len();
         let (grads, _, _) = forward_backward(&model, &loss_fn, b, &ad);
+        model = optim.step(1e-3, model, grads);
+    }
+    Ok(seen as f64 / t0.elapsed().as_secs_f64())
+}
+
+/// Semi-supervised steps at batch 32 with augmentation, each with [`SEMI_RATIO`] pool images per
+/// labelled one drawn from `images` (FixMatch's weak and strong views, pseudo-labels at the
+/// default threshold): labelled images per second.
+fn semi_throughput(
+    images: &Arc<Images>,
+    warmup: usize,
+    timed: usize,
+    precision: Precision,
+    device: &Device,
+) -> Result<f64> {
+    let ad = device.clone().autodiff();
+    let net = ArchConfig::standard(10).init(device);
+    let (model, mut optim, loss_fn) =
+        training_parts(net, &crate::record::AdamSettings::with_lr(1e-3), None, &ad);
+    let mut model = model.with_precision(precision);
+    let source = std::path::PathBuf::from("bench");
+    let pool = crate::data::pool::Pool::new(images.pixels().to_vec(), None, source.clone())?;
+    let draw = PoolDraw {
+        pool: Arc::new(pool),
+        ratio: SEMI_RATIO,
+    };
+    let u = crate::unlabeled::PoolOptions {
+        unlabeled: Some(source),
+        ..Default::default()
+    }
+    .resolve(1)?
+    .ok_or_else(|| Error::invalid("the benchmark's pool settings did not resolve"))?;
+    let shares = semi::class_shares(images, 10);
+    let thresholds = vec![u.threshold; 10];
+    let how = semi::Pseudo {
+        unlabeled: &u,
+        shares: &shares,
+        thresholds: &thresholds,
+    };
+    let mut stream = (0..).flat_map(|epoch| {
+        epoch_steps(
+            images.clone(),
+            32,
+            AugmentConfig::STANDARD,
+            1,
+            epoch,
+            Some(draw.clone()),
+        )
+    });
+    let mut t0 = Instant::now();
+    let mut seen = 0;
+    for i in 0..warmup + timed {
+        cancel::check("benchmarking")?;
+        if i == warmup {
+            t0 = Instant::now();
+            seen = 0;
+        }
+        let step = stream.next().expect("an endless stream");
+        seen += step.labelled.len();
+        let pool = step.pool.expect("every step draws pool images");
+        let (grads, _, _, _) =
+            semi::forward_backward(&model, &loss_fn, step.labelled, pool, &how, device, &ad);
         model = optim.step(1e-3, model, grads);
     }
     Ok(seen as f64 / t0.elapsed().as_secs_f64())
@@ -170,6 +317,12 @@ pub fn run(
         device,
     )?;
     log(&format!("  {train_b32_aug:.1} images/s"));
+    log(&format!(
+        "semi-supervised steps, batch 32 + {} pool images, augmentation...",
+        32 * SEMI_RATIO
+    ));
+    let semi_b32 = semi_throughput(&images, cfg.warmup, cfg.batches_b32, cfg.precision, device)?;
+    log(&format!("  {semi_b32:.1} labelled images/s"));
 
     let model = ArchConfig::standard(10)
         .init(device)
@@ -199,11 +352,59 @@ pub fn run(
         })
         .collect();
     let latency_b1_ms = median(lat);
+    log(&format!(
+        "this machine's peak, a {PEAK_SIDE}x{PEAK_SIDE} matrix product..."
+    ));
+    let peak_gflops = peak_gflops(cfg.precision);
     Ok(BenchResult {
         train_b128,
         train_b32_aug,
+        semi_b32,
         infer_b1000,
         latency_b1_ms,
+        peak_gflops,
         peak_rss_mib: peak_rss_mib(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The seed CNN's counts by hand: conv1 26·26·32·9, conv2 24·24·64·9·32, fc1 9216·128, the
+    /// head 128·10 multiply-adds; training is three passes but conv1's input gradient.
+    #[test]
+    fn the_seed_cnn_counts_as_the_direct_computation() {
+        let f = Flops::of(&ArchConfig::standard(10));
+        let macs = 194_688.0 + 10_616_832.0 + 1_179_648.0 + 1_280.0;
+        assert_eq!(f.infer, 2.0 * macs);
+        assert_eq!(f.train, 3.0 * 2.0 * macs - 2.0 * 194_688.0);
+        assert!((f.train / 1e6 - 71.57).abs() < 0.01, "{}", f.train);
+        assert_eq!(f.semi(2), f.train + 2.0 * (f.infer + f.train));
+    }
+
+    #[test]
+    fn lines_give_each_throughput_as_a_share_of_the_peak() {
+        let f = Flops::of(&ArchConfig::standard(10));
+        let r = BenchResult {
+            train_b128: 1e9 / f.train,
+            train_b32_aug: 0.5e9 / f.train,
+            semi_b32: 1e9 / f.semi(SEMI_RATIO),
+            infer_b1000: 2e9 / f.infer,
+            latency_b1_ms: 1.0,
+            peak_gflops: 4.0,
+            peak_rss_mib: None,
+        };
+        let text = r.lines(Precision::Fp32);
+        assert!(text.starts_with("peak: 4.0 GFLOP/s"), "{text}");
+        assert!(
+            text.contains("train_b128: ")
+                && text.contains(" images/s = 1.0 GFLOP/s = 25% of peak\n"),
+            "{text}"
+        );
+        assert!(text.contains("train_b32_aug: ") && text.contains("= 0.5 GFLOP/s = 12% of peak"));
+        assert!(text.contains("semi_b32: ") && text.contains("2 pool images each = 1.0 GFLOP/s"));
+        assert!(text.contains("= 2.0 GFLOP/s = 50% of peak"), "{text}");
+        assert!(r.lines(Precision::Bf16).contains("train_b128_bf16: "));
+    }
 }

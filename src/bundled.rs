@@ -44,6 +44,21 @@ pub fn dir(name: &str) -> PathBuf {
     if built.is_dir() { built } else { local }
 }
 
+/// The folder of the bundled pretraining (`data/pretrained`): the default `warmstart pretrain`
+/// run's kept checkpoint and its sidecar.
+pub const PRETRAINED: &str = "pretrained";
+
+/// The bundled pretraining's folder, its files checked against its `SHA256SUMS`; `None` where
+/// this copy of warmstart has none.
+pub fn pretrained() -> Result<Option<PathBuf>> {
+    let d = dir(PRETRAINED);
+    if !d.join("best.safetensors").is_file() {
+        return Ok(None);
+    }
+    verify(&d)?;
+    Ok(Some(d))
+}
+
 /// The SHA-256 of `bytes` as lowercase hex, as `sha256sum` prints it.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes)

@@ -145,6 +145,9 @@ pub fn train_stage(
         return Ok(res);
     }
     let mut plan = plan::resolve(stage, req)?;
+    if let Some(note) = &plan.start_note {
+        info(progress, note);
+    }
     let _lock = fsutil::lock_dir(&plan.record.out)?;
     let old = train::rundir::check_out_dir(&plan.record.out, stage, req.options.overwrite)?;
     let (dev, data, model, init) = start(&mut plan, progress)?;
@@ -152,21 +155,7 @@ pub fn train_stage(
     train::rundir::clear(&old)?;
     info(progress, init);
     let run = plan.record;
-    info(
-        progress,
-        format_args!(
-            "Training {} epochs, batch {}, Adam lr {} ({} schedule), augmentation {}, seed {}, {} \
-         multiplies -> {}",
-            run.epochs,
-            run.batch_size,
-            run.optimizer.lr,
-            run.schedule.describe(),
-            run.augment_description(),
-            run.seed,
-            run.precision,
-            run.out.display()
-        ),
-    );
+    info(progress, run.training_line());
     let mut observer = StageObserver {
         curves: run.out.join("curves.png"),
         progress,

@@ -98,6 +98,46 @@ pub struct TrainPlan {
     pub init_defaulted: bool,
     /// `--new-head` was given.
     pub new_head_flag: bool,
+    /// What the user should know before the run starts (the bundled start, when the stage's
+    /// default checkpoint does not exist yet).
+    pub start_note: Option<String>,
+}
+
+/// The stage's default start, or, where that is a checkpoint directory that does not exist yet
+/// (no `warmstart pretrain` has run here), the bundled MNIST pretraining, with a note saying so:
+/// a first `train` starts at once instead of after a pretraining.
+fn default_start(init: InitRequest) -> Result<(InitRequest, Option<String>)> {
+    match &init {
+        InitRequest::From(p) => Ok(match bundled_instead_of(p)? {
+            Some((b, note)) => (InitRequest::From(b), Some(note)),
+            None => (init, None),
+        }),
+        InitRequest::Random => Ok((init, None)),
+    }
+}
+
+/// The bundled pretraining and a note saying so, where `default` (the default pretraining's
+/// folder, `runs/pretrain`) does not exist yet and this copy of warmstart bundles one; `None`
+/// otherwise. `train` and the commands built on it start from it; `suggest --model
+/// runs/pretrain` scores with it.
+pub fn bundled_instead_of(default: &Path) -> Result<Option<(PathBuf, String)>> {
+    if default.exists() {
+        return Ok(None);
+    }
+    let Some(bundled) = bundled::pretrained()? else {
+        return Ok(None);
+    };
+    let meta = checkpoint::read_meta(&checkpoint::resolve(&bundled)?)?;
+    let acc = meta.metrics.test_acc.map_or_else(String::new, |a| {
+        format!(", {:.2}% on MNIST's test images", a * 100.0)
+    });
+    let note = format!(
+        "Starting from the bundled MNIST pretraining ({}{acc}): {} does not exist yet; \
+         `warmstart pretrain` makes it, and runs start from it from then on",
+        bundled.display(),
+        default.display()
+    );
+    Ok(Some((bundled, note)))
 }
 
 /// An absolute form of `p` (relative to the working directory now), so the record means the
@@ -186,7 +226,11 @@ pub fn resolve(stage: Stage, request: &TrainRequest) -> Result<TrainPlan> {
         )));
     }
     let unlabeled = req.pool.resolve(epochs)?;
-    let init = match req.init.clone().unwrap_or(d.init) {
+    let (init, start_note) = match &req.init {
+        Some(i) => (i.clone(), None),
+        None => default_start(d.init)?,
+    };
+    let init = match init {
         InitRequest::Random => InitRecord::Random,
         InitRequest::From(p) => InitRecord::Checkpoint {
             path: absolute(&p)?,
@@ -232,6 +276,7 @@ pub fn resolve(stage: Stage, request: &TrainRequest) -> Result<TrainPlan> {
         record,
         init_defaulted: req.init.is_none(),
         new_head_flag: req.new_head,
+        start_note,
     })
 }
 

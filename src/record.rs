@@ -262,6 +262,22 @@ pub struct RunRecord {
 }
 
 impl RunRecord {
+    /// What the run trains, as its console says before the first epoch.
+    pub fn training_line(&self) -> String {
+        format!(
+            "Training {} epochs, batch {}, Adam lr {} ({} schedule), augmentation {}, seed {}, {} \
+             multiplies -> {}",
+            self.epochs,
+            self.batch_size,
+            self.optimizer.lr,
+            self.schedule.describe(),
+            self.augment_description(),
+            self.seed,
+            self.precision,
+            self.out.display()
+        )
+    }
+
     /// The augmentation as the console and the report name it, with the clean epochs.
     pub fn augment_description(&self) -> String {
         match self.clean_epochs {
@@ -467,5 +483,19 @@ mod tests {
         assert!(e.contains("version 2"), "{e}");
         let e = RunRecord::from_json(serde_json::json!({"version": 1, "epochs": 3})).unwrap_err();
         assert!(e.contains("missing field"), "{e}");
+    }
+
+    /// A pool run's sidecar written by warmstart 0.5 before `--unlabeled-after` existed (the
+    /// compare run of `compare-settings-0.5-pool.json`): it reads back as it trained.
+    #[test]
+    fn a_pool_sidecar_of_0_5_reads_back_as_it_trained() {
+        let text = include_str!("../tests/fixtures/sidecar-0.5-pool.json");
+        let meta = checkpoint::parse_meta(Path::new("best.json"), text.as_bytes()).unwrap();
+        let u = meta.training.unlabeled.expect("the pool's record");
+        assert_eq!((u.threshold, u.ratio, u.weight, u.after), (0.9, 1, 1.0, 0));
+        assert_eq!(u.align, crate::unlabeled::Align::None);
+        assert_eq!(u.thresholds, crate::unlabeled::ThresholdRule::Fixed);
+        assert_eq!(u.count, Some(20000));
+        assert!(u.describe().contains("1 pool images per labelled one"));
     }
 }

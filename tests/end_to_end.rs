@@ -375,15 +375,34 @@ fn bad_inputs_give_errors_that_name_the_file() {
         err.contains("train-images-idx3-ubyte") && err.contains("header"),
         "{err}"
     );
-    // No pretrained checkpoint where the default expects one.
-    let err = fails_in(
-        tmp.path(),
-        &["train", "--out", s(&out), "--epochs", "1", "--limit", "10"],
+    // No pretraining where the default expects one (a fresh clone): the bundled one, said first.
+    let fresh = tmp.path().join("fresh");
+    std::fs::create_dir(&fresh).unwrap();
+    let run = run_in(
+        &fresh,
+        &[
+            "train",
+            "--out",
+            "r",
+            "--epochs",
+            "1",
+            "--limit",
+            "20",
+            "--test-limit",
+            "20",
+        ],
     );
+    let text = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{text}");
+    let first = text.lines().next().unwrap_or_default();
     assert!(
-        err.contains("no pretrained checkpoint at ") && err.contains("/runs/pretrain"),
-        "{err}"
+        first.starts_with("Starting from the bundled MNIST pretraining")
+            && first.contains("data/pretrained")
+            && first.contains("runs/pretrain does not exist yet"),
+        "{text}"
     );
+    let record = std::fs::read_to_string(fresh.join("r/best.json")).unwrap();
+    assert!(record.contains("data/pretrained"), "{record}");
     // A checkpoint that is not one.
     let fake = tmp.path().join("fake.safetensors");
     std::fs::write(&fake, b"nope").unwrap();
@@ -499,7 +518,7 @@ fn bench_ends_with_machine_readable_figures() {
         "--threads",
         "1",
     ]);
-    // fp32's five lines, then (where the CPU has bf16 and `--precision` is `auto`) bf16's.
+    // fp32's seven lines, then (where the CPU has bf16 and `--precision` is `auto`) bf16's.
     let figures: Vec<(&str, f64)> = out
         .lines()
         .filter(|l| !l.starts_with("Benchmark of"))
@@ -511,8 +530,10 @@ fn bench_ends_with_machine_readable_figures() {
         })
         .collect();
     let keys = [
+        "peak",
         "train_b128",
         "train_b32_aug",
+        "semi_b32",
         "infer_b1000",
         "latency_b1",
         "peak_rss",
@@ -524,7 +545,13 @@ fn bench_ends_with_machine_readable_figures() {
     let got: Vec<String> = figures.iter().map(|(k, _)| k.to_string()).collect();
     assert_eq!(got, expected, "{out}");
     assert!(figures.iter().all(|&(_, v)| v > 0.0), "{out}");
-    assert!(out.contains(" images/s\n") && out.contains(" ms\n") && out.contains(" MiB"));
+    assert!(out.contains(" ms\n") && out.contains(" MiB"), "{out}");
+    // Each throughput also as nominal GFLOP/s and a share of this machine's measured peak.
+    assert_eq!(
+        out.matches("% of peak\n").count(),
+        4 * expected.len() / keys.len(),
+        "{out}"
+    );
 }
 
 /// `eval --split val` scores exactly the images the run validated on: the run's own validation
@@ -912,4 +939,23 @@ fn keep_decides_which_epoch_is_the_model() {
     );
     let meta = std::fs::read_to_string(auto.join("best.json")).unwrap();
     assert!(meta.contains("\"keep\": \"auto\""), "{meta}");
+}
+
+/// The bundled pretraining is what its README says: the seed CNN trained on MNIST, 99.4% or more
+/// on MNIST's 10,000 test images.
+#[test]
+fn the_bundled_pretraining_scores_on_mnist() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("eval");
+    let text = ok(&[
+        "eval",
+        "--model",
+        "data/pretrained",
+        "--data",
+        "data/mnist",
+        "--out",
+        s(&out),
+    ]);
+    let acc = figure_after(&text, "Accuracy on test");
+    assert!(acc >= 0.994, "{text}");
 }

@@ -204,6 +204,9 @@ pub fn run(req: &AuditRequest, progress: &mut dyn Progress) -> Result<Audit> {
     o.epochs = Some(o.epochs.unwrap_or(DEFAULT_EPOCHS));
     o.out = Some(o.out.take().unwrap_or_else(|| PathBuf::from(DEFAULT_OUT)));
     let plan = plan::resolve(Stage::Train, &request)?;
+    if let Some(note) = &plan.start_note {
+        info(progress, note);
+    }
     let out = plan.record.out.clone();
     let _lock = fsutil::lock_dir(&out)?;
     check_out(&out, request.options.overwrite)?;

@@ -240,6 +240,23 @@ pub fn run(req: &CompareRequest, progress: &mut dyn Progress) -> Result<Comparis
         }
     }
     create_dir(&req.out)?;
+    // Variants that start from the default pretraining start from the bundled one where there
+    // is none yet: said once, first.
+    let notes = req.variants.iter().map(|v| {
+        crate::plan::resolve(
+            crate::record::Stage::Train,
+            &merged(&req.common, &v.request),
+        )
+        .map(|p| p.start_note)
+    });
+    if let Some(note) = notes
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .flatten()
+        .next()
+    {
+        progress.event(Event::Info(note));
+    }
     let total = req.variants.len() * req.seeds.len();
     progress.event(Event::Info(format!(
         "Comparing {} variants x {} seeds ({total} runs) in {}",

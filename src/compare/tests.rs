@@ -126,3 +126,41 @@ fn a_variant_overrides_the_common_flags() {
         ["pretrained+aug", "pretrained", "random+aug", "random"]
     );
 }
+
+/// What warmstart 0.5 wrote before the pool's flags became one group, for `compare --data
+/// data/fashion-1k --init random --epochs 1 --limit 60 --test-limit 50 --seeds 1 --variant
+/// "semi=--unlabeled data/fashion-pool --thresholds fixed --unlabeled-ratio 1 --align none
+/// --threshold 0.9"`, run `semi/seed-1`.
+const SETTINGS_0_5_POOL: &str = include_str!("../../tests/fixtures/compare-settings-0.5-pool.json");
+
+#[test]
+fn a_pool_variant_saved_before_the_pool_group_reads_back_unchanged() {
+    let common = TrainRequest {
+        options: TrainOptions {
+            data: Some("data/fashion-1k".into()),
+            init: Some(InitRequest::Random),
+            epochs: Some(1),
+            limit: Some(60),
+            test_limit: Some(50),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let saved: Value = serde_json::from_str(SETTINGS_0_5_POOL).unwrap();
+    for rule in ["--thresholds", "--threshold-rule"] {
+        let v = super::variant::parse(&format!(
+            "semi=--unlabeled data/fashion-pool {rule} fixed --unlabeled-ratio 1 --align none \
+             --threshold 0.9"
+        ))
+        .unwrap();
+        let mut r = merged(&common, &v.request);
+        r.options.seed = Some(1);
+        assert_eq!(settings(&r), saved, "{rule}");
+        // A changed pool setting is told by its flag's current name.
+        r.options.pool.threshold_rule = Some(crate::unlabeled::ThresholdRule::PerClass);
+        assert_eq!(
+            changed(&saved, &settings(&r)),
+            "--threshold-rule was fixed, is per-class"
+        );
+    }
+}

@@ -177,5 +177,19 @@ pub fn multiply_by_transpose(dst: &mut [f32], a: &[f32], b: &[f32], k: usize) {
     );
 }
 
+/// `dst = a · b` for `n`×`n` row-major matrices in `prec`, on every thread, through the multiply
+/// the kernels use: the product `bench` times for this machine's peak.
+pub fn multiply_square(prec: Precision, n: usize, a: &[f32], b: &[f32], dst: &mut [f32]) {
+    multiply::matmul_in(
+        prec,
+        dst,
+        (n, n, n),
+        operand::Operand::rows(a),
+        operand::Operand::rows(b),
+        operand::Write::Overwrite,
+        operand::Threads::All,
+    );
+}
+
 #[cfg(test)]
 mod tests;

@@ -17,6 +17,7 @@ use crate::fsutil::{self, create_dir, write_atomic};
 use crate::model::{Net, images_tensor};
 use crate::options::RuntimeArgs;
 use crate::progress::{Event, Progress};
+use crate::record::Stage;
 use burn::prelude::Device;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -293,7 +294,16 @@ pub fn run(req: &SuggestRequest, progress: &mut dyn Progress) -> Result<Suggesti
     check_out(&req.out, req.overwrite)?;
     let rt = &req.runtime;
     let dev = device::make(rt.device, req.seed)?;
-    let (model, meta) = checkpoint::load(&req.model, &dev)?;
+    // A first round's `--model runs/pretrain` before any pretraining: the bundled one.
+    let mut model_path = req.model.clone();
+    if let crate::plan::InitRequest::From(default) = crate::plan::defaults(Stage::Train).init
+        && req.model == default
+        && let Some((bundled, note)) = crate::plan::bundled_instead_of(&default)?
+    {
+        progress.event(Event::Info(note));
+        model_path = bundled;
+    }
+    let (model, meta) = checkpoint::load(&model_path, &dev)?;
     let model = model.with_precision(device::resolve_precision(rt.precision, rt.device)?);
     let classes = meta.classes.clone();
     let (invert, fit) = (meta.input.invert, meta.input.fit);
