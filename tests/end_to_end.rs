@@ -13,6 +13,7 @@ fn bundled_data_matches_checksums() {
         ("data/mnist", 4),
         ("data/fashion-1k", 7),
         ("data/fashion-pool", 2),
+        ("data/pretrained", 2),
     ] {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(d);
         let n = warmstart::bundled::verify(&dir).unwrap();
