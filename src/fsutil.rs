@@ -2,7 +2,7 @@
 
 use crate::error::{Error, Result};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Writes `bytes` to a temporary file beside `path`, syncs it, and renames it over `path`.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -39,7 +39,28 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Reads a whole file; a missing file is reported with `if_missing`, which says what it means for
+/// `p` with symlinks and `..` resolved; for a path that does not exist yet, its parent's canonical
+/// form joined with its name.
+fn canonical(p: &Path) -> Option<PathBuf> {
+    if let Ok(c) = std::fs::canonicalize(p) {
+        return Some(c);
+    }
+    let parent = p
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    Some(std::fs::canonicalize(parent).ok()?.join(p.file_name()?))
+}
+
+/// Whether `path` is `dir` or lies inside it, by canonical paths (symlinks resolved, `a/../b` is
+/// `b`): what a command checks before it writes into, or deletes, `dir`.
+pub fn within(path: &Path, dir: &Path) -> bool {
+    match (canonical(path), canonical(dir)) {
+        (Some(p), Some(d)) => p.starts_with(d),
+        _ => false,
+    }
+}
+
 /// Checks that a command may write its output file `out`: never one of the files it reads
 /// (`inputs`, compared by their canonical paths, so `./a.csv` is `a.csv`), and not a file that
 /// already exists unless `overwrite` (the user asked to replace it).
@@ -70,6 +91,7 @@ pub fn check_output(out: &Path, overwrite: bool, inputs: &[&Path]) -> Result<()>
     Ok(())
 }
 
+/// Reads a whole file; a missing file is reported with `if_missing`, which says what it means for
 /// the user, instead of the bare OS error.
 pub fn read(path: &Path, if_missing: &str) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| {

@@ -254,6 +254,14 @@ fn flags_an_audit_cannot_use_are_refused_by_name() {
         (&["--val-split", "0.2"][..], "--val-split"),
         (&["--unlabeled", "data/fashion-pool"][..], "--unlabeled"),
         (&["--folds", "1"][..], "--folds must be at least 2"),
+        (
+            &["--folds", "2000"][..],
+            "--folds 2000 is more than the 1500 labelled images",
+        ),
+        (
+            &["--unlabeled-after", "2"][..],
+            "--unlabeled-after (its folds train on the labelled images only)",
+        ),
     ] {
         let mut args = vec!["audit", "--init", "random", "--out", s(&out)];
         args.extend_from_slice(flags);

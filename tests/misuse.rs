@@ -190,6 +190,24 @@ fn bad_inputs_are_refused_with_clear_errors() {
         &["1 to 100 rows"],
     ));
     cases.push(case(
+        "augment-preview --out inside the data",
+        &[
+            "augment-preview",
+            "--data",
+            "data/fashion-1k",
+            "--out",
+            "data/fashion-1k/../fashion-1k/preview.png",
+        ],
+        &["is inside the data", "write it elsewhere"],
+    ));
+    let existing = format!("{o}-existing.png");
+    std::fs::write(&existing, b"not to be replaced").unwrap();
+    cases.push(case(
+        "augment-preview --out over an existing file",
+        &["augment-preview", "--out", &existing],
+        &["exists: pass --overwrite"],
+    ));
+    cases.push(case(
         "augment-preview --out x.jpg",
         &["augment-preview", "--out", &format!("{o}.jpg")],
         &[".jpg", "ending in .png"],

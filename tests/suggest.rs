@@ -100,6 +100,23 @@ fn picks_are_copied_ranked_and_never_already_labelled() {
     ok(&again);
     assert_eq!(csv_rows(&out.join("suggested.csv")).len(), 8);
     assert_eq!(std::fs::read_dir(out.join("to-label")).unwrap().count(), 8);
+
+    // A second round from the previous picks into the same --out would delete its own pool
+    // before reading it: refused, naming both, and the picks stay.
+    let to_label = out.join("to-label");
+    let mut round2: Vec<&str> = again.clone();
+    round2[4] = s(&to_label);
+    let err = fails(&round2);
+    assert!(
+        err.contains("--unlabeled") && err.contains("is inside") && err.contains("to-label"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_dir(&to_label).unwrap().count(), 8);
+    // Written the other way round, through `..`, it is the same folder.
+    let roundabout = out.join("to-label/../to-label");
+    round2[4] = s(&roundabout);
+    assert!(fails(&round2).contains("is inside"));
+    assert_eq!(std::fs::read_dir(&to_label).unwrap().count(), 8);
 }
 
 #[test]

@@ -216,6 +216,14 @@ pub fn run(req: &AuditRequest, progress: &mut dyn Progress) -> Result<Audit> {
         progress.event(Event::Warning(w));
     }
     let classes = data.classes.len();
+    if k > data.images.len() {
+        return Err(Error::invalid(format!(
+            "--folds {k} is more than the {} labelled images of {}: each fold must hold at least \
+             one image",
+            data.images.len(),
+            record.data.path.display()
+        )));
+    }
     let counts = data.images.class_counts(classes);
     if let Some(c) = (0..classes).find(|&c| counts[c] < k) {
         progress.event(Event::Warning(format!(

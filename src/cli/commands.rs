@@ -13,7 +13,9 @@ use warmstart::options::RuntimeArgs;
 use warmstart::pipeline::{self, EvalRequest, load_data};
 use warmstart::predict::{self, Outcome, PredictRequest, Predicted};
 use warmstart::record::Stage;
-use warmstart::report::figures::{augment_preview_png, check_preview, one_per_class};
+use warmstart::report::figures::{
+    augment_preview_png, check_preview, check_preview_out, one_per_class,
+};
 
 pub fn dispatch(cli: Cli) -> Result<()> {
     // Ctrl-C and SIGTERM ask the training loop to save a resumable state and stop.
@@ -274,6 +276,7 @@ fn augment_preview(a: &PreviewArgs, console: &mut Console) -> Result<()> {
         .data
         .clone()
         .unwrap_or_else(|| warmstart::bundled::dir("fashion-1k"));
+    check_preview_out(&a.out, &path, a.overwrite)?;
     let d = load_data(
         &path,
         &LoadOptions {

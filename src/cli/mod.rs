@@ -230,9 +230,12 @@ pub struct PreviewArgs {
     /// Invert image-folder images to light-on-dark.
     #[arg(long, value_enum, default_value_t = Invert::Auto)]
     pub invert: Invert,
-    /// Output PNG.
+    /// Output PNG (outside --data).
     #[arg(long, default_value = "augment_preview.png")]
     pub out: PathBuf,
+    /// Replace --out if it exists.
+    #[arg(long)]
+    pub overwrite: bool,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -290,6 +290,21 @@ pub fn check_preview(rows: usize, cols: usize, path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Checks where a preview of the images in `data` may be written: never inside `data` (a
+/// preview filed among the images would be trained on as one of them, or replace one), and not
+/// over an existing file unless `overwrite`.
+pub fn check_preview_out(path: &Path, data: &Path, overwrite: bool) -> Result<()> {
+    if crate::fsutil::within(path, data) {
+        return Err(Error::invalid(format!(
+            "--out {} is inside the data {}: a preview there would be read as a training image; \
+             write it elsewhere",
+            path.display(),
+            data.display()
+        )));
+    }
+    crate::fsutil::check_output(path, overwrite, &[])
+}
+
 /// Writes the augmentation preview: one row per image in `indices`, the original first, then
 /// `cols` fresh augmentations, each labelled with the parameters drawn for it. `path` must end
 /// in `.png`.

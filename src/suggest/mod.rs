@@ -285,11 +285,37 @@ fn check_out(out: &Path, overwrite: bool) -> Result<()> {
     )))
 }
 
+/// Refuses inputs inside `OUT/to-label`, which a suggestion replaces: re-suggesting from the
+/// previous picks (`--unlabeled OUT/to-label`) would delete the pool before reading it.
+fn check_inputs_outside(req: &SuggestRequest) -> Result<()> {
+    let to_label = req.out.join("to-label");
+    let inputs = [
+        ("--unlabeled", Some(&req.unlabeled)),
+        ("--model", Some(&req.model)),
+        ("--labelled", req.labelled.as_ref()),
+    ];
+    for (flag, path) in inputs {
+        if let Some(p) = path
+            && to_label.exists()
+            && fsutil::within(p, &to_label)
+        {
+            return Err(Error::invalid(format!(
+                "{flag} {} is inside {}, which this suggestion replaces: move those images \
+                 elsewhere first (or label them), or choose another --out",
+                p.display(),
+                to_label.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Ranks the pool and writes the picks.
 pub fn run(req: &SuggestRequest, progress: &mut dyn Progress) -> Result<Suggestion> {
     if req.count == 0 {
         return Err(Error::invalid("--count must be at least 1"));
     }
+    check_inputs_outside(req)?;
     let _lock = fsutil::lock_dir(&req.out)?;
     check_out(&req.out, req.overwrite)?;
     let rt = &req.runtime;

@@ -68,6 +68,17 @@ pub fn keys(classes: &[String]) -> Vec<Option<char>> {
         .collect()
 }
 
+/// Whether `name` can be a class folder inside `INTO` (and nothing else: no path, no hidden
+/// folder that loading would skip).
+fn folder_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && !name.starts_with('.')
+        && !name.contains(['/', '\\'])
+        && !name.chars().any(char::is_control)
+}
+
 /// The class names: `--classes`, else INTO's class folders, else the model's.
 fn classes(
     req: &LabelRequest,
@@ -75,11 +86,19 @@ fn classes(
     model_classes: Option<&[String]>,
 ) -> Result<Vec<String>> {
     if !req.classes.is_empty() {
+        // `--classes "a, b"` means b, not a folder " b" beside it.
+        let names: Vec<String> = req.classes.iter().map(|c| c.trim().to_string()).collect();
+        if let Some(bad) = names.iter().find(|c| !folder_name(c)) {
+            return Err(Error::invalid(format!(
+                "--classes: {bad:?} cannot be a class folder's name (empty, `.`, `..`, a path \
+                 separator or a control character)"
+            )));
+        }
         let mut seen = std::collections::HashSet::new();
-        if let Some(dup) = req.classes.iter().find(|c| !seen.insert(c.as_str())) {
+        if let Some(dup) = names.iter().find(|c| !seen.insert(c.as_str())) {
             return Err(Error::invalid(format!("--classes names {dup:?} twice")));
         }
-        return Ok(req.classes.clone());
+        return Ok(names);
     }
     if into.is_dir() {
         let found: Vec<String> = sorted_entries(into)?
@@ -241,6 +260,29 @@ pub fn serve(req: &LabelRequest, on_ready: impl FnOnce(SocketAddr, usize)) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn class_names_are_trimmed_and_must_be_folder_names() {
+        let cmd = <LabelRequest as clap::Args>::augment_args(clap::Command::new("label"));
+        let req = |classes: &str| {
+            let m = cmd
+                .clone()
+                .try_get_matches_from(["label", "--pool", "p", "--into", "i", "--classes", classes])
+                .unwrap();
+            <LabelRequest as clap::FromArgMatches>::from_arg_matches(&m).unwrap()
+        };
+        let into = Path::new("/no/such/into");
+        assert_eq!(
+            classes(&req("a, b ,c"), into, None).unwrap(),
+            ["a", "b", "c"]
+        );
+        for bad in ["a,,b", "a,../x", "a,.hidden", "a, ", "a,b/c"] {
+            let e = classes(&req(bad), into, None).unwrap_err().to_string();
+            assert!(e.contains("cannot be a class folder"), "{bad}: {e}");
+        }
+        let e = classes(&req("a, a"), into, None).unwrap_err().to_string();
+        assert!(e.contains("twice"), "{e}");
+    }
 
     #[test]
     fn keys_follow_the_keyboard_row_or_the_digit_names() {
