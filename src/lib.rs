@@ -13,6 +13,7 @@ pub mod audit;
 pub mod augment;
 pub mod batch;
 pub mod bench;
+pub mod budget;
 pub mod bundled;
 pub mod cancel;
 pub mod checkpoint;

@@ -9,6 +9,7 @@
 //! [`TrainOptions::given`]) and need no edit when an option is added.
 
 use crate::augment::AugmentConfig;
+use crate::budget::TimeBudget;
 use crate::data::{Fit, Invert};
 use crate::device::{DeviceKind, PrecisionRequest};
 use crate::flags::finite;
@@ -94,6 +95,12 @@ pub struct TrainOptions {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub epochs: Option<usize>,
+    /// Train for about this long instead of a number of epochs, e.g. `10m`, `90s`, `1h30m`: the
+    /// run times its own steps first, then trains as many epochs as end the whole command within
+    /// it (said on its first lines, and recorded, so `--resume` continues the same run).
+    #[arg(long, value_name = "DURATION", conflicts_with = "epochs")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time: Option<TimeBudget>,
     /// Batch size [default: 128 for pretrain, 32 for train].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -359,6 +366,7 @@ mod tests {
                     "align" => Some("none"),
                     "thresholds" => Some("per-class"),
                     "precise_bn" => Some("false"),
+                    "time" => Some("10m"),
                     "new_head" | "overwrite" => None,
                     "data" | "out" | "unlabeled" => Some("x"),
                     "val_split" | "warmup" | "lr" | "lr_ratio" | "weight_decay"

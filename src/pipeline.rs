@@ -144,6 +144,7 @@ pub fn train_stage(
         train::resume::remove(dir)?;
         return Ok(res);
     }
+    let started = std::time::Instant::now();
     let mut plan = plan::resolve(stage, req)?;
     if let Some(note) = &plan.start_note {
         info(progress, note);
@@ -154,6 +155,14 @@ pub fn train_stage(
     // Only now: `--init` may have read a checkpoint from the directory being overwritten.
     train::rundir::clear(&old)?;
     info(progress, init);
+    if plan.record.time.is_some() {
+        let spent = started.elapsed().as_secs_f64();
+        let timing = train::timing::measure(&data, &plan.record, &dev, spent)?;
+        info(
+            progress,
+            plan::fit_to_budget(&mut plan, stage, req, timing)?,
+        );
+    }
     let run = plan.record;
     info(progress, run.training_line());
     let mut observer = StageObserver {

@@ -259,6 +259,9 @@ pub struct RunRecord {
     /// Which epoch's weights the run keeps as its model.
     #[serde(default)]
     pub keep: Keep,
+    /// The `--time` budget that chose `epochs`; `None` when `--epochs` (or its default) did.
+    #[serde(default)]
+    pub time: Option<crate::budget::TimeBudget>,
 }
 
 impl RunRecord {
@@ -410,6 +413,7 @@ mod legacy {
                 seed: o.seed,
                 out: o.out,
                 unlabeled: None,
+                time: None,
                 keep: Keep::Best,
             }
         }

@@ -960,3 +960,67 @@ fn the_bundled_pretraining_scores_on_mnist() {
     let acc = figure_after(&text, "Accuracy on test");
     assert!(acc >= 0.994, "{text}");
 }
+
+/// `--time`: the run chooses its epochs from its own timing, says so, records them, and a run of
+/// the record (`--epochs` as chosen) trains the same bits; a budget too short for one epoch is a
+/// clear error that writes no checkpoint.
+#[test]
+fn a_time_budget_chooses_recorded_epochs_and_a_rerun_gives_the_same_bits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let common = [
+        "train",
+        "--init",
+        "random",
+        "--limit",
+        "100",
+        "--test-limit",
+        "50",
+        "--threads",
+        "2",
+    ];
+    let timed = tmp.path().join("timed");
+    let mut args = common.to_vec();
+    args.extend(["--time", "20s", "--out", s(&timed)]);
+    let text = ok(&args);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("Time budget 20s:"))
+        .unwrap_or_else(|| panic!("no budget line in {text}"));
+    let epochs: usize = line
+        .rsplit("training ")
+        .next()
+        .and_then(|t| t.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no epoch count in {line:?}"));
+    assert!(epochs >= 1, "{line}");
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(timed.join("best.json")).unwrap()).unwrap();
+    assert_eq!(meta["training"]["epochs"], epochs, "{meta}");
+    assert_eq!(meta["training"]["time"], "20s", "{meta}");
+    let rerun = tmp.path().join("rerun");
+    let n = epochs.to_string();
+    let mut args = common.to_vec();
+    args.extend(["--epochs", &n, "--out", s(&rerun)]);
+    ok(&args);
+    for f in ["best.safetensors", "last.safetensors"] {
+        assert!(
+            std::fs::read(timed.join(f)).unwrap() == std::fs::read(rerun.join(f)).unwrap(),
+            "{f} differs between --time 20s and --epochs {n}"
+        );
+    }
+    // Too short for one epoch: said with what would do, and nothing written.
+    let short = tmp.path().join("short");
+    let mut args = common.to_vec();
+    args.extend(["--time", "1s", "--out", s(&short)]);
+    let err = fails(&args);
+    assert!(
+        err.contains("--time 1s is too short") && err.contains("give at least"),
+        "{err}"
+    );
+    assert!(!short.join("best.safetensors").exists());
+    // --time and --epochs both set the length.
+    let err = fails(&["train", "--time", "5m", "--epochs", "3"]);
+    assert!(err.contains("--time") && err.contains("--epochs"), "{err}");
+    let err = fails(&["train", "--time", "ten minutes"]);
+    assert!(err.contains("not a duration"), "{err}");
+}

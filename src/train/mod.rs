@@ -14,6 +14,7 @@ pub mod resume;
 pub mod rundir;
 pub mod semi;
 pub mod state;
+pub mod timing;
 
 use crate::batch::{Batch, PoolDraw, epoch_steps};
 use crate::cancel;
