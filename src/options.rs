@@ -98,7 +98,7 @@ pub struct TrainOptions {
     /// Train for about this long instead of a number of epochs, e.g. `10m`, `90s`, `1h30m`: the
     /// run times its own steps first, then trains as many epochs as end the whole command within
     /// it (said on its first lines, and recorded, so `--resume` continues the same run).
-    #[arg(long, value_name = "DURATION", conflicts_with = "epochs")]
+    #[arg(long, value_name = "DURATION")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub time: Option<TimeBudget>,
     /// Batch size [default: 128 for pretrain, 32 for train].

@@ -160,7 +160,7 @@ pub fn train_stage(
         let timing = train::timing::measure(&data, &plan.record, &dev, spent)?;
         info(
             progress,
-            plan::fit_to_budget(&mut plan, stage, req, timing)?,
+            train::timing::fit_to_budget(&mut plan, stage, req, timing)?,
         );
     }
     let run = plan.record;

@@ -167,6 +167,11 @@ pub fn resolve(stage: Stage, request: &TrainRequest) -> Result<TrainPlan> {
     if epochs == 0 {
         return Err(Error::invalid("--epochs must be at least 1"));
     }
+    if req.time.is_some() && req.epochs.is_some() {
+        return Err(Error::invalid(
+            "--time and --epochs both set how long the run trains: give one of them",
+        ));
+    }
     if batch_size < 2 {
         return Err(Error::invalid(
             "--batch-size must be at least 2: batch norm normalises each batch by its own mean \
@@ -279,34 +284,6 @@ pub fn resolve(stage: Stage, request: &TrainRequest) -> Result<TrainPlan> {
         new_head_flag: req.new_head,
         start_note,
     })
-}
-
-/// Sets the epochs that `--time` chose from the run's timing ([`crate::budget::epochs_within`]),
-/// checking and deriving from them what `--epochs` would (the clean last epochs, `--freeze-epochs`,
-/// `--unlabeled-after`); returns the line that tells the user.
-pub fn fit_to_budget(
-    plan: &mut TrainPlan,
-    stage: Stage,
-    req: &TrainRequest,
-    timing: crate::budget::Timing,
-) -> Result<String> {
-    let Some(budget) = plan.record.time else {
-        return Ok(String::new());
-    };
-    let epochs = crate::budget::epochs_within(budget, timing).map_err(Error::Invalid)?;
-    let mut fixed = req.clone();
-    fixed.options.time = None;
-    fixed.options.epochs = Some(epochs);
-    let again = resolve(stage, &fixed)
-        .map_err(|e| Error::invalid(format!("--time {budget} gives {epochs} epoch(s): {e}")))?
-        .record;
-    plan.record.epochs = again.epochs;
-    plan.record.clean_epochs = again.clean_epochs;
-    Ok(format!(
-        "Time budget {budget}: an epoch takes about {:.1} s here ({:.0} s gone to loading and \
-         timing, about {:.0} s for the test set and report): training {epochs} epoch(s)",
-        timing.epoch, timing.spent, timing.finish
-    ))
 }
 
 /// Applies to a saved run's record what `--resume DIR` may change: the run directory (the run

@@ -103,3 +103,31 @@ pub fn measure(data: &Dataset, run: &RunRecord, device: &Device, spent: f64) -> 
         finish: image * test as f64 + REPORT_SECONDS,
     })
 }
+
+/// Sets the epochs that `--time` chose from the run's timing ([`crate::budget::epochs_within`]),
+/// checking and deriving from them what `--epochs` would (the clean last epochs, `--freeze-epochs`,
+/// `--unlabeled-after`); returns the line that tells the user.
+pub fn fit_to_budget(
+    plan: &mut crate::plan::TrainPlan,
+    stage: crate::record::Stage,
+    req: &crate::options::TrainRequest,
+    timing: Timing,
+) -> Result<String> {
+    let Some(budget) = plan.record.time else {
+        return Ok(String::new());
+    };
+    let epochs = crate::budget::epochs_within(budget, timing).map_err(Error::Invalid)?;
+    let mut fixed = req.clone();
+    fixed.options.time = None;
+    fixed.options.epochs = Some(epochs);
+    let again = crate::plan::resolve(stage, &fixed)
+        .map_err(|e| Error::invalid(format!("--time {budget} gives {epochs} epoch(s): {e}")))?
+        .record;
+    plan.record.epochs = again.epochs;
+    plan.record.clean_epochs = again.clean_epochs;
+    Ok(format!(
+        "Time budget {budget}: an epoch takes about {:.1} s here ({:.0} s gone to loading and \
+         timing, about {:.0} s for the test set and report): training {epochs} epoch(s)",
+        timing.epoch, timing.spent, timing.finish
+    ))
+}
