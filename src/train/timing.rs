@@ -88,7 +88,7 @@ pub fn measure(data: &Dataset, run: &RunRecord, device: &Device, spent: f64) -> 
     let image = t.elapsed().as_secs_f64() / data.val.len().max(1) as f64;
     // Each epoch writes checkpoints and its resume state, synced.
     let bytes = crate::checkpoint::to_bytes(&valid)?;
-    let scratch = tempfile::tempdir().map_err(|e| Error::io(&std::env::temp_dir(), e))?;
+    let scratch = tempfile::tempdir().map_err(|e| Error::io(std::env::temp_dir(), e))?;
     let t = Instant::now();
     for i in 0..SAVES_PER_EPOCH {
         crate::fsutil::write_atomic(&scratch.path().join(format!("{i}.bin")), &bytes)?;
