@@ -3,7 +3,7 @@
 //! Benchmarks report; they never assert times.
 
 use crate::augment::AugmentConfig;
-use crate::batch::{PoolDraw, epoch_batches, epoch_steps, plain};
+use crate::batch::{PoolDraw, epoch_steps, plain};
 use crate::cancel;
 use crate::data::Images;
 use crate::device::Precision;
@@ -182,46 +182,22 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Trains `timed` batches (after `warmup`) from an endless shuffled stream; returns images/s.
-fn train_throughput(
-    images: &Arc<Images>,
+/// What a training measurement trains: batches of `batch` images with `augment`, each with
+/// [`SEMI_RATIO`] pool images per labelled one (drawn from the same images, FixMatch's weak and
+/// strong views, pseudo-labels at the default threshold) when `with_pool`.
+#[derive(Debug, Clone, Copy)]
+struct Steps {
     batch: usize,
     augment: AugmentConfig,
-    warmup: usize,
-    timed: usize,
-    precision: Precision,
-    device: &Device,
-) -> Result<f64> {
-    let ad = device.clone().autodiff();
-    let net = ArchConfig::standard(10).init(device);
-    let (model, mut optim, loss_fn) =
-        training_parts(net, &crate::record::AdamSettings::with_lr(1e-3), None, &ad);
-    let mut model = model.with_precision(precision);
-    let mut stream =
-        (0..).flat_map(|epoch| epoch_batches(images.clone(), batch, augment, 1, epoch));
-    let mut t0 = Instant::now();
-    let mut seen = 0;
-    for i in 0..warmup + timed {
-        cancel::check("benchmarking")?;
-        if i == warmup {
-            t0 = Instant::now();
-            seen = 0;
-        }
-        let b = stream.next().expect("an endless stream");
-        seen += b.len();
-        let (grads, _, _) = forward_backward(&model, &loss_fn, b, &ad);
-        model = optim.step(1e-3, model, grads);
-    }
-    Ok(seen as f64 / t0.elapsed().as_secs_f64())
+    with_pool: bool,
 }
 
-/// Semi-supervised steps at batch 32 with augmentation, each with [`SEMI_RATIO`] pool images per
-/// labelled one drawn from `images` (FixMatch's weak and strong views, pseudo-labels at the
-/// default threshold): labelled images per second.
-fn semi_throughput(
+/// Trains `timed` steps (after `warmup`) from an endless shuffled stream; returns labelled
+/// images/s.
+fn train_throughput(
     images: &Arc<Images>,
-    warmup: usize,
-    timed: usize,
+    steps: Steps,
+    (warmup, timed): (usize, usize),
     precision: Precision,
     device: &Device,
 ) -> Result<f64> {
@@ -231,10 +207,14 @@ fn semi_throughput(
         training_parts(net, &crate::record::AdamSettings::with_lr(1e-3), None, &ad);
     let mut model = model.with_precision(precision);
     let source = std::path::PathBuf::from("bench");
-    let pool = crate::data::pool::Pool::new(images.pixels().to_vec(), None, source.clone())?;
-    let draw = PoolDraw {
-        pool: Arc::new(pool),
-        ratio: SEMI_RATIO,
+    let draw = if steps.with_pool {
+        let pool = crate::data::pool::Pool::new(images.pixels().to_vec(), None, source.clone())?;
+        Some(PoolDraw {
+            pool: Arc::new(pool),
+            ratio: SEMI_RATIO,
+        })
+    } else {
+        None
     };
     let u = crate::unlabeled::PoolOptions {
         unlabeled: Some(source),
@@ -250,14 +230,8 @@ fn semi_throughput(
         thresholds: &thresholds,
     };
     let mut stream = (0..).flat_map(|epoch| {
-        epoch_steps(
-            images.clone(),
-            32,
-            AugmentConfig::STANDARD,
-            1,
-            epoch,
-            Some(draw.clone()),
-        )
+        let (batch, augment) = (steps.batch, steps.augment);
+        epoch_steps(images.clone(), batch, augment, 1, epoch, draw.clone())
     });
     let mut t0 = Instant::now();
     let mut seen = 0;
@@ -269,9 +243,12 @@ fn semi_throughput(
         }
         let step = stream.next().expect("an endless stream");
         seen += step.labelled.len();
-        let pool = step.pool.expect("every step draws pool images");
-        let (grads, _, _, _) =
-            semi::forward_backward(&model, &loss_fn, step.labelled, pool, &how, device, &ad);
+        let grads = match step.pool {
+            Some(p) => {
+                semi::forward_backward(&model, &loss_fn, step.labelled, p, &how, device, &ad).0
+            }
+            None => forward_backward(&model, &loss_fn, step.labelled, &ad).0,
+        };
         model = optim.step(1e-3, model, grads);
     }
     Ok(seen as f64 / t0.elapsed().as_secs_f64())
@@ -299,32 +276,43 @@ pub fn run(
     }
     let images = Arc::new(images.clone());
     log("training, batch 128, no augmentation...");
+    let rounds = |timed| (cfg.warmup, timed);
     let train_b128 = train_throughput(
         &images,
-        128,
-        AugmentConfig::NONE,
-        cfg.warmup,
-        cfg.batches_b128,
+        Steps {
+            batch: 128,
+            augment: AugmentConfig::NONE,
+            with_pool: false,
+        },
+        rounds(cfg.batches_b128),
         cfg.precision,
         device,
     )?;
     log(&format!("  {train_b128:.1} images/s"));
     log("training, batch 32, augmentation rotation=10,shift=0.1,zoom=0.1...");
-    let train_b32_aug = train_throughput(
-        &images,
-        32,
-        AugmentConfig::STANDARD,
-        cfg.warmup,
-        cfg.batches_b32,
-        cfg.precision,
-        device,
-    )?;
+    let b32 = Steps {
+        batch: 32,
+        augment: AugmentConfig::STANDARD,
+        with_pool: false,
+    };
+    let train_b32_aug =
+        train_throughput(&images, b32, rounds(cfg.batches_b32), cfg.precision, device)?;
     log(&format!("  {train_b32_aug:.1} images/s"));
     log(&format!(
         "semi-supervised steps, batch 32 + {} pool images, augmentation...",
         32 * SEMI_RATIO
     ));
-    let semi_b32 = semi_throughput(&images, cfg.warmup, cfg.batches_b32, cfg.precision, device)?;
+    let pooled = Steps {
+        with_pool: true,
+        ..b32
+    };
+    let semi_b32 = train_throughput(
+        &images,
+        pooled,
+        rounds(cfg.batches_b32),
+        cfg.precision,
+        device,
+    )?;
     log(&format!("  {semi_b32:.1} labelled images/s"));
 
     let model = ArchConfig::standard(10)
