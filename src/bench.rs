@@ -10,7 +10,7 @@ use crate::device::Precision;
 use crate::error::{Error, Result};
 use crate::eval::probabilities;
 use crate::model::ArchConfig;
-use crate::train::{forward_backward, semi, training_parts};
+use crate::train::{semi, train_step, training_parts};
 use burn::prelude::*;
 use std::sync::Arc;
 use std::time::Instant;
@@ -243,12 +243,7 @@ fn train_throughput(
         }
         let step = stream.next().expect("an endless stream");
         seen += step.labelled.len();
-        let grads = match step.pool {
-            Some(p) => {
-                semi::forward_backward(&model, &loss_fn, step.labelled, p, &how, device, &ad).0
-            }
-            None => forward_backward(&model, &loss_fn, step.labelled, &ad).0,
-        };
+        let grads = train_step(&model, &loss_fn, step, Some(&how), device, &ad).0;
         model = optim.step(1e-3, model, grads);
     }
     Ok(seen as f64 / t0.elapsed().as_secs_f64())

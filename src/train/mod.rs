@@ -16,7 +16,7 @@ pub mod semi;
 pub mod state;
 pub mod timing;
 
-use crate::batch::{Batch, PoolDraw, epoch_steps};
+use crate::batch::{Batch, PoolDraw, Step, epoch_steps};
 use crate::cancel;
 use crate::checkpoint::{self, Meta, Metrics};
 use crate::data::Dataset;
@@ -188,6 +188,30 @@ pub fn forward_backward(
     (grads, f64::from(loss.into_scalar::<f32>()), hits)
 }
 
+/// One training step: FixMatch's when the step has pool images and the run a pool (`how`; its
+/// pool counts are returned), the labelled batch's otherwise. The training loop, `--time`'s
+/// timing and `bench` take their steps here.
+pub fn train_step(
+    model: &Net,
+    loss_fn: &CrossEntropyLoss,
+    step: Step,
+    how: Option<&semi::Pseudo>,
+    device: &Device,
+    ad: &Device,
+) -> (GradientsParams, f64, usize, Option<semi::PoolCounts>) {
+    match (step.pool, how) {
+        (Some(p), Some(how)) => {
+            let (g, l, h, counts) =
+                semi::forward_backward(model, loss_fn, step.labelled, p, how, device, ad);
+            (g, l, h, Some(counts))
+        }
+        _ => {
+            let (g, l, h) = forward_backward(model, loss_fn, step.labelled, ad);
+            (g, l, h, None)
+        }
+    }
+}
+
 /// The loss of `logits` against `labels`, and how many of them the logits predict.
 pub(crate) fn labelled_loss(
     loss_fn: &CrossEntropyLoss,
@@ -325,27 +349,16 @@ fn run_loop(
         for (b, batch) in steps.into_iter().enumerate().skip(st.batch) {
             ad.seed(batch_seed(run.seed, st.epoch, b));
             let n = batch.labelled.len();
-            let (grads, l, hits) = match (batch.pool, &run.unlabeled) {
-                (Some(p), Some(u)) => {
-                    let how = semi::Pseudo {
-                        unlabeled: u,
-                        shares: &shares,
-                        thresholds: &thresholds,
-                    };
-                    let (g, l, h, counts) = semi::forward_backward(
-                        &model,
-                        &loss_fn,
-                        batch.labelled,
-                        p,
-                        &how,
-                        device,
-                        &ad,
-                    );
-                    st.pool.accumulate(&counts);
-                    (g, l, h)
-                }
-                _ => forward_backward(&model, &loss_fn, batch.labelled, &ad),
-            };
+            let how = run.unlabeled.as_ref().map(|u| semi::Pseudo {
+                unlabeled: u,
+                shares: &shares,
+                thresholds: &thresholds,
+            });
+            let (grads, l, hits, counts) =
+                train_step(&model, &loss_fn, batch, how.as_ref(), device, &ad);
+            if let Some(c) = counts {
+                st.pool.accumulate(&c);
+            }
             if !l.is_finite() {
                 observer.progress().event(Event::BatchesEnded);
                 let last = if last_p.is_file() {

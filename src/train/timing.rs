@@ -4,7 +4,7 @@
 //! batch-norm statistics are shared with its copies, and the run must train the bits that a run
 //! of its record trains; the device's generator is seeded again as the run seeded it.
 
-use super::{forward_backward, semi, training_parts};
+use super::{semi, train_step, training_parts};
 use crate::batch::{PoolDraw, epoch_steps};
 use crate::budget::Timing;
 use crate::data::Dataset;
@@ -64,17 +64,12 @@ pub fn measure(data: &Dataset, run: &RunRecord, device: &Device, spent: f64) -> 
         let step = steps
             .next()
             .ok_or_else(|| Error::invalid("no training batch to time"))?;
-        let grads = match (step.pool, &run.unlabeled) {
-            (Some(p), Some(u)) => {
-                let how = semi::Pseudo {
-                    unlabeled: u,
-                    shares: &shares,
-                    thresholds: &thresholds,
-                };
-                semi::forward_backward(&model, &loss_fn, step.labelled, p, &how, device, &ad).0
-            }
-            _ => forward_backward(&model, &loss_fn, step.labelled, &ad).0,
-        };
+        let how = run.unlabeled.as_ref().map(|u| semi::Pseudo {
+            unlabeled: u,
+            shares: &shares,
+            thresholds: &thresholds,
+        });
+        let grads = train_step(&model, &loss_fn, step, how.as_ref(), device, &ad).0;
         model = optim.step(run.optimizer.lr, model, grads);
     }
     let step = t0.elapsed().as_secs_f64() / TIMED_STEPS as f64;
