@@ -16,6 +16,7 @@ pub mod bench;
 pub mod budget;
 pub mod bundled;
 pub mod cancel;
+pub mod cluster;
 pub mod checkpoint;
 pub mod compare;
 pub mod data;

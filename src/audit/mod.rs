@@ -9,11 +9,13 @@
 
 pub mod confident;
 pub mod folds;
+pub mod held_out;
 pub mod page;
 pub mod similar;
 mod write;
 
 use crate::checkpoint;
+use crate::cluster::{Job, Task};
 use crate::data::Dataset;
 use crate::data::labelled::{self, Labelled};
 use crate::device;
@@ -93,6 +95,11 @@ pub struct AuditRequest {
     /// folds [default: 5].
     #[arg(long)]
     pub folds: Option<usize>,
+    /// Train only fold K (1 to --folds) and keep its out-of-fold predictions in
+    /// OUT/folds/fold-K/, writing no results: what each task of `--on slurm` and each line of
+    /// `--on list` runs. The same command without it reads the finished folds back.
+    #[arg(long, value_name = "K")]
+    pub fold: Option<usize>,
 }
 
 /// What an audit found.
@@ -195,41 +202,186 @@ fn info(progress: &mut dyn Progress, text: impl std::fmt::Display) {
     progress.event(Event::Info(text.to_string()));
 }
 
-/// Audits the labelled images of the request's data: trains the folds, finds likely wrong
-/// labels, duplicates and outliers, and writes them into the output directory.
-pub fn run(req: &AuditRequest, progress: &mut dyn Progress) -> Result<Audit> {
-    let k = check_flags(req)?;
-    let mut request = req.train.clone();
-    let o = &mut request.options;
-    o.epochs = Some(o.epochs.unwrap_or(DEFAULT_EPOCHS));
-    o.out = Some(o.out.take().unwrap_or_else(|| PathBuf::from(DEFAULT_OUT)));
-    let plan = plan::resolve(Stage::Train, &request)?;
-    if let Some(note) = &plan.start_note {
-        info(progress, note);
+/// An audit ready to train its folds: the resolved plan, the images and their folds.
+struct Prepared {
+    k: usize,
+    plan: plan::TrainPlan,
+    request: TrainRequest,
+    data: Labelled,
+    folds: Vec<usize>,
+    out: PathBuf,
+}
+
+impl Prepared {
+    /// Checks the flags and the output directory, loads the images and deals them into folds.
+    fn new(req: &AuditRequest, progress: &mut dyn Progress) -> Result<Self> {
+        let k = check_flags(req)?;
+        let mut request = req.train.clone();
+        let o = &mut request.options;
+        o.epochs = Some(o.epochs.unwrap_or(DEFAULT_EPOCHS));
+        o.out = Some(o.out.take().unwrap_or_else(|| PathBuf::from(DEFAULT_OUT)));
+        let plan = plan::resolve(Stage::Train, &request)?;
+        if let Some(note) = &plan.start_note {
+            info(progress, note);
+        }
+        let out = plan.record.out.clone();
+        check_out(&out, request.options.overwrite)?;
+        let record = &plan.record;
+        let mut data = labelled::load(&record.data.path, record.data.invert, record.data.fit)?;
+        for w in std::mem::take(&mut data.warnings) {
+            progress.event(Event::Warning(w));
+        }
+        if k > data.images.len() {
+            return Err(Error::invalid(format!(
+                "--folds {k} is more than the {} labelled images of {}: each fold must hold at                  least one image",
+                data.images.len(),
+                record.data.path.display()
+            )));
+        }
+        if let Some(f) = req.fold
+            && !(1..=k).contains(&f)
+        {
+            return Err(Error::invalid(format!(
+                "--fold {f} is not a fold of this audit: give 1 to {k} (--folds {k})"
+            )));
+        }
+        let folds = folds::assign(data.images.labels(), data.classes.len(), k, record.seed);
+        Ok(Prepared {
+            k,
+            plan,
+            request,
+            data,
+            folds,
+            out,
+        })
     }
-    let out = plan.record.out.clone();
-    let _lock = fsutil::lock_dir(&out)?;
-    check_out(&out, request.options.overwrite)?;
-    let record = &plan.record;
-    let mut data = labelled::load(&record.data.path, record.data.invert, record.data.fit)?;
-    for w in std::mem::take(&mut data.warnings) {
-        progress.event(Event::Warning(w));
+
+    fn fold_dir(&self, fold: usize) -> PathBuf {
+        self.out.join("folds").join(format!("fold-{}", fold + 1))
     }
-    let classes = data.classes.len();
-    if k > data.images.len() {
-        return Err(Error::invalid(format!(
-            "--folds {k} is more than the {} labelled images of {}: each fold must hold at least \
-             one image",
-            data.images.len(),
-            record.data.path.display()
-        )));
+
+    /// Fold `fold`'s data: the other folds train, it is the validation set.
+    fn fold_data(&self, fold: usize) -> (Dataset, Vec<usize>) {
+        let (train_idx, held) = folds::split(&self.folds, fold);
+        let d = Dataset {
+            classes: self.data.classes.clone(),
+            train: self.data.images.select(&train_idx),
+            val: self.data.images.select(&held),
+            test: None,
+            source: self.plan.record.data.path.clone(),
+            val_was_split: false,
+            warnings: Vec::new(),
+            pool: None,
+        };
+        (d, held)
     }
-    let counts = data.images.class_counts(classes);
+
+    /// What fold `fold`'s file must say to be read back (its predictions left empty).
+    fn wanted(&self, d: &Dataset) -> held_out::HeldOut {
+        held_out::HeldOut {
+            settings: crate::compare::settings(&self.request),
+            folds: self.k,
+            fingerprint: crate::record::Fingerprint::of(d),
+            probs: vec![0.0; d.val.len() * d.classes.len()],
+            seconds: 0.0,
+        }
+    }
+
+    /// Fold `fold`'s out-of-fold predictions: read back when its folder holds them, trained
+    /// (from the run's seed, as a lone fold would be) and kept otherwise.
+    fn fold(
+        &self,
+        fold: usize,
+        dev: &burn::prelude::Device,
+        progress: &mut dyn Progress,
+    ) -> Result<held_out::HeldOut> {
+        let (fold_data, held) = self.fold_data(fold);
+        let dir = self.fold_dir(fold);
+        let _lock = fsutil::lock_dir(&dir)?;
+        let want = self.wanted(&fold_data);
+        let overwrite = self.request.options.overwrite;
+        if let Some(h) = held_out::read(&dir, &want, overwrite)? {
+            return Ok(h);
+        }
+        let record = &self.plan.record;
+        let mut fold_plan = self.plan.clone();
+        fold_plan.record.out = dir.clone();
+        // Every fold starts from the run's seed, so a fold trained alone (a Slurm task) has the
+        // bits of the same fold trained after the others.
+        dev.seed(record.seed);
+        let (model, _) = train::init::initial_model(&mut fold_plan, &fold_data, dev)?;
+        let mut observer = FoldObserver(WarningsOnly(progress));
+        let outcome = train::fit(model, &fold_data, &fold_plan.record, dev, &mut observer)?;
+        train::resume::remove(&dir)?;
+        let (model, _) = checkpoint::load(&train::last_path(&dir), dev)?;
+        let model = model.with_precision(record.precision);
+        let p = predict_set_cancellable(&model, &fold_data.val, dev)?;
+        // The fold's model has done its work: only its history and predictions stay (about 10
+        // MB less a fold).
+        for f in [
+            "best.safetensors",
+            "best.json",
+            "last.safetensors",
+            "last.json",
+        ] {
+            fsutil::remove_if_exists(&dir.join(f))?;
+        }
+        let classes = self.data.classes.len();
+        let mut probs = Vec::with_capacity(held.len() * classes);
+        for r in 0..held.len() {
+            probs.extend_from_slice(p.row(r));
+        }
+        let h = held_out::HeldOut {
+            probs,
+            seconds: outcome.history.0.iter().map(|e| e.seconds).sum(),
+            ..want
+        };
+        held_out::write(&dir, &h)?;
+        Ok(h)
+    }
+
+    /// `fold 2/5: trained on 29, predicted 7 (their given labels: 0.8571 agree) in 3 s`.
+    fn line(&self, fold: usize, h: &held_out::HeldOut) -> String {
+        let (train_idx, held) = folds::split(&self.folds, fold);
+        let c = self.data.classes.len();
+        let labels = self.data.images.labels();
+        let agree = held
+            .iter()
+            .enumerate()
+            .filter(|&(r, &i)| crate::eval::argmax(&h.probs[r * c..(r + 1) * c]) as u32 == labels[i])
+            .count();
+        format!(
+            "fold {}/{}: trained on {}, predicted {} (their given labels: {:.4} agree) in {:.0} s",
+            fold + 1,
+            self.k,
+            train_idx.len(),
+            held.len(),
+            agree as f64 / held.len().max(1) as f64,
+            h.seconds
+        )
+    }
+}
+
+/// Audits the labelled images of the request's data: trains the folds (or reads back those
+/// trained before), finds likely wrong labels, duplicates and outliers, and writes them into the
+/// output directory. With `--fold K`, trains that fold alone and returns `None`.
+pub fn run(req: &AuditRequest, progress: &mut dyn Progress) -> Result<Option<Audit>> {
+    let p = Prepared::new(req, progress)?;
+    let record = &p.plan.record;
+    let dev = device::make(record.device, record.seed)?;
+    if let Some(f) = req.fold {
+        let h = p.fold(f - 1, &dev, progress)?;
+        progress.event(Event::RunDone(p.line(f - 1, &h)));
+        return Ok(None);
+    }
+    let _lock = fsutil::lock_dir(&p.out)?;
+    let (k, classes) = (p.k, p.data.classes.len());
+    let counts = p.data.images.class_counts(classes);
     if let Some(c) = (0..classes).find(|&c| counts[c] < k) {
         progress.event(Event::Warning(format!(
             "class {:?} has {} image(s), fewer than the {k} folds: some folds' models never see it, \
              so its labels look doubtful",
-            data.classes[c], counts[c]
+            p.data.classes[c], counts[c]
         )));
     }
     info(
@@ -238,73 +390,67 @@ pub fn run(req: &AuditRequest, progress: &mut dyn Progress) -> Result<Audit> {
             "Audit: {} — {} labelled images, {classes} classes; {k}-fold cross-validation, each \
              fold {} epochs from {} -> {}",
             record.data.path.display(),
-            data.images.len(),
+            p.data.images.len(),
             record.epochs,
             record.init,
-            out.display()
+            p.out.display()
         ),
     );
-    let dev = device::make(record.device, record.seed)?;
-    let folds = folds::assign(data.images.labels(), classes, k, record.seed);
-    let mut probs = vec![0f32; data.images.len() * classes];
+    let mut probs = vec![0f32; p.data.images.len() * classes];
     progress.event(Event::RunsStarted {
         total: k,
         what: "audit",
     });
     for fold in 0..k {
-        let (train_idx, held) = folds::split(&folds, fold);
-        let fold_data = Dataset {
-            classes: data.classes.clone(),
-            train: data.images.select(&train_idx),
-            val: data.images.select(&held),
-            test: None,
-            source: record.data.path.clone(),
-            val_was_split: false,
-            warnings: Vec::new(),
-            pool: None,
-        };
-        let mut fold_plan = plan.clone();
-        fold_plan.record.out = out.join("folds").join(format!("fold-{}", fold + 1));
-        let (model, _) = train::init::initial_model(&mut fold_plan, &fold_data, &dev)?;
-        let mut observer = FoldObserver(WarningsOnly(progress));
-        let outcome = train::fit(model, &fold_data, &fold_plan.record, &dev, &mut observer)?;
-        train::resume::remove(&fold_plan.record.out)?;
-        let (model, _) = checkpoint::load(&train::last_path(&fold_plan.record.out), &dev)?;
-        let model = model.with_precision(record.precision);
-        let p = predict_set_cancellable(&model, &fold_data.val, &dev)?;
-        // The fold's model has done its work: only its history stays (about 10 MB less a fold).
-        for f in [
-            "best.safetensors",
-            "best.json",
-            "last.safetensors",
-            "last.json",
-        ] {
-            fsutil::remove_if_exists(&fold_plan.record.out.join(f))?;
-        }
+        let h = p.fold(fold, &dev, progress)?;
+        let (_, held) = folds::split(&p.folds, fold);
         for (r, &i) in held.iter().enumerate() {
-            probs[i * classes..(i + 1) * classes].copy_from_slice(p.row(r));
+            probs[i * classes..(i + 1) * classes].copy_from_slice(&h.probs[r * classes..(r + 1) * classes]);
         }
-        let seconds: f64 = outcome.history.0.iter().map(|e| e.seconds).sum();
-        progress.event(Event::RunDone(format!(
-            "fold {}/{k}: trained on {}, predicted {} (their given labels: {:.4} agree) in {seconds:.0} s",
-            fold + 1,
-            train_idx.len(),
-            held.len(),
-            p.accuracy()
-        )));
+        progress.event(Event::RunDone(p.line(fold, &h)));
     }
-    let findings = confident::find(&probs, data.images.labels(), classes);
-    let similarity = similar::analyse(&data.images, data.test.as_ref());
+    let findings = confident::find(&probs, p.data.images.labels(), classes);
+    let similarity = similar::analyse(&p.data.images, p.data.test.as_ref());
     let audit = Audit {
-        data,
+        data: p.data,
         probs,
-        folds,
+        folds: p.folds,
         findings,
         similarity,
-        out,
+        out: p.out,
     };
     write::all(&audit)?;
-    Ok(audit)
+    Ok(Some(audit))
+}
+
+/// The folds not trained yet, for another engine (`--on slurm`, `--on list`).
+pub fn job(req: &AuditRequest, progress: &mut dyn Progress) -> Result<Job> {
+    if req.fold.is_some() {
+        return Err(Error::invalid(
+            "--fold trains one fold here: give it without --on",
+        ));
+    }
+    let p = Prepared::new(req, progress)?;
+    let mut tasks = Vec::new();
+    for fold in 0..p.k {
+        let (d, _) = p.fold_data(fold);
+        let want = p.wanted(&d);
+        if held_out::read(&p.fold_dir(fold), &want, p.request.options.overwrite)?.is_some() {
+            continue;
+        }
+        tasks.push(Task {
+            name: format!("fold {}", fold + 1),
+            select: vec!["--fold".into(), (fold + 1).to_string()],
+            images: (d.train.len() * p.plan.record.epochs) as u64,
+            budget_s: None,
+        });
+    }
+    Ok(Job {
+        what: "audit",
+        out: p.out,
+        tasks,
+        resident_images: (p.data.images.len() + p.data.test.as_ref().map_or(0, |t| t.len())) as u64,
+    })
 }
 
 #[cfg(test)]
@@ -343,6 +489,7 @@ mod tests {
                 ..Default::default()
             },
             folds: None,
+            fold: None,
         };
         let e = check_flags(&req).unwrap_err().to_string();
         assert!(

@@ -2,16 +2,19 @@
 
 use super::render::{Console, say, say_raw};
 use super::{
-    BenchArgs, Cli, Command, CompareArgs, ExportArgs, PredictArgs, PreviewArgs, ServeArgs,
+    AuditArgs, BenchArgs, Cli, Command, CompareArgs, ExportArgs, PredictArgs, PreviewArgs,
+    ServeArgs,
 };
 use anyhow::{Context, Result, bail};
 use warmstart::checkpoint;
+use warmstart::cluster::{self, CommandLine, Engine, EngineArgs, Job, slurm};
 use warmstart::compare::{self, CompareRequest};
 use warmstart::data::LoadOptions;
 use warmstart::device;
 use warmstart::options::RuntimeArgs;
 use warmstart::pipeline::{self, EvalRequest, load_data};
 use warmstart::predict::{self, Outcome, PredictRequest, Predicted};
+use warmstart::progress::{Event, Progress, WarningsOnly};
 use warmstart::record::Stage;
 use warmstart::report::figures::{
     augment_preview_png, check_preview, check_preview_out, one_per_class,
@@ -98,8 +101,21 @@ fn command_on_workers(command: Command) -> Result<()> {
     }
 }
 
-fn audit(a: &warmstart::audit::AuditRequest, console: &mut Console) -> Result<()> {
-    let audit = warmstart::audit::run(a, console)?;
+fn audit(args: &AuditArgs, console: &mut Console) -> Result<()> {
+    let a = &args.request;
+    args.engine.check()?;
+    if args.engine.on != Engine::Local {
+        if a.fold.is_some() {
+            bail!("--fold trains one fold here: give it without --on");
+        }
+        let job = warmstart::audit::job(a, &mut WarningsOnly(console))?;
+        if elsewhere(&job, &args.engine, a.train.runtime.threads, console)? {
+            return Ok(());
+        }
+    }
+    let Some(audit) = warmstart::audit::run(a, console)? else {
+        return Ok(());
+    };
     let f = &audit.findings;
     let s = &audit.similarity;
     let wrong: f64 = f.estimated_wrong.iter().sum();
@@ -338,12 +354,27 @@ fn compare(a: &CompareArgs, console: &mut Console) -> Result<()> {
     if a.train.resume.is_some() {
         bail!("compare has no --resume: re-run the same compare command to continue it");
     }
+    a.engine.check()?;
     let variants = a
         .variants
         .iter()
         .map(|v| compare::variant::parse(v))
         .collect::<warmstart::Result<_>>()?;
     let req = CompareRequest::new(a.train.request.clone(), variants, a.seeds.as_deref())?;
+    if let Some(cell) = &a.cell {
+        if a.engine.on != Engine::Local {
+            bail!("--cell runs one run here: give it without --on");
+        }
+        let r = compare::run_cell(&req, cell, console)?;
+        say(compare::run_line(&r));
+        return Ok(());
+    }
+    if a.engine.on != Engine::Local {
+        let job = compare::job(&req, &mut WarningsOnly(console))?;
+        if elsewhere(&job, &a.engine, a.train.request.runtime.threads, console)? {
+            return Ok(());
+        }
+    }
     let out = req.out.clone();
     let c = compare::run(&req, console)?;
     say(format_args!("\n{}", compare::table(&c)));
@@ -352,6 +383,70 @@ fn compare(a: &CompareArgs, console: &mut Console) -> Result<()> {
         out.display()
     ));
     Ok(())
+}
+
+/// Hands `job`'s unfinished runs to `--on`'s engine; `false` when there are none left and the
+/// caller collects the results here.
+fn elsewhere(
+    job: &Job,
+    engine: &EngineArgs,
+    threads: Option<usize>,
+    console: &mut Console,
+) -> Result<bool> {
+    let argv: Vec<String> = std::env::args().collect();
+    let cmd = CommandLine::of_this_process(&argv)?;
+    match engine.on {
+        Engine::Local => Ok(false),
+        Engine::List => {
+            if job.tasks.is_empty() {
+                eprintln!("Every run of this {} is finished: run the command below.", job.what);
+            }
+            say_raw(&cluster::list(job, &cmd, threads)?);
+            Ok(true)
+        }
+        Engine::Slurm => {
+            let mut warn = |w: String| console.event(Event::Warning(w));
+            let outcome = cluster::slurm::submit(
+                job,
+                &cmd,
+                (threads, &engine.slurm_arg, engine.dry_run),
+                &mut warn,
+            )?;
+            match outcome {
+                slurm::Outcome::Submitted {
+                    array,
+                    collect,
+                    runs,
+                    logs,
+                } => {
+                    say(format_args!(
+                        "Submitted {runs} run(s) of this {} as Slurm job array {array}; job {collect} \
+                         collects them into {} once they all succeed.",
+                        job.what,
+                        job.out.display()
+                    ));
+                    say(format_args!(
+                        "Follow them with `squeue -j {array},{collect}`; logs are in {}. If a run \
+                         fails or is cancelled, run this command again: it submits the runs left.",
+                        logs.display()
+                    ));
+                }
+                slurm::Outcome::Written { submit, runs } => say(format_args!(
+                    "Wrote the job scripts for {runs} run(s) beside {}: submit them with `sh {}`",
+                    submit.display(),
+                    submit.display()
+                )),
+                slurm::Outcome::NothingToRun => {
+                    say(format_args!(
+                        "Every run of this {} is finished: collecting them here.",
+                        job.what
+                    ));
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        }
+    }
 }
 
 fn eval(a: &EvalRequest, console: &mut Console) -> Result<()> {

@@ -72,7 +72,8 @@ pub enum Command {
     /// on your data (default: pretrained or random start x augmentation or none).
     #[command(
         after_help = "Example:\n  warmstart compare --data my-images/ --seeds 3\n  \
-                            warmstart compare --variant base='' --variant lr3='--lr 0.003' --variant long='--epochs 100'\n\n\
+                            warmstart compare --variant base='' --variant lr3='--lr 0.003' --variant long='--epochs 100'\n  \
+                            warmstart compare --data my-images/ --seeds 5 --threads 4 --on slurm --slurm-arg=--partition=cpu\n\n\
                             Every run is a normal run directory (OUT/<variant>/seed-<s>/). Re-running the same \
                             command skips finished runs and resumes an interrupted one. Other flags (--epochs, \
                             --limit, --data, ...) apply to every variant; a variant's own flags take precedence."
@@ -84,7 +85,8 @@ pub enum Command {
     /// outliers.csv, out_of_fold.csv and audit.html.
     #[command(
         after_help = "Example:\n  warmstart audit --data my-images/ --out runs/audit\n  \
-                            warmstart audit --data my-images/ --folds 10 --epochs 50\n\n\
+                            warmstart audit --data my-images/ --folds 10 --epochs 50\n  \
+                            warmstart audit --data my-images/ --on list | parallel -j 4   # then the same command without --on\n\n\
                             Each fold trains as `warmstart train` would (same flags), with fewer epochs unless --epochs is given.",
         mut_arg("epochs", |a| a.help(format!(
             "Epochs of each fold's training [default: {}]",
@@ -95,7 +97,7 @@ pub enum Command {
             warmstart::audit::DEFAULT_OUT
         )))
     )]
-    Audit(warmstart::audit::AuditRequest),
+    Audit(AuditArgs),
     /// Pick the unlabelled images to label next: the ones a trained model is least sure of,
     /// spread over the kinds of image it tells apart. Copies them into OUT/to-label/ and lists
     /// them in OUT/suggested.csv.
@@ -166,7 +168,7 @@ impl Command {
             Command::Predict(a) => Some(&a.runtime),
             Command::Run(a) => Some(&a.runtime),
             Command::Compare(a) => Some(&a.train.request.runtime),
-            Command::Audit(a) => Some(&a.train.runtime),
+            Command::Audit(a) => Some(&a.request.train.runtime),
             Command::Suggest(a) => Some(&a.runtime),
             Command::Bench(a) => Some(&a.runtime),
             Command::Serve(a) => Some(&a.runtime),
@@ -189,8 +191,24 @@ pub struct CompareArgs {
     /// grid; the first is the baseline.
     #[arg(long = "variant", value_name = "NAME=FLAGS")]
     pub variants: Vec<String>,
+    /// Run only this run of the comparison, VARIANT/seed-S (its folder), writing no table: what
+    /// each task of `--on slurm` and each line of `--on list` runs. The same command without it
+    /// reads the finished runs back.
+    #[arg(long, value_name = "VARIANT/seed-S")]
+    pub cell: Option<String>,
+    #[command(flatten)]
+    pub engine: warmstart::cluster::EngineArgs,
     #[command(flatten)]
     pub train: TrainArgs,
+}
+
+/// Flags of `audit`: its own, `train`'s for each fold, and where the folds run.
+#[derive(Args, Debug, Clone)]
+pub struct AuditArgs {
+    #[command(flatten)]
+    pub request: warmstart::audit::AuditRequest,
+    #[command(flatten)]
+    pub engine: warmstart::cluster::EngineArgs,
 }
 
 #[derive(Args, Debug, Clone)]

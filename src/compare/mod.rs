@@ -23,7 +23,8 @@ use crate::fsutil::{create_dir, write_atomic};
 use crate::options::{InitRequest, RuntimeArgs, TrainOptions, TrainRequest};
 use crate::progress::{Event, Progress};
 pub use runs::settings;
-use runs::{DataFingerprints, one_run};
+use crate::cluster::{Job, Task};
+use runs::{Cell, DataFingerprints, one_run, read_back};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use stats::{Difference, VariantSummary, mean_sd_ci};
@@ -222,9 +223,9 @@ fn merged(common: &TrainRequest, v: &TrainRequest) -> TrainRequest {
     }
 }
 
-/// Runs (or reads back, or resumes) every (variant, seed) and writes `compare.csv`,
-/// `compare.json`, `compare.png` and `compare.html` into the output directory.
-pub fn run(req: &CompareRequest, progress: &mut dyn Progress) -> Result<Comparison> {
+/// Checks the variants' names, creates the output directory and says where the default start
+/// comes from (once, first).
+fn prepare(req: &CompareRequest, progress: &mut dyn Progress) -> Result<()> {
     if req.variants.is_empty() || req.seeds.is_empty() {
         return Err(Error::invalid(
             "a comparison needs at least one variant and one seed",
@@ -257,6 +258,26 @@ pub fn run(req: &CompareRequest, progress: &mut dyn Progress) -> Result<Comparis
     {
         progress.event(Event::Info(note));
     }
+    Ok(())
+}
+
+/// Every (variant, seed) of the comparison, variant by variant.
+fn cells(req: &CompareRequest) -> Vec<Cell<'_>> {
+    req.variants
+        .iter()
+        .flat_map(|v| {
+            let base = merged(&req.common, &v.request);
+            req.seeds
+                .iter()
+                .map(move |&seed| Cell::new(req, v, &base, seed))
+        })
+        .collect()
+}
+
+/// Runs (or reads back, or resumes) every (variant, seed) and writes `compare.csv`,
+/// `compare.json`, `compare.png` and `compare.html` into the output directory.
+pub fn run(req: &CompareRequest, progress: &mut dyn Progress) -> Result<Comparison> {
+    prepare(req, progress)?;
     let total = req.variants.len() * req.seeds.len();
     progress.event(Event::Info(format!(
         "Comparing {} variants x {} seeds ({total} runs) in {}",
@@ -270,30 +291,76 @@ pub fn run(req: &CompareRequest, progress: &mut dyn Progress) -> Result<Comparis
     });
     let mut runs = Vec::with_capacity(total);
     let mut data = DataFingerprints::default();
-    for v in &req.variants {
-        let base = merged(&req.common, &v.request);
-        for &seed in &req.seeds {
-            let dir = PathBuf::from(&v.name).join(format!("seed-{seed}"));
-            let r = one_run(req, v, &base, (seed, &dir), &mut data, progress)?;
-            let line = format!(
-                "[{}/{total}] {} seed {}: {} accuracy {:.4} ({}/{}), best epoch {}, {:.0} s",
-                runs.len() + 1,
-                r.variant,
-                r.seed,
-                r.scored_on,
-                r.accuracy,
-                r.correct,
-                r.total,
-                r.best_epoch,
-                r.seconds
-            );
-            progress.event(Event::RunDone(line));
-            runs.push(r);
-        }
+    for cell in cells(req) {
+        let r = one_run(req, &cell, &mut data, progress)?;
+        progress.event(Event::RunDone(format!(
+            "[{}/{total}] {}",
+            runs.len() + 1,
+            run_line(&r)
+        )));
+        runs.push(r);
     }
     let c = summarise(req, runs);
     write_outputs(&req.out, &c)?;
     Ok(c)
+}
+
+/// `pretrained seed 2: test accuracy 0.8550 (855/1000), best epoch 41, 97 s`.
+pub fn run_line(r: &RunResult) -> String {
+    format!(
+        "{} seed {}: {} accuracy {:.4} ({}/{}), best epoch {}, {:.0} s",
+        r.variant, r.seed, r.scored_on, r.accuracy, r.correct, r.total, r.best_epoch, r.seconds
+    )
+}
+
+/// Runs (or reads back, or resumes) the one run `name` (`VARIANT/seed-S`, as its directory) of
+/// the comparison, and writes no table: what each task of `--on slurm` and each line of
+/// `--on list` does.
+pub fn run_cell(req: &CompareRequest, name: &str, progress: &mut dyn Progress) -> Result<RunResult> {
+    prepare(req, progress)?;
+    let all = cells(req);
+    let cell = all.iter().find(|c| c.name() == name).ok_or_else(|| {
+        let names: Vec<String> = all.iter().map(Cell::name).collect();
+        Error::invalid(format!(
+            "--cell {name:?} is not a run of this comparison; its runs are {}",
+            names.join(", ")
+        ))
+    })?;
+    one_run(req, cell, &mut DataFingerprints::default(), progress)
+}
+
+/// The runs not finished yet, for another engine (`--on slurm`, `--on list`); refuses, as the
+/// local loop would, a run trained with other settings or on other data.
+pub fn job(req: &CompareRequest, progress: &mut dyn Progress) -> Result<Job> {
+    prepare(req, progress)?;
+    let mut data = DataFingerprints::default();
+    let mut tasks = Vec::new();
+    let mut resident = 0;
+    for cell in cells(req) {
+        let r = &cell.request;
+        let plan = crate::plan::resolve(crate::record::Stage::Train, r)?;
+        let f = data.of(r)?;
+        let pool = data.pool_size(r)?;
+        resident = resident.max((f.train + f.val + f.test.unwrap_or(0) + pool) as u64);
+        if read_back(req, &cell, &mut data)?.is_some() {
+            continue;
+        }
+        // A pool step trains on the labelled batch and two views of `ratio` times as many
+        // pool images.
+        let per_epoch = plan.record.unlabeled.as_ref().map_or(1.0, |u| 1.0 + 2.0 * u.ratio as f64);
+        tasks.push(Task {
+            name: cell.name(),
+            select: vec!["--cell".into(), cell.name()],
+            images: (f.train as f64 * per_epoch * plan.record.epochs as f64) as u64,
+            budget_s: plan.record.time.map(|t| t.seconds()),
+        });
+    }
+    Ok(Job {
+        what: "compare",
+        out: req.out.clone(),
+        tasks,
+        resident_images: resident,
+    })
 }
 
 /// The per-variant summaries and the paired differences from the baseline.

@@ -12,7 +12,7 @@ use crate::record::{Fingerprint, Stage};
 use crate::train;
 use serde::Serialize;
 use serde_json::Value;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// What makes one run's results: its options (but where it writes), the device and the
 /// arithmetic. Saved as JSON in the run's directory; threads change no result and are left out.
@@ -76,22 +76,61 @@ const RESULT: &str = "result.json";
 /// A run's [`settings`], beside its results.
 const SETTINGS: &str = "compare-settings.json";
 
+/// One (variant, seed) of a comparison, and what it trains with.
+pub(super) struct Cell<'a> {
+    pub v: &'a Variant,
+    pub seed: u64,
+    /// Its directory, relative to the comparison's.
+    pub rel: PathBuf,
+    /// Its request: the variant's flags over the common ones, its seed and directory.
+    pub request: TrainRequest,
+}
+
+impl<'a> Cell<'a> {
+    pub fn new(req: &CompareRequest, v: &'a Variant, base: &TrainRequest, seed: u64) -> Self {
+        let rel = PathBuf::from(&v.name).join(format!("seed-{seed}"));
+        let mut request = base.clone();
+        request.options.seed = Some(seed);
+        request.options.out = Some(req.out.join(&rel));
+        Cell {
+            v,
+            seed,
+            rel,
+            request,
+        }
+    }
+
+    /// `pretrained+aug/seed-2`: its directory, and how `--cell` names it.
+    pub fn name(&self) -> String {
+        format!("{}/seed-{}", self.v.name, self.seed)
+    }
+}
+
 /// One (variant, seed): read back when finished, resumed when interrupted, trained otherwise.
 pub(super) fn one_run(
     req: &CompareRequest,
-    v: &Variant,
-    base: &TrainRequest,
-    (seed, rel): (u64, &Path),
+    cell: &Cell,
     data: &mut DataFingerprints,
     progress: &mut dyn Progress,
 ) -> Result<RunResult> {
-    let dir = req.out.join(rel);
-    let mut r = base.clone();
-    r.options.seed = Some(seed);
-    r.options.out = Some(dir.clone());
-    let settings = settings(&r);
+    if let Some(done) = read_back(req, cell, data)? {
+        return Ok(done);
+    }
+    train_cell(req, cell, progress)
+}
+
+/// The finished run's result, checked against the comparison's flags and data; `None` when it
+/// has still to train (or to resume). Refuses a run trained with other settings.
+pub(super) fn read_back(
+    req: &CompareRequest,
+    cell: &Cell,
+    data: &mut DataFingerprints,
+) -> Result<Option<RunResult>> {
+    let dir = req.out.join(&cell.rel);
+    let r = &cell.request;
+    let settings = settings(r);
     // What an earlier layout wrote for the same run, so its folders read back.
-    let legacy = Value::String(legacy::settings_text(&r));
+    let legacy = Value::String(legacy::settings_text(r));
     let result_path = dir.join(RESULT);
     let settings_path = dir.join(SETTINGS);
     let legacy_path = dir.join(legacy::FILE);
@@ -143,7 +182,7 @@ pub(super) fn one_run(
                 .as_ref()
                 .and_then(|m| m.training.unlabeled.as_ref()?.fingerprint.clone());
             if let Some(was) = recorded_pool {
-                let now = data.pool_of(&r)?;
+                let now = data.pool_of(r)?;
                 if now.as_deref() != Some(was.as_str()) {
                     return Err(Error::format(
                         &dir,
@@ -157,7 +196,7 @@ pub(super) fn one_run(
                 }
             }
             if let Some(was) = recorded {
-                let now = data.of(&r)?;
+                let now = data.of(r)?;
                 if was != now {
                     return Err(Error::format(
                         &dir,
@@ -177,9 +216,19 @@ pub(super) fn one_run(
                 write_json(&settings_path, &settings)?;
                 let _ = std::fs::remove_file(&legacy_path);
             }
-            return Ok(done);
+            return Ok(Some(done));
         }
     }
+    Ok(None)
+}
+
+/// Trains (or resumes) the cell and writes its result.
+fn train_cell(req: &CompareRequest, cell: &Cell, progress: &mut dyn Progress) -> Result<RunResult> {
+    let dir = req.out.join(&cell.rel);
+    let r = &cell.request;
+    let settings = settings(r);
+    let settings_path = dir.join(SETTINGS);
+    let legacy_path = dir.join(legacy::FILE);
     create_dir(&dir)?;
     write_json(&settings_path, &settings)?;
     let _ = std::fs::remove_file(&legacy_path);
@@ -196,7 +245,7 @@ pub(super) fn one_run(
     let r = if resume.is_some() {
         &resumed_as_set_up
     } else {
-        &r
+        r
     };
     let res = pipeline::train_stage(Stage::Train, r, resume, &mut WarningsOnly(progress))
         .inspect_err(|e| {
@@ -221,8 +270,8 @@ pub(super) fn one_run(
         }
     };
     let result = RunResult {
-        variant: v.name.clone(),
-        seed,
+        variant: cell.v.name.clone(),
+        seed: cell.seed,
         settings,
         accuracy,
         correct,
@@ -230,9 +279,9 @@ pub(super) fn one_run(
         scored_on: scored_on.into(),
         best_epoch: best.epoch,
         seconds: res.history.0.iter().map(|e| e.seconds).sum(),
-        dir: rel.to_path_buf(),
+        dir: cell.rel.clone(),
     };
-    write_json(&result_path, &result)?;
+    write_json(&dir.join(RESULT), &result)?;
     Ok(result)
 }
 
@@ -246,12 +295,12 @@ fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
 #[derive(Default)]
 pub(super) struct DataFingerprints {
     data: std::collections::HashMap<String, Fingerprint>,
-    pools: std::collections::HashMap<String, String>,
+    pools: std::collections::HashMap<String, (String, usize)>,
 }
 
 impl DataFingerprints {
     /// The fingerprint of the data run `r` would train on, as it is now.
-    fn of(&mut self, r: &TrainRequest) -> Result<Fingerprint> {
+    pub(super) fn of(&mut self, r: &TrainRequest) -> Result<Fingerprint> {
         let record = crate::plan::resolve(Stage::Train, r)?.record;
         let key = format!("{:?} {:?}", record.data.path, record.load_options());
         if let Some(f) = self.data.get(&key) {
@@ -265,6 +314,15 @@ impl DataFingerprints {
 
     /// The fingerprint of the unlabelled pool run `r` would train with, as it is now.
     fn pool_of(&mut self, r: &TrainRequest) -> Result<Option<String>> {
+        Ok(self.pool(r)?.map(|(f, _)| f))
+    }
+
+    /// The images in the unlabelled pool run `r` would train with, as it is now.
+    pub(super) fn pool_size(&mut self, r: &TrainRequest) -> Result<usize> {
+        Ok(self.pool(r)?.map_or(0, |(_, n)| n))
+    }
+
+    fn pool(&mut self, r: &TrainRequest) -> Result<Option<(String, usize)>> {
         let record = crate::plan::resolve(Stage::Train, r)?.record;
         let Some(u) = &record.unlabeled else {
             return Ok(None);
@@ -276,8 +334,8 @@ impl DataFingerprints {
         if let Some(f) = self.pools.get(&key) {
             return Ok(Some(f.clone()));
         }
-        let f =
-            crate::data::pool::load(&u.path, record.data.invert, record.data.fit)?.fingerprint();
+        let pool = crate::data::pool::load(&u.path, record.data.invert, record.data.fit)?;
+        let f = (pool.fingerprint(), pool.len());
         self.pools.insert(key, f.clone());
         Ok(Some(f))
     }
