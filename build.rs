@@ -4,7 +4,9 @@
 //! `warmstart_fashion_originals` (the original Fashion-MNIST IDX files, from
 //! `WARMSTART_FASHION_MNIST`) and `warmstart_gpu` (built with the `gpu` feature where a Vulkan
 //! driver is installed, or wherever `WARMSTART_REQUIRE_GPU=1` asks for the GPU tests to run and
-//! fail without an adapter). Tests are built and run on the same machine; a target directory
+//! fail without an adapter), `warmstart_slurm` (root, with Debian's Slurm and munge daemons and
+//! clients installed, to start a single-node cluster; or `WARMSTART_REQUIRE_SLURM=1`) and
+//! `warmstart_parallel` (GNU parallel on the PATH). Tests are built and run on the same machine; a target directory
 //! carried to another CPU is rebuilt by `cargo clean`.
 
 fn main() {
@@ -12,7 +14,16 @@ fn main() {
     println!("cargo::rustc-check-cfg=cfg(warmstart_bf16)");
     println!("cargo::rustc-check-cfg=cfg(warmstart_fashion_originals)");
     println!("cargo::rustc-check-cfg=cfg(warmstart_gpu)");
+    println!("cargo::rustc-check-cfg=cfg(warmstart_slurm)");
+    println!("cargo::rustc-check-cfg=cfg(warmstart_parallel)");
     println!("cargo::rerun-if-env-changed=WARMSTART_REQUIRE_GPU");
+    println!("cargo::rerun-if-env-changed=WARMSTART_REQUIRE_SLURM");
+    if slurm_expected() {
+        println!("cargo::rustc-cfg=warmstart_slurm");
+    }
+    if installed(&["/usr/bin/parallel"]) {
+        println!("cargo::rustc-cfg=warmstart_parallel");
+    }
     if std::env::var_os("CARGO_FEATURE_GPU").is_some() && gpu_driver_expected() {
         println!("cargo::rustc-cfg=warmstart_gpu");
     }
@@ -62,4 +73,41 @@ fn gpu_driver_expected() -> bool {
         }
         std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some())
     })
+}
+
+/// Whether every program at `paths` exists; the folders are watched, so that installing them
+/// later builds the tests again.
+fn installed(paths: &[&str]) -> bool {
+    let mut dirs: Vec<&str> = paths
+        .iter()
+        .filter_map(|p| std::path::Path::new(p).parent()?.to_str())
+        .collect();
+    dirs.dedup();
+    for d in dirs {
+        if std::path::Path::new(d).is_dir() {
+            println!("cargo::rerun-if-changed={d}");
+        }
+    }
+    paths.iter().all(|p| std::path::Path::new(p).is_file())
+}
+
+/// Whether the Slurm tests can start a single-node cluster here: asked for, or running as root
+/// with the daemons and clients of Debian's packages installed.
+fn slurm_expected() -> bool {
+    if std::env::var_os("WARMSTART_REQUIRE_SLURM").is_some_and(|v| v == "1") {
+        return true;
+    }
+    let root = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .find(|l| l.starts_with("Uid:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            == Some("0")
+    });
+    root && installed(&[
+        "/usr/sbin/slurmctld",
+        "/usr/sbin/slurmd",
+        "/usr/sbin/munged",
+        "/usr/bin/sbatch",
+        "/usr/bin/squeue",
+    ])
 }
