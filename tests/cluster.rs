@@ -67,7 +67,10 @@ fn audit_args(out: &str) -> Vec<String> {
 }
 
 fn with<'a>(args: &'a [String], more: &[&'a str]) -> Vec<&'a str> {
-    args.iter().map(String::as_str).chain(more.iter().copied()).collect()
+    args.iter()
+        .map(String::as_str)
+        .chain(more.iter().copied())
+        .collect()
 }
 
 fn ok_in(dir: &Path, args: &[&str]) -> String {
@@ -90,7 +93,12 @@ fn same_checkpoints(a: &Path, b: &Path, cells: &[&str]) {
         for f in ["best.safetensors", "last.safetensors"] {
             let x = std::fs::read(a.join(c).join(f)).unwrap();
             let y = std::fs::read(b.join(c).join(f)).unwrap();
-            assert!(x == y, "{c}/{f} differs between {} and {}", a.display(), b.display());
+            assert!(
+                x == y,
+                "{c}/{f} differs between {} and {}",
+                a.display(),
+                b.display()
+            );
         }
     }
 }
@@ -117,10 +125,16 @@ fn a_listed_comparison_run_by_gnu_parallel_gives_the_local_table() {
     let lines: Vec<&str> = list.lines().collect();
     assert_eq!(lines.len(), 6, "{list}");
     for (line, cell) in lines.iter().zip(CELLS) {
-        assert!(line.contains(&format!("--cell {cell} --threads 1")), "{line}");
+        assert!(
+            line.contains(&format!("--cell {cell} --threads 1")),
+            "{line}"
+        );
     }
     // The collecting command comes last, as a comment: parallel skips it.
-    assert!(lines[5].starts_with("# ") && !lines[5].contains("--cell"), "{list}");
+    assert!(
+        lines[5].starts_with("# ") && !lines[5].contains("--cell"),
+        "{list}"
+    );
     std::fs::write(dir.join("runs.txt"), &list).unwrap();
     let status = Command::new("parallel")
         .args(["-j", "2", "--halt", "now,fail=1", "--arg-file", "runs.txt"])
@@ -128,7 +142,10 @@ fn a_listed_comparison_run_by_gnu_parallel_gives_the_local_table() {
         .status()
         .unwrap();
     assert!(status.success());
-    assert!(!dir.join("listed/compare.csv").exists(), "the runs wrote the table");
+    assert!(
+        !dir.join("listed/compare.csv").exists(),
+        "the runs wrote the table"
+    );
     // Everything is finished: the list holds only the collecting command.
     let again = ok_in(dir, &with(&compare_args("listed"), &["--on", "list"]));
     assert_eq!(again.lines().count(), 2, "{again}");
@@ -139,7 +156,11 @@ fn a_listed_comparison_run_by_gnu_parallel_gives_the_local_table() {
     // An audit's folds likewise.
     ok_in(dir, &with(&audit_args("audit-local"), &[]));
     let list = ok_in(dir, &with(&audit_args("audit-listed"), &["--on", "list"]));
-    assert_eq!(list.lines().filter(|l| !l.starts_with('#')).count(), 3, "{list}");
+    assert_eq!(
+        list.lines().filter(|l| !l.starts_with('#')).count(),
+        3,
+        "{list}"
+    );
     std::fs::write(dir.join("folds.txt"), &list).unwrap();
     let status = Command::new("parallel")
         .args(["-j", "2", "--halt", "now,fail=1", "--arg-file", "folds.txt"])
@@ -154,6 +175,73 @@ fn a_listed_comparison_run_by_gnu_parallel_gives_the_local_table() {
         let b = std::fs::read(dir.join("audit-listed").join(f)).unwrap();
         assert!(a == b, "{f} differs");
     }
+}
+
+#[test]
+fn engine_flags_are_checked_and_a_dry_run_writes_the_scripts_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let args = compare_args("c");
+    let err = common::fails_in(dir, &with(&args, &["--dry-run"]));
+    assert!(
+        err.contains("--dry-run only apply with --on slurm"),
+        "{err}"
+    );
+    let err = common::fails_in(dir, &with(&args, &["--cell", "base/seed-9"]));
+    assert!(
+        err.contains("--cell \"base/seed-9\" is not a run of this comparison")
+            && err.contains("lr3/seed-2"),
+        "{err}"
+    );
+    let err = common::fails_in(
+        dir,
+        &with(&args, &["--cell", "base/seed-1", "--on", "list"]),
+    );
+    assert!(err.contains("without --on"), "{err}");
+    let err = common::fails_in(dir, &with(&audit_args("a"), &["--fold", "4"]));
+    assert!(
+        err.contains("--fold 4 is not a fold of this audit: give 1 to 3"),
+        "{err}"
+    );
+    // Without sbatch on the PATH: a dry run needs none and submits nothing.
+    let out = Command::new(env!("CARGO_BIN_EXE_warmstart"))
+        .env("PATH", "/nonexistent")
+        .current_dir(dir)
+        .args(with(
+            &args,
+            &["--on", "slurm", "--dry-run", "--slurm-arg=--partition=cpu"],
+        ))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let slurm = dir.join("c/slurm");
+    let runs = std::fs::read_to_string(slurm.join("runs.sbatch")).unwrap();
+    assert!(runs.contains("#SBATCH --array=0-3\n") && runs.contains("#SBATCH --cpus-per-task=1\n"));
+    for cell in CELLS {
+        assert_eq!(
+            runs.matches(&format!("--cell {cell} --threads \"$threads\""))
+                .count(),
+            1
+        );
+    }
+    let submit = std::fs::read_to_string(slurm.join("submit.sh")).unwrap();
+    assert!(
+        submit.contains("--dependency=afterok:\"$array\"") && submit.contains("--partition=cpu"),
+        "{submit}"
+    );
+    assert!(!slurm.join("submitted.json").exists() && !dir.join("c/base").exists());
+    // Without --dry-run and without Slurm: a clear error, nothing submitted.
+    let out = Command::new(env!("CARGO_BIN_EXE_warmstart"))
+        .env("PATH", "/nonexistent")
+        .current_dir(dir)
+        .args(with(&args, &["--on", "slurm"]))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("squeue is not on PATH"),
+        "{err}"
+    );
 }
 
 /// A single-node Slurm cluster in a temporary folder, stopped when dropped.
@@ -209,7 +297,11 @@ impl Cluster {
     }
 
     fn queue(&self) -> String {
-        let out = self.command("squeue").args(["-h", "-o", "%i %T"]).output().unwrap();
+        let out = self
+            .command("squeue")
+            .args(["-h", "-o", "%i %T"])
+            .output()
+            .unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -274,9 +366,19 @@ fn compare_and_audit_on_a_real_slurm_cluster_give_the_local_results() {
         "{err}"
     );
     // The audit's 3 folds go in beside it.
+    // Submitted by hand, from the scripts `--dry-run` writes.
     ok_in(dir, &with(&audit_args("audit-local"), &[]));
-    let out = cluster.warmstart(dir, &with(&audit_args("audit-slurm"), &["--on", "slurm"]));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("Submitted 3 run(s)"));
+    let out = cluster.warmstart(
+        dir,
+        &with(&audit_args("audit-slurm"), &["--on", "slurm", "--dry-run"]),
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Wrote the job scripts for 3 run(s)"));
+    let submitted = cluster
+        .command("sh")
+        .arg(dir.join("audit-slurm/slurm/submit.sh"))
+        .output()
+        .unwrap();
+    assert!(submitted.status.success(), "{submitted:?}");
     cluster.drain(limit);
     let slurm = dir.join("slurm");
     assert!(
@@ -287,7 +389,11 @@ fn compare_and_audit_on_a_real_slurm_cluster_give_the_local_results() {
     assert_eq!(table(&dir.join("local")), table(&slurm));
     same_checkpoints(&dir.join("local"), &slurm, &CELLS);
     let audit = dir.join("audit-slurm");
-    assert!(audit.join("label_issues.csv").is_file(), "{}", cluster.logs(&audit));
+    assert!(
+        audit.join("label_issues.csv").is_file(),
+        "{}",
+        cluster.logs(&audit)
+    );
     for f in AUDIT_FILES {
         let a = std::fs::read(dir.join("audit-local").join(f)).unwrap();
         let b = std::fs::read(audit.join(f)).unwrap();
@@ -324,23 +430,35 @@ fn compare_and_audit_on_a_real_slurm_cluster_give_the_local_results() {
     let run = dir.join("long/base/seed-1");
     let start = Instant::now();
     while !run.join("resume.ckpt").is_file() {
-        assert!(start.elapsed() < limit, "no epoch ended: {}", cluster.logs(&dir.join("long")));
+        assert!(
+            start.elapsed() < limit,
+            "no epoch ended: {}",
+            cluster.logs(&dir.join("long"))
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let status = cluster.command("scancel").arg(&array).status().unwrap();
     assert!(status.success());
     cluster.drain(limit);
-    assert!(!run.join("result.json").exists(), "the run finished before it was cancelled");
+    assert!(
+        !run.join("result.json").exists(),
+        "the run finished before it was cancelled"
+    );
     let out = cluster.warmstart(dir, &with(&longer("long"), &["--on", "slurm"]));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains(&format!("base/seed-1 did not finish in job {array}: its log is"))
-            && err.contains(&format!("{array}_0.out")),
+        err.contains(&format!(
+            "base/seed-1 did not finish in job {array}: its log is"
+        )) && err.contains(&format!("{array}_0.out")),
         "{err}"
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("Submitted 1 run(s)"));
     cluster.drain(limit);
-    assert!(dir.join("long/compare.csv").is_file(), "{}", cluster.logs(&dir.join("long")));
+    assert!(
+        dir.join("long/compare.csv").is_file(),
+        "{}",
+        cluster.logs(&dir.join("long"))
+    );
     assert_eq!(table(&dir.join("long-local")), table(&dir.join("long")));
     same_checkpoints(&dir.join("long-local"), &dir.join("long"), &["base/seed-1"]);
 }

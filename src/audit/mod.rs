@@ -348,7 +348,9 @@ impl Prepared {
         let agree = held
             .iter()
             .enumerate()
-            .filter(|&(r, &i)| crate::eval::argmax(&h.probs[r * c..(r + 1) * c]) as u32 == labels[i])
+            .filter(|&(r, &i)| {
+                crate::eval::argmax(&h.probs[r * c..(r + 1) * c]) as u32 == labels[i]
+            })
             .count();
         format!(
             "fold {}/{}: trained on {}, predicted {} (their given labels: {:.4} agree) in {:.0} s",
@@ -405,7 +407,8 @@ pub fn run(req: &AuditRequest, progress: &mut dyn Progress) -> Result<Option<Aud
         let h = p.fold(fold, &dev, progress)?;
         let (_, held) = folds::split(&p.folds, fold);
         for (r, &i) in held.iter().enumerate() {
-            probs[i * classes..(i + 1) * classes].copy_from_slice(&h.probs[r * classes..(r + 1) * classes]);
+            probs[i * classes..(i + 1) * classes]
+                .copy_from_slice(&h.probs[r * classes..(r + 1) * classes]);
         }
         progress.event(Event::RunDone(p.line(fold, &h)));
     }

@@ -399,7 +399,10 @@ fn elsewhere(
         Engine::Local => Ok(false),
         Engine::List => {
             if job.tasks.is_empty() {
-                eprintln!("Every run of this {} is finished: run the command below.", job.what);
+                eprintln!(
+                    "Every run of this {} is finished: run the command below.",
+                    job.what
+                );
             }
             say_raw(&cluster::list(job, &cmd, threads)?);
             Ok(true)

@@ -163,7 +163,13 @@ fn header(name: &str, r: Resources, output: &Path) -> Result<String> {
 }
 
 /// The array's script: task `i` runs the `i`-th unfinished run's command.
-fn runs_script(job: &Job, cmd: &CommandLine, name: &str, r: Resources, logs: &Path) -> Result<String> {
+fn runs_script(
+    job: &Job,
+    cmd: &CommandLine,
+    name: &str,
+    r: Resources,
+    logs: &Path,
+) -> Result<String> {
     let mut s = format!(
         "#!/bin/bash\n# warmstart {}: {} run(s) as a Slurm job array, one task per run. Each task \
          runs what\n# `warmstart {}` runs here for that run; run the command again to submit the \
@@ -172,7 +178,10 @@ fn runs_script(job: &Job, cmd: &CommandLine, name: &str, r: Resources, logs: &Pa
         job.tasks.len(),
         job.what
     );
-    s.push_str(&format!("#SBATCH --array=0-{}\n", job.tasks.len().saturating_sub(1)));
+    s.push_str(&format!(
+        "#SBATCH --array=0-{}\n",
+        job.tasks.len().saturating_sub(1)
+    ));
     s.push_str(&header(name, r, &logs.join("%A_%a.out"))?);
     s.push_str(&format!(
         "set -euo pipefail\nthreads=${{SLURM_CPUS_PER_TASK:-{}}}\ncase \"$SLURM_ARRAY_TASK_ID\" in\n",
@@ -190,7 +199,13 @@ fn runs_script(job: &Job, cmd: &CommandLine, name: &str, r: Resources, logs: &Pa
 }
 
 /// The collecting job's script: the user's command, which reads the finished runs back.
-fn collect_script(job: &Job, cmd: &CommandLine, name: &str, r: Resources, logs: &Path) -> Result<String> {
+fn collect_script(
+    job: &Job,
+    cmd: &CommandLine,
+    name: &str,
+    r: Resources,
+    logs: &Path,
+) -> Result<String> {
     Ok(format!(
         "#!/bin/bash\n# warmstart {}: collects the runs of the array into the results (it runs \
          once every\n# task has succeeded: sbatch --dependency=afterok).\n{}set -euo pipefail\n\
@@ -252,8 +267,15 @@ pub fn submit(
     let runs = dir.join("runs.sbatch");
     let collect = dir.join("collect.sbatch");
     write_atomic(&runs, runs_script(job, cmd, &name, r, &logs)?.as_bytes())?;
-    write_atomic(&collect, collect_script(job, cmd, &name, r, &logs)?.as_bytes())?;
-    let extra_q = extra.iter().map(|a| quote(a)).collect::<Result<Vec<_>>>()?.join(" ");
+    write_atomic(
+        &collect,
+        collect_script(job, cmd, &name, r, &logs)?.as_bytes(),
+    )?;
+    let extra_q = extra
+        .iter()
+        .map(|a| quote(a))
+        .collect::<Result<Vec<_>>>()?
+        .join(" ");
     if dry_run {
         let submit = dir.join("submit.sh");
         let text = format!(
@@ -335,7 +357,10 @@ mod tests {
         let big = Resources::estimate(&job(6_000_000, None), Some(2));
         assert_eq!(small.cpus, 2);
         assert_eq!(small.minutes, SETUP_MINUTES + 10);
-        assert!(big.minutes > 100 * (small.minutes - SETUP_MINUTES), "{big:?}");
+        assert!(
+            big.minutes > 100 * (small.minutes - SETUP_MINUTES),
+            "{big:?}"
+        );
         assert_eq!(
             Resources::estimate(&job(6_000_000, Some(600.0)), Some(2)).minutes,
             SETUP_MINUTES + 20
@@ -353,7 +378,9 @@ mod tests {
         let r = Resources::estimate(&job(1, None), Some(3));
         let s = runs_script(&job(1, None), &cmd, "n", r, Path::new("/w/o/slurm/logs")).unwrap();
         assert!(s.starts_with("#!/bin/bash\n"));
-        assert!(s.contains("#SBATCH --array=0-0\n#SBATCH --job-name=n\n#SBATCH --cpus-per-task=3\n"));
+        assert!(
+            s.contains("#SBATCH --array=0-0\n#SBATCH --job-name=n\n#SBATCH --cpus-per-task=3\n")
+        );
         assert!(s.contains("#SBATCH --output=/w/o/slurm/logs/%A_%a.out\n"));
         assert!(s.contains(
             "  0) # a/seed-1\n    cd /w && /bin/warmstart compare --data d --cell a/seed-1 \

@@ -17,13 +17,13 @@ mod tests;
 pub mod variant;
 
 use crate::augment::AugmentConfig;
+use crate::cluster::{Job, Task};
 use crate::device::PrecisionRequest;
 use crate::error::{Error, Result};
 use crate::fsutil::{create_dir, write_atomic};
 use crate::options::{InitRequest, RuntimeArgs, TrainOptions, TrainRequest};
 use crate::progress::{Event, Progress};
 pub use runs::settings;
-use crate::cluster::{Job, Task};
 use runs::{Cell, DataFingerprints, one_run, read_back};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -316,7 +316,11 @@ pub fn run_line(r: &RunResult) -> String {
 /// Runs (or reads back, or resumes) the one run `name` (`VARIANT/seed-S`, as its directory) of
 /// the comparison, and writes no table: what each task of `--on slurm` and each line of
 /// `--on list` does.
-pub fn run_cell(req: &CompareRequest, name: &str, progress: &mut dyn Progress) -> Result<RunResult> {
+pub fn run_cell(
+    req: &CompareRequest,
+    name: &str,
+    progress: &mut dyn Progress,
+) -> Result<RunResult> {
     prepare(req, progress)?;
     let all = cells(req);
     let cell = all.iter().find(|c| c.name() == name).ok_or_else(|| {
@@ -347,7 +351,11 @@ pub fn job(req: &CompareRequest, progress: &mut dyn Progress) -> Result<Job> {
         }
         // A pool step trains on the labelled batch and two views of `ratio` times as many
         // pool images.
-        let per_epoch = plan.record.unlabeled.as_ref().map_or(1.0, |u| 1.0 + 2.0 * u.ratio as f64);
+        let per_epoch = plan
+            .record
+            .unlabeled
+            .as_ref()
+            .map_or(1.0, |u| 1.0 + 2.0 * u.ratio as f64);
         tasks.push(Task {
             name: cell.name(),
             select: vec!["--cell".into(), cell.name()],
