@@ -381,7 +381,7 @@ mod tests {
         assert!(
             s.contains("#SBATCH --array=0-0\n#SBATCH --job-name=n\n#SBATCH --cpus-per-task=3\n")
         );
-        assert!(s.contains("#SBATCH --output=/w/o/slurm/logs/%A_%a.out\n"));
+        assert!(s.contains("#SBATCH --output='/w/o/slurm/logs/%A_%a.out'\n"));
         assert!(s.contains(
             "  0) # a/seed-1\n    cd /w && /bin/warmstart compare --data d --cell a/seed-1 \
              --threads \"$threads\" ;;\n"
