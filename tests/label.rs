@@ -328,3 +328,145 @@ fn an_audits_flagged_labels_are_checked_and_moved_to_the_right_folder() {
     let err = fails(&["label", "--audit", s(&idx_audit), "--port", "0"]);
     assert!(err.contains("IDX or CSV"), "{err}");
 }
+
+#[test]
+#[cfg(unix)]
+fn files_outside_the_pool_or_the_audited_data_are_never_moved() {
+    use std::os::unix::fs::symlink;
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let into = t.join("data");
+    pool(&into.join("zero"), 2);
+    pool(&into.join("one"), 2);
+    let before = files(&into);
+    // A pool that is the labelled data under another spelling.
+    let dodge = t.join("x/../data");
+    std::fs::create_dir_all(t.join("x")).unwrap();
+    let err = fails(&[
+        "label",
+        "--pool",
+        s(&dodge),
+        "--into",
+        s(&into),
+        "--port",
+        "0",
+    ]);
+    assert!(err.contains("is inside --into"), "{err}");
+    // Data folders `train` would not read as INTO/<class>/: refused, nothing created.
+    let split = t.join("split");
+    pool(&split.join("train/zero"), 1);
+    let p = t.join("pool");
+    pool(&p, 2);
+    let err = fails(&["label", "--pool", s(&p), "--into", s(&split), "--port", "0"]);
+    assert!(
+        err.contains("layout") && err.contains(&format!("{}", split.join("train").display())),
+        "{err}"
+    );
+    let idx = t.join("idx");
+    std::fs::create_dir_all(&idx).unwrap();
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("data/fashion-1k/train-images-idx3-ubyte.gz"),
+        idx.join("train-images-idx3-ubyte.gz"),
+    )
+    .unwrap();
+    let err = fails(&[
+        "label",
+        "--pool",
+        s(&p),
+        "--into",
+        s(&idx),
+        "--classes",
+        "a,b",
+        "--port",
+        "0",
+    ]);
+    assert!(err.contains("IDX files"), "{err}");
+    assert_eq!(files(&idx), ["train-images-idx3-ubyte.gz"]);
+    // A pool with a link out of it and a link to itself: neither is offered, and it starts.
+    let outside = t.join("outside");
+    pool(&outside, 3);
+    symlink(&outside, p.join("elsewhere")).unwrap();
+    symlink(".", p.join("self")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_warmstart"))
+        .args(["label", "--pool", s(&p), "--into", s(&into), "--port", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut BufReader::new(child.stdout.take().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    assert!(first.starts_with("Labelling 2 images"), "{first}");
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("2 symbolic link(s)") && err.contains("left out"),
+        "{err}"
+    );
+    assert_eq!(files(&outside).len(), 3);
+    // `train --unlabeled` reads through the outward link and skips the loop, saying so.
+    let out = run(&[
+        "train",
+        "--data",
+        "data/fashion-1k",
+        "--init",
+        "random",
+        "--limit",
+        "50",
+        "--test-limit",
+        "20",
+        "--epochs",
+        "1",
+        "--unlabeled",
+        s(&p),
+        "--out",
+        s(&t.join("run")),
+        "--threads",
+        "1",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && err.contains("(a loop): skipped"),
+        "{err}"
+    );
+    // An audit's list naming files outside its data, or outside the folder of their label.
+    let audit = t.join("audit");
+    std::fs::create_dir_all(&audit).unwrap();
+    std::fs::write(audit.join("classes.csv"), "class,images\nzero,2\none,2\n").unwrap();
+    let header = "rank,file,index,given,suggested,given_probability,suggested_probability\n";
+    let row =
+        |r: usize, f: &Path, given: &str| format!("{r},{},,{given},one,0.1,0.9\n", f.display());
+    let secret = outside.join("00.png");
+    let cases = [
+        (
+            row(1, &into.join("zero/00.png"), "zero") + &row(2, &secret, "zero"),
+            "not in a folder of that name",
+        ),
+        (
+            row(1, &into.join("zero/00.png"), "zero")
+                + &row(2, &t.join("x/../outside/01.png"), "zero"),
+            "not in a folder of that name",
+        ),
+        (
+            row(1, &into.join("zero/00.png"), "zero")
+                + &{
+                    pool(&t.join("other/zero"), 1);
+                    row(2, &t.join("other/zero/00.png"), "zero")
+                },
+            "outside the audited data",
+        ),
+    ];
+    for (rows, why) in cases {
+        std::fs::write(audit.join("label_issues.csv"), format!("{header}{rows}")).unwrap();
+        let err = fails(&["label", "--audit", s(&audit), "--port", "0"]);
+        assert!(err.contains(why), "{why}: {err}");
+    }
+    assert_eq!(files(&into), before);
+    assert_eq!(files(&outside).len(), 3);
+}

@@ -49,7 +49,10 @@ fn command_on_workers(command: Command) -> Result<()> {
         Command::Audit(a) => audit(&a, console),
         Command::Suggest(a) => suggest(&a, console),
         Command::Label(a) => {
-            warmstart::serve::label::serve(&a, |addr, n| {
+            warmstart::serve::label::serve(&a, |addr, n, warnings| {
+                for w in warnings {
+                    eprintln!("warning: {w}");
+                }
                 let what = match (&a.audit, &a.pool, &a.into) {
                     (Some(d), _, _) => format!(
                         "Checking {n} labels flagged by the audit in {}",

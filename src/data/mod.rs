@@ -11,6 +11,7 @@ pub mod labelled;
 pub mod pool;
 pub mod prepare;
 pub mod split;
+pub mod tree;
 
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};

@@ -8,7 +8,6 @@
 //! warning. Labels that come with the pool (an IDX labels file beside the images, a CSV label
 //! column) are kept apart, only to report how accurate the pseudo-labels are.
 
-use super::folder::{hidden, sorted_entries};
 use super::labelled::Origin;
 use super::prepare::{Fit, Invert, load_image};
 use super::{PIXELS, csv, idx};
@@ -150,19 +149,12 @@ fn csv_pool(path: &Path) -> Result<Pool> {
 
 /// Every image under `root`, at any depth, in path order.
 fn folder_pool(root: &Path, invert: Invert, fit: Fit) -> Result<Pool> {
-    let mut files = Vec::new();
-    let mut dirs = vec![root.to_path_buf()];
-    while let Some(d) = dirs.pop() {
-        crate::cancel::check("reading the unlabelled pool")?;
-        for p in sorted_entries(&d)? {
-            if p.is_dir() {
-                dirs.push(p);
-            } else if !hidden(&p) {
-                files.push(p);
-            }
-        }
-    }
-    files.sort();
+    let tree = super::tree::files(
+        root,
+        super::tree::Links::Follow,
+        "reading the unlabelled pool",
+    )?;
+    let files = tree.files;
     let mut pixels = Vec::with_capacity(files.len() * PIXELS);
     let mut skipped = Vec::new();
     let mut read = Vec::with_capacity(files.len());
@@ -191,9 +183,11 @@ fn folder_pool(root: &Path, invert: Invert, fit: Fit) -> Result<Pool> {
     }
     let mut pool = Pool::new(pixels, None, root.to_path_buf())?;
     pool.files = read;
+    pool.warnings = tree.warnings;
     if !skipped.is_empty() {
         let n = skipped.len();
-        pool.warnings = skipped.iter().map(|e| format!("skipped {e}")).collect();
+        pool.warnings
+            .extend(skipped.iter().map(|e| format!("skipped {e}")));
         pool.warnings.push(format!(
             "{n} file(s) under {} could not be used and were skipped",
             root.display()

@@ -210,9 +210,12 @@ fn guesses(model: &Path, q: &Queue) -> Result<(Vec<queue::Guess>, Vec<String>)> 
     Ok((guesses, meta.classes))
 }
 
-/// Serves the labelling page until Ctrl-C or SIGTERM; `on_ready` gets the address and the number
-/// of images.
-pub fn serve(req: &LabelRequest, on_ready: impl FnOnce(SocketAddr, usize)) -> Result<()> {
+/// Serves the labelling page until Ctrl-C or SIGTERM; `on_ready` gets the address, the number
+/// of images and what was left out of the pool.
+pub fn serve(
+    req: &LabelRequest,
+    on_ready: impl FnOnce(SocketAddr, usize, &[String]),
+) -> Result<()> {
     let model_classes = match &req.model {
         Some(m) => Some(checkpoint::read_meta(&checkpoint::resolve(m)?)?.classes),
         None => None,
@@ -245,6 +248,7 @@ pub fn serve(req: &LabelRequest, on_ready: impl FnOnce(SocketAddr, usize)) -> Re
         }
     };
     let total = q.items().len();
+    let warnings = q.warnings().to_vec();
     let state = Arc::new(routes::State {
         queue: Mutex::new(q),
         page: routes::page()?,
@@ -252,7 +256,7 @@ pub fn serve(req: &LabelRequest, on_ready: impl FnOnce(SocketAddr, usize)) -> Re
     super::run(
         "127.0.0.1",
         req.port,
-        |addr| on_ready(addr, total),
+        |addr| on_ready(addr, total, &warnings),
         move |addr| routes::router(state, super::guard::Guard::new(addr)),
     )
 }

@@ -3,7 +3,8 @@
 //! the folders are on different disks), so nothing is lost when the page or the program stops;
 //! undo moves it back. A file is never written over: a taken name gets a `-1`, `-2`, ... suffix.
 
-use crate::data::folder::sorted_entries;
+use crate::data::SourceKind;
+use crate::data::tree;
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
 
@@ -48,6 +49,7 @@ pub struct Queue {
     classes: Vec<String>,
     items: Vec<Item>,
     undo: Vec<Move>,
+    warnings: Vec<String>,
 }
 
 fn is_image(p: &Path) -> bool {
@@ -56,21 +58,12 @@ fn is_image(p: &Path) -> bool {
         .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
 }
 
-/// Every image file under `dir`, at any depth, in path order.
-fn image_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut found = Vec::new();
-    let mut dirs = vec![dir.to_path_buf()];
-    while let Some(d) = dirs.pop() {
-        for p in sorted_entries(&d)? {
-            if p.is_dir() {
-                dirs.push(p);
-            } else if is_image(&p) {
-                found.push(p);
-            }
-        }
-    }
-    found.sort();
-    Ok(found)
+/// Every image file under `dir`, at any depth, in path order, symbolic links left out (the page
+/// moves what it finds), and what was left out.
+fn image_files(dir: &Path) -> Result<(Vec<PathBuf>, Vec<String>)> {
+    let tree = tree::files(dir, tree::Links::Skip, "reading the images to label")?;
+    let images = tree.files.into_iter().filter(|p| is_image(p)).collect();
+    Ok((images, tree.warnings))
 }
 
 /// `dir/name`, or `dir/stem-N.ext` with the first N that is free.
@@ -102,6 +95,56 @@ fn move_file(from: &Path, to: &Path) -> Result<()> {
     std::fs::remove_file(from).map_err(|e| Error::io(from, e))
 }
 
+/// Refuses an `--into` that `train --data` would not read as `INTO/<class>/*`: a folder of IDX or
+/// CSV files (a class folder beside them makes the folder unreadable), or one with the
+/// `{train,val,test}/<class>` layout (its split folders would be offered as classes, and images
+/// filed beside them ignored).
+fn check_into(into: &Path) -> Result<()> {
+    if !into.is_dir() {
+        return Ok(());
+    }
+    if let Ok(kind @ (SourceKind::Idx | SourceKind::Csv)) = crate::data::detect(into) {
+        return Err(Error::format(
+            into,
+            format!(
+                "holds {} files: `label` files images into class folders; give --into an image \
+                 folder (a new one, or one of class folders)",
+                if kind == SourceKind::Idx {
+                    "IDX"
+                } else {
+                    "CSV"
+                }
+            ),
+        ));
+    }
+    if let Some(split) = ["train", "val", "test"]
+        .into_iter()
+        .find(|s| into.join(s).is_dir())
+    {
+        return Err(Error::format(
+            into,
+            format!(
+                "has the {{train,val,test}}/<class> layout ({split}/ is there): give --into {}",
+                into.join("train").display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The data folder a class folder's parent `root` belongs to, canonical: `root` itself, or its
+/// parent for the `{train,val,test}/<class>` layout.
+fn data_folder(root: &Path) -> Result<PathBuf> {
+    let c = std::fs::canonicalize(root).map_err(|e| Error::io(root, e))?;
+    let split = c
+        .file_name()
+        .is_some_and(|n| ["train", "val", "test"].iter().any(|s| n == *s));
+    Ok(match (split, c.parent()) {
+        (true, Some(p)) => p.to_path_buf(),
+        _ => c,
+    })
+}
+
 /// Refuses class names that cannot be folder names.
 fn check_names(classes: &[String]) -> Result<()> {
     match classes.iter().find(|c| {
@@ -120,6 +163,7 @@ impl Queue {
     pub fn to_check(classes: Vec<String>, files: Vec<(PathBuf, usize, Guess)>) -> Result<Queue> {
         check_names(&classes)?;
         let mut items = Vec::with_capacity(files.len());
+        let mut data_root: Option<PathBuf> = None;
         for (path, class, guess) in files {
             let root = path
                 .parent()
@@ -130,6 +174,34 @@ impl Queue {
                     &path,
                     "is not there any more (moved or relabelled since the audit?)",
                 ));
+            }
+            // An answer moves the file to a sibling class folder: only an image of the audited
+            // data, in the folder of the label the audit read, may move.
+            let folder = path.parent().and_then(Path::file_name);
+            if folder.and_then(|f| f.to_str()) != classes.get(class).map(String::as_str) {
+                return Err(Error::format(
+                    &path,
+                    format!(
+                        "is listed with the label {:?} but is not in a folder of that name: the \
+                         audit's list was changed, or the images were moved since",
+                        classes.get(class).map_or("?", String::as_str)
+                    ),
+                ));
+            }
+            let whole = data_folder(root)?;
+            match &data_root {
+                None => data_root = Some(whole),
+                Some(first) if *first != whole => {
+                    return Err(Error::format(
+                        &path,
+                        format!(
+                            "is outside the audited data ({}): an audit lists the images of one \
+                             data folder",
+                            first.display()
+                        ),
+                    ));
+                }
+                Some(_) => {}
             }
             items.push(Item {
                 name: path
@@ -151,12 +223,25 @@ impl Queue {
             classes,
             items,
             undo: Vec::new(),
+            warnings: Vec::new(),
         })
     }
 
     /// The image files under `pool`, to be filed into `into`'s class folders named `classes`.
+    /// Refuses a pool inside `into` (its images are labelled already; `..` and links resolved)
+    /// and an `into` that is not a folder of class folders; leaves out `into`'s own files when
+    /// it lies inside the pool.
     pub fn new(pool: &Path, into: &Path, classes: Vec<String>) -> Result<Queue> {
-        let files = image_files(pool)?;
+        check_into(into)?;
+        if crate::fsutil::within(pool, into) {
+            return Err(Error::invalid(format!(
+                "--pool {} is inside --into {} (its images are labelled already): give a pool \
+                 outside the labelled data",
+                pool.display(),
+                into.display()
+            )));
+        }
+        let (files, warnings) = image_files(pool)?;
         if files.is_empty() {
             return Err(Error::format(
                 pool,
@@ -164,10 +249,9 @@ impl Queue {
             ));
         }
         check_names(&classes)?;
-        let into_abs = std::path::absolute(into).map_err(|e| Error::io(into, e))?;
         let items = files
             .into_iter()
-            .filter(|f| std::path::absolute(f).map_or(true, |a| !a.starts_with(&into_abs)))
+            .filter(|f| !crate::fsutil::within(f, into))
             .map(|path| Item {
                 name: path
                     .strip_prefix(pool)
@@ -185,7 +269,13 @@ impl Queue {
             classes,
             items,
             undo: Vec::new(),
+            warnings,
         })
+    }
+
+    /// What was left out of the pool (symbolic links), to tell the user.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
     }
 
     /// The class names, in key order.
@@ -366,7 +456,11 @@ mod tests {
         let e = Queue::new(d.path(), &d.path().join("x"), vec!["a".into()]).unwrap_err();
         assert!(e.to_string().contains("no image files"), "{e}");
         touch(&d.path().join("p/1.png"), b"x");
-        let e = Queue::new(&d.path().join("p"), d.path(), vec!["../up".into()]).unwrap_err();
+        let data = d.path().join("data");
+        let e = Queue::new(&d.path().join("p"), &data, vec!["../up".into()]).unwrap_err();
         assert!(e.to_string().contains("../up"), "{e}");
+        // The pool inside the labelled data, however it is spelled.
+        let e = Queue::new(&d.path().join("p/../p"), d.path(), vec!["a".into()]).unwrap_err();
+        assert!(e.to_string().contains("is inside --into"), "{e}");
     }
 }
