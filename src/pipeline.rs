@@ -84,29 +84,32 @@ fn start(
     progress: &mut dyn Progress,
 ) -> Result<(Device, Dataset, crate::model::Net, String)> {
     let dev = device_reported(plan.record.device, plan.record.seed, progress)?;
-    let data = load_data(
+    let mut data = load_data(
         &plan.record.data.path,
         &plan.record.load_options(),
         progress,
     )?;
-    let mut data = data;
     if let Some(u) = &mut plan.record.unlabeled {
-        let pool = load_pool(u, &plan.record.data, progress)?;
-        u.count = Some(pool.len());
-        u.fingerprint = Some(pool.fingerprint());
+        let (pool, fingerprint, count) = load_pool(u, &plan.record.data, &data, progress)?;
+        u.count = Some(count);
+        u.fingerprint = Some(fingerprint);
         data.pool = Some(std::sync::Arc::new(pool));
     }
     let (model, init) = train::init::initial_model(plan, &data, &dev)?;
     Ok((dev, data, model, init))
 }
 
-/// The unlabelled pool of a run, prepared as its labelled data is (reported).
+/// The unlabelled pool of a run, prepared as its labelled data is, copies of `labelled`'s images
+/// left out (reported); with the fingerprint and size of the pool as read, which a run records.
 fn load_pool(
     u: &crate::record::UnlabeledRecord,
     data: &crate::record::DataRecord,
+    labelled: &Dataset,
     progress: &mut dyn Progress,
-) -> Result<data::pool::Pool> {
+) -> Result<(data::pool::Pool, String, usize)> {
     let mut pool = data::pool::load(&u.path, data.invert, data.fit)?;
+    let read = (pool.fingerprint(), pool.len());
+    pool.leave_out_copies_of(labelled)?;
     for w in std::mem::take(&mut pool.warnings) {
         progress.event(Event::Warning(w));
     }
@@ -124,7 +127,7 @@ fn load_pool(
             u.describe()
         ),
     );
-    Ok(pool)
+    Ok((pool, read.0, read.1))
 }
 
 /// `pretrain` or `train`: a new run, or with `resume` the interrupted run in that directory. The
@@ -202,14 +205,13 @@ fn resume_stage(
     let mut data = load_data(&run.data.path, &run.load_options(), progress)?;
     plan::check_fingerprint(&run, &data)?;
     if let Some(u) = &run.unlabeled {
-        let pool = load_pool(u, &run.data, progress)?;
-        if u.fingerprint.as_deref() != Some(pool.fingerprint().as_str()) {
+        let (pool, fingerprint, count) = load_pool(u, &run.data, &data, progress)?;
+        if u.fingerprint.as_deref() != Some(fingerprint.as_str()) {
             return Err(Error::format(
                 &u.path,
                 format!(
-                    "the unlabelled pool changed since the run started ({} images then, {} now): a resumed run must see the same images",
+                    "the unlabelled pool changed since the run started ({} images then, {count} now): a resumed run must see the same images",
                     u.count.unwrap_or(0),
-                    pool.len()
                 ),
             ));
         }

@@ -15,14 +15,16 @@ fn pool_dir(dir: &Path, n: usize, labels: Option<fn(u32) -> u32>) -> PathBuf {
     let d = load(Path::new("data/fashion-1k"), &LoadOptions::default()).unwrap();
     let test = d.test.unwrap();
     std::fs::create_dir_all(dir).unwrap();
-    let px: Vec<u8> = (0..n).flat_map(|i| test.image(i).to_vec()).collect();
+    // Test images the runs do not score (they keep the first 50 at most): a pool holding the
+    // scored ones would have them left out.
+    let px: Vec<u8> = (0..n).flat_map(|i| test.image(5000 + i).to_vec()).collect();
     std::fs::write(
         dir.join("train-images-idx3-ubyte.gz"),
         idx::gzip(&idx::encode(&[n, 28, 28], &px)),
     )
     .unwrap();
     if let Some(f) = labels {
-        let l: Vec<u8> = (0..n).map(|i| f(test.label(i)) as u8).collect();
+        let l: Vec<u8> = (0..n).map(|i| f(test.label(5000 + i)) as u8).collect();
         std::fs::write(
             dir.join("train-labels-idx1-ubyte.gz"),
             idx::gzip(&idx::encode(&[n], &l)),
@@ -340,4 +342,50 @@ fn bad_pools_and_pool_flags_are_refused_by_name() {
     let e = base(&["--unlabeled", s(&pool), "--unlabeled-ratio", "0"]);
     assert!(e.contains("--unlabeled-ratio"), "{e}");
     assert!(!out.join("best.safetensors").exists());
+}
+
+/// A pool that holds the scored test images and validation images: they are left out, said by
+/// count, and the run trains on the rest; a pool of nothing but labelled images is refused.
+#[test]
+fn labelled_images_in_the_pool_are_left_out_and_said() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = load(Path::new("data/fashion-1k"), &LoadOptions::default()).unwrap();
+    let test = d.test.as_ref().unwrap();
+    // 6 of the 50 scored test images, 2 validation images, 14 images of no part.
+    let mut px: Vec<u8> = (0..6).flat_map(|i| test.image(i).to_vec()).collect();
+    px.extend((0..2).flat_map(|i| d.val.image(i).to_vec()));
+    px.extend((0..14).flat_map(|i| test.image(6000 + i).to_vec()));
+    let pool = tmp.path().join("pool");
+    std::fs::create_dir_all(&pool).unwrap();
+    std::fs::write(
+        pool.join("train-images-idx3-ubyte.gz"),
+        idx::gzip(&idx::encode(&[22, 28, 28], &px)),
+    )
+    .unwrap();
+    let a = args(&tmp.path().join("run"), Some(&pool), "32");
+    let out = run(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("holds 8 image(s) identical to labelled ones (2 val, 6 test)"),
+        "{stderr}"
+    );
+    assert!(stdout.contains("14 images"), "{stdout}");
+    // Only labelled images: nothing to learn from.
+    let only = tmp.path().join("only");
+    std::fs::create_dir_all(&only).unwrap();
+    std::fs::write(
+        only.join("train-images-idx3-ubyte.gz"),
+        idx::gzip(&idx::encode(&[6, 28, 28], &px[..6 * 784])),
+    )
+    .unwrap();
+    let a = args(&tmp.path().join("run2"), Some(&only), "32");
+    let err = fails(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        err.contains("every image of the unlabelled pool is also a labelled image"),
+        "{err}"
+    );
 }

@@ -29,6 +29,8 @@ pub struct Pool {
     files: Vec<PathBuf>,
     /// The file holding every image (IDX images, CSV), when there is one.
     held_in: PathBuf,
+    /// Each image's position in `held_in`, once images were left out (empty: its own index).
+    positions: Vec<usize>,
 }
 
 impl Pool {
@@ -60,6 +62,7 @@ impl Pool {
             source,
             warnings: Vec::new(),
             files: Vec::new(),
+            positions: Vec::new(),
         })
     }
 
@@ -69,9 +72,13 @@ impl Pool {
             Some(f) => Origin::File(f.clone()),
             None => Origin::Entry {
                 file: self.held_in.clone(),
-                index: i,
+                index: self.origin_index(i),
             },
         }
+    }
+
+    fn origin_index(&self, i: usize) -> usize {
+        self.positions.get(i).copied().unwrap_or(i)
     }
 
     /// Images in the pool.
@@ -87,6 +94,66 @@ impl Pool {
     /// Image `i`'s 784 bytes.
     pub fn image(&self, i: usize) -> &[u8] {
         &self.pixels[i * PIXELS..(i + 1) * PIXELS]
+    }
+
+    /// Leaves out the images whose pixels are those of an image in `data`'s training,
+    /// validation or test part (a pool holding the test images would train on them), with a
+    /// warning saying how many of each.
+    pub fn leave_out_copies_of(&mut self, data: &super::Dataset) -> Result<()> {
+        let key = |px: &[u8]| -> [u8; 32] { Sha256::digest(px).into() };
+        let mut part_of = std::collections::HashMap::new();
+        for split in [super::Split::Train, super::Split::Val, super::Split::Test] {
+            if let Some(images) = data.part(split) {
+                for i in 0..images.len() {
+                    part_of.entry(key(images.image(i))).or_insert(split);
+                }
+            }
+        }
+        let mut counts = [0usize; 3];
+        let mut keep = Vec::with_capacity(self.len());
+        for i in 0..self.len() {
+            match part_of.get(&key(self.image(i))) {
+                Some(s) => counts[*s as usize] += 1,
+                None => keep.push(i),
+            }
+        }
+        if keep.len() == self.len() {
+            return Ok(());
+        }
+        if keep.is_empty() {
+            return Err(Error::format(
+                &self.source,
+                "every image of the unlabelled pool is also a labelled image (identical pixels): \
+                 nothing is left to learn from; leave out --unlabeled",
+            ));
+        }
+        let said: Vec<String> = [super::Split::Train, super::Split::Val, super::Split::Test]
+            .into_iter()
+            .filter(|s| counts[*s as usize] > 0)
+            .map(|s| format!("{} {}", counts[s as usize], s.name()))
+            .collect();
+        self.warnings.push(format!(
+            "{} holds {} image(s) identical to labelled ones ({}): left out of the pool, so that \
+             no image is both trained on without its label and scored",
+            self.source.display(),
+            self.len() - keep.len(),
+            said.join(", ")
+        ));
+        let mut pixels = Vec::with_capacity(keep.len() * PIXELS);
+        for &i in &keep {
+            pixels.extend_from_slice(self.image(i));
+        }
+        self.known_labels = self
+            .known_labels
+            .take()
+            .map(|l| keep.iter().map(|&i| l[i]).collect());
+        if self.files.is_empty() {
+            self.positions = keep.iter().map(|&i| self.origin_index(i)).collect();
+        } else {
+            self.files = keep.iter().map(|&i| self.files[i].clone()).collect();
+        }
+        self.pixels = pixels;
+        Ok(())
     }
 
     /// SHA-256 of the images, in order (the labels, never trained on, are left out).
