@@ -188,22 +188,15 @@ fn resume_stage(
     let ignored = plan::resume(&mut saved.state.record, dir, done, req)?;
     if !ignored.is_empty() {
         progress.event(Event::Warning(format!(
-            "--resume continues the run as it was set up; ignoring {} (only --epochs and \
-             runtime flags such as --threads apply)",
+            "--resume continues the run as it was set up; ignoring {} (only --epochs, runtime \
+             flags such as --threads, and --data or --unlabeled for moved folders apply)",
             ignored.join(", ")
         )));
     }
     let run = saved.state.record.clone();
-    if !run.data.path.exists() {
-        return Err(Error::invalid(format!(
-            "the run's data {} is not there any more: if it moved, add --data NEW_PATH to \
-             --resume (the images there must be the ones the run started with)",
-            run.data.path.display()
-        )));
-    }
     let dev = device_reported(req.runtime.device, run.seed, progress)?;
     let mut data = load_data(&run.data.path, &run.load_options(), progress)?;
-    plan::check_fingerprint(&run, &data)?;
+    run.check_fingerprint(&data)?;
     if let Some(u) = &run.unlabeled {
         let (pool, fingerprint, count) = load_pool(u, &run.data, &data, progress)?;
         if u.fingerprint.as_deref() != Some(fingerprint.as_str()) {
@@ -485,7 +478,7 @@ pub fn eval(req: &EvalRequest, progress: &mut dyn Progress) -> Result<Evaluation
     let (model, meta) = checkpoint::load(&plan.weights, &dev)?;
     let model = model.with_precision(precision);
     let d = load_data(&plan.data, &plan.load, progress)?;
-    if plan.own_data && plan::check_fingerprint(record, &d).is_err() {
+    if plan.own_data && record.check_fingerprint(&d).is_err() {
         progress.event(Event::Warning(format!(
             "the data under {} is not what the checkpoint was trained on (its fingerprint \
              changed); the scores are on the data as it is now",

@@ -6,13 +6,11 @@
 use crate::augment::AugmentConfig;
 use crate::bundled;
 use crate::checkpoint::{self, Meta};
-use crate::data::{Dataset, Fit, Invert, LoadOptions};
+use crate::data::{Fit, Invert, LoadOptions};
 use crate::device::PrecisionRequest;
 use crate::error::{Error, Result};
 pub use crate::options::{InitRequest, TrainOptions, TrainRequest};
-use crate::record::{
-    AdamSettings, DataRecord, Fingerprint, InitRecord, Keep, RECORD_VERSION, RunRecord, Stage,
-};
+use crate::record::{AdamSettings, DataRecord, InitRecord, Keep, RECORD_VERSION, RunRecord, Stage};
 use crate::schedule::ScheduleName;
 use std::path::{Path, PathBuf};
 
@@ -314,36 +312,42 @@ pub fn resume(
     if let Some(d) = &req.options.data {
         record.data.path = absolute(d)?;
     }
+    // Likewise a pool that moved, checked by its fingerprint.
+    if let Some(p) = &req.options.pool.unlabeled {
+        let u = record.unlabeled.as_mut().ok_or_else(|| {
+            Error::invalid(
+                "--unlabeled: this run trains without a pool, and a resumed run cannot add one",
+            )
+        })?;
+        u.path = absolute(p)?;
+    }
+    let gone = |what: &str, path: &Path, flag: &str| {
+        Error::invalid(format!(
+            "the run's {what} {} is not there any more: if it moved, add {flag} NEW_PATH to \
+             --resume (the images there must be the ones the run started with)",
+            path.display()
+        ))
+    };
+    if !record.data.path.exists() {
+        return Err(gone("data", &record.data.path, "--data"));
+    }
+    if let Some(u) = &record.unlabeled
+        && !u.path.exists()
+    {
+        return Err(gone("unlabelled pool", &u.path, "--unlabeled"));
+    }
     // Everything else was fixed when the run started; the run's arithmetic is part of its setup
     // too.
     let mut ignored: Vec<String> = req
         .options
         .given()
         .into_iter()
-        .filter(|f| f != "--epochs" && f != "--data")
+        .filter(|f| !["--epochs", "--data", "--unlabeled"].contains(&f.as_str()))
         .collect();
     if req.runtime.precision != PrecisionRequest::Auto {
         ignored.push("--precision".into());
     }
     Ok(ignored)
-}
-
-/// Checks that freshly loaded data is what a record's fingerprint says was loaded.
-pub fn check_fingerprint(record: &RunRecord, data: &Dataset) -> Result<()> {
-    match &record.data.fingerprint {
-        Some(was) => {
-            let now = Fingerprint::of(data);
-            if *was == now {
-                Ok(())
-            } else {
-                Err(Error::format(
-                    &record.data.path,
-                    format!("the data changed since the run started: it was {was}, it is {now}"),
-                ))
-            }
-        }
-        None => Ok(()),
-    }
 }
 
 /// What `eval` scores, resolved from the checkpoint's record.

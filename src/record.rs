@@ -335,6 +335,28 @@ impl RunRecord {
     }
 }
 
+impl RunRecord {
+    /// Checks that freshly loaded data is what the record's fingerprint says was loaded.
+    pub fn check_fingerprint(&self, data: &Dataset) -> crate::error::Result<()> {
+        match &self.data.fingerprint {
+            Some(was) => {
+                let now = Fingerprint::of(data);
+                if *was == now {
+                    Ok(())
+                } else {
+                    Err(crate::error::Error::format(
+                        &self.data.path,
+                        format!(
+                            "the data changed since the run started: it was {was}, it is {now}"
+                        ),
+                    ))
+                }
+            }
+            None => Ok(()),
+        }
+    }
+}
+
 /// Serde adapter for fields holding a [`RunRecord`] in any layout ([`RunRecord::from_json`]).
 pub fn any_layout<'de, D: serde::Deserializer<'de>>(d: D) -> Result<RunRecord, D::Error> {
     let v = serde_json::Value::deserialize(d)?;

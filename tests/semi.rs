@@ -278,7 +278,28 @@ fn an_interrupted_run_with_a_pool_resumes_to_the_same_bits() {
             saved.state.epoch + 1,
             saved.state.batch
         );
-        ok(&["pretrain", "--resume", s(&cut)]);
+        if k == 0 {
+            ok(&["pretrain", "--resume", s(&cut)]);
+        } else {
+            // The pool moved meanwhile: the resume names the way to follow it, and follows it.
+            let moved = tmp.path().join("pool-moved");
+            std::fs::rename(&pool, &moved).unwrap();
+            let err = fails(&["pretrain", "--resume", s(&cut)]);
+            assert!(
+                err.contains("unlabelled pool") && err.contains("--unlabeled NEW_PATH"),
+                "{err}"
+            );
+            // Another pool is refused by its fingerprint.
+            let other = pool_dir(&tmp.path().join("other"), 199, None);
+            let err = fails(&["pretrain", "--resume", s(&cut), "--unlabeled", s(&other)]);
+            assert!(err.contains("the unlabelled pool changed"), "{err}");
+            let out = run_in(
+                Path::new(env!("CARGO_MANIFEST_DIR")),
+                &["pretrain", "--resume", s(&cut), "--unlabeled", s(&moved)],
+            );
+            assert!(out.status.success());
+            assert!(!String::from_utf8_lossy(&out.stderr).contains("ignoring"));
+        }
         assert!(
             checkpoints(&whole) == checkpoints(&cut),
             "point {k}: the resumed run's checkpoints differ"
