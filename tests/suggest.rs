@@ -239,3 +239,71 @@ fn bad_suggest_input_is_refused_by_name() {
     assert!(err.contains(s(&empty)), "{err}");
     assert!(!out.join("suggested.csv").exists());
 }
+
+/// Copies of one image are suggested once, and pool files with the longest names a file system
+/// takes are copied whole (the copy's name cut to fit), the folder and CSV written together.
+#[test]
+fn identical_images_are_suggested_once_and_long_names_fit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pre = tmp.path().join("pre");
+    quick_pretrain(&pre, "2000", "10");
+    let d = mnist_test_digits();
+    let pool = tmp.path().join("pool");
+    std::fs::create_dir_all(&pool).unwrap();
+    let save = |i: usize, name: &str| {
+        image::GrayImage::from_raw(28, 28, d.image(i).to_vec())
+            .unwrap()
+            .save(pool.join(name))
+            .unwrap();
+    };
+    // 30 copies of one digit and 3 other digits, one under a 255-byte name.
+    for k in 0..30 {
+        save(0, &format!("same-{k:02}.png"));
+    }
+    let long = format!("{}.png", "x".repeat(251));
+    assert_eq!(long.len(), 255);
+    save(1, &long);
+    save(2, "two.png");
+    save(3, "three.png");
+    let out = tmp.path().join("suggest");
+    let said = ok(&[
+        "suggest",
+        "--model",
+        s(&pre),
+        "--unlabeled",
+        s(&pool),
+        "--count",
+        "10",
+        "--out",
+        s(&out),
+    ]);
+    assert!(
+        said.contains("29 identical copies of others counted once"),
+        "{said}"
+    );
+    let picks = csv_rows(&out.join("suggested.csv"));
+    assert_eq!(picks.len(), 4, "{picks:?}");
+    let same = picks.iter().filter(|p| p["file"].contains("same-")).count();
+    assert_eq!(same, 1);
+    let copies: Vec<_> = std::fs::read_dir(out.join("to-label"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert_eq!(copies.len(), 4);
+    for c in &copies {
+        assert!(c.file_name().len() <= 255);
+        assert!(
+            c.path().extension().is_some_and(|e| e == "png"),
+            "{:?}",
+            c.path()
+        );
+    }
+    // No staging folder is left beside the results.
+    let left: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".to-label"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}

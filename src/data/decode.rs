@@ -12,6 +12,9 @@ pub const MAX_SIDE: u32 = 16_384;
 /// Largest decoded image accepted, in bytes (a 16,384-pixel square of 8-bit grey, an 8,192-pixel
 /// square of 8-bit RGBA). With the image held once, this bounds a decode's memory.
 pub const MAX_ALLOC: u64 = 256 << 20;
+/// What a decoder may allocate beside the decoded image (a TIFF strip, a PNG row buffer), so that
+/// the limit on the image itself is [`MAX_ALLOC`] in every format.
+const WORKING_ALLOC: u64 = 32 << 20;
 
 /// Decodes an image file with limits that stop decompression bombs.
 pub fn decode(path: &Path) -> Result<DynamicImage> {
@@ -95,7 +98,7 @@ fn decode_reader<R: std::io::BufRead + std::io::Seek>(
     let mut limits = Limits::default();
     limits.max_image_width = Some(MAX_SIDE);
     limits.max_image_height = Some(MAX_SIDE);
-    limits.max_alloc = Some(MAX_ALLOC);
+    limits.max_alloc = Some(MAX_ALLOC + WORKING_ALLOC);
     reader.limits(limits);
     let cannot = |e: image::ImageError| Error::format(path, format!("cannot decode image: {e}"));
     let mut decoder = reader.into_decoder().map_err(cannot)?;
@@ -151,5 +154,25 @@ fn preshrink(img: DynamicImage) -> DynamicImage {
         img.thumbnail(PRESHRINK, PRESHRINK)
     } else {
         img
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A TIFF of exactly the decoded-size limit is accepted as a PNG of that size is: the limit
+    /// is one number for every format, whatever working buffers a decoder needs beside it.
+    #[test]
+    fn the_size_limit_is_the_same_for_tiff_and_png() {
+        let side = 16_384u32;
+        assert_eq!(u64::from(side) * u64::from(side), MAX_ALLOC);
+        let img = DynamicImage::ImageLuma8(GrayImage::new(side, side));
+        for format in [image::ImageFormat::Tiff, image::ImageFormat::Png] {
+            let mut bytes = std::io::Cursor::new(Vec::new());
+            img.write_to(&mut bytes, format).unwrap();
+            let got = decode_bytes(Path::new("big"), bytes.get_ref());
+            assert!(got.is_ok(), "{format:?}: {:?}", got.err());
+        }
     }
 }

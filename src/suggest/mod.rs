@@ -254,11 +254,31 @@ fn fill(picks: &mut Vec<usize>, order: &[usize], count: usize) {
 }
 
 /// A file name for the copy of a pick: its rank, then its own name.
+/// The longest pool file name a copy keeps whole (the rank, an index and `.png` fit beside it in
+/// 255 bytes).
+const MAX_NAME: usize = 200;
+
 fn copy_name(rank: usize, origin: &Origin) -> String {
+    // File systems take names of up to 255 bytes: the rank and suffix are added to a name cut to
+    // fit, keeping its extension.
     let base = |p: &Path| {
-        p.file_name()
+        let name = p
+            .file_name()
             .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "image".into())
+            .unwrap_or_else(|| "image".into());
+        let ext = p
+            .extension()
+            .map(|e| format!(".{}", e.to_string_lossy()))
+            .filter(|e| e.len() <= 16)
+            .unwrap_or_default();
+        if name.len() <= MAX_NAME {
+            return name;
+        }
+        let mut stem = name[..name.len() - ext.len()].to_string();
+        while stem.len() + ext.len() > MAX_NAME {
+            stem.pop();
+        }
+        stem + &ext
     };
     match origin {
         Origin::File(p) => format!("{rank:04}-{}", base(p)),
@@ -337,17 +357,27 @@ pub fn run(req: &SuggestRequest, progress: &mut dyn Progress) -> Result<Suggesti
     for w in std::mem::take(&mut pool.warnings) {
         progress.event(Event::Warning(w));
     }
-    let keep = unlabelled(&pool, req.labelled.as_deref(), (invert, fit))?;
+    let mut keep = unlabelled(&pool, req.labelled.as_deref(), (invert, fit))?;
     if keep.is_empty() {
         return Err(Error::format(
             &req.unlabeled,
             "every image of the pool is already labelled: nothing left to suggest",
         ));
     }
+    let already_labelled = pool.len() - keep.len();
+    // Copies of one image are one image to label: suggesting two would ask for it twice.
+    let mut seen = HashSet::new();
+    keep.retain(|&i| seen.insert(pool.image(i)));
+    let copies = pool.len() - already_labelled - keep.len();
     progress.event(Event::Info(format!(
-        "Suggest: {} of {} pool images unlabelled; {} by {}{}",
-        keep.len(),
+        "Suggest: {} of {} pool images unlabelled{}; {} by {}{}",
+        keep.len() + copies,
         pool.len(),
+        if copies > 0 {
+            format!(" ({copies} identical copies of others counted once)")
+        } else {
+            String::new()
+        },
         req.count.min(keep.len()),
         req.strategy.name(),
         match (req.strategy, req.diversity) {
@@ -359,25 +389,29 @@ pub fn run(req: &SuggestRequest, progress: &mut dyn Progress) -> Result<Suggesti
     let (probs, c) = (&scored.probs, classes.len());
     let chosen = choose(req, &scored);
     let dir = req.out.join("to-label");
-    // A new suggestion never mixes with the files of an earlier one.
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-    }
-    create_dir(&dir)?;
+    // The copies are made in a folder of their own and put in place once all are made: a copy
+    // that fails leaves the earlier suggestion as it was, never half of a new one.
+    create_dir(&req.out)?;
+    let staging = tempfile::Builder::new()
+        .prefix(".to-label.")
+        .tempdir_in(&req.out)
+        .map_err(|e| Error::write(&req.out, e))?;
     let mut picks = Vec::with_capacity(chosen.len());
     for (r, &(k, score)) in chosen.iter().enumerate() {
         let i = keep[k];
         let p = &probs[k * c..(k + 1) * c];
         let guess = crate::eval::argmax(p) as u32;
         let origin = pool.origin(i);
-        let copy = dir.join(copy_name(r + 1, &origin));
+        let name = copy_name(r + 1, &origin);
+        let staged = staging.path().join(&name);
         match &origin {
             Origin::File(f) => {
                 let bytes = std::fs::read(f).map_err(|e| Error::io(f, e))?;
-                write_atomic(&copy, &bytes)?;
+                write_atomic(&staged, &bytes)?;
             }
-            Origin::Entry { .. } => write_atomic(&copy, &png_bytes(pool.image(i))?)?,
+            Origin::Entry { .. } => write_atomic(&staged, &png_bytes(pool.image(i))?)?,
         }
+        let copy = dir.join(name);
         picks.push(Pick {
             image: i,
             origin,
@@ -387,11 +421,16 @@ pub fn run(req: &SuggestRequest, progress: &mut dyn Progress) -> Result<Suggesti
             copy,
         });
     }
+    // A new suggestion never mixes with the files of an earlier one.
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    }
+    std::fs::rename(staging.path(), &dir).map_err(|e| Error::write(&dir, e))?;
     write_csv(&req.out.join("suggested.csv"), &picks, &classes)?;
     Ok(Suggestion {
         classes,
         considered: keep.len(),
-        already_labelled: pool.len() - keep.len(),
+        already_labelled,
         picks,
         out: req.out.clone(),
     })
