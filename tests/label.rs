@@ -46,8 +46,9 @@ fn status(url: &str, request: &str) -> u16 {
     let addr = url.trim_start_matches("http://");
     let mut c = TcpStream::connect(addr).unwrap();
     c.write_all(request.as_bytes()).unwrap();
-    let mut answer = String::new();
-    c.read_to_string(&mut answer).unwrap();
+    let mut bytes = Vec::new();
+    c.read_to_end(&mut bytes).unwrap();
+    let answer = String::from_utf8_lossy(&bytes);
     answer
         .split_whitespace()
         .nth(1)
@@ -116,6 +117,27 @@ fn foreign_sites_and_hosts_move_nothing() {
     assert_eq!(status(&url, &rebinding), 403);
     // A same-site form can only send simple types: not JSON.
     assert_eq!(status(&url, &post("", "text/plain")), 415);
+    // An <img> or fetch of another site (even another port of this machine) says so.
+    for (site, want) in [
+        ("cross-site", 403),
+        ("same-site", 403),
+        ("same-origin", 200),
+        ("none", 200),
+    ] {
+        for path in ["/api/image/0", "/api/state"] {
+            let get = format!(
+                "GET {path} HTTP/1.1\r\nHost: {host}\r\nSec-Fetch-Site: {site}\r\nConnection: close\r\n\r\n"
+            );
+            assert_eq!(status(&url, &get), want, "{site} {path}");
+        }
+    }
+    // An answer that declares more than it sends is cut off, not waited for.
+    let t0 = Instant::now();
+    let slow = format!(
+        "POST /api/label HTTP/1.1\r\nHost: {host}\r\nOrigin: {url}\r\nContent-Type: application/json\r\nContent-Length: 100\r\nConnection: close\r\n\r\n{{"
+    );
+    assert_eq!(status(&url, &slow), 408);
+    assert!(t0.elapsed() < Duration::from_secs(15), "{:?}", t0.elapsed());
     assert_eq!(files(&p), ["00.png", "01.png"]);
     assert!(!into.exists() || files(&into).is_empty());
     // The page's own request does move the file.

@@ -45,7 +45,7 @@ impl App {
             guard,
             slots: Semaphore::new(nets.len()),
             nets: Mutex::new(nets),
-            memory: Semaphore::new((DECODE_BUDGET >> 20) as usize),
+            memory: decode_budget(),
             device: Device::flex(),
         }
     }
@@ -168,17 +168,7 @@ async fn predict_inner(
     };
     // Reserve the decode's memory (read from the image's header) and a network; a request that
     // cannot have both within QUEUE_WAIT is told to come back.
-    let mib = (prepare::decoded_bytes(&bytes).div_ceil(1 << 20) as u32).max(1);
-    let busy = || {
-        Reply::error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the server is busy with other images: try again in a moment",
-        )
-    };
-    let memory = tokio::time::timeout(QUEUE_WAIT, app.memory.acquire_many(mib))
-        .await
-        .map_err(|_| busy())?
-        .map_err(|_| busy())?;
+    let memory = reserve_decode(&app.memory, &bytes).await?;
     let slot = tokio::time::timeout(QUEUE_WAIT, app.slots.acquire())
         .await
         .map_err(|_| busy())?
@@ -193,6 +183,32 @@ async fn predict_inner(
     });
     drop((memory, slot));
     answer.map(|p| Reply::json(&p))
+}
+
+fn busy() -> Reply {
+    Reply::error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the server is busy with other images: try again in a moment",
+    )
+}
+
+/// The decode budget (one permit per MiB of [`DECODE_BUDGET`]) reserved for decoding `bytes`, as
+/// much as its header says the decoded image takes; a 503 when it cannot be had within
+/// [`QUEUE_WAIT`]. Every decode a server makes goes through it.
+pub(crate) async fn reserve_decode<'a>(
+    memory: &'a Semaphore,
+    bytes: &[u8],
+) -> Result<tokio::sync::SemaphorePermit<'a>, Reply> {
+    let mib = (prepare::decoded_bytes(bytes).div_ceil(1 << 20) as u32).max(1);
+    tokio::time::timeout(QUEUE_WAIT, memory.acquire_many(mib))
+        .await
+        .map_err(|_| busy())?
+        .map_err(|_| busy())
+}
+
+/// A new decode budget of [`DECODE_BUDGET`].
+pub(crate) fn decode_budget() -> Semaphore {
+    Semaphore::new((DECODE_BUDGET >> 20) as usize)
 }
 
 /// Runs `f` with a network taken from the pool, and puts it back afterwards, even when `f`

@@ -252,6 +252,7 @@ pub fn serve(
     let state = Arc::new(routes::State {
         queue: Mutex::new(q),
         page: routes::page()?,
+        memory: crate::serve::routes::decode_budget(),
     });
     super::run(
         "127.0.0.1",

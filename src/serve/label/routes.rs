@@ -8,15 +8,17 @@ use super::queue::Queue;
 use crate::data::prepare::{self, Fit, Invert};
 use crate::error::{Error, Result};
 use crate::serve::guard::Guard;
-use crate::serve::routes::Reply;
+use crate::serve::limits::BODY_TIMEOUT;
+use crate::serve::routes::{Reply, reserve_decode};
 use askama::Template;
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, Request, State as Extract};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use http_body_util::{BodyExt, Limited};
 use std::sync::{Arc, Mutex};
 
 /// What the handlers share.
@@ -25,7 +27,12 @@ pub struct State {
     pub queue: Mutex<Queue>,
     /// The page.
     pub page: String,
+    /// Decode memory, shared by every image request (as `serve`'s uploads share theirs).
+    pub memory: tokio::sync::Semaphore,
 }
+
+/// Largest answer body: `{"id": N, "class": K}` with room to spare.
+const MAX_ANSWER: usize = 4 << 10;
 
 #[derive(Template)]
 #[template(path = "label.html")]
@@ -66,8 +73,18 @@ async fn local_json_only(
         let json = text(header::CONTENT_TYPE)
             .and_then(|t| t.split(';').next())
             .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"));
+        // A browser says where a request comes from: only this page's own requests (and the
+        // address typed or bookmarked) may read images or the queue, or move files.
+        let site = text(HeaderName::from_static("sec-fetch-site"));
         match guard.refusal(text(header::HOST), text(header::ORIGIN)) {
             Some(why) => Some((StatusCode::FORBIDDEN, why)),
+            None if site.is_some_and(|s| s != "same-origin" && s != "none") => Some((
+                StatusCode::FORBIDDEN,
+                format!(
+                    "requests from another site ({}) are refused",
+                    site.unwrap_or_default()
+                ),
+            )),
             None if req.method() == axum::http::Method::POST && !json => Some((
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "answers are sent as application/json".to_string(),
@@ -123,9 +140,22 @@ async fn image(Extract(s): Extract<Arc<State>>, Path(id): Path<usize>) -> Respon
     let Some(path) = path else {
         return Reply::error(StatusCode::NOT_FOUND, "no such image").into_response();
     };
+    let bytes = match tokio::task::block_in_place(|| std::fs::read(&path)) {
+        Ok(b) => b,
+        Err(e) => {
+            let e = Error::io(&path, e);
+            return Reply::error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string()).into_response();
+        }
+    };
+    let memory = match reserve_decode(&s.memory, &bytes).await {
+        Ok(m) => m,
+        Err(busy) => return busy.into_response(),
+    };
     let png = tokio::task::block_in_place(|| -> Result<Vec<u8>> {
-        prepare::png_bytes(&prepare::load_image(&path, Invert::Auto, Fit::Box)?)
+        let img = prepare::decode_bytes(&path, &bytes)?;
+        prepare::png_bytes(&prepare::prepare(&img, Invert::Auto, Fit::Box))
     });
+    drop(memory);
     match png {
         Ok(png) => {
             let mut r = png.into_response();
@@ -143,7 +173,30 @@ struct Answer {
     class: usize,
 }
 
-async fn label(Extract(s): Extract<Arc<State>>, body: Bytes) -> Reply {
+/// The body of an answer, within [`MAX_ANSWER`] bytes and [`BODY_TIMEOUT`] (a client that
+/// declares more than it sends is cut off, not waited for).
+async fn answer_body(body: Body) -> std::result::Result<Bytes, Reply> {
+    match tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, MAX_ANSWER).collect()).await {
+        Err(_) => Err(Reply::error(
+            StatusCode::REQUEST_TIMEOUT,
+            &format!(
+                "the answer did not arrive within {} s",
+                BODY_TIMEOUT.as_secs()
+            ),
+        )),
+        Ok(Err(e)) => Err(Reply::error(
+            StatusCode::BAD_REQUEST,
+            &format!("the answer could not be read: {e}"),
+        )),
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+    }
+}
+
+async fn label(Extract(s): Extract<Arc<State>>, body: Body) -> Reply {
+    let body = match answer_body(body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
     let a: Answer = match serde_json::from_slice(&body) {
         Ok(a) => a,
         Err(e) => {
@@ -160,7 +213,10 @@ async fn label(Extract(s): Extract<Arc<State>>, body: Bytes) -> Reply {
     }
 }
 
-async fn undo(Extract(s): Extract<Arc<State>>) -> Reply {
+async fn undo(Extract(s): Extract<Arc<State>>, body: Body) -> Reply {
+    if let Err(r) = answer_body(body).await {
+        return r;
+    }
     let mut q = locked(&s);
     match tokio::task::block_in_place(|| q.undo()) {
         Ok(_) => Reply::json(&describe(&q)),
