@@ -81,18 +81,61 @@ fn free_name(dir: &Path, name: &str) -> PathBuf {
         .unwrap_or(first)
 }
 
-/// Moves `from` to `to` (which must not exist): a rename, or across disks a copy synced to disk
-/// under a temporary name, renamed into place, then the original removed.
+/// The name ending of a cross-disk move's copy until it is complete: a hidden file no loader
+/// reads, which a later start of the page removes (the original is still in place then).
+const PARTIAL: &str = ".warmstart-move";
+
+/// Moves `from` to `to` (which must not exist): a rename, or across disks a copy (streamed, under
+/// a hidden [`PARTIAL`] name, synced) renamed into place, then the original removed. Killed at any
+/// point, the image is whole in one place at least.
 fn move_file(from: &Path, to: &Path) -> Result<()> {
-    if let Some(dir) = to.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    }
+    let dir = to.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     if std::fs::rename(from, to).is_ok() {
         return Ok(());
     }
-    let bytes = std::fs::read(from).map_err(|e| Error::io(from, e))?;
-    crate::fsutil::write_atomic(to, &bytes)?;
+    copy_then_remove(from, to)
+}
+
+fn copy_then_remove(from: &Path, to: &Path) -> Result<()> {
+    let dir = to.parent().unwrap_or(Path::new("."));
+    let name = to
+        .file_name()
+        .map_or("image".into(), |n| n.to_string_lossy());
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(PARTIAL)
+        .tempfile_in(dir)
+        .map_err(|e| Error::write(dir, e))?;
+    let mut src = std::fs::File::open(from).map_err(|e| Error::io(from, e))?;
+    std::io::copy(&mut src, tmp.as_file_mut()).map_err(|e| Error::write(to, e))?;
+    tmp.as_file().sync_all().map_err(|e| Error::write(to, e))?;
+    tmp.persist_noclobber(to)
+        .map_err(|e| Error::write(to, e.error))?;
     std::fs::remove_file(from).map_err(|e| Error::io(from, e))
+}
+
+/// Removes the unfinished copies of moves cut short (a killed page) from `root`'s class folders;
+/// how many.
+fn remove_partial_copies(root: &Path) -> usize {
+    let mut n = 0;
+    let folders = std::fs::read_dir(root).into_iter().flatten().flatten();
+    for folder in folders.filter(|e| e.path().is_dir()) {
+        for f in std::fs::read_dir(folder.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = f.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.')
+                && name.ends_with(PARTIAL)
+                && std::fs::remove_file(f.path()).is_ok()
+            {
+                n += 1;
+            }
+        }
+    }
+    n
 }
 
 /// Refuses an `--into` that `train --data` would not read as `INTO/<class>/*`: a folder of IDX or
@@ -233,6 +276,7 @@ impl Queue {
     /// it lies inside the pool.
     pub fn new(pool: &Path, into: &Path, classes: Vec<String>) -> Result<Queue> {
         check_into(into)?;
+        let partial = remove_partial_copies(into);
         if crate::fsutil::within(pool, into) {
             return Err(Error::invalid(format!(
                 "--pool {} is inside --into {} (its images are labelled already): give a pool \
@@ -241,7 +285,14 @@ impl Queue {
                 into.display()
             )));
         }
-        let (files, warnings) = image_files(pool)?;
+        let (files, mut warnings) = image_files(pool)?;
+        if partial > 0 {
+            warnings.push(format!(
+                "removed {partial} unfinished copy(ies) of an interrupted move from {}'s class \
+                 folders (their images are still in the pool)",
+                into.display()
+            ));
+        }
         if files.is_empty() {
             return Err(Error::format(
                 pool,
@@ -448,6 +499,42 @@ mod tests {
         assert_eq!((q.done(), q.next()), (0, Some(0)));
         let gone = Queue::to_check(vec!["cat".into()], vec![(data.join("cat/9.png"), 0, None)]);
         assert!(gone.unwrap_err().to_string().contains("9.png"));
+    }
+
+    #[test]
+    fn a_move_across_disks_copies_whole_and_a_cut_one_is_cleaned_up() {
+        let data = tempfile::tempdir().unwrap();
+        // /dev/shm is another file system than the temporary folder where it exists.
+        let other = tempfile::tempdir_in("/dev/shm").or_else(|_| tempfile::tempdir());
+        let other = other.unwrap();
+        let from = other.path().join("7.png");
+        touch(&from, &[7u8; 100_000]);
+        let to = data.path().join("cat/7.png");
+        move_file(&from, &to).unwrap();
+        assert_eq!(std::fs::read(&to).unwrap(), vec![7u8; 100_000]);
+        assert!(!from.exists());
+        // A copy that was never finished, as a killed page leaves it.
+        touch(&from, b"x");
+        let left = data.path().join("cat/.8.png.abc123.warmstart-move");
+        touch(&left, b"half");
+        let q = Queue::new(other.path(), data.path(), vec!["cat".into()]).unwrap();
+        assert!(!left.exists());
+        assert!(
+            q.warnings()
+                .iter()
+                .any(|w| w.contains("removed 1 unfinished"))
+        );
+        let names: Vec<_> = std::fs::read_dir(data.path().join("cat"))
+            .unwrap()
+            .flatten()
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+        // The copy path itself never leaves its partial file behind.
+        copy_then_remove(&from, &data.path().join("cat/9.png")).unwrap();
+        assert_eq!(
+            std::fs::read_dir(data.path().join("cat")).unwrap().count(),
+            2
+        );
     }
 
     #[test]
