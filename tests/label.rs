@@ -43,17 +43,23 @@ fn start(args: &[&str]) -> (Child, String) {
 
 /// Sends a raw HTTP request; the status code.
 fn status(url: &str, request: &str) -> u16 {
+    exchange(url, request).0
+}
+
+/// Sends a raw HTTP request; the status code and the whole answer.
+fn exchange(url: &str, request: &str) -> (u16, String) {
     let addr = url.trim_start_matches("http://");
     let mut c = TcpStream::connect(addr).unwrap();
     c.write_all(request.as_bytes()).unwrap();
     let mut bytes = Vec::new();
     c.read_to_end(&mut bytes).unwrap();
-    let answer = String::from_utf8_lossy(&bytes);
-    answer
+    let answer = String::from_utf8_lossy(&bytes).into_owned();
+    let code = answer
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {answer:?}"))
+        .unwrap_or_else(|| panic!("no status in {answer:?}"));
+    (code, answer)
 }
 
 /// Every file under `dir`, relative, sorted.
@@ -148,6 +154,33 @@ fn foreign_sites_and_hosts_move_nothing() {
         ),
         200
     );
+    assert_eq!(files(&into), ["b/00.png"]);
+    // Two tabs: an answer or an undo from a page that has not seen the last answer changes
+    // nothing and gets the current state back.
+    let send = |path: &str, body: &str| {
+        exchange(
+            &url,
+            &format!(
+                "POST {path} HTTP/1.1\r\nHost: {host}\r\nOrigin: {url}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            ),
+        )
+    };
+    let (code, answer) = send("/api/label", r#"{"id":1,"class":0,"version":0}"#);
+    assert_eq!(code, 409, "{answer}");
+    assert!(
+        answer.contains("another tab") && answer.contains(r#""version":1"#),
+        "{answer}"
+    );
+    let (code, _) = send("/api/undo", r#"{"version":0}"#);
+    assert_eq!(code, 409);
+    assert_eq!(files(&into), ["b/00.png"]);
+    assert_eq!(files(&p), ["01.png"]);
+    let (code, answer) = send("/api/label", r#"{"id":1,"class":0,"version":1}"#);
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!(files(&into), ["a/01.png", "b/00.png"]);
+    let (code, answer) = send("/api/undo", r#"{"version":2}"#);
+    assert_eq!(code, 200, "{answer}");
     assert_eq!(files(&into), ["b/00.png"]);
     let _ = Command::new("kill")
         .args(["-INT", &child.id().to_string()])

@@ -245,6 +245,11 @@ impl Reply {
         }
     }
 
+    /// The same answer with another status.
+    pub(crate) fn with_status(self, status: StatusCode) -> Reply {
+        Reply { status, ..self }
+    }
+
     pub(crate) fn error(status: StatusCode, message: &str) -> Reply {
         Reply {
             status,

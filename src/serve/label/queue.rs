@@ -50,6 +50,8 @@ pub struct Queue {
     items: Vec<Item>,
     undo: Vec<Move>,
     warnings: Vec<String>,
+    /// Answers and undos so far: a page that answers from an older state is told (two tabs).
+    version: u64,
 }
 
 fn is_image(p: &Path) -> bool {
@@ -267,6 +269,7 @@ impl Queue {
             items,
             undo: Vec::new(),
             warnings: Vec::new(),
+            version: 0,
         })
     }
 
@@ -321,12 +324,18 @@ impl Queue {
             items,
             undo: Vec::new(),
             warnings,
+            version: 0,
         })
     }
 
     /// What was left out of the pool (symbolic links), to tell the user.
     pub fn warnings(&self) -> &[String] {
         &self.warnings
+    }
+
+    /// How many answers and undos changed the queue so far.
+    pub fn version(&self) -> u64 {
+        self.version
     }
 
     /// The class names, in key order.
@@ -394,6 +403,7 @@ impl Queue {
             to
         };
         self.undo.push(undo);
+        self.version += 1;
         let it = &mut self.items[item];
         it.path = to;
         it.class = Some(class);
@@ -425,6 +435,7 @@ impl Queue {
         it.path = back;
         it.class = m.class;
         it.answered = self.undo.iter().any(|u| u.item == m.item);
+        self.version += 1;
         Ok(Some(m.item))
     }
 }

@@ -123,6 +123,7 @@ fn describe(q: &Queue) -> serde_json::Value {
         "done": q.done(),
         "total": q.items().len(),
         "can_undo": q.can_undo(),
+        "version": q.version(),
     })
 }
 
@@ -171,6 +172,25 @@ async fn image(Extract(s): Extract<Arc<State>>, Path(id): Path<usize>) -> Respon
 struct Answer {
     id: usize,
     class: usize,
+    /// The queue's version the page showed (absent from older pages and scripts: not checked).
+    version: Option<u64>,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct Undo {
+    version: Option<u64>,
+}
+
+/// 409 with the current state when the page answered from an older one (another tab answered
+/// meanwhile): the page shows the current state instead of acting on a stale one.
+fn stale(q: &Queue, version: Option<u64>) -> Option<Reply> {
+    version.filter(|&v| v != q.version()).map(|_| {
+        let mut state = describe(q);
+        state["error"] = serde_json::json!(
+            "another tab answered meanwhile: this page now shows where the labelling stands"
+        );
+        Reply::json(&state).with_status(StatusCode::CONFLICT)
+    })
 }
 
 /// The body of an answer, within [`MAX_ANSWER`] bytes and [`BODY_TIMEOUT`] (a client that
@@ -207,6 +227,9 @@ async fn label(Extract(s): Extract<Arc<State>>, body: Body) -> Reply {
         }
     };
     let mut q = locked(&s);
+    if let Some(r) = stale(&q, a.version) {
+        return r;
+    }
     match tokio::task::block_in_place(|| q.label(a.id, a.class)) {
         Ok(()) => Reply::json(&describe(&q)),
         Err(e) => Reply::error(StatusCode::BAD_REQUEST, &e.to_string()),
@@ -214,10 +237,27 @@ async fn label(Extract(s): Extract<Arc<State>>, body: Body) -> Reply {
 }
 
 async fn undo(Extract(s): Extract<Arc<State>>, body: Body) -> Reply {
-    if let Err(r) = answer_body(body).await {
+    let body = match answer_body(body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let u: Undo = if body.iter().all(u8::is_ascii_whitespace) {
+        Undo::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(u) => u,
+            Err(e) => {
+                return Reply::error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("expected {{\"version\": N}} or nothing: {e}"),
+                );
+            }
+        }
+    };
+    let mut q = locked(&s);
+    if let Some(r) = stale(&q, u.version) {
         return r;
     }
-    let mut q = locked(&s);
     match tokio::task::block_in_place(|| q.undo()) {
         Ok(_) => Reply::json(&describe(&q)),
         Err(e) => Reply::error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
