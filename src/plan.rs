@@ -566,15 +566,25 @@ mod tests {
             .unwrap()
             .record;
         let before = r.clone();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let gone = opts(TrainOptions {
+            data: Some(elsewhere.path().join("gone")),
+            ..Default::default()
+        });
+        let e = resume(&mut r.clone(), Path::new("moved/run"), 4, &gone).unwrap_err();
+        assert!(e.to_string().contains("add --data NEW_PATH"), "{e}");
         let req = opts(TrainOptions {
             epochs: Some(50),
             lr: Some(0.5),
-            data: Some("elsewhere".into()),
+            data: Some(elsewhere.path().to_path_buf()),
             ..Default::default()
         });
         let ignored = resume(&mut r, Path::new("moved/run"), 4, &req).unwrap();
         assert_eq!(ignored, vec!["--lr"]);
-        assert!(r.data.path.ends_with("elsewhere") && r.data.path.is_absolute());
+        assert!(
+            r.data.path.ends_with(elsewhere.path().file_name().unwrap())
+                && r.data.path.is_absolute()
+        );
         assert_eq!(r.epochs, 50);
         assert!(r.out.ends_with("moved/run") && r.out.is_absolute());
         assert_eq!(r.optimizer, before.optimizer);
