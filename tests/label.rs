@@ -407,16 +407,59 @@ fn files_outside_the_pool_or_the_audited_data_are_never_moved() {
         "0",
     ]);
     assert!(err.contains("is inside --into"), "{err}");
-    // Data folders `train` would not read as INTO/<class>/: refused, nothing created.
+    // The {train,val,test}/<class> layout: answers go into a split's class folders (train unless
+    // --split says otherwise), never beside them; --split without the layout is refused.
     let split = t.join("split");
     pool(&split.join("train/zero"), 1);
+    pool(&split.join("test/zero"), 1);
     let p = t.join("pool");
     pool(&p, 2);
-    let err = fails(&["label", "--pool", s(&p), "--into", s(&split), "--port", "0"]);
+    let err = fails(&[
+        "label",
+        "--pool",
+        s(&p),
+        "--into",
+        s(&into),
+        "--split",
+        "val",
+        "--port",
+        "0",
+    ]);
     assert!(
-        err.contains("layout") && err.contains(&format!("{}", split.join("train").display())),
+        err.contains("--split val") && err.contains("no train/"),
         "{err}"
     );
+    let err = fails(&[
+        "label",
+        "--pool",
+        s(&split.join("test")),
+        "--into",
+        s(&split),
+        "--port",
+        "0",
+    ]);
+    assert!(err.contains("is inside --into"), "{err}");
+    let (mut child, url) = start(&["--pool", s(&p), "--into", s(&split)]);
+    let host = url.trim_start_matches("http://");
+    let body = r#"{"id":0,"class":0}"#;
+    let answer = format!(
+        "POST /api/label HTTP/1.1\r\nHost: {host}\r\nOrigin: {url}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    assert_eq!(status(&url, &answer), 200);
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    assert!(child.wait().unwrap().success());
+    assert_eq!(
+        files(&split),
+        [
+            "test/zero/00.png",
+            "train/zero/00-1.png",
+            "train/zero/00.png"
+        ]
+    );
+    pool(&p, 2);
     let idx = t.join("idx");
     std::fs::create_dir_all(&idx).unwrap();
     std::fs::copy(

@@ -37,6 +37,10 @@ pub struct LabelRequest {
     /// model's classes].
     #[arg(long, value_delimiter = ',')]
     pub classes: Vec<String>,
+    /// Where answers go when INTO has the `{train,val,test}/<class>` layout: `train`, `val` or
+    /// `test` [default: train].
+    #[arg(long, value_enum, requires = "into")]
+    pub split: Option<crate::data::Split>,
     /// A trained model (checkpoint or run directory) whose guess is shown with each image.
     #[arg(long)]
     pub model: Option<PathBuf>,
@@ -116,6 +120,23 @@ fn classes(
             into.display()
         ))
     })
+}
+
+/// Where answers are filed: `into`, or `into/<split>` (train by default) when `into` has the
+/// `{train,val,test}/<class>` layout that `train --data` reads.
+fn filing_folder(into: &Path, split: Option<crate::data::Split>) -> Result<PathBuf> {
+    let layout = ["train", "val", "test"]
+        .iter()
+        .any(|s| into.join(s).is_dir());
+    match (layout, split) {
+        (true, s) => Ok(into.join(s.unwrap_or(crate::data::Split::Train).name())),
+        (false, None) => Ok(into.to_path_buf()),
+        (false, Some(s)) => Err(Error::invalid(format!(
+            "--split {}: {} has no train/, val/ or test/ folder (it is filed as INTO/<class>/)",
+            s.name(),
+            into.display()
+        ))),
+    }
 }
 
 /// The likely wrong labels of an audit (`label_issues.csv`, classes from `classes.csv`), to
@@ -223,6 +244,16 @@ pub fn serve(
     let q = match (&req.audit, &req.pool, &req.into) {
         (Some(dir), _, _) => audit_queue(dir)?,
         (None, Some(pool), Some(into)) => {
+            // The whole data folder is labelled: a pool in any of its parts is refused.
+            if crate::fsutil::within(pool, into) {
+                return Err(Error::invalid(format!(
+                    "--pool {} is inside --into {} (its images are labelled already): give a \
+                     pool outside the labelled data",
+                    pool.display(),
+                    into.display()
+                )));
+            }
+            let into = &filing_folder(into, req.split)?;
             let classes = classes(req, into, model_classes.as_deref())?;
             let mut q = Queue::new(pool, into, classes)?;
             if let Some(m) = &req.model {
