@@ -162,59 +162,62 @@ fn header(name: &str, r: Resources, output: &Path) -> Result<String> {
     ))
 }
 
-/// The array's script: task `i` runs the `i`-th unfinished run's command.
-fn runs_script(
-    job: &Job,
-    cmd: &CommandLine,
-    name: &str,
+/// What both job scripts are written from: the runs, the commands, the job name, the resources
+/// and where the logs go.
+struct Scripts<'a> {
+    job: &'a Job,
+    cmd: &'a CommandLine,
+    name: &'a str,
     r: Resources,
-    logs: &Path,
-) -> Result<String> {
-    let mut s = format!(
-        "#!/bin/bash\n# warmstart {}: {} run(s) as a Slurm job array, one task per run. Each task \
-         runs what\n# `warmstart {}` runs here for that run; run the command again to submit the \
-         runs left.\n",
-        job.what,
-        job.tasks.len(),
-        job.what
-    );
-    s.push_str(&format!(
-        "#SBATCH --array=0-{}\n",
-        job.tasks.len().saturating_sub(1)
-    ));
-    s.push_str(&header(name, r, &logs.join("%A_%a.out"))?);
-    s.push_str(&format!(
-        "set -euo pipefail\nthreads=${{SLURM_CPUS_PER_TASK:-{}}}\ncase \"$SLURM_ARRAY_TASK_ID\" in\n",
-        r.cpus
-    ));
-    for (i, t) in job.tasks.iter().enumerate() {
-        s.push_str(&format!(
-            "  {i}) # {}\n    {} ;;\n",
-            t.name,
-            cmd.shell(&t.select, Some("\"$threads\""))?
-        ));
-    }
-    s.push_str("  *) echo \"no run $SLURM_ARRAY_TASK_ID in this array\" >&2; exit 2 ;;\nesac\n");
-    Ok(s)
+    logs: &'a Path,
 }
 
-/// The collecting job's script: the user's command, which reads the finished runs back.
-fn collect_script(
-    job: &Job,
-    cmd: &CommandLine,
-    name: &str,
-    r: Resources,
-    logs: &Path,
-) -> Result<String> {
-    Ok(format!(
-        "#!/bin/bash\n# warmstart {}: collects the runs of the array into the results (it runs \
-         once every\n# task has succeeded: sbatch --dependency=afterok).\n{}set -euo pipefail\n\
-         threads=${{SLURM_CPUS_PER_TASK:-{}}}\n{}\n",
-        job.what,
-        header(name, r, &logs.join("collect-%j.out"))?,
-        r.cpus,
-        cmd.shell(&[], Some("\"$threads\""))?
-    ))
+impl Scripts<'_> {
+    /// The array's script: task `i` runs the `i`-th unfinished run's command.
+    fn runs(&self) -> Result<String> {
+        let (job, r) = (self.job, self.r);
+        let mut s = format!(
+            "#!/bin/bash\n# warmstart {}: {} run(s) as a Slurm job array, one task per run. Each \
+             task runs what\n# `warmstart {}` runs here for that run; run the command again to \
+             submit the runs left.\n",
+            job.what,
+            job.tasks.len(),
+            job.what
+        );
+        s.push_str(&format!(
+            "#SBATCH --array=0-{}\n",
+            job.tasks.len().saturating_sub(1)
+        ));
+        s.push_str(&header(self.name, r, &self.logs.join("%A_%a.out"))?);
+        s.push_str(&format!(
+            "set -euo pipefail\nthreads=${{SLURM_CPUS_PER_TASK:-{}}}\ncase \"$SLURM_ARRAY_TASK_ID\" in\n",
+            r.cpus
+        ));
+        for (i, t) in job.tasks.iter().enumerate() {
+            s.push_str(&format!(
+                "  {i}) # {}\n    {} ;;\n",
+                t.name,
+                self.cmd.shell(&t.select, Some("\"$threads\""))?
+            ));
+        }
+        s.push_str(
+            "  *) echo \"no run $SLURM_ARRAY_TASK_ID in this array\" >&2; exit 2 ;;\nesac\n",
+        );
+        Ok(s)
+    }
+
+    /// The collecting job's script: the user's command, which reads the finished runs back.
+    fn collect(&self) -> Result<String> {
+        Ok(format!(
+            "#!/bin/bash\n# warmstart {}: collects the runs of the array into the results (it \
+             runs once every\n# task has succeeded: sbatch --dependency=afterok).\n{}set -euo \
+             pipefail\nthreads=${{SLURM_CPUS_PER_TASK:-{}}}\n{}\n",
+            self.job.what,
+            header(self.name, self.r, &self.logs.join("collect-%j.out"))?,
+            self.r.cpus,
+            self.cmd.shell(&[], Some("\"$threads\""))?
+        ))
+    }
 }
 
 /// Submits `job`'s unfinished runs as an array and the collecting job after it (or, with
@@ -266,11 +269,15 @@ pub fn submit(
     let r = Resources::estimate(job, threads);
     let runs = dir.join("runs.sbatch");
     let collect = dir.join("collect.sbatch");
-    write_atomic(&runs, runs_script(job, cmd, &name, r, &logs)?.as_bytes())?;
-    write_atomic(
-        &collect,
-        collect_script(job, cmd, &name, r, &logs)?.as_bytes(),
-    )?;
+    let scripts = Scripts {
+        job,
+        cmd,
+        name: &name,
+        r,
+        logs: &logs,
+    };
+    write_atomic(&runs, scripts.runs()?.as_bytes())?;
+    write_atomic(&collect, scripts.collect()?.as_bytes())?;
     let extra_q = extra
         .iter()
         .map(|a| quote(a))
@@ -375,8 +382,15 @@ mod tests {
             cwd: "/w".into(),
             args: vec!["compare".into(), "--data".into(), "d".into()],
         };
-        let r = Resources::estimate(&job(1, None), Some(3));
-        let s = runs_script(&job(1, None), &cmd, "n", r, Path::new("/w/o/slurm/logs")).unwrap();
+        let j = job(1, None);
+        let scripts = Scripts {
+            job: &j,
+            cmd: &cmd,
+            name: "n",
+            r: Resources::estimate(&j, Some(3)),
+            logs: Path::new("/w/o/slurm/logs"),
+        };
+        let s = scripts.runs().unwrap();
         assert!(s.starts_with("#!/bin/bash\n"));
         assert!(
             s.contains("#SBATCH --array=0-0\n#SBATCH --job-name=n\n#SBATCH --cpus-per-task=3\n")

@@ -245,14 +245,7 @@ pub fn serve(
         (Some(dir), _, _) => audit_queue(dir)?,
         (None, Some(pool), Some(into)) => {
             // The whole data folder is labelled: a pool in any of its parts is refused.
-            if crate::fsutil::within(pool, into) {
-                return Err(Error::invalid(format!(
-                    "--pool {} is inside --into {} (its images are labelled already): give a \
-                     pool outside the labelled data",
-                    pool.display(),
-                    into.display()
-                )));
-            }
+            queue::refuse_pool_inside(pool, into)?;
             let into = &filing_folder(into, req.split)?;
             let classes = classes(req, into, model_classes.as_deref())?;
             let mut q = Queue::new(pool, into, classes)?;

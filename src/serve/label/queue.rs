@@ -190,6 +190,20 @@ fn data_folder(root: &Path) -> Result<PathBuf> {
     })
 }
 
+/// Refuses a pool inside the labelled data `into` (its images are labelled already), by canonical
+/// paths (`..` and links resolved).
+pub(super) fn refuse_pool_inside(pool: &Path, into: &Path) -> Result<()> {
+    if crate::fsutil::within(pool, into) {
+        return Err(Error::invalid(format!(
+            "--pool {} is inside --into {} (its images are labelled already): give a pool \
+             outside the labelled data",
+            pool.display(),
+            into.display()
+        )));
+    }
+    Ok(())
+}
+
 /// Refuses class names that cannot be folder names.
 fn check_names(classes: &[String]) -> Result<()> {
     match classes.iter().find(|c| {
@@ -280,14 +294,7 @@ impl Queue {
     pub fn new(pool: &Path, into: &Path, classes: Vec<String>) -> Result<Queue> {
         check_into(into)?;
         let partial = remove_partial_copies(into);
-        if crate::fsutil::within(pool, into) {
-            return Err(Error::invalid(format!(
-                "--pool {} is inside --into {} (its images are labelled already): give a pool \
-                 outside the labelled data",
-                pool.display(),
-                into.display()
-            )));
-        }
+        refuse_pool_inside(pool, into)?;
         let (files, mut warnings) = image_files(pool)?;
         if partial > 0 {
             warnings.push(format!(
