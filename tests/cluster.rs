@@ -281,19 +281,7 @@ impl Cluster {
 
     /// Runs warmstart with this cluster's configuration.
     fn warmstart(&self, dir: &Path, args: &[&str]) -> std::process::Output {
-        let out = Command::new(env!("CARGO_BIN_EXE_warmstart"))
-            .env("SLURM_CONF", self.conf())
-            .current_dir(dir)
-            .args(args)
-            .output()
-            .unwrap();
-        eprintln!(
-            "$ warmstart {}\n{}{}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
+        common::run_with_env(dir, &[("SLURM_CONF", &self.conf())], args)
     }
 
     fn queue(&self) -> String {

@@ -3,7 +3,7 @@
 //! reason, and an empty class folder is an error.
 
 use super::prepare::{Fit, Invert, load_image};
-use super::{Images, RawDataset};
+use super::{Images, RawDataset, Split};
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
 
@@ -110,6 +110,27 @@ fn read_split(
     Ok((Images::new(pixels, labels)?, files))
 }
 
+/// The part a folder of the split layout holds, from its name in any case (`Train/`, `TEST/`).
+pub fn part_of(folder: &Path) -> Option<Split> {
+    let name = dir_name(folder);
+    [Split::Train, Split::Val, Split::Test]
+        .into_iter()
+        .find(|s| name.eq_ignore_ascii_case(s.name()))
+}
+
+/// `root`'s part folders when it has the `{train,val,test}/<class>` layout (a `train/` folder and
+/// only part folders beside it, in any case), as the loader reads it; `None` for a folder of
+/// class folders.
+pub fn split_parts(root: &Path) -> Result<Option<Vec<(Split, PathBuf)>>> {
+    let dirs = subdirs(root)?;
+    let parts: Vec<(Split, PathBuf)> = dirs
+        .iter()
+        .filter_map(|d| Some((part_of(d)?, d.clone())))
+        .collect();
+    let layout = parts.len() == dirs.len() && parts.iter().any(|(s, _)| *s == Split::Train);
+    Ok(layout.then_some(parts))
+}
+
 /// Loads an image-folder dataset.
 pub fn load(root: &Path, invert: Invert, fit: Fit) -> Result<RawDataset> {
     let dirs = subdirs(root)?;
@@ -119,38 +140,26 @@ pub fn load(root: &Path, invert: Invert, fit: Fit) -> Result<RawDataset> {
             "no dataset found: expected IDX files, train.csv, or one folder per class",
         ));
     }
-    // `train/`, `val/`, `test/` in any case (`Train/`, `TEST/`): the split layout.
-    let part = |name: &str| -> Option<PathBuf> {
-        dirs.iter()
-            .find(|d| dir_name(d).eq_ignore_ascii_case(name))
-            .cloned()
+    let parts = split_parts(root)?;
+    let part = |split: Split| -> Option<PathBuf> {
+        let (_, d) = parts.as_ref()?.iter().find(|(s, _)| *s == split)?;
+        Some(d.clone())
     };
-    let split_layout = part("train").is_some()
-        && dirs.iter().all(|d| {
-            ["train", "val", "test"]
-                .iter()
-                .any(|n| dir_name(d).eq_ignore_ascii_case(n))
-        });
-    let train_dir = match (split_layout, part("train")) {
-        (true, Some(t)) => t,
-        _ => root.to_path_buf(),
-    };
+    let train_dir = part(Split::Train).unwrap_or_else(|| root.to_path_buf());
     let classes: Vec<String> = subdirs(&train_dir)?.iter().map(|d| dir_name(d)).collect();
     if classes.is_empty() {
         return Err(Error::format(&train_dir, "no class folders"));
     }
     let mut skipped = Vec::new();
     let (train, train_files) = read_split(&train_dir, &classes, invert, fit, &mut skipped)?;
-    let mut opt = |name: &str| -> Result<Option<(Images, Vec<PathBuf>)>> {
-        match part(name) {
-            Some(d) if split_layout => {
-                read_split(&d, &classes, invert, fit, &mut skipped).map(Some)
-            }
-            _ => Ok(None),
+    let mut opt = |split: Split| -> Result<Option<(Images, Vec<PathBuf>)>> {
+        match part(split) {
+            Some(d) => read_split(&d, &classes, invert, fit, &mut skipped).map(Some),
+            None => Ok(None),
         }
     };
-    let (val, val_files) = opt("val")?.unzip();
-    let (test, test_files) = opt("test")?.unzip();
+    let (val, val_files) = opt(Split::Val)?.unzip();
+    let (test, test_files) = opt(Split::Test)?.unzip();
     Ok(RawDataset {
         classes: Some(classes),
         train,

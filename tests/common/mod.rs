@@ -19,8 +19,14 @@ pub fn run(args: &[&str]) -> Output {
 }
 
 pub fn run_in(dir: &Path, args: &[&str]) -> Output {
+    run_with_env(dir, &[], args)
+}
+
+/// [`run_in`] with environment variables set for the binary (and what it starts).
+pub fn run_with_env(dir: &Path, env: &[(&str, &Path)], args: &[&str]) -> Output {
     let out = bin()
         .current_dir(dir)
+        .envs(env.iter().copied())
         .args(args)
         .output()
         .expect("the binary runs");

@@ -125,13 +125,20 @@ fn classes(
 /// Where answers are filed: `into`, or `into/<split>` (train by default) when `into` has the
 /// `{train,val,test}/<class>` layout that `train --data` reads.
 fn filing_folder(into: &Path, split: Option<crate::data::Split>) -> Result<PathBuf> {
-    let layout = ["train", "val", "test"]
-        .iter()
-        .any(|s| into.join(s).is_dir());
-    match (layout, split) {
-        (true, s) => Ok(into.join(s.unwrap_or(crate::data::Split::Train).name())),
-        (false, None) => Ok(into.to_path_buf()),
-        (false, Some(s)) => Err(Error::invalid(format!(
+    let parts = if into.is_dir() {
+        crate::data::folder::split_parts(into)?
+    } else {
+        None
+    };
+    match (parts, split) {
+        (Some(parts), s) => {
+            let s = s.unwrap_or(crate::data::Split::Train);
+            // The part's own folder (`Train/` stays `Train/`), or a new one of its name.
+            let found = parts.into_iter().find(|(p, _)| *p == s).map(|(_, d)| d);
+            Ok(found.unwrap_or_else(|| into.join(s.name())))
+        }
+        (None, None) => Ok(into.to_path_buf()),
+        (None, Some(s)) => Err(Error::invalid(format!(
             "--split {}: {} has no train/, val/ or test/ folder (it is filed as INTO/<class>/)",
             s.name(),
             into.display()

@@ -162,14 +162,11 @@ fn check_into(into: &Path) -> Result<()> {
             ),
         ));
     }
-    if let Some(split) = ["train", "val", "test"]
-        .into_iter()
-        .find(|s| into.join(s).is_dir())
-    {
+    if crate::data::folder::split_parts(into)?.is_some() {
         return Err(Error::format(
             into,
             format!(
-                "has the {{train,val,test}}/<class> layout ({split}/ is there): give --into {}",
+                "has the {{train,val,test}}/<class> layout: give --into {}",
                 into.join("train").display()
             ),
         ));
@@ -181,9 +178,7 @@ fn check_into(into: &Path) -> Result<()> {
 /// parent for the `{train,val,test}/<class>` layout.
 fn data_folder(root: &Path) -> Result<PathBuf> {
     let c = std::fs::canonicalize(root).map_err(|e| Error::io(root, e))?;
-    let split = c
-        .file_name()
-        .is_some_and(|n| ["train", "val", "test"].iter().any(|s| n == *s));
+    let split = crate::data::folder::part_of(&c).is_some();
     Ok(match (split, c.parent()) {
         (true, Some(p)) => p.to_path_buf(),
         _ => c,
