@@ -121,7 +121,8 @@ fn run(cmd: &mut Command, what: &str) -> Result<String> {
     })?;
     if !out.status.success() {
         return Err(Error::invalid(format!(
-            "{program} failed ({what}, {}): {}",
+            "{program} failed ({what}, {}): {} (on a machine that is not part of the cluster, \
+             --dry-run writes the job scripts without submitting them)",
             out.status,
             String::from_utf8_lossy(&out.stderr).trim()
         )));
