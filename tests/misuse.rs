@@ -740,7 +740,7 @@ fn bad_inputs_are_refused_with_clear_errors() {
         (
             "predict on a 16-bit 16,384-pixel square (512 MiB decoded)",
             vec!["predict", "--model", r, s(&bomb)],
-            "over the limit of 256 MiB",
+            "needs 517 MiB, over the limit of 320 MiB",
         ),
     ] {
         cases.push(case(what, &args, &[expect]));

@@ -1,20 +1,24 @@
 //! Step 1 of preparing an image (the rest is `prepare.rs`): decoding any format the `image` crate reads
-//! (and 32-bit float grayscale TIFF), within memory limits that refuse decompression bombs before
-//! decoding, shrunk to at most [`PRESHRINK`] pixels a side and only then turned upright by its EXIF
-//! orientation, so the full-size image is held once.
+//! (and 32-bit float grayscale TIFF) within one memory budget for the whole process
+//! (`memory.rs`): each decode first reserves what it will allocate, read from the header
+//! (`cost.rs`), and an image that needs more than [`MAX_COST`] is refused before decoding. The
+//! decoded image is shrunk to at most [`PRESHRINK`] pixels a side and only then turned upright by
+//! its EXIF orientation, so the full-size image is held once.
 
+pub use super::cost::PRESHRINK;
+use super::cost::{self, Need};
+use super::memory::{DECODE_BUDGET, Reservation};
 use crate::error::{Error, Result};
 use image::{DynamicImage, GrayImage, ImageDecoder, ImageReader, Limits};
 use std::path::Path;
+use std::time::Duration;
 
 /// Largest image side accepted, in pixels.
 pub const MAX_SIDE: u32 = 16_384;
-/// Largest decoded image accepted, in bytes (a 16,384-pixel square of 8-bit grey, an 8,192-pixel
-/// square of 8-bit RGBA). With the image held once, this bounds a decode's memory.
-pub const MAX_ALLOC: u64 = 256 << 20;
-/// What a decoder may allocate beside the decoded image (a TIFF strip, a PNG row buffer), so that
-/// the limit on the image itself is [`MAX_ALLOC`] in every format.
-const WORKING_ALLOC: u64 = 32 << 20;
+/// Most memory one decode may need ([`cost::need`]): the whole budget, so any accepted image can
+/// be decoded, alone if need be. A 16,384-pixel square of 8-bit grey (256 MiB) fits as a PNG;
+/// a lossless WebP fits up to about 110 MiB decoded.
+pub const MAX_COST: u64 = DECODE_BUDGET;
 
 /// Decodes an image file with limits that stop decompression bombs.
 pub fn decode(path: &Path) -> Result<DynamicImage> {
@@ -22,8 +26,51 @@ pub fn decode(path: &Path) -> Result<DynamicImage> {
     decode_bytes(path, &bytes)
 }
 
-/// Decodes image bytes (as [`decode`] does a file); `path` is only used in errors.
+/// Decodes image bytes (as [`decode`] does a file), waiting as long as it takes for the memory;
+/// `path` is only used in errors.
 pub fn decode_bytes(path: &Path, bytes: &[u8]) -> Result<DynamicImage> {
+    let held = reserve(path, bytes, None)?
+        .ok_or_else(|| Error::invalid("the decode memory could not be reserved".to_string()))?;
+    decode_reserved(path, bytes, &held)
+}
+
+/// The memory decoding `bytes` needs, taken from the process's budget: within `wait` (`Ok(None)`
+/// when it passed: the caller says it is busy), or as long as it takes. An image that needs more
+/// than [`MAX_COST`] is an error naming `path`, without waiting.
+pub fn reserve(path: &Path, bytes: &[u8], wait: Option<Duration>) -> Result<Option<Reservation>> {
+    let bytes_needed = match cost::need(bytes) {
+        Some(Need { side, what, .. }) if side > MAX_SIDE => {
+            return Err(Error::format(
+                path,
+                format!(
+                    "the image is too large: a {what}, over the limit of {MAX_SIDE} pixels a \
+                     side (shrink it first)"
+                ),
+            ));
+        }
+        Some(Need { bytes: n, what, .. }) if n > MAX_COST => {
+            return Err(Error::format(
+                path,
+                format!(
+                    "the image is too large to decode: a {what} needs {} MiB, over the limit of \
+                     {} MiB (shrink it first)",
+                    n.div_ceil(1 << 20),
+                    MAX_COST >> 20
+                ),
+            ));
+        }
+        Some(need) => need.bytes,
+        // No header the image crate reads: a float TIFF (which checks its own size against what
+        // it holds) gets the whole budget; anything else fails at its header, allocating nothing.
+        None if bytes.starts_with(b"II*\0") || bytes.starts_with(b"MM\0*") => MAX_COST,
+        None => cost::FIXED,
+    };
+    Ok(Reservation::take(bytes_needed, wait))
+}
+
+/// Decodes `bytes` with `held`, a reservation from [`reserve`] for these bytes: the decoders may
+/// allocate no more than it holds.
+pub fn decode_reserved(path: &Path, bytes: &[u8], held: &Reservation) -> Result<DynamicImage> {
     let reader = ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| Error::io(path, e))?;
@@ -34,24 +81,23 @@ pub fn decode_bytes(path: &Path, bytes: &[u8]) -> Result<DynamicImage> {
         ));
     }
     let tiff = reader.format() == Some(image::ImageFormat::Tiff);
-    match decode_reader(path, reader) {
-        Err(e) if tiff => decode_float_tiff(bytes).unwrap_or(Err(e)),
+    match decode_reader(path, reader, held.bytes()) {
+        Err(e) if tiff => decode_float_tiff(bytes, held.bytes()).unwrap_or(Err(e)),
         other => other,
     }
 }
-
 /// A 32-bit float grayscale TIFF (scientific and sensor images), which the `image` crate does not
 /// decode: read with the `tiff` crate (within its default 256 MiB buffer limit and our side
-/// limit). Values in [0, 1] map to 0..255; any other range is stretched from its minimum to its
+/// limit; the floats and the bytes made from them within `allowed`). Values in [0, 1] map to 0..255; any other range is stretched from its minimum to its
 /// maximum. `None` when the file is not such a TIFF, so the caller's error stands.
-fn decode_float_tiff(bytes: &[u8]) -> Option<Result<DynamicImage>> {
+fn decode_float_tiff(bytes: &[u8], allowed: u64) -> Option<Result<DynamicImage>> {
     use tiff::decoder::{Decoder, DecodingResult};
     let mut d = Decoder::new(std::io::Cursor::new(bytes)).ok()?;
     if d.colortype().ok()? != tiff::ColorType::Gray(32) {
         return None;
     }
     let (w, h) = d.dimensions().ok()?;
-    if w > MAX_SIDE || h > MAX_SIDE || u64::from(w) * u64::from(h) * 4 > MAX_ALLOC {
+    if w > MAX_SIDE || h > MAX_SIDE || u64::from(w) * u64::from(h) * 5 > allowed {
         return None;
     }
     let DecodingResult::F32(v) = d.read_image().ok()? else {
@@ -91,6 +137,7 @@ fn jpeg_complete(b: &[u8]) -> bool {
 fn decode_reader<R: std::io::BufRead + std::io::Seek>(
     path: &Path,
     mut reader: ImageReader<R>,
+    allowed: u64,
 ) -> Result<DynamicImage> {
     if reader.format().is_none() {
         return Err(Error::format(path, "not an image in a known format"));
@@ -98,7 +145,9 @@ fn decode_reader<R: std::io::BufRead + std::io::Seek>(
     let mut limits = Limits::default();
     limits.max_image_width = Some(MAX_SIDE);
     limits.max_image_height = Some(MAX_SIDE);
-    limits.max_alloc = Some(MAX_ALLOC + WORKING_ALLOC);
+    // What the image crate and the decoders count of their own allocations stays within the
+    // reservation, whatever the header claimed.
+    limits.max_alloc = Some(allowed);
     reader.limits(limits);
     let cannot = |e: image::ImageError| Error::format(path, format!("cannot decode image: {e}"));
     let mut decoder = reader.into_decoder().map_err(cannot)?;
@@ -106,45 +155,12 @@ fn decode_reader<R: std::io::BufRead + std::io::Seek>(
     let orientation = decoder
         .orientation()
         .unwrap_or(image::metadata::Orientation::NoTransforms);
-    if decoder.total_bytes() > MAX_ALLOC {
-        return Err(Error::format(
-            path,
-            format!(
-                "the image is too large: {} MiB decoded, over the limit of {} MiB (shrink it first)",
-                decoder.total_bytes().div_ceil(1 << 20),
-                MAX_ALLOC >> 20
-            ),
-        ));
-    }
     let img = DynamicImage::from_decoder(decoder).map_err(cannot)?;
     // Shrink before turning: rotating the full-size image would copy it.
     let mut img = preshrink(img);
     img.apply_orientation(orientation);
     Ok(img)
 }
-
-/// Memory a decode of these bytes needs, read from the image's header without decoding: its
-/// decoded size, or [`MAX_ALLOC`] when the header cannot say (the decode will be refused or
-/// bounded by it). The server reserves this much before decoding an upload.
-pub fn decoded_bytes(bytes: &[u8]) -> u64 {
-    let Ok(reader) = ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format() else {
-        return MAX_ALLOC;
-    };
-    let mut limits = Limits::default();
-    limits.max_image_width = Some(MAX_SIDE);
-    limits.max_image_height = Some(MAX_SIDE);
-    let mut reader = reader;
-    reader.limits(limits);
-    match reader.into_decoder() {
-        Ok(d) => d.total_bytes().min(MAX_ALLOC),
-        Err(_) => MAX_ALLOC,
-    }
-}
-
-/// Images with a side above this are shrunk to it when decoded (keeping the aspect ratio), so
-/// neither the orientation nor the conversion to floats below holds a large image again: a
-/// 16,000-pixel square took 4.5 GB. The result is 28 pixels a side anyway.
-pub const PRESHRINK: u32 = 1024;
 
 /// `img` shrunk so its longer side is at most [`PRESHRINK`], by area averaging
 /// (`thumbnail`), which writes only the small image (a filtered resize keeps a full-width
@@ -161,18 +177,28 @@ fn preshrink(img: DynamicImage) -> DynamicImage {
 mod tests {
     use super::*;
 
-    /// A TIFF of exactly the decoded-size limit is accepted as a PNG of that size is: the limit
-    /// is one number for every format, whatever working buffers a decoder needs beside it.
+    /// The limit is on what each format's decoder allocates, said in the refusal: a 16,384-pixel
+    /// square of grey decodes as a PNG (256 MiB, read into place), while the same pixels as a
+    /// TIFF (read whole into the decoder's buffer, then copied: 7/3 of it) are refused from the
+    /// header, before any of it is allocated.
     #[test]
-    fn the_size_limit_is_the_same_for_tiff_and_png() {
+    fn the_limit_counts_what_each_decoder_allocates() {
         let side = 16_384u32;
-        assert_eq!(u64::from(side) * u64::from(side), MAX_ALLOC);
         let img = DynamicImage::ImageLuma8(GrayImage::new(side, side));
-        for format in [image::ImageFormat::Tiff, image::ImageFormat::Png] {
+        let encoded = |format| {
             let mut bytes = std::io::Cursor::new(Vec::new());
-            img.write_to(&mut bytes, format).unwrap();
-            let got = decode_bytes(Path::new("big"), bytes.get_ref());
-            assert!(got.is_ok(), "{format:?}: {:?}", got.err());
-        }
+            img.write_to(&mut bytes, format).expect("encodes");
+            bytes.into_inner()
+        };
+        let png = decode_bytes(Path::new("big.png"), &encoded(image::ImageFormat::Png));
+        assert!(png.is_ok(), "{:?}", png.err());
+        let tiff = decode_bytes(Path::new("big.tif"), &encoded(image::ImageFormat::Tiff))
+            .expect_err("the TIFF needs more than the limit")
+            .to_string();
+        assert!(
+            tiff.contains("big.tif")
+                && tiff.contains("a 16384x16384 TIFF needs 600 MiB, over the limit of 320 MiB"),
+            "{tiff}"
+        );
     }
 }

@@ -3,11 +3,13 @@
 //! Every source yields 28x28 grayscale images stored as bytes, light strokes on a dark background
 //! (the MNIST convention), and a class index per image. A [`Dataset`] always knows its class names.
 
+pub mod cost;
 pub mod csv;
 pub mod decode;
 pub mod folder;
 pub mod idx;
 pub mod labelled;
+pub mod memory;
 pub mod pool;
 pub mod prepare;
 pub mod split;

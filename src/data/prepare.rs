@@ -3,8 +3,8 @@
 //! `serve` and `export`'s metadata all use this one rule ([`prepare`]):
 //! 1. decode with memory limits (a decompression bomb is refused, not decoded), shrink an image
 //!    over [`PRESHRINK`] pixels a side and only then turn it upright (EXIF orientation), so the
-//!    full-size image is held once: the peak is the decoded size ([`decoded_bytes`]) plus a
-//!    small copy;
+//!    full-size image is held once; every decode in the process shares one memory budget,
+//!    reserving what its format's decoder allocates (`cost.rs`, `memory.rs`);
 //! 2. composite any alpha channel over white, then convert to 8-bit luminance;
 //! 3. invert when the image is dark-on-light (`--invert yes`, or `auto` when the mean of its border
 //!    pixels is above mid-grey), so that strokes are light on a dark background as in MNIST;
@@ -15,7 +15,7 @@
 //!      it so that its centre of mass is the canvas' centre — how MNIST's digits were made, and
 //!      what a digit drawn small, high or in a corner needs to look like MNIST.
 
-pub use super::decode::{MAX_ALLOC, MAX_SIDE, PRESHRINK, decode, decode_bytes, decoded_bytes};
+pub use super::decode::{MAX_COST, MAX_SIDE, PRESHRINK, decode, decode_bytes};
 use super::{PIXELS, SIDE};
 use crate::error::{Error, Result};
 use image::{DynamicImage, GrayImage};
@@ -362,20 +362,21 @@ mod tests {
     }
 
     #[test]
-    fn decoded_size_is_read_from_the_header_and_bounded() {
-        assert_eq!(decoded_bytes(&png_declaring(100, 200)), 20_000);
-        assert_eq!(decoded_bytes(b"not an image"), MAX_ALLOC);
-        // 16,384 x 16,384 in 16-bit grey: 512 MiB decoded, over the budget, refused unread.
+    fn a_decode_over_the_memory_limit_is_refused_from_its_header() {
+        // 16,384 x 16,384 in 16-bit grey: 512 MiB decoded, over the limit, refused unread.
         let mut b = png_declaring(MAX_SIDE, MAX_SIDE);
         b[24] = 16; // bit depth
         let mut crc = flate2::Crc::new();
         crc.update(&b[12..29]);
         b[29..33].copy_from_slice(&crc.sum().to_be_bytes());
-        assert_eq!(decoded_bytes(&b), MAX_ALLOC);
         let e = decode_bytes(Path::new("bomb.png"), &b)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("bomb.png") && e.contains("limit"), "{e}");
+        assert!(
+            e.contains("bomb.png")
+                && e.contains("a 16384x16384 PNG needs 517 MiB, over the limit of 320 MiB"),
+            "{e}"
+        );
     }
 
     #[test]

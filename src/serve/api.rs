@@ -3,6 +3,8 @@
 
 use crate::checkpoint::Meta;
 use crate::data::PIXELS;
+use crate::data::decode;
+use crate::data::memory::Reservation;
 use crate::data::prepare::{self, Fit, Invert};
 use crate::eval::{argmax, image_probabilities};
 use crate::model::Net;
@@ -64,19 +66,22 @@ impl Prep {
     }
 }
 
-/// Decodes an uploaded image file, prepares it as `prep` says and runs the model on it. An
-/// undecodable file is an error message for a 400.
+/// Decodes an uploaded image file with `memory` (reserved for it: [`decode::reserve`]),
+/// prepares it as `prep` says and runs the model on it. An undecodable file is an error message
+/// for a 400.
 pub fn predict(
     net: &Net,
     meta: &Meta,
     device: &Device,
     body: &[u8],
     prep: Prep,
+    memory: &Reservation,
 ) -> Result<Prediction, String> {
     if body.is_empty() {
         return Err("the request has no body: send an image file (PNG, JPEG, ...)".into());
     }
-    let img = prepare::decode_bytes(Path::new("upload"), body).map_err(|e| e.to_string())?;
+    let img =
+        decode::decode_reserved(Path::new("upload"), body, memory).map_err(|e| e.to_string())?;
     let px = prepare::prepare(&img, prep.invert, prep.fit);
     if prepare::is_blank(&px) {
         return Err("the image is blank once prepared (nothing drawn on it): no class".into());
@@ -160,8 +165,10 @@ mod tests {
         let net = ArchConfig::standard(2).init(&device);
         let m = meta();
         let prep = Prep::from_query(&m, "").unwrap();
-        assert!(predict(&net, &m, &device, b"", prep).is_err());
-        assert!(predict(&net, &m, &device, b"not an image at all", prep).is_err());
+        let held = |b: &[u8]| decode::reserve(Path::new("t"), b, None).unwrap().unwrap();
+        assert!(predict(&net, &m, &device, b"", prep, &held(b"")).is_err());
+        let garbage = b"not an image at all";
+        assert!(predict(&net, &m, &device, garbage, prep, &held(garbage)).is_err());
         let mut png = Vec::new();
         image::DynamicImage::ImageLuma8(image::GrayImage::from_fn(56, 56, |x, y| {
             image::Luma([if (20..36).contains(&x) && y > 8 {
@@ -172,7 +179,7 @@ mod tests {
         }))
         .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
         .unwrap();
-        let p = predict(&net, &m, &device, &png, prep).unwrap();
+        let p = predict(&net, &m, &device, &png, prep, &held(&png)).unwrap();
         assert_eq!(p.image.len(), PIXELS);
         // A white page and a black one have nothing to classify.
         for v in [0u8, 255] {
@@ -183,7 +190,7 @@ mod tests {
                     image::ImageFormat::Png,
                 )
                 .unwrap();
-            let e = predict(&net, &m, &device, &blank, prep).unwrap_err();
+            let e = predict(&net, &m, &device, &blank, prep, &held(&blank)).unwrap_err();
             assert!(e.contains("blank"), "{e}");
         }
         let total: f64 = p.probabilities.values().filter_map(Value::as_f64).sum();

@@ -1,9 +1,11 @@
 //! Every bound the server keeps, in one place. Together they cap its memory by design: at most
 //! [`MAX_CONNECTIONS`] connections, each holding at most [`MAX_HEADER_BYTES`] of headers and
-//! [`MAX_BODY`] of body, plus [`DECODE_BUDGET`] for decoding images (reserved from each image's
-//! header before it is decoded) — about 64 x (16 KiB + 8 MiB) + 512 MiB, under 1 GB with the
-//! networks, whatever the clients send. A client that sends too slowly is cut off; one that
-//! arrives when the server is full waits in the kernel's queue for a free connection.
+//! [`MAX_BODY`] of body, plus the process's decode budget
+//! ([`crate::data::memory::DECODE_BUDGET`], reserved from each image's header for what its
+//! decoder allocates) — about 64 x (16 KiB + 8 MiB) + 320 MiB, under 1 GB with the networks,
+//! whatever the clients send. A client that sends too slowly is cut off; one that
+//! arrives when the server is full waits in the kernel's queue until the connection idle the
+//! longest gives way to it.
 
 use std::time::Duration;
 
@@ -12,6 +14,10 @@ pub const MAX_CONNECTIONS: usize = 64;
 
 /// Largest request head (request line and headers), in bytes: a longer one gets 431.
 pub const MAX_HEADER_BYTES: usize = 16 << 10;
+
+/// When every connection is taken, how long one without a request under way keeps its slot
+/// before it is closed for a new connection (`fair.rs`): time enough to send a request's head.
+pub const GIVE_WAY_AFTER: Duration = Duration::from_secs(1);
 
 /// Most header fields in a request: more get 431.
 pub const MAX_HEADERS: usize = 64;
@@ -26,10 +32,6 @@ pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest request body (an image file), in bytes: a larger one gets 413, refused from its
 /// `Content-Length` without reading it, or as soon as it passes the limit.
 pub const MAX_BODY: usize = 8 << 20;
-
-/// Memory for decoding uploads at once, in bytes; each decode reserves its decoded size (at most
-/// [`crate::data::prepare::MAX_ALLOC`]), so at most two of the largest images decode together.
-pub const DECODE_BUDGET: u64 = 512 << 20;
 
 /// How long a prediction waits for decode memory and a free network before it gets 503.
 pub const QUEUE_WAIT: Duration = Duration::from_secs(10);

@@ -16,6 +16,7 @@
 //! everything: a slow or silent client cannot hold the server up.
 
 pub mod api;
+pub mod fair;
 pub mod guard;
 pub mod label;
 pub mod limits;
@@ -27,7 +28,9 @@ use askama::Template;
 use burn::prelude::Device;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use limits::{GRACE, HEADER_TIMEOUT, MAX_CONNECTIONS, MAX_HEADER_BYTES, MAX_HEADERS};
+use limits::{
+    GIVE_WAY_AFTER, GRACE, HEADER_TIMEOUT, MAX_CONNECTIONS, MAX_HEADER_BYTES, MAX_HEADERS,
+};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -180,26 +183,22 @@ pub(crate) fn run(
     served
 }
 
-/// Accepts connections (at most [`MAX_CONNECTIONS`] at once) until a stop is asked for, then
-/// lets each finish the answer it is writing for [`GRACE`] and closes the rest.
+/// Accepts connections (at most [`MAX_CONNECTIONS`] at once: when all are taken, the one idle
+/// the longest gives way after [`GIVE_WAY_AFTER`], [`fair`]) until a stop is asked for, then lets each finish the answer
+/// it is writing for [`GRACE`] and closes the rest.
 async fn accept_until_stopped(listener: TcpListener, router: axum::Router) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let open = Arc::new(fair::Connections::default());
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
     loop {
         let accepted = tokio::select! {
             () = stopped() => break,
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
-            slot = slots.clone().acquire_owned() => match slot {
-                Ok(slot) => tokio::select! {
-                    () = stopped() => break,
-                    r = listener.accept() => r.map(|(stream, _)| (stream, slot)),
-                },
-                Err(_) => break,
-            },
+            r = listener.accept() => r,
         };
-        let (stream, slot) = match accepted {
-            Ok(a) => a,
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
             // Out of file descriptors, or a connection reset before it was accepted: wait a
             // little and go on accepting — never give up listening.
             Err(_) => {
@@ -207,8 +206,36 @@ async fn accept_until_stopped(listener: TcpListener, router: axum::Router) {
                 continue;
             }
         };
+        // Full: make room by closing the longest-idle connection once it has had its time to
+        // start a request, or, when every one is answering a request, wait for one to end.
+        let slot = loop {
+            if let Ok(slot) = Arc::clone(&slots).try_acquire_owned() {
+                break Some(slot);
+            }
+            let wait = match open.make_room(GIVE_WAY_AFTER) {
+                fair::Room::After(d) => d,
+                fair::Room::Made | fair::Room::Busy => GIVE_WAY_AFTER,
+            };
+            tokio::select! {
+                () = stopped() => break None,
+                slot = Arc::clone(&slots).acquire_owned() => break slot.ok(),
+                () = tokio::time::sleep(wait) => {}
+            }
+        };
+        let Some(slot) = slot else { break };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
+        let (handle, close) = open.open();
+        let handle = Arc::new(handle);
+        let inner = TowerToHyperService::new(router.clone());
+        let service = hyper::service::service_fn(move |req| {
+            let busy = handle.busy();
+            let answer = hyper::service::Service::call(&inner, req);
+            async move {
+                let answer = answer.await;
+                drop(busy);
+                answer
+            }
+        });
         let mut stop = stop_rx.clone();
         connections.spawn(async move {
             let _slot = slot;
@@ -225,6 +252,9 @@ async fn accept_until_stopped(listener: TcpListener, router: axum::Router) {
                     conn.as_mut().graceful_shutdown();
                     let _ = tokio::time::timeout(GRACE, conn).await;
                 }
+                // Given way to a new connection ([`fair`]): it has no request under way, so it is
+                // closed at once.
+                Ok(()) = close => {}
             }
         });
     }

@@ -5,9 +5,9 @@
 
 use super::api;
 use super::guard::Guard;
-use super::limits::{BODY_TIMEOUT, DECODE_BUDGET, MAX_BODY, QUEUE_WAIT};
+use super::limits::{BODY_TIMEOUT, MAX_BODY, QUEUE_WAIT};
 use crate::checkpoint::Meta;
-use crate::data::prepare;
+use crate::data::{decode, memory::Reservation};
 use crate::model::Net;
 use axum::Router;
 use axum::body::Body;
@@ -30,8 +30,6 @@ pub struct App {
     /// Copies of the network; `slots` has one permit per copy.
     nets: Mutex<Vec<Net>>,
     slots: Semaphore,
-    /// Decode memory, one permit per MiB ([`DECODE_BUDGET`]).
-    memory: Semaphore,
     /// Where the networks compute (made once: making one per request cost a tenth of it).
     device: Device,
 }
@@ -45,7 +43,6 @@ impl App {
             guard,
             slots: Semaphore::new(nets.len()),
             nets: Mutex::new(nets),
-            memory: decode_budget(),
             device: Device::flex(),
         }
     }
@@ -146,7 +143,7 @@ async fn predict_inner(
     if declared.is_some_and(|n| n > MAX_BODY as u64) {
         return Err(too_large());
     }
-    let read = tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, MAX_BODY).collect()).await;
+    let read = tokio::time::timeout(BODY_TIMEOUT, read_body(body, declared)).await;
     let bytes = match read {
         Err(_) => {
             return Err(Reply::error(
@@ -164,11 +161,11 @@ async fn predict_inner(
                 &format!("the request body could not be read: {e}"),
             ));
         }
-        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Ok(bytes)) => bytes,
     };
     // Reserve the decode's memory (read from the image's header) and a network; a request that
     // cannot have both within QUEUE_WAIT is told to come back.
-    let memory = reserve_decode(&app.memory, &bytes).await?;
+    let memory = reserve_decode(std::path::Path::new("upload"), &bytes)?;
     let slot = tokio::time::timeout(QUEUE_WAIT, app.slots.acquire())
         .await
         .map_err(|_| busy())?
@@ -177,12 +174,28 @@ async fn predict_inner(
     // cost a fifth of the throughput.
     let answer = tokio::task::block_in_place(|| {
         with_net(app, |net| {
-            api::predict(net, &app.meta, &app.device, &bytes, prep)
+            api::predict(net, &app.meta, &app.device, &bytes, prep, &memory)
                 .map_err(|e| Reply::error(StatusCode::BAD_REQUEST, &e))
         })?
     });
     drop((memory, slot));
     answer.map(|p| Reply::json(&p))
+}
+
+/// The body, read into one buffer of its declared length: collecting its chunks and joining
+/// them held it twice, 1 GiB with 64 uploads of 8 MiB.
+async fn read_body(
+    body: Body,
+    declared: Option<u64>,
+) -> Result<Vec<u8>, Box<dyn std::error::Error + Send + Sync>> {
+    let mut body = Limited::new(body, MAX_BODY);
+    let mut bytes = Vec::with_capacity(declared.unwrap_or(0).min(MAX_BODY as u64) as usize);
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            bytes.extend_from_slice(&data);
+        }
+    }
+    Ok(bytes)
 }
 
 fn busy() -> Reply {
@@ -192,23 +205,16 @@ fn busy() -> Reply {
     )
 }
 
-/// The decode budget (one permit per MiB of [`DECODE_BUDGET`]) reserved for decoding `bytes`, as
-/// much as its header says the decoded image takes; a 503 when it cannot be had within
-/// [`QUEUE_WAIT`]. Every decode a server makes goes through it.
-pub(crate) async fn reserve_decode<'a>(
-    memory: &'a Semaphore,
-    bytes: &[u8],
-) -> Result<tokio::sync::SemaphorePermit<'a>, Reply> {
-    let mib = (prepare::decoded_bytes(bytes).div_ceil(1 << 20) as u32).max(1);
-    tokio::time::timeout(QUEUE_WAIT, memory.acquire_many(mib))
-        .await
-        .map_err(|_| busy())?
-        .map_err(|_| busy())
-}
-
-/// A new decode budget of [`DECODE_BUDGET`].
-pub(crate) fn decode_budget() -> Semaphore {
-    Semaphore::new((DECODE_BUDGET >> 20) as usize)
+/// The memory decoding `bytes` needs, from the process's one decode budget
+/// ([`crate::data::memory`]): a 400 naming `path` for an image over the limits, a 503 when the
+/// memory is not free within [`QUEUE_WAIT`]. Every decode a server makes goes through it. The
+/// wait blocks this thread (tokio hands its other tasks to another).
+pub(crate) fn reserve_decode(path: &std::path::Path, bytes: &[u8]) -> Result<Reservation, Reply> {
+    match tokio::task::block_in_place(|| decode::reserve(path, bytes, Some(QUEUE_WAIT))) {
+        Ok(Some(held)) => Ok(held),
+        Ok(None) => Err(busy()),
+        Err(e) => Err(Reply::error(StatusCode::BAD_REQUEST, &e.to_string())),
+    }
 }
 
 /// Runs `f` with a network taken from the pool, and puts it back afterwards, even when `f`

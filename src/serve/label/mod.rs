@@ -283,7 +283,6 @@ pub fn serve(
     let state = Arc::new(routes::State {
         queue: Mutex::new(q),
         page: routes::page()?,
-        memory: crate::serve::routes::decode_budget(),
     });
     super::run(
         "127.0.0.1",

@@ -5,6 +5,7 @@
 
 use super::keys;
 use super::queue::Queue;
+use crate::data::decode;
 use crate::data::prepare::{self, Fit, Invert};
 use crate::error::{Error, Result};
 use crate::serve::guard::Guard;
@@ -27,8 +28,6 @@ pub struct State {
     pub queue: Mutex<Queue>,
     /// The page.
     pub page: String,
-    /// Decode memory, shared by every image request (as `serve`'s uploads share theirs).
-    pub memory: tokio::sync::Semaphore,
 }
 
 /// Largest answer body: `{"id": N, "class": K}` with room to spare.
@@ -148,12 +147,12 @@ async fn image(Extract(s): Extract<Arc<State>>, Path(id): Path<usize>) -> Respon
             return Reply::error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string()).into_response();
         }
     };
-    let memory = match reserve_decode(&s.memory, &bytes).await {
+    let memory = match reserve_decode(&path, &bytes) {
         Ok(m) => m,
-        Err(busy) => return busy.into_response(),
+        Err(refused) => return refused.into_response(),
     };
     let png = tokio::task::block_in_place(|| -> Result<Vec<u8>> {
-        let img = prepare::decode_bytes(&path, &bytes)?;
+        let img = decode::decode_reserved(&path, &bytes, &memory)?;
         prepare::png_bytes(&prepare::prepare(&img, Invert::Auto, Fit::Box))
     });
     drop(memory);
