@@ -38,7 +38,13 @@ pub fn decode_bytes(path: &Path, bytes: &[u8]) -> Result<DynamicImage> {
 /// when it passed: the caller says it is busy), or as long as it takes. An image that needs more
 /// than [`MAX_COST`] is an error naming `path`, without waiting.
 pub fn reserve(path: &Path, bytes: &[u8], wait: Option<Duration>) -> Result<Option<Reservation>> {
-    let bytes_needed = match cost::need(bytes) {
+    Ok(Reservation::take(memory_needed(path, bytes)?, wait))
+}
+
+/// The memory decoding `bytes` needs ([`cost::need`]), or an error naming `path` when the image
+/// is over [`MAX_SIDE`] or needs more than [`MAX_COST`]; read from the header alone.
+pub fn memory_needed(path: &Path, bytes: &[u8]) -> Result<u64> {
+    Ok(match cost::need(bytes) {
         Some(Need { side, what, .. }) if side > MAX_SIDE => {
             return Err(Error::format(
                 path,
@@ -64,8 +70,7 @@ pub fn reserve(path: &Path, bytes: &[u8], wait: Option<Duration>) -> Result<Opti
         // it holds) gets the whole budget; anything else fails at its header, allocating nothing.
         None if bytes.starts_with(b"II*\0") || bytes.starts_with(b"MM\0*") => MAX_COST,
         None => cost::FIXED,
-    };
-    Ok(Reservation::take(bytes_needed, wait))
+    })
 }
 
 /// Decodes `bytes` with `held`, a reservation from [`reserve`] for these bytes: the decoders may

@@ -1,9 +1,9 @@
 //! Every bound the server keeps, in one place. Together they cap its memory by design: at most
 //! [`MAX_CONNECTIONS`] connections, each holding at most [`MAX_HEADER_BYTES`] of headers and
-//! [`MAX_BODY`] of body, plus the process's decode budget
+//! [`MAX_BODY`] of body and all of them [`BODY_BUDGET`], plus the process's decode budget
 //! ([`crate::data::memory::DECODE_BUDGET`], reserved from each image's header for what its
-//! decoder allocates) — about 64 x (16 KiB + 8 MiB) + 320 MiB, under 1 GB with the networks,
-//! whatever the clients send. A client that sends too slowly is cut off; one that
+//! decoder allocates) — about 64 x 16 KiB + 256 MiB + 320 MiB, under 1 GB with the networks and
+//! threads, whatever the clients send. A client that sends too slowly is cut off; one that
 //! arrives when the server is full waits in the kernel's queue until the connection idle the
 //! longest gives way to it.
 
@@ -32,6 +32,11 @@ pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest request body (an image file), in bytes: a larger one gets 413, refused from its
 /// `Content-Length` without reading it, or as soon as it passes the limit.
 pub const MAX_BODY: usize = 8 << 20;
+
+/// Memory for request bodies at once (each reserves its declared length before it is read, the
+/// limit when it declares none): 32 of the largest, so that bodies and decodes together stay
+/// under 1 GB.
+pub const BODY_BUDGET: usize = 256 << 20;
 
 /// How long a prediction waits for decode memory and a free network before it gets 503.
 pub const QUEUE_WAIT: Duration = Duration::from_secs(10);

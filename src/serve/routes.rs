@@ -5,7 +5,7 @@
 
 use super::api;
 use super::guard::Guard;
-use super::limits::{BODY_TIMEOUT, MAX_BODY, QUEUE_WAIT};
+use super::limits::{BODY_BUDGET, BODY_TIMEOUT, MAX_BODY, QUEUE_WAIT};
 use crate::checkpoint::Meta;
 use crate::data::{decode, memory::Reservation};
 use crate::model::Net;
@@ -30,6 +30,8 @@ pub struct App {
     /// Copies of the network; `slots` has one permit per copy.
     nets: Mutex<Vec<Net>>,
     slots: Semaphore,
+    /// Memory for request bodies, one permit per KiB of [`BODY_BUDGET`].
+    bodies: Semaphore,
     /// Where the networks compute (made once: making one per request cost a tenth of it).
     device: Device,
 }
@@ -42,6 +44,7 @@ impl App {
             page,
             guard,
             slots: Semaphore::new(nets.len()),
+            bodies: Semaphore::new(BODY_BUDGET >> 10),
             nets: Mutex::new(nets),
             device: Device::flex(),
         }
@@ -143,6 +146,14 @@ async fn predict_inner(
     if declared.is_some_and(|n| n > MAX_BODY as u64) {
         return Err(too_large());
     }
+    // The body's memory (its declared length, or the limit when it declares none) is reserved
+    // before it is read; then a network and the decode's memory, all within QUEUE_WAIT.
+    let deadline = tokio::time::Instant::now() + QUEUE_WAIT;
+    let kib = declared.unwrap_or(MAX_BODY as u64).div_ceil(1 << 10).max(1) as u32;
+    let _body_memory = tokio::time::timeout_at(deadline, app.bodies.acquire_many(kib))
+        .await
+        .map_err(|_| busy())?
+        .map_err(|_| busy())?;
     let read = tokio::time::timeout(BODY_TIMEOUT, read_body(body, declared)).await;
     let bytes = match read {
         Err(_) => {
@@ -165,20 +176,27 @@ async fn predict_inner(
     };
     // Reserve the decode's memory (read from the image's header) and a network; a request that
     // cannot have both within QUEUE_WAIT is told to come back.
-    let memory = reserve_decode(std::path::Path::new("upload"), &bytes)?;
-    let slot = tokio::time::timeout(QUEUE_WAIT, app.slots.acquire())
+    // An image over the limits is refused from its header at once. Then a network, then the
+    // decode's memory (else 503): waiting for memory blocks a thread, so only requests holding a
+    // network (one per worker) wait for it.
+    let path = std::path::Path::new("upload");
+    let needed = decode::memory_needed(path, &bytes)
+        .map_err(|e| Reply::error(StatusCode::BAD_REQUEST, &e.to_string()))?;
+    let slot = tokio::time::timeout_at(deadline, app.slots.acquire())
         .await
         .map_err(|_| busy())?
         .map_err(|_| busy())?;
     // On this thread (tokio hands its other tasks to another): a handoff to the blocking pool
     // cost a fifth of the throughput.
     let answer = tokio::task::block_in_place(|| {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let memory = Reservation::take(needed, Some(left)).ok_or_else(busy)?;
         with_net(app, |net| {
             api::predict(net, &app.meta, &app.device, &bytes, prep, &memory)
                 .map_err(|e| Reply::error(StatusCode::BAD_REQUEST, &e))
         })?
     });
-    drop((memory, slot));
+    drop(slot);
     answer.map(|p| Reply::json(&p))
 }
 
@@ -207,8 +225,9 @@ fn busy() -> Reply {
 
 /// The memory decoding `bytes` needs, from the process's one decode budget
 /// ([`crate::data::memory`]): a 400 naming `path` for an image over the limits, a 503 when the
-/// memory is not free within [`QUEUE_WAIT`]. Every decode a server makes goes through it. The
-/// wait blocks this thread (tokio hands its other tasks to another).
+/// memory is not free within [`QUEUE_WAIT`]. The wait blocks this thread (tokio hands its other
+/// tasks to another); `label`'s image requests use it (one person's page), `serve`'s uploads
+/// wait for a network first so that at most one thread per worker waits for memory.
 pub(crate) fn reserve_decode(path: &std::path::Path, bytes: &[u8]) -> Result<Reservation, Reply> {
     match tokio::task::block_in_place(|| decode::reserve(path, bytes, Some(QUEUE_WAIT))) {
         Ok(Some(held)) => Ok(held),
