@@ -119,6 +119,17 @@ fn outputs_agree_with_each_runs_own_evaluation() {
     let red = img.pixels().filter(|p| p.0 == [214, 39, 40]).count();
     assert!(blue > 4 * 40, "dots: {blue} pixels");
     assert!(red > 2 * 40, "means: {red} pixels");
+    // Accuracy against minutes: each variant's mean ringed in its own colour (blue, then red),
+    // and the page shows both figures.
+    let img = image::open(out_dir.join("compare-time.png"))
+        .unwrap()
+        .to_rgb8();
+    for colour in [[31, 119, 180], [214, 39, 40]] {
+        let n = img.pixels().filter(|p| p.0 == colour).count();
+        assert!(n > 60, "{colour:?}: {n} pixels");
+    }
+    let html = std::fs::read_to_string(out_dir.join("compare.html")).unwrap();
+    assert_eq!(html.matches("data:image/png;base64,").count(), 2);
 
     // Re-running the same command reads every run back: same numbers, no training.
     let again = ok(&compare_args(&pre, &out_dir, "1"));
@@ -141,8 +152,8 @@ fn outputs_agree_with_each_runs_own_evaluation() {
     let dom = headless(&browser, &tmp.path().join("profile"), &["--dump-dom"], &url);
     let dom = String::from_utf8_lossy(&dom.stdout);
     assert!(
-        dom.contains("data-images-total=\"1\"") && dom.contains("data-images-loaded=\"1\""),
-        "the page did not load its figure: {dom}"
+        dom.contains("data-images-total=\"2\"") && dom.contains("data-images-loaded=\"2\""),
+        "the page did not load its figures: {dom}"
     );
     assert!(dom.contains("rand/seed-2/report.html"), "{dom}");
 }

@@ -382,7 +382,7 @@ fn compare(a: &CompareArgs, console: &mut Console) -> Result<()> {
     let c = compare::run(&req, console)?;
     say(format_args!("\n{}", compare::table(&c)));
     say(format_args!(
-        "Wrote {}: compare.csv, compare.json, compare.png and compare.html",
+        "Wrote {}: compare.csv, compare.json, compare.png, compare-time.png and compare.html",
         out.display()
     ));
     Ok(())

@@ -14,6 +14,7 @@ mod runs;
 pub mod stats;
 #[cfg(test)]
 mod tests;
+mod time;
 pub mod variant;
 
 use crate::augment::AugmentConfig;
@@ -275,7 +276,7 @@ fn cells(req: &CompareRequest) -> Vec<Cell<'_>> {
 }
 
 /// Runs (or reads back, or resumes) every (variant, seed) and writes `compare.csv`,
-/// `compare.json`, `compare.png` and `compare.html` into the output directory.
+/// `compare.json`, `compare.png`, `compare-time.png` and `compare.html` into the output directory.
 pub fn run(req: &CompareRequest, progress: &mut dyn Progress) -> Result<Comparison> {
     prepare(req, progress)?;
     let total = req.variants.len() * req.seeds.len();
@@ -493,5 +494,7 @@ fn write_outputs(out: &Path, c: &Comparison) -> Result<()> {
     write_atomic(&out.join("compare.json"), &json)?;
     let png = out.join("compare.png");
     figure::draw(c, &png)?;
-    page::write(&out.join("compare.html"), c, &png)
+    let time_png = out.join("compare-time.png");
+    time::draw(c, &time_png)?;
+    page::write(&out.join("compare.html"), c, &png, &time_png)
 }

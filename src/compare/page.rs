@@ -36,12 +36,14 @@ struct Page<'a> {
     rows: Vec<Row<'a>>,
     runs: Vec<Run<'a>>,
     png: String,
+    time_png: String,
     one_seed: bool,
     version: &'static str,
 }
 
-/// Writes the page into `path`, embedding the figure at `png`.
-pub fn write(path: &Path, c: &Comparison, png: &Path) -> Result<()> {
+/// Writes the page into `path`, embedding the figures at `png` (accuracy by variant) and
+/// `time_png` (accuracy against minutes).
+pub fn write(path: &Path, c: &Comparison, png: &Path, time_png: &Path) -> Result<()> {
     let pct = |x: f64| format!("{:.2}%", 100.0 * x);
     let rows = c
         .summary
@@ -76,7 +78,11 @@ pub fn write(path: &Path, c: &Comparison, png: &Path) -> Result<()> {
     let mut sets: Vec<&str> = c.runs.iter().map(|r| r.scored_on.as_str()).collect();
     sets.sort_unstable();
     sets.dedup();
-    let bytes = std::fs::read(png).map_err(|e| Error::io(png, e))?;
+    let embed = |p: &Path| {
+        std::fs::read(p)
+            .map(|b| base64::engine::general_purpose::STANDARD.encode(b))
+            .map_err(|e| Error::io(p, e))
+    };
     let page = Page {
         title: format!(
             "warmstart compare: {} variants x {} seeds",
@@ -87,7 +93,8 @@ pub fn write(path: &Path, c: &Comparison, png: &Path) -> Result<()> {
         scored_on: sets.join(" or "),
         rows,
         runs,
-        png: base64::engine::general_purpose::STANDARD.encode(bytes),
+        png: embed(png)?,
+        time_png: embed(time_png)?,
         one_seed: c.seeds.len() < 2,
         version: env!("CARGO_PKG_VERSION"),
     };
