@@ -17,7 +17,7 @@ use std::time::Duration;
 pub const MAX_SIDE: u32 = 16_384;
 /// Most memory one decode may need ([`cost::need`]): the whole budget, so any accepted image can
 /// be decoded, alone if need be. A 16,384-pixel square of 8-bit grey (256 MiB) fits as a PNG;
-/// a lossless WebP fits up to about 110 MiB decoded.
+/// a lossless RGB WebP up to about 130 MiB decoded (6,800 pixels a side).
 pub const MAX_COST: u64 = DECODE_BUDGET;
 
 /// Decodes an image file with limits that stop decompression bombs.
@@ -91,10 +91,12 @@ pub fn decode_reserved(path: &Path, bytes: &[u8], held: &Reservation) -> Result<
         other => other,
     }
 }
+
 /// A 32-bit float grayscale TIFF (scientific and sensor images), which the `image` crate does not
 /// decode: read with the `tiff` crate (within its default 256 MiB buffer limit and our side
-/// limit; the floats and the bytes made from them within `allowed`). Values in [0, 1] map to 0..255; any other range is stretched from its minimum to its
-/// maximum. `None` when the file is not such a TIFF, so the caller's error stands.
+/// limit; the floats and the bytes made from them within `allowed`). Values in [0, 1] map to
+/// 0..255; any other range is stretched from its minimum to its maximum. `None` when the file is
+/// not such a TIFF, so the caller's error stands.
 fn decode_float_tiff(bytes: &[u8], allowed: u64) -> Option<Result<DynamicImage>> {
     use tiff::decoder::{Decoder, DecodingResult};
     let mut d = Decoder::new(std::io::Cursor::new(bytes)).ok()?;
