@@ -5,10 +5,11 @@
 //! Why: conv1 has one input channel, so its patches are 9 values long: as an im2col multiply it
 //! ran in the `gemm` crate's f32 kernels far below their speed, then needed a batch-norm pass
 //! and a transpose for Winograd. Directly, each output pixel is 9 broadcast multiplies and adds
-//! per 16 channels.
+//! per vector of channels.
 
 use super::geometry::Conv3x3;
-use multiversion::multiversion;
+use super::lanes::{Kernel, ld, st};
+use pulp::Simd;
 
 /// The weights `[cout][cin][3][3]` as `[cin * 9][cout]`: one tap's channels contiguous.
 pub(crate) fn taps_channel_last(w: &[f32], cin: usize, cout: usize) -> Vec<f32> {
@@ -24,103 +25,58 @@ pub(crate) fn taps_channel_last(w: &[f32], cin: usize, cout: usize) -> Vec<f32> 
 
 /// `hwc[(oy * ow + ox) * cout + c] = relu(conv(x, w)[c, oy, ox] · scale[c] + shift[c])` for one
 /// image `x` (`[cin, h, w]`), with `taps` from [`taps_channel_last`]; each sum runs over
-/// (input channel, row, column) in that order, one fused multiply-add per tap.
-pub(crate) fn conv_bn_relu_hwc(
-    g: Conv3x3,
-    x: &[f32],
-    taps: &[f32],
-    scale: &[f32],
-    shift: &[f32],
-    hwc: &mut [f32],
-) {
-    assert!(x.len() >= g.in_len() && taps.len() >= g.k() * g.cout);
-    assert!(scale.len() >= g.cout && shift.len() >= g.cout && hwc.len() >= g.out_len());
-    #[cfg(target_arch = "x86_64")]
-    if g.cin == 1
-        && g.cout.is_multiple_of(16)
-        && std::arch::is_x86_feature_detected!("avx512f")
-        && std::arch::is_x86_feature_detected!("fma")
-    {
-        // SAFETY: AVX-512F and FMA are present (checked above); the bounds are asserted above.
-        return unsafe { avx512::conv_bn_relu_hwc(g, x, taps, scale, shift, hwc) };
-    }
-    conv_bn_relu_hwc_portable(g, x, taps, scale, shift, hwc)
+/// (input channel, row, column) in that order, one fused multiply-add per tap, then a multiply
+/// and an add (not fused). Vectorised along the output channels, one broadcast pixel per tap.
+pub(crate) struct ConvBnReluHwc<'a> {
+    pub g: Conv3x3,
+    pub x: &'a [f32],
+    pub taps: &'a [f32],
+    pub scale: &'a [f32],
+    pub shift: &'a [f32],
+    pub hwc: &'a mut [f32],
 }
 
-#[multiversion(targets = "simd")]
-fn conv_bn_relu_hwc_portable(
-    g: Conv3x3,
-    x: &[f32],
-    taps: &[f32],
-    scale: &[f32],
-    shift: &[f32],
-    hwc: &mut [f32],
-) {
-    let (c, ow) = (g.cout, g.ow());
-    for oy in 0..g.oh() {
-        for ox in 0..ow {
-            let out = &mut hwc[(oy * ow + ox) * c..][..c];
-            out.fill(0.0);
-            for ci in 0..g.cin {
-                for ky in 0..3 {
-                    for kx in 0..3 {
-                        let xv = x[ci * g.h * g.w + (oy + ky) * g.w + ox + kx];
-                        let t = &taps[(ci * 9 + ky * 3 + kx) * c..][..c];
-                        out.iter_mut()
-                            .zip(t)
-                            .for_each(|(o, w)| *o = xv.mul_add(*w, *o));
-                    }
-                }
-            }
-            for ((o, s), b) in out.iter_mut().zip(scale).zip(shift) {
-                *o = (*o * s + b).max(0.0);
-            }
-        }
+impl Kernel for ConvBnReluHwc<'_> {
+    fn channels(&self) -> usize {
+        self.g.cout
     }
-}
 
-#[cfg(target_arch = "x86_64")]
-mod avx512 {
-    use super::Conv3x3;
-    use std::arch::x86_64::*;
-
-    /// See [`super::conv_bn_relu_hwc_portable`] (the same operations in the same order), for
-    /// one input channel (conv1; wider inputs take the portable version); `cout` a multiple of
-    /// 16, bounds asserted by the caller. Why by hand: vectorised along the channels, one
-    /// broadcast pixel per tap and the taps held in registers, which the compiler does not find.
-    #[target_feature(enable = "avx512f,fma")]
-    pub(super) fn conv_bn_relu_hwc(
-        g: Conv3x3,
-        x: &[f32],
-        taps: &[f32],
-        scale: &[f32],
-        shift: &[f32],
-        hwc: &mut [f32],
-    ) {
+    #[inline(always)]
+    fn apply<S: Simd>(self, s: S) {
+        let ConvBnReluHwc {
+            g,
+            x,
+            taps,
+            scale,
+            shift,
+            hwc,
+        } = self;
         let (c, ow) = (g.cout, g.ow());
-        let zero = _mm512_setzero_ps();
-        // A block's 9 tap vectors stay in registers over all pixels.
-        for cb in (0..c).step_by(16) {
-            // SAFETY: tap k's channels cb..cb + 16 are inside `taps`, pixel
-            // (oy + ky, ox + kx) inside `x`, the store inside `hwc` (lengths asserted by
-            // the caller).
+        assert!(c.is_multiple_of(S::F32_LANES));
+        assert!(x.len() >= g.in_len() && taps.len() >= g.k() * c);
+        assert!(scale.len() >= c && shift.len() >= c && hwc.len() >= g.out_len());
+        let zero = s.splat_f32s(0.0);
+        // A block of channels over all pixels: for one input channel its 9 tap vectors stay
+        // in registers (the compiler hoists their loads).
+        for cb in (0..c).step_by(S::F32_LANES) {
+            // SAFETY: tap k's channels cb.. + lanes are inside `taps`, pixel
+            // (ci, oy + ky, ox + kx) inside `x`, the store inside `hwc` (asserted above).
             unsafe {
-                let t: [__m512; 9] =
-                    std::array::from_fn(|k| _mm512_loadu_ps(taps.as_ptr().add(k * c + cb)));
-                let s = _mm512_loadu_ps(scale.as_ptr().add(cb));
-                let b = _mm512_loadu_ps(shift.as_ptr().add(cb));
+                let sc = ld::<S>(scale.as_ptr().add(cb));
+                let sh = ld::<S>(shift.as_ptr().add(cb));
                 for oy in 0..g.oh() {
                     for ox in 0..ow {
-                        let xp = x.as_ptr().add(oy * g.w + ox);
                         let mut acc = zero;
-                        for ky in 0..3 {
-                            for kx in 0..3 {
-                                let xv = _mm512_set1_ps(*xp.add(ky * g.w + kx));
-                                acc = _mm512_fmadd_ps(xv, t[ky * 3 + kx], acc);
+                        for ci in 0..g.cin {
+                            let xp = x.as_ptr().add(ci * g.h * g.w + oy * g.w + ox);
+                            for k in 0..9 {
+                                let xv = s.splat_f32s(*xp.add(k / 3 * g.w + k % 3));
+                                let t = ld::<S>(taps.as_ptr().add((ci * 9 + k) * c + cb));
+                                acc = s.mul_add_f32s(xv, t, acc);
                             }
                         }
-                        let y = _mm512_max_ps(_mm512_add_ps(_mm512_mul_ps(acc, s), b), zero);
-                        _mm512_storeu_ps(hwc.as_mut_ptr().add((oy * ow + ox) * c + cb), y);
+                        let y = s.max_f32s(s.add_f32s(s.mul_f32s(acc, sc), sh), zero);
+                        st::<S>(hwc.as_mut_ptr().add((oy * ow + ox) * c + cb), y);
                     }
                 }
             }
@@ -131,12 +87,14 @@ mod avx512 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fast::lanes::run;
     use crate::fast::tests::noise;
+    use pulp::Scalar;
 
-    /// Against the definition (a plain sum over the patch), and the AVX-512 path against the
-    /// portable one bit for bit.
+    /// Against the definition (a plain sum over the patch), and the CPU's widest vectors against
+    /// one lane at a time bit for bit.
     #[test]
-    fn direct_conv_matches_the_definition_and_the_portable_bits() {
+    fn direct_conv_matches_the_definition_and_the_one_lane_bits() {
         for (cin, side, cout) in [(1, 28, 32), (2, 7, 16), (1, 5, 8)] {
             let g = Conv3x3 {
                 n: 1,
@@ -148,11 +106,18 @@ mod tests {
             let (x, w) = (noise(g.in_len(), 1), noise(cout * g.k(), 2));
             let (s, t) = (noise(cout, 3), noise(cout, 4));
             let taps = taps_channel_last(&w, cin, cout);
-            let mut fast = vec![0f32; g.out_len()];
-            conv_bn_relu_hwc(g, &x, &taps, &s, &t, &mut fast);
-            let mut portable = vec![0f32; g.out_len()];
-            conv_bn_relu_hwc_portable(g, &x, &taps, &s, &t, &mut portable);
-            assert_eq!(fast, portable, "{cin}x{side}x{cout}");
+            let kernel = |hwc| ConvBnReluHwc {
+                g,
+                x: &x,
+                taps: &taps,
+                scale: &s,
+                shift: &t,
+                hwc,
+            };
+            let (mut fast, mut one) = (vec![0f32; g.out_len()], vec![0f32; g.out_len()]);
+            run(kernel(&mut fast));
+            kernel(&mut one).apply(Scalar::new());
+            assert_eq!(fast, one, "{cin}x{side}x{cout}");
             let (oh, ow) = (g.oh(), g.ow());
             for (px, o) in fast.chunks(cout).enumerate() {
                 let (oy, ox) = (px / ow, px % ow);

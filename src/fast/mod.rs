@@ -39,6 +39,7 @@ mod fused_adam;
 mod gemm;
 mod geometry;
 mod im2col;
+mod lanes;
 mod multiply;
 mod operand;
 mod ops;

@@ -7,10 +7,11 @@ use super::batchnorm::{
     bn_fold, bn_param_grads, bn_relu_train, scale_shift_relu_inplace,
 };
 use super::bf16::matmul_bf16_words;
-use super::direct::{conv_bn_relu_hwc, taps_channel_last};
+use super::direct::{ConvBnReluHwc, taps_channel_last};
 use super::gemm::with_scratch;
 use super::geometry::Conv3x3;
 use super::im2col::{col2im, im2col_paired};
+use super::lanes::run;
 use super::multiply::{Operand, Threads, Write, in_bf16, matmul_in};
 use super::pool::pool_plane;
 use super::transpose::transpose;
@@ -193,7 +194,7 @@ impl FoldedConv {
 /// `g1` (whose `cout` is `first.cout`): `[n, second.cout, (h - 4) / 2, (w - 4) / 2]`.
 ///
 /// Where the second block takes Winograd, one image at a time: the first block computed
-/// directly into a per-thread channel-last buffer ([`conv_bn_relu_hwc`]), which the second's
+/// directly into a per-thread channel-last buffer ([`ConvBnReluHwc`]), which the second's
 /// transforms read as it is. No batch-sized activation is written between the blocks (at batch
 /// 1000 that was 86 MB zeroed, written, rescaled in place and transposed). Otherwise (fewer than
 /// 8 images) block by block.
@@ -224,7 +225,14 @@ pub(crate) fn two_blocks_pool_infer(
         .for_each(|(oi, xi)| {
             with_scratch(hwc_len + plan.pool_scratch_len(), |buf| {
                 let (hwc, rest) = buf.split_at_mut(hwc_len);
-                conv_bn_relu_hwc(g1, xi, &taps, &first.scale, &first.shift, hwc);
+                run(ConvBnReluHwc {
+                    g: g1,
+                    x: xi,
+                    taps: &taps,
+                    scale: &first.scale,
+                    shift: &first.shift,
+                    hwc,
+                });
                 plan.pool_hwc(hwc, &second.scale, &second.shift, rest, oi);
             })
         });

@@ -9,9 +9,9 @@
 //! so in evaluation the output transform, batch norm, ReLU and pooling run together and no
 //! unpooled activation is stored; evaluation hands in the input channel-last, as the first
 //! block writes it ([`Plan::pool_hwc`]). No crate offers a CPU Winograd convolution over plain
-//! slices; the transforms are a few dozen additions each, over 16-channel AVX-512 registers
-//! (`avx512`), with portable 8-channel versions elsewhere (`portable`). In bf16 the products' operands are
-//! packed once (filters) or written as bf16 by the input transform.
+//! slices; the transforms are a few dozen additions each, written once over the CPU's vector
+//! width (`transforms`). In bf16 the products' operands are packed once (filters) or written as
+//! bf16 by the input transform (`avx512`, where the CPU has AVX512_BF16).
 
 use super::bf16::{self, PackedRhs};
 use super::gemm::with_scratch;
@@ -24,14 +24,15 @@ use std::cell::RefCell;
 
 #[cfg(target_arch = "x86_64")]
 mod avx512;
-mod portable;
 #[cfg(test)]
 mod tests;
+mod transforms;
 
-use portable::*;
+use super::lanes::run;
+use transforms::{InputTransform, L, OutputFull, OutputPool, filter_transform};
 
-/// Whether the 16-lane transforms of [`avx512`] serve `channels` (checked once per call; a
-/// whole-vector multiple of 16 on a CPU with AVX-512).
+/// Whether the bf16 input transform of [`avx512`] serves `channels`: a whole-vector multiple of
+/// 16 on a CPU with AVX-512.
 fn wide(channels: usize) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
@@ -42,54 +43,6 @@ fn wide(channels: usize) -> bool {
         let _ = channels;
         false
     }
-}
-
-/// [`input_transform_portable`], 16 channels per instruction where [`wide`] allows.
-fn input_transform(hwc: &[f32], w: usize, cin: usize, th: usize, tw: usize, v: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if wide(cin) {
-        // SAFETY: AVX-512F is present (checked by `wide`); the function asserts its bounds.
-        return unsafe { avx512::input_transform(hwc, w, cin, th, tw, v) };
-    }
-    input_transform_portable(hwc, w, cin, th, tw, v)
-}
-
-/// [`output_pool_portable`], 16 channels per instruction where [`wide`] allows.
-fn output_pool(
-    m: &[f32],
-    tiles: usize,
-    cout: usize,
-    scale: &[f32],
-    shift: &[f32],
-    out: &mut [f32],
-) {
-    #[cfg(target_arch = "x86_64")]
-    if wide(cout) {
-        // SAFETY: as in `input_transform`.
-        return unsafe { avx512::output_pool(m, tiles, cout, scale, shift, out) };
-    }
-    output_pool_portable(m, tiles, cout, scale, shift, out)
-}
-
-/// [`output_full_portable`] for the `nt` blocks from `t0` whose products `m` holds, 16 channels
-/// per instruction where [`wide`] allows; the portable version takes only all blocks at once.
-fn output_full_blocks(
-    m: &[f32],
-    (t0, nt): (usize, usize),
-    tw: usize,
-    cout: usize,
-    out: &mut [f32],
-) {
-    #[cfg(target_arch = "x86_64")]
-    if wide(cout) {
-        // SAFETY: as in `input_transform`.
-        return unsafe { avx512::output_full(m, (t0, nt), tw, cout, out) };
-    }
-    assert!(
-        t0 == 0 && nt.is_multiple_of(tw),
-        "runs of blocks need AVX-512"
-    );
-    output_full_portable(m, nt / tw, tw, cout, out)
 }
 
 /// The filters of one convolution, transformed once for all its images.
@@ -208,7 +161,14 @@ impl Plan {
         }
         let (v, rest) = buf.split_at_mut(16 * tiles * cin);
         let m = &mut rest[..16 * tiles * cout];
-        input_transform(hwc, g.w, cin, th, tw, v);
+        run(InputTransform {
+            hwc,
+            w: g.w,
+            cin,
+            tw,
+            blocks: (0, tiles),
+            v,
+        });
         multiply(prec, v, u, tiles, cin, cout, m);
         finish(0, tiles, m)
     }
@@ -233,7 +193,14 @@ impl Plan {
         let (pbuf, pooled) = scratch.split_at_mut(self.products_len());
         self.products_hwc(hwc, pbuf, |t0, nt, m| {
             let out = &mut pooled[t0 * cout..][..nt * cout];
-            output_pool(m, nt, cout, scale, shift, out);
+            run(OutputPool {
+                m,
+                nt,
+                cout,
+                scale,
+                shift,
+                out,
+            });
         });
         // The blocks are the pooled pixels, in order.
         transpose(pooled, tiles, cout, oi);
@@ -280,7 +247,13 @@ impl Plan {
         let (pbuf, zt) = scratch.split_at_mut(self.products_len());
         let zt = &mut zt[..p * cout];
         self.products_hwc(hwc, pbuf, |t0, nt, m| {
-            output_full_blocks(m, (t0, nt), tw, cout, zt)
+            run(OutputFull {
+                m,
+                blocks: (t0, nt),
+                tw,
+                cout,
+                out: zt,
+            })
         });
         transpose(zt, p, cout, zi);
     }
