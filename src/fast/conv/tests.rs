@@ -259,32 +259,15 @@ mod speed {
                     eps: 1e-5,
                 },
             );
-            let bwd = time(&mut || {
-                conv_bn_relu_backward(
-                    prec,
-                    g,
-                    &x,
-                    (&w, &gamma),
-                    Upstream {
-                        saved: &saved,
-                        dy: &dy,
-                    },
-                    InputGrad::Needed,
-                );
-            });
-            let bwd_w = time(&mut || {
-                conv_bn_relu_backward(
-                    prec,
-                    g,
-                    &x,
-                    (&w, &gamma),
-                    Upstream {
-                        saved: &saved,
-                        dy: &dy,
-                    },
-                    InputGrad::Skipped,
-                );
-            });
+            let backward = |dx| {
+                let up = Upstream {
+                    saved: &saved,
+                    dy: &dy,
+                };
+                conv_bn_relu_backward(prec, g, &x, (&w, &gamma), up, dx);
+            };
+            let bwd = time(&mut || backward(InputGrad::Needed));
+            let bwd_w = time(&mut || backward(InputGrad::Skipped));
             let (s, t) = (noise(64, 7), noise(64, 8));
             let pool = time(&mut || {
                 conv_bn_relu_pool_infer(prec, g, &x, &w, &s, &t);
