@@ -160,7 +160,9 @@ pub fn train_stage(
     info(progress, init);
     if plan.record.time.is_some() {
         let spent = started.elapsed().as_secs_f64();
-        let timing = train::timing::measure(&data, &plan.record, &dev, spent)?;
+        let mut draw =
+            |h: &History, dir: &Path| report::plot::curves(h, &dir.join("curves.png"));
+        let timing = train::timing::measure(&data, &plan.record, &dev, spent, &mut draw)?;
         info(
             progress,
             train::timing::fit_to_budget(&mut plan, stage, req, timing)?,

@@ -1,33 +1,50 @@
-//! Timing a run before it trains, for `--time`: a fresh network of the run's shape takes a few
-//! steps of the run's own batches (with their pool images, when the run has a pool) under a
-//! throwaway optimizer, and predicts the validation set once. The run's network is not used: its
-//! batch-norm statistics are shared with its copies, and the run must train the bits that a run
-//! of its record trains; the device's generator is seeded again as the run seeded it.
+//! Timing a run before it trains, for `--time`: a fresh network of the run's shape takes steps of
+//! the run's own batches (with their pool images, when the run has a pool) under a throwaway
+//! optimizer for a few seconds, predicts the validation set once, and ends an epoch as the run
+//! does — its checkpoints, resume state, history and figures, written into a scratch folder
+//! beside the run's. The run's network is not used: its batch-norm statistics are shared with its
+//! copies, and the run must train the bits that a run of its record trains; the device's generator
+//! is seeded again as the run seeded it.
 
+use super::state::LoopState;
 use super::{semi, train_step, training_parts};
 use crate::batch::{PoolDraw, epoch_steps};
 use crate::budget::Timing;
+use crate::checkpoint::{Meta, Metrics};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::eval::predict_set;
+use crate::history::{EpochRecord, History, PoolEpoch};
 use crate::model::ArchConfig;
 use crate::record::RunRecord;
 use burn::prelude::*;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
 /// Steps taken before the timed ones (allocations, the batch thread, caches).
 const WARMUP_STEPS: usize = 2;
-/// Steps timed.
+/// Steps timed at least, and for at least [`TIMED_SECONDS`]: six steps alone on a shared machine
+/// were off by a third either way.
 const TIMED_STEPS: usize = 6;
-/// Synced checkpoint-sized writes an epoch is charged: the last checkpoint and the resume state
-/// (the best one is written only when it changes; the operating system absorbs part of it).
-const SAVES_PER_EPOCH: usize = 2;
+/// Seconds of steps timed at least (unless [`MAX_TIMED_STEPS`] come first).
+const TIMED_SECONDS: f64 = 2.0;
+/// Steps timed at most.
+const MAX_TIMED_STEPS: usize = 400;
+/// Epochs in the history the timed epoch end writes and draws.
+const HISTORY_EPOCHS: usize = 100;
 /// Seconds allowed for writing the report, figures and checkpoints after the last epoch.
 pub const REPORT_SECONDS: f64 = 5.0;
 
-/// How long `run`'s epochs and its end take on this machine, with `spent` seconds gone already.
-pub fn measure(data: &Dataset, run: &RunRecord, device: &Device, spent: f64) -> Result<Timing> {
+/// How long `run`'s epochs and its end take on this machine, with `spent` seconds gone already;
+/// `figures` draws what else follows each epoch, given a history and the folder to draw into.
+pub fn measure(
+    data: &Dataset,
+    run: &RunRecord,
+    device: &Device,
+    spent: f64,
+    figures: &mut dyn FnMut(&History, &Path) -> Result<()>,
+) -> Result<Timing> {
     let started = Instant::now();
     let ad = device.clone().autodiff();
     let net = ArchConfig::standard(data.classes.len()).init(device);
@@ -56,9 +73,17 @@ pub fn measure(data: &Dataset, run: &RunRecord, device: &Device, spent: f64) -> 
         )
     });
     let mut t0 = Instant::now();
-    for i in 0..WARMUP_STEPS + TIMED_STEPS {
+    let mut timed = 0;
+    for i in 0.. {
         if i == WARMUP_STEPS {
             t0 = Instant::now();
+        }
+        if i >= WARMUP_STEPS {
+            timed = i - WARMUP_STEPS;
+            let enough = timed >= TIMED_STEPS && t0.elapsed().as_secs_f64() >= TIMED_SECONDS;
+            if enough || timed >= MAX_TIMED_STEPS {
+                break;
+            }
         }
         crate::cancel::check("timing the run")?;
         let step = steps
@@ -72,7 +97,7 @@ pub fn measure(data: &Dataset, run: &RunRecord, device: &Device, spent: f64) -> 
         let grads = train_step(&model, &loss_fn, step, how.as_ref(), device, &ad).0;
         model = optim.step(run.optimizer.lr, model, grads);
     }
-    let step = t0.elapsed().as_secs_f64() / TIMED_STEPS as f64;
+    let step = t0.elapsed().as_secs_f64() / timed.max(1) as f64;
     // The fresh network drew from the device's generator, from which the run's own network may
     // not have drawn yet (burn initialises parameters when first used): put it back where the
     // run seeded it, so the run trains the bits of a run without `--time`.
@@ -81,22 +106,80 @@ pub fn measure(data: &Dataset, run: &RunRecord, device: &Device, spent: f64) -> 
     let t = Instant::now();
     let _ = predict_set(&valid, &data.val, device);
     let image = t.elapsed().as_secs_f64() / data.val.len().max(1) as f64;
-    // Each epoch writes checkpoints and its resume state, synced.
-    let bytes = crate::checkpoint::to_bytes(&valid)?;
-    let scratch = tempfile::tempdir().map_err(|e| Error::io(std::env::temp_dir(), e))?;
+    // Each epoch ends by writing its checkpoints, resume state, history and figures, synced, on
+    // the run's own disk: a scratch folder inside the run's, removed when timed.
+    let scratch = tempfile::Builder::new()
+        .prefix(".timing")
+        .tempdir_in(&run.out)
+        .map_err(|e| Error::io(&run.out, e))?;
+    let mut st = LoopState {
+        record: RunRecord {
+            out: scratch.path().to_path_buf(),
+            ..run.clone()
+        },
+        classes: data.classes.clone(),
+        epoch: 0,
+        batch: 0,
+        loss_sum: 0.0,
+        correct: 0,
+        seen: 0,
+        seconds: 0.0,
+        history: example_history(data.classes.len(), run.unlabeled.is_some()),
+        best_acc: None,
+        stopped: None,
+        pool: Default::default(),
+    };
+    st.best_acc = st.history.0.last().map(|r| r.val_acc);
+    let meta = Meta::new(data.classes.clone(), st.record.clone(), Metrics::default());
+    let dir = scratch.path();
+    let save = |name: &str| crate::checkpoint::save(&valid, &meta, &dir.join(name));
+    // Once untimed: the first writes allocate and warm what later ones reuse.
+    save("last.safetensors")?;
+    super::save_state(&st, &model, &valid, &optim)?;
     let t = Instant::now();
-    for i in 0..SAVES_PER_EPOCH {
-        crate::fsutil::write_atomic(&scratch.path().join(format!("{i}.bin")), &bytes)?;
-    }
+    save("best.safetensors")?;
+    crate::fsutil::write_atomic(&dir.join("history.csv"), st.history.to_csv().as_bytes())?;
+    figures(&st.history, dir)?;
+    let every = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    save("last.safetensors")?;
+    super::save_state(&st, &model, &valid, &optim)?;
     let saves = t.elapsed().as_secs_f64();
     let batches = data.train.len().div_ceil(run.batch_size.max(1));
     let precise_bn = if run.precise_bn { data.train.len() } else { 0 };
     let test = data.test.as_ref().map_or(0, |t| t.len());
+    drop(scratch);
+    // The epoch's own work; the last checkpoint and resume state are written once a `SAVE_EVERY`.
+    let work = batches as f64 * step + image * (data.val.len() + precise_bn) as f64;
     Ok(Timing {
         spent: spent + started.elapsed().as_secs_f64(),
-        epoch: batches as f64 * step + image * (data.val.len() + precise_bn) as f64 + saves,
+        epoch: work + every + saves * (work / super::SAVE_EVERY.as_secs_f64()).min(1.0),
         finish: image * test as f64 + REPORT_SECONDS,
     })
+}
+
+/// A plausible history of [`HISTORY_EPOCHS`] epochs for the timed epoch end to write and draw.
+fn example_history(classes: usize, pool: bool) -> History {
+    History(
+        (1..=HISTORY_EPOCHS)
+            .map(|e| {
+                let f = e as f64 / HISTORY_EPOCHS as f64;
+                EpochRecord {
+                    epoch: e,
+                    seconds: 1.0,
+                    loss: 2.0 - f,
+                    acc: 0.5 + 0.4 * f,
+                    val_loss: 2.1 - f,
+                    val_acc: 0.5 + 0.3 * f,
+                    pool: pool.then(|| PoolEpoch {
+                        confident: f,
+                        pseudo_acc: Some(0.9),
+                        shares: vec![1.0 / classes.max(1) as f64; classes],
+                    }),
+                }
+            })
+            .collect(),
+    )
 }
 
 /// Sets the epochs that `--time` chose from the run's timing ([`crate::budget::epochs_within`]),
