@@ -24,8 +24,8 @@ use std::time::Instant;
 
 /// Steps taken before the timed ones (allocations, the batch thread, caches).
 const WARMUP_STEPS: usize = 2;
-/// Steps timed at least, and for at least [`TIMED_SECONDS`]: six steps alone on a shared machine
-/// were off by a third either way.
+/// Steps timed at least, and for at least [`TIMED_SECONDS`], in two halves: six steps alone on a
+/// shared machine were off by a third either way.
 const TIMED_STEPS: usize = 6;
 /// Seconds of steps timed at least (unless [`MAX_TIMED_STEPS`] come first).
 const TIMED_SECONDS: f64 = 2.0;
@@ -72,19 +72,7 @@ pub fn measure(
             draw.clone(),
         )
     });
-    let mut t0 = Instant::now();
-    let mut timed = 0;
-    for i in 0.. {
-        if i == WARMUP_STEPS {
-            t0 = Instant::now();
-        }
-        if i >= WARMUP_STEPS {
-            timed = i - WARMUP_STEPS;
-            let enough = timed >= TIMED_STEPS && t0.elapsed().as_secs_f64() >= TIMED_SECONDS;
-            if enough || timed >= MAX_TIMED_STEPS {
-                break;
-            }
-        }
+    let mut one_step = || -> Result<()> {
         crate::cancel::check("timing the run")?;
         let step = steps
             .next()
@@ -95,9 +83,25 @@ pub fn measure(
             thresholds: &thresholds,
         });
         let grads = train_step(&model, &loss_fn, step, how.as_ref(), device, &ad).0;
-        model = optim.step(run.optimizer.lr, model, grads);
+        model = optim.step(run.optimizer.lr, model.clone(), grads);
+        Ok(())
+    };
+    for _ in 0..WARMUP_STEPS {
+        one_step()?;
     }
-    let step = t0.elapsed().as_secs_f64() / timed.max(1) as f64;
+    // Two windows, and the slower one counts: the first may still draw batches the batch thread
+    // prepared ahead, and a shared machine's speed moves between seconds.
+    let mut step = 0f64;
+    for _ in 0..2 {
+        let (t0, mut n) = (Instant::now(), 0);
+        while n < MAX_TIMED_STEPS / 2
+            && (n < TIMED_STEPS / 2 || t0.elapsed().as_secs_f64() < TIMED_SECONDS / 2.0)
+        {
+            one_step()?;
+            n += 1;
+        }
+        step = step.max(t0.elapsed().as_secs_f64() / n.max(1) as f64);
+    }
     // The fresh network drew from the device's generator, from which the run's own network may
     // not have drawn yet (burn initialises parameters when first used): put it back where the
     // run seeded it, so the run trains the bits of a run without `--time`.
