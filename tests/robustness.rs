@@ -490,3 +490,53 @@ fn a_resumed_run_with_a_schedule_ends_bit_identical() {
         history_without_seconds(&whole)
     );
 }
+
+/// A `--time` run interrupted and resumed keeps the epochs it recorded (it does not time itself
+/// again) and ends with the bits of an uninterrupted run of those epochs.
+#[test]
+fn a_time_budget_run_resumes_with_its_recorded_epochs() {
+    let tmp = tempfile::tempdir().unwrap();
+    // ~113 batches an epoch (about 0.6 s on a 2-core machine): a few epochs in the budget.
+    let args = |out: &Path, length: [&str; 2]| -> Vec<String> {
+        let mut a = tiny_args(out, 1);
+        for (flag, value) in [("--limit", "1024"), ("--batch-size", "8")] {
+            let i = a.iter().position(|x| x == flag).unwrap();
+            a[i + 1] = value.into();
+        }
+        let i = a.iter().position(|x| x == "--epochs").unwrap();
+        a.splice(i..i + 2, length.map(String::from));
+        a
+    };
+    let cut = tmp.path().join("cut");
+    let mut child = bin()
+        .args(args(&cut, ["--time", "15s"]))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the binary starts");
+    let status = ctrl_c_after_the_first_epoch(&mut child, &cut);
+    assert_eq!(status.code(), Some(130), "Ctrl-C should exit with 130");
+    let saved = warmstart::train::resume::load(&cut).unwrap();
+    let epochs = saved.state.record.epochs;
+    assert!(
+        saved.state.epoch < epochs,
+        "the run ended before Ctrl-C ({epochs} epochs)"
+    );
+    let out = run(&["pretrain", "--resume", cut.to_str().unwrap()]);
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!stdout.contains("Time budget"), "the resumed run timed itself: {stdout}");
+    let whole = tmp.path().join("whole");
+    let n = epochs.to_string();
+    let out = bin()
+        .args(args(&whole, ["--epochs", &n]))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let bytes = |d: &Path| std::fs::read(d.join("last.safetensors")).unwrap();
+    assert!(
+        bytes(&cut) == bytes(&whole),
+        "--time resumed differs from --epochs {n}"
+    );
+    assert_eq!(history_without_seconds(&cut), history_without_seconds(&whole));
+}
