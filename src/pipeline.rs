@@ -160,8 +160,7 @@ pub fn train_stage(
     info(progress, init);
     if plan.record.time.is_some() {
         let spent = started.elapsed().as_secs_f64();
-        let mut draw =
-            |h: &History, dir: &Path| report::plot::curves(h, &dir.join("curves.png"));
+        let mut draw = |h: &History, dir: &Path| report::plot::curves(h, &dir.join("curves.png"));
         let timing = train::timing::measure(&data, &plan.record, &dev, spent, &mut draw)?;
         info(
             progress,

@@ -525,18 +525,21 @@ fn a_time_budget_run_resumes_with_its_recorded_epochs() {
     let out = run(&["pretrain", "--resume", cut.to_str().unwrap()]);
     assert!(out.status.success());
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(!stdout.contains("Time budget"), "the resumed run timed itself: {stdout}");
+    assert!(
+        !stdout.contains("Time budget"),
+        "the resumed run timed itself: {stdout}"
+    );
     let whole = tmp.path().join("whole");
     let n = epochs.to_string();
-    let out = bin()
-        .args(args(&whole, ["--epochs", &n]))
-        .output()
-        .unwrap();
+    let out = bin().args(args(&whole, ["--epochs", &n])).output().unwrap();
     assert!(out.status.success());
     let bytes = |d: &Path| std::fs::read(d.join("last.safetensors")).unwrap();
     assert!(
         bytes(&cut) == bytes(&whole),
         "--time resumed differs from --epochs {n}"
     );
-    assert_eq!(history_without_seconds(&cut), history_without_seconds(&whole));
+    assert_eq!(
+        history_without_seconds(&cut),
+        history_without_seconds(&whole)
+    );
 }
