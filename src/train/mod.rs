@@ -466,9 +466,8 @@ fn run_loop(
         if keep_this {
             checkpoint::save(&valid, &meta, &best_p)?;
         }
-        // The last checkpoint and the resume state (~19 MB, synced) after the first epoch, the
-        // last one, and then once every `SAVE_EVERY`: on small data they took a fifth of each
-        // epoch. A resume from an older state trains the same bits again (Ctrl-C saves at once).
+        // The last checkpoint and resume state (~19 MB, synced; a fifth of a small epoch) after
+        // the first and last epochs and once a `SAVE_EVERY`; older states resume to the same bits.
         let save = finished || saved_at.is_none_or(|t: Instant| t.elapsed() >= SAVE_EVERY);
         if save {
             checkpoint::save(&valid, &meta, &last_p)?;
