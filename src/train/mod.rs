@@ -101,20 +101,7 @@ pub fn fit(
     create_dir(&record.out)?;
     // A new run in a directory that holds an older run's resume state must not be confused with it.
     resume::remove(&record.out)?;
-    let state = LoopState {
-        record: record.clone(),
-        classes: data.classes.clone(),
-        epoch: 0,
-        batch: 0,
-        loss_sum: 0.0,
-        correct: 0,
-        seen: 0,
-        seconds: 0.0,
-        history: History::default(),
-        best_acc: None,
-        stopped: None,
-        pool: semi::PoolCounts::default(),
-    };
+    let state = LoopState::start(record.clone(), data.classes.clone(), History::default());
     let optim = new_optimizer(&record.optimizer);
     run_loop(model, optim, state, data, device, observer)
 }

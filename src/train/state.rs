@@ -38,6 +38,26 @@ pub struct LoopState {
     pub pool: super::semi::PoolCounts,
 }
 
+impl LoopState {
+    /// The start of a run of `record` on data with `classes`, with `history` behind it.
+    pub fn start(record: RunRecord, classes: Vec<String>, history: History) -> Self {
+        LoopState {
+            record,
+            classes,
+            epoch: 0,
+            batch: 0,
+            loss_sum: 0.0,
+            correct: 0,
+            seen: 0,
+            seconds: 0.0,
+            history,
+            best_acc: None,
+            stopped: None,
+            pool: Default::default(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -116,23 +116,12 @@ pub fn measure(
         .prefix(".timing")
         .tempdir_in(&run.out)
         .map_err(|e| Error::io(&run.out, e))?;
-    let mut st = LoopState {
-        record: RunRecord {
-            out: scratch.path().to_path_buf(),
-            ..run.clone()
-        },
-        classes: data.classes.clone(),
-        epoch: 0,
-        batch: 0,
-        loss_sum: 0.0,
-        correct: 0,
-        seen: 0,
-        seconds: 0.0,
-        history: example_history(data.classes.len(), run.unlabeled.is_some()),
-        best_acc: None,
-        stopped: None,
-        pool: Default::default(),
+    let record = RunRecord {
+        out: scratch.path().to_path_buf(),
+        ..run.clone()
     };
+    let history = example_history(data.classes.len(), run.unlabeled.is_some());
+    let mut st = LoopState::start(record, data.classes.clone(), history);
     st.best_acc = st.history.0.last().map(|r| r.val_acc);
     let meta = Meta::new(data.classes.clone(), st.record.clone(), Metrics::default());
     let dir = scratch.path();
