@@ -112,8 +112,9 @@ pub fn measure(
     let image = t.elapsed().as_secs_f64() / data.val.len().max(1) as f64;
     // Each epoch ends by writing its checkpoints, resume state, history and figures, synced, on
     // the run's own disk: a scratch folder inside the run's, removed when timed.
+    remove_stale_scratch(&run.out);
     let scratch = tempfile::Builder::new()
-        .prefix(".timing")
+        .prefix(SCRATCH_PREFIX)
         .tempdir_in(&run.out)
         .map_err(|e| Error::io(&run.out, e))?;
     let record = RunRecord {
@@ -149,6 +150,25 @@ pub fn measure(
         epoch: work + every + saves * (work / super::SAVE_EVERY.as_secs_f64()).min(1.0),
         finish: image * test as f64 + REPORT_SECONDS,
     })
+}
+
+/// What the timing's scratch folders are called: `OUT/.timingXXXXXX`.
+const SCRATCH_PREFIX: &str = ".timing";
+
+/// Removes the scratch folders a timing killed outright (`kill -9`) left in run folder `out`,
+/// which the caller holds locked, so no other run is timing there. Best effort: a folder that
+/// cannot be removed is left as it was.
+fn remove_stale_scratch(out: &Path) {
+    let Ok(entries) = std::fs::read_dir(out) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let stale = e.file_name().to_string_lossy().starts_with(SCRATCH_PREFIX)
+            && e.file_type().is_ok_and(|t| t.is_dir());
+        if stale {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// A plausible history of [`HISTORY_EPOCHS`] epochs for the timed epoch end to write and draw.
